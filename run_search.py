@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""swiftformer-nas command line: thin dispatch to each package's ``cli`` module.
+
+Each package registers its own sub-commands (``register(subparsers)``); this file parses,
+dispatches, and turns input errors into one clear line and a non-zero exit.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Packages that contribute sub-commands, in help order. A module missing here is skipped so
+# a partial checkout still runs what it has.
+COMMAND_MODULES = ("search_space.cli", "latency_models.cli", "results.cli", "search.cli")
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, list]:
+    parser = argparse.ArgumentParser(
+        prog="run_search.py",
+        description="Hardware-aware architecture search over the SwiftFormer family.")
+    sub = parser.add_subparsers(dest="command")
+    modules = []
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        mod.register(sub)
+        modules.append(mod)
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    from search_space.spec import SpecError
+
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            # No sub-command: the main job. search.cli provides it once the search exists.
+            for mod in reversed(modules):
+                if hasattr(mod, "default_main"):
+                    return mod.default_main(args)
+            from search_space.cli import presets_table
+            print(presets_table())
+            return 0
+        return int(args.func(args) or 0)
+    except (SpecError, UserError, FileNotFoundError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

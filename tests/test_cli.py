@@ -1,0 +1,38 @@
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "run_search.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_arch_show_preset_and_json(tmp_path):
+    r = run("arch", "show", "XS")
+    assert r.returncode == 0, r.stderr
+    assert "3,475,360" in r.stdout and "0.605" in r.stdout
+    p = tmp_path / "spec.json"
+    p.write_text(json.dumps({"depths": [2, 2, 4, 3], "widths": [32, 64, 128, 192],
+                             "mlp_ratios": [3, 3, 4, 2], "attn_blocks": [0, 1, 2, 3]}))
+    r = run("arch", "show", str(p))
+    assert r.returncode == 0, r.stderr
+    assert "total params" in r.stdout
+
+
+def test_arch_show_bad_spec_one_line_error(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({"depths": [2, 2, 4], "widths": [32, 64, 128, 192],
+                             "mlp_ratios": [3, 3, 4, 2], "attn_blocks": [0, 1, 2, 3]}))
+    r = run("arch", "show", str(p))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "depths" in r.stderr and "allowed" not in r.stdout
+
+
+def test_space_describe():
+    r = run("space", "describe")
+    assert r.returncode == 0, r.stderr
+    assert "XS=yes, S=yes, L1=yes, L3=yes" in r.stdout and "size:" in r.stdout

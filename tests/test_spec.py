@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+from search_space import PRESETS, ArchSpec, SpecError, load_spec
+
+XS = PRESETS["XS"]
+
+
+def test_json_round_trip_and_hash_stable():
+    for spec in PRESETS.values():
+        again = ArchSpec.from_json(spec.to_json())
+        assert again == spec
+        assert again.arch_hash == spec.arch_hash
+    # lists vs tuples and ints vs floats for ratios do not change identity
+    d = XS.to_dict()
+    d["mlp_ratios"] = [4, 4, 4, 4]
+    assert ArchSpec.from_dict(d).arch_hash == XS.arch_hash
+
+
+def test_hash_distinguishes_architectures():
+    hashes = {s.arch_hash for s in PRESETS.values()}
+    assert len(hashes) == 4
+    assert XS.replace(attn_blocks=(0, 1, 1, 1)).arch_hash != XS.arch_hash
+    assert XS.replace(resolution=192).arch_hash != XS.arch_hash
+
+
+def test_frozen_and_tuples():
+    assert isinstance(ArchSpec.from_dict(XS.to_dict()).depths, tuple)
+    with pytest.raises(Exception):
+        XS.depths = (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("change,field", [
+    (dict(depths=(3, 3, 6)), "depths"),
+    (dict(depths=(0, 3, 6, 4)), "depths[0]"),
+    (dict(widths=(47, 56, 112, 220)), "widths[0]"),
+    (dict(widths=(48, 4, 112, 220)), "widths[1]"),
+    (dict(mlp_ratios=(4, 4, 40, 4)), "mlp_ratios[2]"),
+    (dict(attn_blocks=(1, 1, 7, 1)), "attn_blocks[2]"),
+    (dict(attn_blocks=(1, 1, 1, -1)), "attn_blocks[3]"),
+    (dict(resolution=100), "resolution"),
+    (dict(num_classes=-3), "num_classes"),
+    (dict(drop_path_rate=1.5), "drop_path_rate"),
+    (dict(layer_scale_init=0.0), "layer_scale_init"),
+    (dict(depths=(3.0, 3, 6, 4)), "depths[0]"),
+])
+def test_validation_names_field_value_and_allowed(change, field):
+    with pytest.raises(SpecError) as e:
+        XS.replace(**change)
+    msg = str(e.value)
+    assert msg.startswith(field)
+    assert "allowed" in msg or "need" in msg or "must" in msg
+
+
+def test_from_dict_rejects_unknown_and_missing():
+    with pytest.raises(SpecError, match="unknown field"):
+        ArchSpec.from_dict({**XS.to_dict(), "heads": 4})
+    with pytest.raises(SpecError, match="missing"):
+        ArchSpec.from_dict({"depths": [1, 1, 1, 1]})
+    with pytest.raises(SpecError, match="not valid JSON"):
+        ArchSpec.from_json("{nope")
+
+
+def test_load_spec_preset_file_inline(tmp_path):
+    assert load_spec("xs") is PRESETS["XS"]
+    p = tmp_path / "a.json"
+    p.write_text(PRESETS["L1"].to_json())
+    assert load_spec(str(p)) == PRESETS["L1"]
+    assert load_spec(json.dumps(PRESETS["S"].to_dict())) == PRESETS["S"]
+    with pytest.raises(SpecError, match="not a preset"):
+        load_spec("nonexistent.json")
+
+
+def test_block_kinds():
+    s = XS.replace(attn_blocks=(0, 2, 6, 4))
+    assert s.block_kinds(0) == ("conv",) * 3
+    assert s.block_kinds(1) == ("conv", "attn", "attn")
+    assert s.block_kinds(2) == ("attn",) * 6
