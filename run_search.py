@@ -12,7 +12,16 @@ import sys
 
 # Packages that contribute sub-commands, in help order. A module missing here is skipped so
 # a partial checkout still runs what it has.
-COMMAND_MODULES = ("search_space.cli", "latency_models.cli", "results.cli", "search.cli")
+COMMAND_MODULES = (
+    "search_space.cli",      # arch, space
+    "latency_models.cli",    # latency
+    "results.cli",           # studies, pareto, compare, show
+    "results.dashboard_cli", # dashboard, report
+    "search.cli",            # search (and the default main job)
+    "search.fidelity_cli",   # fidelity
+    "search.retrain_cli",    # export, retrain, evaluate
+    "search.scale_cli",      # scale, ladder, fit
+)
 
 
 class UserError(Exception):
