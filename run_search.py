@@ -38,8 +38,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, list]:
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
+            if e.name and (name == e.name or name.startswith(e.name + ".")):
+                continue  # that package (or its cli) is not in this checkout
             raise
         mod.register(sub)
         modules.append(mod)
