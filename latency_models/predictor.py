@@ -1,0 +1,313 @@
+"""Per-device latency predictor: a physically-motivated per-op cost model, few-shot calibrated.
+
+latency = sum over cost terms j of  theta_j * term_j(features)      (theta >= 0)
+
+with terms built from the per-op-class features (features.py):
+  dense conv GMACs, depthwise GMACs, linear/matmul GMACs   (compute: ms per GMAC per op kind)
+  MB moved by all ops                                      (memory traffic: ms per MB)
+  MB moved by norm/softmax ops, by layout ops              (ops that are slow on accelerators)
+  number of ops                                            (launch / dispatch overhead)
+  1                                                        (fixed per-inference overhead)
+
+Fitting (``fit``) minimises the *relative* squared error (≈ least squares in log space, so a
+0.7 ms and a 10 ms model count alike), with Huber re-weighting against outliers, subject to
+theta >= 0 (scipy NNLS), plus a ridge pull towards a reference device's coefficients times a
+free global speed factor. The pull strength is chosen by leave-one-out cross-validation on the
+calibration records, so 10 measurements fit only what they can support (mostly the speed factor
+and the compute/launch balance) while 100 measurements fit everything. The leave-one-out
+relative error is kept as the predictor's uncertainty.
+
+Calibration files are small versioned JSON (see ``LatencyPredictor.save``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from .features import FEATURE_NAMES, N_FEATURES, OP_CLASSES
+
+FORMAT = "swiftformer-nas-latency-calibration"
+FORMAT_VERSION = 1
+
+
+def _col(klass: str, q: str) -> int:
+    return FEATURE_NAMES.index(f"{klass}_{q}")
+
+
+# Cost terms: name -> feature weights. Linear in the features, so fitting stays a (non-negative)
+# least-squares problem and prediction is one matrix product.
+TERMS: dict[str, dict[int, float]] = {
+    "conv_gmacs": {_col("conv", "gmacs"): 1.0},
+    "dwconv_gmacs": {_col("dwconv", "gmacs"): 1.0},
+    "linear_gmacs": {_col("linear", "gmacs"): 1.0},
+    "mbytes": {_col(k, "mbytes"): 1.0 for k in OP_CLASSES},
+    "norm_mbytes": {_col("norm", "mbytes"): 1.0},
+    "layout_mbytes": {_col("layout", "mbytes"): 1.0},
+    "ops": {_col(k, "count"): 1.0 for k in OP_CLASSES},
+    "const": {},
+}
+TERM_NAMES = tuple(TERMS)
+_TERM_MATRIX = np.zeros((N_FEATURES, len(TERMS)))
+for _j, _w in enumerate(TERMS.values()):
+    for _i, _v in _w.items():
+        _TERM_MATRIX[_i, _j] = _v
+
+# A hand-set physical prior for a phone neural engine (A15/A16 class, fp16), used only when no
+# reference calibration is given: ~4 TMAC/s effective on dense convs and linears, ~10x less on
+# depthwise, ~50 GB/s memory traffic, ~3x that cost for norm/softmax and layout ops, ~4 us per op,
+# 0.1 ms fixed. Units: ms per GMAC / per MB / per op / per inference.
+GENERIC_PRIOR = {"conv_gmacs": 0.25, "dwconv_gmacs": 2.5, "linear_gmacs": 0.3, "mbytes": 0.02,
+                 "norm_mbytes": 0.04, "layout_mbytes": 0.04, "ops": 0.004, "const": 0.1}
+
+LAMBDAS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1e4)
+MIN_REL_STD = 0.03
+
+
+def terms_matrix(F: np.ndarray) -> np.ndarray:
+    F = np.atleast_2d(np.asarray(F, dtype=float))
+    T = F @ _TERM_MATRIX
+    T[:, TERM_NAMES.index("const")] = 1.0
+    return T
+
+
+def _solve(T: np.ndarray, y: np.ndarray, prior: np.ndarray, lam: float,
+           huber: float = 0.1, iters: int = 3) -> np.ndarray:
+    """NNLS on relative errors + ridge towards ``prior`` (already speed-scaled)."""
+    from scipy.optimize import nnls
+
+    A = T / y[:, None]                     # relative residual = A @ theta - 1
+    b = np.ones(len(y))
+    # Penalty scale per term: its typical share of latency under the prior, so lambda is unitless.
+    m = np.maximum(np.abs(A).mean(axis=0), 1e-6)
+    w = np.ones(len(y))
+    theta = prior.copy()
+    for _ in range(iters):
+        sw = np.sqrt(w)
+        if lam > 0:
+            AA = np.vstack([A * sw[:, None], math.sqrt(lam * len(y)) * np.diag(m)])
+            bb = np.concatenate([b * sw, math.sqrt(lam * len(y)) * m * prior])
+        else:
+            AA, bb = A * sw[:, None], b * sw
+        theta, _ = nnls(AA, bb, maxiter=50 * AA.shape[1])
+        r = np.abs(A @ theta - 1.0)
+        w = np.where(r <= huber, 1.0, huber / np.maximum(r, 1e-12))   # Huber weights
+    return theta
+
+
+def _speed_scale(T: np.ndarray, y: np.ndarray, prior: np.ndarray) -> float:
+    p = T @ prior
+    ok = p > 0
+    return float(np.exp(np.median(np.log(y[ok] / p[ok])))) if ok.any() else 1.0
+
+
+class LatencyPredictor:
+    """Calibrated latency model of one device. ``predict`` returns (latency_ms, std_ms)."""
+
+    def __init__(self, device: str, coef: Sequence[float], rel_std: float = 0.1,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.device = device
+        self.coef = np.asarray(coef, dtype=float)
+        if self.coef.shape != (len(TERM_NAMES),):
+            raise ValueError(f"coef: expected {len(TERM_NAMES)} values for terms {TERM_NAMES}")
+        self.rel_std = float(rel_std)
+        self.meta = dict(meta or {})
+        digest = hashlib.sha256(json.dumps([device, self.coef.round(12).tolist(), self.rel_std])
+                                .encode()).hexdigest()[:10]
+        self.version = f"{FORMAT_VERSION}:{digest}"
+
+    def __repr__(self) -> str:
+        return f"LatencyPredictor(device={self.device!r}, version={self.version!r})"
+
+    # -- prediction ---------------------------------------------------------------------------
+    def predict_features(self, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ms = terms_matrix(F) @ self.coef
+        return ms, ms * self.rel_std
+
+    def predict_many(self, specs: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised over ArchSpecs (analytic features); other items are featurised one by one."""
+        from search_space.spec import ArchSpec
+
+        from .features import spec_features_many
+
+        specs = list(specs)
+        if all(isinstance(s, ArchSpec) for s in specs):
+            return self.predict_features(spec_features_many(specs))
+        F = np.stack([featurize(s) for s in specs]) if specs else np.zeros((0, N_FEATURES))
+        return self.predict_features(F)
+
+    def predict(self, spec_or_model: Any) -> tuple[float, float]:
+        ms, sd = self.predict_features(featurize(spec_or_model)[None])
+        return float(ms[0]), float(sd[0])
+
+    def breakdown(self, spec_or_model: Any) -> dict[str, float]:
+        """Predicted milliseconds per cost term (sums to the prediction)."""
+        t = terms_matrix(featurize(spec_or_model)[None])[0] * self.coef
+        return dict(zip(TERM_NAMES, t.tolist()))
+
+    # -- persistence --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "device": self.device,
+                "version": self.version, "feature_names": list(FEATURE_NAMES),
+                "terms": list(TERM_NAMES), "coef": self.coef.tolist(), "rel_std": self.rel_std,
+                "meta": self.meta}
+
+    def save(self, path: str) -> None:
+        tmp = path + ".tmp"
+        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "<calibration>") -> "LatencyPredictor":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError(f"{where}: not a latency calibration file (format != {FORMAT!r})")
+        if d.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{where}: format_version {d.get('format_version')!r}; this version "
+                             f"reads {FORMAT_VERSION}")
+        if d.get("terms") != list(TERM_NAMES) or d.get("feature_names") != list(FEATURE_NAMES):
+            raise ValueError(f"{where}: cost terms/features differ from this version's; recalibrate")
+        p = cls(d["device"], d["coef"], d.get("rel_std", 0.1), d.get("meta"))
+        return p
+
+    @classmethod
+    def load(cls, path: str) -> "LatencyPredictor":
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such calibration file")
+        with open(path, encoding="utf-8") as f:
+            try:
+                d = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(d, path)
+
+
+# -- featurisation --------------------------------------------------------------------------------
+def featurize(obj: Any) -> np.ndarray:
+    """Feature vector of an ArchSpec / preset / spec JSON (analytic), a timm name (shipped cache,
+    else CoreML conversion), a torch module (conversion) or a Record."""
+    from search_space.spec import PRESETS, ArchSpec, load_spec
+
+    from .features import spec_features
+
+    if isinstance(obj, ArchSpec):
+        return spec_features(obj)
+    if isinstance(obj, np.ndarray) and obj.shape == (N_FEATURES,):
+        return obj
+    from .records import Record
+
+    if isinstance(obj, Record):
+        spec = obj.arch_spec()
+        if spec is not None:
+            return spec_features(spec)
+        if obj.timm_name:
+            return _timm_features(obj.timm_name, obj.resolution)
+        raise ValueError(f"record {obj.model!r}: no spec or timm_name to featurise")
+    if isinstance(obj, dict):
+        return spec_features(ArchSpec.from_dict(obj))
+    if isinstance(obj, str):
+        if obj.upper() in PRESETS or obj.lstrip().startswith("{") or os.path.isfile(obj):
+            return spec_features(load_spec(obj))
+        return _timm_features(obj, None)
+    # A torch module: convert. (Our own generator's modules use the analytic path.)
+    spec = getattr(obj, "spec", None)
+    if isinstance(spec, ArchSpec):
+        return spec_features(spec)
+    from .coreml import coreml_features
+
+    return coreml_features(obj)
+
+
+def _timm_features(name: str, resolution: int | None) -> np.ndarray:
+    from .published import cached_features
+
+    f = cached_features(name, resolution)
+    if f is not None:
+        return f
+    from .coreml import coreml_features
+
+    return coreml_features(name, resolution)
+
+
+def featurize_records(records: Sequence) -> tuple[np.ndarray, list[str | None]]:
+    """(features, per-record error or None). Records that cannot be featurised get NaN rows."""
+    F = np.full((len(records), N_FEATURES), np.nan)
+    errs: list[str | None] = []
+    for i, r in enumerate(records):
+        try:
+            F[i] = featurize(r)
+            errs.append(None)
+        except Exception as e:  # noqa: BLE001 - reported per record
+            errs.append(f"{type(e).__name__}: {str(e)[:200]}")
+    return F, errs
+
+
+# -- fitting ----------------------------------------------------------------------------------
+def prior_coef(prior: "LatencyPredictor | dict | None") -> np.ndarray:
+    if prior is None:
+        return np.array([GENERIC_PRIOR[t] for t in TERM_NAMES])
+    if isinstance(prior, LatencyPredictor):
+        return prior.coef.copy()
+    return np.array([float(prior[t]) for t in TERM_NAMES])
+
+
+def fit_features(F: np.ndarray, y: np.ndarray, device: str,
+                 prior: "LatencyPredictor | dict | None" = None,
+                 lambdas: Sequence[float] = LAMBDAS, meta: dict[str, Any] | None = None
+                 ) -> LatencyPredictor:
+    """Fit on feature rows ``F`` and latencies ``y`` (ms). See module docstring."""
+    F = np.atleast_2d(np.asarray(F, dtype=float))
+    y = np.asarray(y, dtype=float)
+    if len(y) < 2:
+        raise ValueError(f"calibration needs at least 2 measured models, got {len(y)}")
+    if F.shape != (len(y), N_FEATURES) or not np.all(np.isfinite(F)):
+        raise ValueError("features: expected finite rows of length "
+                         f"{N_FEATURES} matching the latencies")
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("latency_ms: every value must be a finite number > 0")
+    T = terms_matrix(F)
+    p0 = prior_coef(prior)
+    s = _speed_scale(T, y, p0)
+    prior_scaled = s * p0
+    n = len(y)
+    # Leave-one-out relative error for each lambda; keep the best (ties -> stronger prior).
+    cv: dict[float, float] = {}
+    loo_best = None
+    for lam in lambdas:
+        errs = np.empty(n)
+        for i in range(n):
+            keep = np.arange(n) != i
+            s_i = _speed_scale(T[keep], y[keep], p0)
+            th = _solve(T[keep], y[keep], s_i * p0, lam)
+            errs[i] = (T[i] @ th - y[i]) / y[i]
+        cv[lam] = float(np.sqrt(np.mean(errs ** 2)))
+        if loo_best is None or cv[lam] <= loo_best[1] * 1.0001:
+            loo_best = (lam, cv[lam], errs)
+    lam, rms, errs = loo_best
+    theta = _solve(T, y, prior_scaled, lam)
+    info = dict(meta or {})
+    info.update(n_records=n, lambda_=lam, speed_scale_vs_prior=s, loo_rel_rmse=rms,
+                loo_mape=float(np.mean(np.abs(errs))), cv={str(k): v for k, v in cv.items()},
+                prior=(prior.device if isinstance(prior, LatencyPredictor) else
+                       "generic-ane (hand-set)" if prior is None else "user"))
+    return LatencyPredictor(device, theta, max(rms, MIN_REL_STD), info)
+
+
+def fit(records: Sequence, device: str, prior: "LatencyPredictor | dict | None" = None,
+        skip_unfeaturizable: bool = True, **kw: Any) -> LatencyPredictor:
+    """Calibrate a device from measurement records (records.Record)."""
+    F, errs = featurize_records(records)
+    bad = [(r.model, e) for r, e in zip(records, errs) if e is not None]
+    if bad and not skip_unfeaturizable:
+        raise ValueError(f"record {bad[0][0]!r} cannot be featurised: {bad[0][1]}")
+    ok = np.array([e is None for e in errs])
+    y = np.array([r.latency_ms for r in records])
+    meta = kw.pop("meta", {}) or {}
+    meta.update(records=[r.model for r, k in zip(records, ok) if k],
+                skipped=[f"{m}: {e}" for m, e in bad])
+    return fit_features(F[ok], y[ok], device, prior, meta=meta, **kw)
