@@ -33,10 +33,10 @@ def test_seeded_sampling_is_reproducible_and_in_space():
 def test_size_matches_enumeration_on_small_space():
     small = SearchSpace(depths=((1, 2), (2,), (1, 3), (2,)), widths=((16,), (16, 32), (32,), (64,)),
                         mlp_ratios=(2.0, 4.0), resolutions=(64,))
-    seen = set()
-    rng = random.Random(0)
-    for _ in range(20000):
-        seen.add(small.sample(rng).arch_hash)
+    import itertools
+    choices = small.param_choices()
+    seen = {small.from_params(dict(zip(choices, combo))).arch_hash
+            for combo in itertools.product(*choices.values())}
     assert len(seen) == small.size()
     # none/last1/last2/all coincide at small depths: depth 1 -> {0,1}, depth 2 -> {0,1,2},
     # depth 3 -> {0,1,2,3}. Stages: (2+3)*1*2, 3*2*2, (2+4)*1*2, 3*1*2; one resolution.
