@@ -1,0 +1,431 @@
+"""Queries over the results database: Pareto fronts, hypervolume, comparison with baselines.
+
+Pure data, no drawing: every function returns plain dicts/lists (JSON-ready) or numpy arrays,
+for the CLI (``results.report`` renders them) and the dashboard alike. The numeric kernels
+(:func:`pareto_mask`, :func:`hypervolume`, :func:`baseline_comparison`) take arrays and know
+nothing about the database, so they are tested against brute force on random data.
+
+Objectives are trial metric columns (``schema.TRIAL_METRIC_COLUMNS``) with a direction, e.g.
+``top1`` (max) and ``latency_ms`` (min: predicted latency on the study's device).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from sqlalchemy import select
+
+from .schema import COMPLETED, TRIAL_METRIC_COLUMNS, Architecture, Study, Trial
+from .store import ResultsStore
+
+# Natural direction of each metric column; "name:min"/"name:max" overrides it.
+DEFAULT_DIRECTIONS = {"top1": "max", "top5": "max", "val_loss": "min", "latency_ms": "min",
+                      "latency_std_ms": "min", "params": "min", "gmacs": "min",
+                      "synflow": "max", "naswot": "max", "grad_norm": "max",
+                      "train_seconds": "min"}
+assert set(DEFAULT_DIRECTIONS) == set(TRIAL_METRIC_COLUMNS)
+FIDELITY_CHOICES = ("full", "any")  # or a study fidelity key (canonical JSON of the budget)
+_IN_CHUNK = 500  # ids per IN (...) list when fetching details of front members
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: str  # "min" or "max"
+
+    @property
+    def sign(self) -> float:
+        """Multiplier that turns the objective into a loss (minimised)."""
+        return 1.0 if self.direction == "min" else -1.0
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.direction}"
+
+
+def parse_objectives(spec: str | Sequence[str], allowed_counts=(2, 3)) -> list[Objective]:
+    """``"top1,latency_ms"`` or ``["top1:max", "params:min"]`` -> objectives (validated)."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    out = []
+    for it in items:
+        name, _, d = it.partition(":")
+        if name not in DEFAULT_DIRECTIONS:
+            raise ValueError(f"objective {name!r}: allowed {', '.join(DEFAULT_DIRECTIONS)} "
+                             "(optionally :min or :max)")
+        d = d or DEFAULT_DIRECTIONS[name]
+        if d not in ("min", "max"):
+            raise ValueError(f"objective {it!r}: direction must be min or max")
+        out.append(Objective(name, d))
+    if len(out) not in allowed_counts:
+        raise ValueError(f"objectives {','.join(items)!r}: give {' or '.join(map(str, allowed_counts))} "
+                         "comma-separated objectives, e.g. top1,latency_ms")
+    if len({o.name for o in out}) != len(out):
+        raise ValueError(f"objectives {','.join(items)!r}: each objective at most once")
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# numeric kernels (pure numpy)
+# ------------------------------------------------------------------------------------------
+def _as_loss(values: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:
+    signs = np.array([o.sign for o in objectives], dtype=float)
+    return np.asarray(values, dtype=float) * signs
+
+
+def pareto_mask_loss(loss: np.ndarray) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``loss`` (n x k, every column minimised).
+
+    A row is dominated if another row is <= in every column and < in at least one; identical
+    rows do not dominate each other (all copies stay on the front). 2-D: one O(n log n) sort and
+    a prefix-minimum sweep. k >= 3: lexicographic sort, then peel non-dominated rows one at a
+    time (each pass is vectorised over the rows still undecided; front-size passes).
+    """
+    loss = np.asarray(loss, dtype=float)
+    n = loss.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    if loss.ndim != 2 or loss.shape[1] < 1:
+        raise ValueError("pareto_mask: expected an (n, k) array")
+    k = loss.shape[1]
+    if k == 1:
+        return loss[:, 0] == loss[:, 0].min()
+    order = np.lexsort(loss.T[::-1])  # by column 0, then 1, ...
+    s = loss[order]
+    mask_sorted = np.zeros(n, dtype=bool)
+    if k == 2:
+        a, b = s[:, 0], s[:, 1]
+        # First index of each run of equal a; b is ascending inside a run.
+        group_start = np.searchsorted(a, a, side="left")
+        prefix_min = np.concatenate(([np.inf], np.minimum.accumulate(b)))
+        best_before = prefix_min[group_start]  # min b over rows with strictly smaller a
+        mask_sorted = (b == b[group_start]) & (b < best_before)
+    else:
+        # Collapse duplicates so the peeling test "some column strictly better" is exact.
+        new = np.ones(n, dtype=bool)
+        new[1:] = np.any(s[1:] != s[:-1], axis=1)
+        uniq_idx = np.flatnonzero(new)
+        u = s[uniq_idx]
+        on = np.zeros(len(u), dtype=bool)
+        remaining = np.arange(len(u))
+        rest = u[:, 1:]
+        while remaining.size:
+            i = remaining[0]  # nothing left can dominate it (lexsort) -> non-dominated
+            on[i] = True
+            keep = np.any(rest[remaining] < rest[i], axis=1)
+            remaining = remaining[keep]
+        group = np.cumsum(new) - 1  # sorted row -> its unique row
+        mask_sorted = on[group]
+    mask = np.empty(n, dtype=bool)
+    mask[order] = mask_sorted
+    return mask
+
+
+def pareto_mask(values: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:
+    """Non-dominated rows of ``values`` (columns in objective units and directions)."""
+    return pareto_mask_loss(_as_loss(values, objectives))
+
+
+def default_reference(values: np.ndarray, objectives: Sequence[Objective]) -> list[float]:
+    """Default hypervolume reference point, in objective units: the worst value of each
+    objective over all considered trials, pushed 10 % of its range further out (1 unit if the
+    range is 0), so that the extreme front members still contribute volume."""
+    loss = _as_loss(values, objectives)
+    worst, best = loss.max(axis=0), loss.min(axis=0)
+    span = worst - best
+    ref_loss = worst + np.where(span > 0, 0.1 * span, 1.0)
+    return [float(r * o.sign) for r, o in zip(ref_loss, objectives)]
+
+
+def hypervolume(values: np.ndarray, objectives: Sequence[Objective],
+                reference: Sequence[float]) -> float:
+    """Hypervolume dominated by ``values`` and bounded by ``reference`` (objective units).
+
+    Uses Optuna's exact implementation (``optuna._hypervolume.compute_hypervolume``: sweep in
+    2-D/3-D, WFG beyond) after converting to minimisation; points not strictly better than the
+    reference in every objective contribute nothing and are dropped first.
+    """
+    from optuna._hypervolume import compute_hypervolume
+
+    loss = _as_loss(values, objectives)
+    ref = _as_loss(np.asarray(reference, dtype=float)[None, :], objectives)[0]
+    if not np.all(np.isfinite(ref)):
+        raise ValueError("hypervolume: reference point must be finite")
+    loss = loss[np.all(loss < ref, axis=1)]
+    if loss.shape[0] == 0:
+        return 0.0
+    loss = loss[pareto_mask_loss(loss)]
+    return float(compute_hypervolume(loss, ref, assume_pareto=True))
+
+
+def baseline_comparison(acc: np.ndarray, cost: np.ndarray, b_acc: float | None,
+                        b_cost: float | None) -> dict[str, Any]:
+    """Compare searched points (acc: maximise, cost: minimise) with one baseline point.
+
+    Returns indices into the arrays: ``best_acc_idx`` (highest acc with cost <= b_cost),
+    ``lowest_cost_idx`` (lowest cost with acc >= b_acc) and ``dominating_idx`` (acc >= b_acc
+    and cost <= b_cost, strictly better in at least one), sorted by cost then -acc. Ties are
+    broken by the lower index. A None baseline value makes the dependent answers None.
+    """
+    acc, cost = np.asarray(acc, dtype=float), np.asarray(cost, dtype=float)
+    out: dict[str, Any] = {"best_acc_idx": None, "lowest_cost_idx": None, "dominating_idx": None}
+    if b_cost is not None:
+        ok = np.flatnonzero(cost <= b_cost)
+        if ok.size:
+            out["best_acc_idx"] = int(ok[np.argmax(acc[ok])])  # argmax: first of the ties
+    if b_acc is not None:
+        ok = np.flatnonzero(acc >= b_acc)
+        if ok.size:
+            out["lowest_cost_idx"] = int(ok[np.argmin(cost[ok])])
+    if b_acc is not None and b_cost is not None:
+        dom = np.flatnonzero((acc >= b_acc) & (cost <= b_cost) & ((acc > b_acc) | (cost < b_cost)))
+        out["dominating_idx"] = dom[np.lexsort((-acc[dom], cost[dom]))].tolist()
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# database side
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrialFilter:
+    """Which trials a query considers. Only COMPLETED trials are ever on a front.
+
+    studies: study names (None = all); device: studies whose latency target is this device;
+    dataset_id: studies on this dataset; fidelity: "full" (default: trials that reached their
+    study's full proxy budget), "any", or a study fidelity key (canonical budget JSON; implies
+    full budget within those studies).
+    """
+    studies: tuple[str, ...] | None = None
+    device: str | None = None
+    dataset_id: str | None = None
+    fidelity: str = "full"
+
+
+def resolve_studies(store: ResultsStore, flt: TrialFilter) -> list[dict]:
+    """The studies a filter selects (id, name, device, dataset_id, fidelity_key)."""
+    with store.transaction() as s:
+        q = select(Study.id, Study.name, Study.device, Study.dataset_id, Study.fidelity_key)
+        if flt.studies:
+            q = q.where(Study.name.in_(list(flt.studies)))
+        if flt.device is not None:
+            q = q.where(Study.device == flt.device)
+        if flt.dataset_id is not None:
+            q = q.where(Study.dataset_id == flt.dataset_id)
+        if flt.fidelity not in FIDELITY_CHOICES:
+            q = q.where(Study.fidelity_key == flt.fidelity)
+        rows = [dict(r._mapping) for r in s.execute(q.order_by(Study.id))]
+    if flt.studies:
+        missing = sorted(set(flt.studies) - {r["name"] for r in rows})
+        if missing:
+            with store.transaction() as s:
+                known = set(s.scalars(select(Study.name).where(Study.name.in_(missing))))
+            unknown = [m for m in missing if m not in known]
+            if unknown:
+                raise ValueError(f"study {unknown[0]!r}: not in this database "
+                                 "(see: run_search.py studies)")
+    return rows
+
+
+def fetch_points(store: ResultsStore, objectives: Sequence[Objective], flt: TrialFilter,
+                 exclude_arch: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(trial ids, values n x k) of COMPLETED trials matching ``flt`` with every objective set.
+
+    Fetches only the id and objective columns (through the DB-API cursor, which is several
+    times faster than ORM rows at 1M trials); the WHERE clause is served by the
+    (status, full_budget, study_id) index.
+    """
+    studies = resolve_studies(store, flt)
+    k = len(objectives)
+    if not studies:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, k))
+    cols = [Trial.__table__.c[o.name] for o in objectives]
+    q = select(Trial.id, *cols).where(Trial.status == COMPLETED, *[c.is_not(None) for c in cols])
+    if flt.fidelity != "any":
+        q = q.where(Trial.full_budget.is_(True))
+    if len(studies) != _count_studies(store):  # no IN list when every study is selected
+        q = q.where(Trial.study_id.in_([st["id"] for st in studies]))
+    if exclude_arch:
+        q = q.where(Trial.arch_hash.not_in(list(exclude_arch)))
+    with store.transaction() as s:
+        conn = s.connection()
+        compiled = q.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+        raw = conn.connection.driver_connection
+        if conn.dialect.name == "sqlite":
+            params = compiled.construct_params()
+            # Positional binding in the compiled order (sqlite dialect uses "?" params).
+            args = [params[name] for name in compiled.positiontup]
+            cur = raw.cursor()
+            cur.execute(str(compiled), args)
+            rows = cur.fetchall()
+            cur.close()
+        else:
+            rows = [tuple(r) for r in conn.execute(q)]
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, k))
+    arr = np.array(rows, dtype=float)
+    return arr[:, 0].astype(np.int64), arr[:, 1:]
+
+
+def _count_studies(store: ResultsStore) -> int:
+    from sqlalchemy import func
+    with store.transaction() as s:
+        return int(s.scalar(select(func.count()).select_from(Study)))
+
+
+def trial_details(store: ResultsStore, ids: Sequence[int]) -> dict[int, dict]:
+    """Summary of the given trials (study, key, arch, the metric columns), keyed by id."""
+    out: dict[int, dict] = {}
+    ids = [int(i) for i in ids]
+    cols = [Trial.__table__.c[c] for c in TRIAL_METRIC_COLUMNS]
+    with store.transaction() as s:
+        for i in range(0, len(ids), _IN_CHUNK):
+            q = (select(Trial.id, Study.name.label("study"), Trial.trial_key, Trial.arch_hash,
+                        Trial.epochs_reached, *cols)
+                 .join(Study, Study.id == Trial.study_id).where(Trial.id.in_(ids[i:i + _IN_CHUNK])))
+            for r in s.execute(q):
+                out[r.id] = {"trial_id": r.id, **{k: v for k, v in r._mapping.items() if k != "id"}}
+    return out
+
+
+def pareto_front(store: ResultsStore, objectives: str | Sequence[str] | Sequence[Objective],
+                 flt: TrialFilter = TrialFilter(), *, reference: Sequence[float] | None = None,
+                 compute_hv: bool = True) -> dict[str, Any]:
+    """The Pareto front of the filtered trials over 2 or 3 objectives, with hypervolume.
+
+    Returns {"objectives", "filter", "n_considered", "reference_point", "reference_rule",
+    "hypervolume", "front": [row per front trial, sorted by the first objective, best first]}.
+    """
+    objs = _objectives(objectives)
+    ids, values = fetch_points(store, objs, flt)
+    mask = pareto_mask(values, objs)
+    front_ids, front_vals = ids[mask], values[mask]
+    order = np.lexsort([front_vals[:, j] * objs[j].sign for j in range(len(objs))][::-1])
+    front_ids, front_vals = front_ids[order], front_vals[order]
+    details = trial_details(store, front_ids.tolist())
+    rows = []
+    for tid, v in zip(front_ids.tolist(), front_vals):
+        d = details.get(tid, {"trial_id": tid})
+        rows.append({"trial_id": tid, "study": d.get("study"), "trial_key": d.get("trial_key"),
+                     "arch_hash": d.get("arch_hash"),
+                     **{o.name: float(x) for o, x in zip(objs, v)},
+                     **{c: d.get(c) for c in ("top1", "latency_ms", "params", "gmacs")
+                        if c not in {o.name for o in objs}}})
+    result: dict[str, Any] = {
+        "objectives": [str(o) for o in objs], "filter": _filter_dict(flt),
+        "n_considered": int(len(ids)), "n_front": int(mask.sum()),
+        "reference_point": None, "reference_rule": None, "hypervolume": None, "front": rows}
+    if compute_hv and len(ids):
+        if reference is None:
+            ref = default_reference(values, objs)
+            rule = "default: worst value of each objective over the considered trials, 10% of its range further out"
+        else:
+            ref = [float(x) for x in reference]
+            if len(ref) != len(objs):
+                raise ValueError(f"--ref {ref}: need {len(objs)} numbers (one per objective)")
+            rule = "user-given"
+        result.update(reference_point=ref, reference_rule=rule,
+                      hypervolume=hypervolume(front_vals, objs, ref))
+    return result
+
+
+def compare_baselines(store: ResultsStore, flt: TrialFilter = TrialFilter(), *,
+                      accuracy: str = "top1", cost: str = "latency_ms") -> dict[str, Any]:
+    """Each baseline (XS/S/L1/L3) against the searched architectures of the filtered studies.
+
+    The baseline point is its *proxy* result on the same dataset and proxy budget (a trial of
+    the baseline architecture in any study with identical dataset and fidelity, as reused by
+    the search driver): its ``accuracy``; its ``cost`` from that trial when measured on the same
+    device, else the newest latency prediction for the device, else (latency only) the published
+    figure when the device is the published one. Published ImageNet figures are reported beside
+    it but never compared with proxy accuracies.
+    """
+    acc_o, cost_o = Objective(accuracy, "max"), Objective(cost, "min")
+    for o in (acc_o, cost_o):
+        if o.name not in DEFAULT_DIRECTIONS:
+            raise ValueError(f"metric {o.name!r}: allowed {', '.join(DEFAULT_DIRECTIONS)}")
+    studies = resolve_studies(store, flt)
+    if not studies:
+        raise ValueError("compare: no study matches the filter (see: run_search.py studies)")
+    combos = {(s["dataset_id"], s["fidelity_key"]) for s in studies}
+    if len(combos) > 1:
+        raise ValueError(f"compare: the selected studies use {len(combos)} dataset/fidelity "
+                         "combinations; pick studies with one (--study NAME, --dataset, --fidelity KEY)")
+    devices = {s["device"] for s in studies}
+    if len(devices) > 1 and cost == "latency_ms":
+        raise ValueError(f"compare: the selected studies target devices {sorted(devices)}; "
+                         "pick one with --device")
+    (dataset_id, fkey), device = combos.pop(), (flt.device or next(iter(devices)))
+    baselines = store.baselines()
+    if not baselines:
+        raise ValueError("compare: no baselines in this database (the search driver adds them; "
+                         "or call ResultsStore.ensure_baselines())")
+    ids, values = fetch_points(store, [acc_o, cost_o], flt,
+                               exclude_arch=[b["arch_hash"] for b in baselines])
+    acc, cst = values[:, 0], values[:, 1]
+    rows = []
+    wanted: set[int] = set()
+    partial = []
+    for b in baselines:
+        proxy = store.find_proxy_result(b["arch_hash"], dataset_id, fkey)
+        b_acc = None if proxy is None else proxy.get(accuracy)
+        b_cost, cost_src = _baseline_cost(store, b, proxy, cost, device)
+        cmp = baseline_comparison(acc, cst, b_acc, b_cost)
+        dom = [int(ids[i]) for i in (cmp["dominating_idx"] or [])]
+        row = {"baseline": b["name"], "arch_hash": b["arch_hash"],
+               f"baseline_{accuracy}": b_acc,
+               "baseline_trial_id": None if proxy is None else proxy["id"],
+               f"baseline_{cost}": b_cost, f"{cost}_source": cost_src,
+               "published_top1": b["published_top1"],
+               "published_latency_ms": b["published_latency_ms"],
+               "published_device": b["latency_device"]}
+        bi, li = cmp["best_acc_idx"], cmp["lowest_cost_idx"]
+        row[f"best_{accuracy}_at_le_{cost}"] = None if bi is None else float(acc[bi])
+        row[f"best_{accuracy}_trial_id"] = None if bi is None else int(ids[bi])
+        row[f"best_{accuracy}_{cost}"] = None if bi is None else float(cst[bi])
+        row[f"lowest_{cost}_at_ge_{accuracy}"] = None if li is None else float(cst[li])
+        row[f"lowest_{cost}_trial_id"] = None if li is None else int(ids[li])
+        row[f"lowest_{cost}_{accuracy}"] = None if li is None else float(acc[li])
+        row["n_dominating"] = None if cmp["dominating_idx"] is None else len(dom)
+        row["dominating_trial_ids"] = None if cmp["dominating_idx"] is None else dom
+        if b_acc is None:
+            partial.append(f"{b['name']}: no proxy {accuracy} on {dataset_id} at this budget")
+        if b_cost is None:
+            partial.append(f"{b['name']}: no {cost} on device {device}")
+        wanted.update(dom[:20])
+        rows.append(row)
+    details = trial_details(store, sorted(wanted))
+    return {"accuracy": accuracy, "cost": cost, "device": device, "dataset_id": dataset_id,
+            "fidelity_key": fkey, "filter": _filter_dict(flt), "n_considered": int(len(ids)),
+            "baselines": rows, "notes": partial,
+            "dominating_details": {str(k): v for k, v in details.items()}}
+
+
+def _baseline_cost(store: ResultsStore, b: dict, proxy: dict | None, cost: str,
+                   device: str) -> tuple[float | None, str | None]:
+    if cost != "latency_ms":
+        if proxy is not None and proxy.get(cost) is not None:
+            return float(proxy[cost]), f"trial {proxy['id']}"
+        with store.transaction() as s:
+            a = s.get(Architecture, b["arch_hash"])
+            v = getattr(a, cost, None) if a is not None else None
+        return (None, None) if v is None else (float(v), "architecture (analytic)")
+    if proxy is not None and proxy.get("device") == device and proxy.get("latency_ms") is not None:
+        return float(proxy["latency_ms"]), f"trial {proxy['id']} (predicted, {device})"
+    p = store.latency_prediction(b["arch_hash"], device)
+    if p is not None:
+        return float(p["latency_ms"]), f"prediction {p['predictor_version']} ({device})"
+    if device == b["latency_device"]:
+        return float(b["published_latency_ms"]), "published"
+    return None, None
+
+
+def _objectives(objectives) -> list[Objective]:
+    if objectives and all(isinstance(o, Objective) for o in objectives):
+        if len(objectives) not in (2, 3):
+            raise ValueError("objectives: give 2 or 3")
+        return list(objectives)
+    return parse_objectives(objectives)
+
+
+def _filter_dict(flt: TrialFilter) -> dict[str, Any]:
+    return {"studies": list(flt.studies) if flt.studies else None, "device": flt.device,
+            "dataset_id": flt.dataset_id, "fidelity": flt.fidelity}
