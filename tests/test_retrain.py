@@ -1,0 +1,325 @@
+"""Full-scale retraining (issue 8): DDP, resume, distillation, evaluation, export, bad input.
+
+Everything runs on CPU on a generated 4-class ImageFolder of 32 px JPEGs and a tiny spec.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import py_compile
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import run_search
+from search import retrain as R
+from search.retrain_cli import retrain_parser
+from search_space.spec import ArchSpec
+from search_space.swiftformer import build_model
+
+TINY = ArchSpec(depths=(1, 1, 1, 1), widths=(16, 16, 16, 16), mlp_ratios=(1.0,) * 4,
+                attn_blocks=(0, 0, 0, 1), resolution=32, num_classes=4)
+COMMON = ["--device", "cpu", "--workers", "0", "--batch-size", "4", "--no-record",
+          "--no-export", "--warmup-epochs", "0", "--no-lr-scale", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny convolutions on a shared 2-core machine: a second intra-op thread only adds
+    # contention (measured 25x slower under load). Forked --nproc workers set their own.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """4 classes; 6 train / 3 val images each; class = brightness band (learnable)."""
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 3)):
+        for c in range(4):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                a = (rng.random((32, 32, 3)) * 60 + c * 50).astype(np.uint8)
+                Image.fromarray(a).save(d / f"{i}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("spec") / "tiny.json"
+    p.write_text(TINY.to_json())
+    return p
+
+
+def _args(*argv: str):
+    return run_search.build_parser()[0].parse_args(list(argv))
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# -- DDP ----------------------------------------------------------------------------------------
+def test_two_process_gloo_ddp_one_epoch(data, spec_file, tmp_path):
+    out = tmp_path / "run"
+    rc = run_search.main(["retrain", "--arch", str(spec_file), "--data", str(data),
+                          "--output", str(out), "--epochs", "1", "--nproc", "2", *COMMON])
+    assert rc == 0
+    logs = [json.loads((out / "rank_logs" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(g["rank"], g["world_size"]) for g in logs] == [(0, 2), (1, 2)]
+    # RepeatAugSampler: each rank sees half of the (24-image) epoch: 3 steps of 4.
+    assert [g["samples"] for g in logs] == [12, 12] and [g["steps"] for g in logs] == [3, 3]
+    # Different data on each rank, yet identical weights: gradients were all-reduced.
+    assert logs[0]["param_sha256"] == logs[1]["param_sha256"]
+    # One checkpoint, written by rank 0 only, atomically (no temp files left behind).
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pth", "final.pth", "metrics.jsonl", "rank_logs", "result.json"]
+    ck = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)
+    assert ck["epoch"] == 0 and ck["global_step"] == 3
+    model = build_model(TINY)
+    model.load_state_dict(ck["model"])
+    assert R.param_digest(model) == logs[0]["param_sha256"]
+    init = build_model(TINY)
+    assert R.param_digest(init) != logs[0]["param_sha256"]  # it did train
+    (m,) = _metrics(out)
+    assert m["train_images"] == 24 and m["val_images"] == 12  # both ranks counted
+    assert math.isfinite(m["train_loss"]) and 0 < m["train_loss"] < 10
+    assert 0 <= m["top1"] <= m["top5"] <= 100
+    result = json.loads((out / "result.json").read_text())
+    assert result["world_size"] == 2 and result["top1"] == m["top1"]
+
+
+# -- resume -------------------------------------------------------------------------------------
+def _state_equal(a, b, path="") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _state_equal(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _state_equal(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_resume_continues_with_identical_state(data, spec_file, tmp_path):
+    # Mixup, cutmix and RandAugment on: the random streams must also line up after a resume.
+    base = ["retrain", "--arch", str(spec_file), "--data", str(data), "--epochs", "2",
+            "--aa", "rand-m9-mstd0.5-inc1", "--mixup", "0.8", "--cutmix", "1.0", *COMMON]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    R.retrain_worker(_args(*base, "--output", str(straight)))
+    R.retrain_worker(_args(*base, "--output", str(split), "--stop-after-epochs", "1"))
+    half = torch.load(split / "checkpoint.pth", map_location="cpu", weights_only=True)
+    assert half["epoch"] == 0 and not (split / "final.pth").exists()
+
+    # The optimizer rebuilt from the checkpoint holds exactly the saved state.
+    from timm.optim import create_optimizer_v2
+    model = build_model(TINY)
+    model.load_state_dict(half["model"])
+    opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.025)
+    opt.load_state_dict(half["optimizer"])
+    _state_equal(opt.state_dict(), half["optimizer"])
+
+    R.retrain_worker(_args(*base, "--output", str(split), "--resume"))
+    assert [m["epoch"] for m in _metrics(split)] == [0, 1]  # epoch 0 not trained again
+    a = torch.load(straight / "checkpoint.pth", map_location="cpu", weights_only=True)
+    b = torch.load(split / "checkpoint.pth", map_location="cpu", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1 and a["global_step"] == b["global_step"] == 12
+    for key in ("model", "optimizer", "model_ema", "lr_scheduler"):
+        _state_equal(a[key], b[key], key)
+    assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+
+
+# -- distillation -------------------------------------------------------------------------------
+class _FixedTeacher(torch.nn.Module):
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits[: x.shape[0]]
+
+
+def test_hard_distillation_loss_is_deit_formula():
+    torch.manual_seed(0)
+    head, head_dist = torch.randn(6, 4), torch.randn(6, 4)
+    labels = torch.randint(0, 4, (6,))
+    teacher = torch.randn(6, 4)
+    x = torch.zeros(6, 3, 8, 8)
+    a = 0.3
+    loss = R.DistillationLoss(torch.nn.CrossEntropyLoss(), _FixedTeacher(teacher), "hard", a)
+    want = (1 - a) * torch.nn.functional.cross_entropy(head, labels) + \
+        a * torch.nn.functional.cross_entropy(head_dist, teacher.argmax(1))
+    assert torch.allclose(loss(x, (head, head_dist), labels), want)
+    off = R.DistillationLoss(torch.nn.CrossEntropyLoss(), None, "none")
+    avg = (head + head_dist) / 2
+    assert torch.allclose(off(x, avg, labels), torch.nn.functional.cross_entropy(avg, labels))
+    with pytest.raises(ValueError):
+        loss(x, avg, labels)  # a single output cannot be distilled
+
+
+def test_retrain_with_tiny_teacher_records_result(data, spec_file, tmp_path, capsys):
+    import timm
+
+    teacher = timm.create_model("test_resnet", num_classes=4)
+    tfile = tmp_path / "teacher.pth"
+    torch.save({"model": teacher.state_dict()}, tfile)
+    out, db = tmp_path / "run", tmp_path / "results.db"
+    argv = ["retrain", "--arch", str(spec_file), "--data", str(data), "--output", str(out),
+            "--epochs", "1", "--teacher-model", "test_resnet", "--teacher-checkpoint", str(tfile),
+            "--distillation-alpha", "1.0", *COMMON]
+    argv[argv.index("--no-record")] = "--record"
+    rc = run_search.main(argv + ["--db", str(db)])
+    assert rc == 0
+    assert "distillation hard from test_resnet" in capsys.readouterr().out
+    result = json.loads((out / "result.json").read_text())
+    assert result["distillation"] == "hard"
+    from results.store import ResultsStore
+    with ResultsStore(str(db), readonly=True) as store:
+        runs = store.training_runs(TINY.arch_hash)
+    assert len(runs) == 1 and runs[0]["status"] == "COMPLETED"
+    assert runs[0]["top1"] == pytest.approx(result["top1"])
+    assert runs[0]["checkpoint_path"] == result["checkpoint"]
+    assert runs[0]["config"]["distillation"] == "hard"
+
+
+def test_no_teacher_means_no_distillation(data, spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    R.retrain_worker(_args("retrain", "--arch", str(spec_file), "--data", str(data), "--output",
+                           str(out), "--epochs", "1", *COMMON))
+    assert "distillation is off" in capsys.readouterr().out
+    assert json.loads((out / "result.json").read_text())["distillation"] == "none"
+
+
+# -- evaluate -----------------------------------------------------------------------------------
+def test_evaluate_matches_direct_computation(data, tmp_path, spec_file):
+    from torchvision.datasets import ImageFolder
+
+    torch.manual_seed(1)
+    model = build_model(TINY).eval()
+    with torch.no_grad():  # make predictions depend on brightness so top-1 is not constant
+        model.head.bias.copy_(torch.tensor([3.0, 1.0, -1.0, -3.0]))
+    ck = tmp_path / "w.pth"
+    torch.save({"model": model.state_dict()}, ck)
+    ds = ImageFolder(str(data / "val"), transform=R.eval_transform(32))
+    with torch.no_grad():
+        x = torch.stack([ds[i][0] for i in range(len(ds))])
+        y = torch.tensor(ds.targets)
+        logits = model(x)
+    want1 = 100.0 * (logits.argmax(1) == y).float().mean().item()
+    want3 = 100.0 * (logits.topk(3, 1).indices == y[:, None]).any(1).float().mean().item()
+    js = tmp_path / "m.json"
+    rc = run_search.main(["evaluate", "--arch", str(spec_file), "--checkpoint", str(ck),
+                          "--data", str(data), "--device", "cpu", "--workers", "0",
+                          "--batch-size", "5", "--json", str(js)])
+    assert rc == 0
+    got = json.loads(js.read_text())
+    assert got["val_images"] == 12
+    assert got["top1"] == pytest.approx(want1)
+    assert got["top5"] == pytest.approx(100.0)  # 4 classes: top-5 is everything
+    assert want3 <= 100.0
+    assert got["val_loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+
+
+# -- export -------------------------------------------------------------------------------------
+def _script_args(script: Path, data: str) -> list[str]:
+    env = dict(os.environ, SFN_PRINT_ARGS="1", TEACHER="/t/regnety_160.pth")
+    r = subprocess.run(["bash", str(script), data], env=env, capture_output=True, text=True,
+                       check=True)
+    return r.stdout.splitlines()
+
+
+def test_export_writes_valid_launch_scripts(spec_file, tmp_path):
+    out = tmp_path / "exp"
+    rc = run_search.main(["export", "--arch", str(spec_file), "--out", str(out), "--nodes", "2",
+                          "--gpus-per-node", "2", "--extra", "--drop-path 0.1 --mixup 0"])
+    assert rc == 0
+    assert ArchSpec.from_json((out / "arch.json").read_text()) == TINY
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert cfg["launch"]["global_batch"] == 2048 and cfg["launch"]["batch_per_gpu"] == 512
+    parser = run_search.build_parser()[0]
+    for name in ("train_torchrun.sh", "train_slurm.sbatch"):
+        script = out / name
+        subprocess.run(["bash", "-n", str(script)], check=True)
+        argv = _script_args(script, "/data/imagenet")
+        ns = parser.parse_args(["retrain", *argv])  # exits (SystemExit) on any unknown option
+        assert ns.arch == str(out / "arch.json") and ns.data == "/data/imagenet"
+        assert ns.batch_size == 512 and ns.epochs == 300 and ns.resume == "auto"
+        assert ns.drop_path == 0.1 and ns.mixup == "0" and ns.clip_mode == "agc"
+        assert ns.teacher_checkpoint == "/t/regnety_160.pth"
+    sbatch = (out / "train_slurm.sbatch").read_text()
+    assert "#SBATCH --nodes=2" in sbatch and "#SBATCH --gpus-per-node=2" in sbatch
+    assert "srun" in sbatch and "torch.distributed.run" in sbatch and "MASTER_ADDR" in sbatch
+
+    ray_py = out / "train_ray.py"
+    py_compile.compile(str(ray_py), doraise=True)
+    spec = importlib.util.spec_from_file_location("sfn_train_ray", ray_py)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # ray itself is imported only inside main()
+    ns = retrain_parser().parse_args(mod.retrain_argv("/data/imagenet", "/shared/run", None))
+    assert ns.arch == str(out / "arch.json") and ns.batch_size == 512 and ns.drop_path == 0.1
+    text = ray_py.read_text()
+    assert "TorchTrainer(" in text and "ScalingConfig(" in text
+
+
+def test_export_from_trial_links_db(tmp_path):
+    from results.store import ResultsStore
+
+    db = tmp_path / "r.db"
+    with ResultsStore(str(db)) as store:
+        sid = store.get_or_create_study("s", config={}, seed=0, dataset_id="d",
+                                        fidelity={"epochs": 1}, device="cpu", code_version="t")
+        h = store.upsert_architecture(TINY)
+        tid = store.start_trial(sid, "k0", h, config={}, seed=0)
+    out = tmp_path / "exp"
+    assert run_search.main(["export", "--trial", str(tid), "--db", str(db), "--out", str(out)]) == 0
+    assert ArchSpec.from_json((out / "arch.json").read_text()).arch_hash == h
+    ns = run_search.build_parser()[0].parse_args(
+        ["retrain", *_script_args(out / "train_torchrun.sh", "/d")])
+    assert ns.study_id == sid and ns.db == str(db.resolve())
+
+
+# -- bad input: one line, exit 2, nothing started ------------------------------------------------
+@pytest.mark.parametrize("case", ["no_val", "bad_spec", "no_teacher", "bad_extra", "no_db"])
+def test_bad_input_exits_2_with_one_line(case, data, spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["retrain", "--arch", str(spec_file), "--data", str(data), "--output", str(out),
+            "--nproc", "2", *COMMON]
+    if case == "no_val":
+        only_train = tmp_path / "d"
+        (only_train / "train" / "a").mkdir(parents=True)
+        argv[argv.index(str(data))] = str(only_train)
+        expect = "missing val/"
+    elif case == "bad_spec":
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"depths": [1, 1]}')
+        argv[argv.index(str(spec_file))] = str(bad)
+        expect = "bad.json"
+    elif case == "no_teacher":
+        argv += ["--teacher-checkpoint", str(tmp_path / "missing.pth")]
+        expect = "--teacher-checkpoint"
+    elif case == "bad_extra":
+        argv = ["export", "--arch", str(spec_file), "--out", str(out), "--extra", "--no-such 1"]
+        expect = "--extra"
+    else:
+        argv = ["export", "--trial", "1", "--db", str(tmp_path / "none.db"), "--out", str(out)]
+        expect = "--db"
+    assert run_search.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expect in err and "\n" not in err
+    assert not out.exists()  # nothing spawned, nothing written
