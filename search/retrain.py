@@ -645,8 +645,9 @@ def retrain_worker(args: argparse.Namespace, device: torch.device | None = None,
                 }, ckpt_path)
                 with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(metrics, sort_keys=True) + "\n")
-                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
-                log(f"epoch {epoch + 1}/{args.epochs} {shown}")
+                shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in metrics.items() if k != "epoch")
+                log(f"epoch {epoch + 1}/{args.epochs}: {shown}")
             if on_epoch_end is not None:
                 on_epoch_end(metrics)
             if ctx.distributed:
@@ -744,14 +745,17 @@ def finish_recorded_run(db: str, run_id: int | None, status: str, *, top1: float
 
 
 # -- export -------------------------------------------------------------------------------------
-def export_final(model: nn.Module, spec: ArchSpec, out: Path) -> dict[str, str]:
-    """ONNX and CoreML of the trained model via latency_models.export, if that module exists."""
+def export_final(model: nn.Module, spec: ArchSpec, out: Path) -> dict[str, Any]:
+    """ONNX and CoreML of the trained model via latency_models.export, if that module exists.
+
+    A failed export is reported, never fatal: the trained weights are already saved.
+    """
     try:
         from latency_models import export as lm_export
     except ImportError:
         log("latency_models.export not available in this checkout: skipping ONNX/CoreML export")
         return {}
-    done: dict[str, str] = {}
+    done: dict[str, Any] = {}
     model = model.to("cpu").eval()
     for kind, fn_name, suffix in (("onnx", "export_onnx", ".onnx"),
                                   ("coreml", "export_coreml", ".mlpackage")):
@@ -761,13 +765,14 @@ def export_final(model: nn.Module, spec: ArchSpec, out: Path) -> dict[str, str]:
             continue
         path = out / f"model{suffix}"
         try:
-            fn(model, str(path), spec=spec)
-        except TypeError:
-            fn(model, str(path))
-        except Exception as e:  # e.g. coremltools missing a converter for an op
+            info = fn(model, str(path), resolution=spec.resolution)
+        except Exception as e:  # e.g. a converter missing an op: keep the trained weights
             log(f"{kind} export failed: {type(e).__name__}: {e}")
+            done[kind] = {"error": f"{type(e).__name__}: {e}"}
             continue
-        done[kind] = str(path)
+        done[kind] = {k: v for k, v in (info or {}).items()
+                      if isinstance(v, (str, int, float, bool))} | {"path": str(path)}
+        log(f"exported {kind}: {path}")
     return done
 
 

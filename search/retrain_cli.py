@@ -123,8 +123,6 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-pct", type=float, default=0.875)
     p.add_argument("--interpolation", default="bicubic")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-    p.add_argument("--db", default=None,
-                   help="record the evaluation as a training run of the architecture in this DB")
     add_launch_arguments(p)
     p.set_defaults(batch_size=192)  # official: 1.5 x 128 for evaluation
 

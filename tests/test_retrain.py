@@ -183,11 +183,16 @@ def test_retrain_with_tiny_teacher_records_result(data, spec_file, tmp_path, cap
             "--epochs", "1", "--teacher-model", "test_resnet", "--teacher-checkpoint", str(tfile),
             "--distillation-alpha", "1.0", *COMMON]
     argv[argv.index("--no-record")] = "--record"
+    argv[argv.index("--no-export")] = "--export"
     rc = run_search.main(argv + ["--db", str(db)])
     assert rc == 0
     assert "distillation hard from test_resnet" in capsys.readouterr().out
     result = json.loads((out / "result.json").read_text())
     assert result["distillation"] == "hard"
+    # Final model exported through latency_models.export (skipped only if that is absent).
+    pytest.importorskip("latency_models.export")
+    assert (out / "model.onnx").is_file() and (out / "model.mlpackage").is_dir()
+    assert result["exports"]["onnx"]["max_abs_diff"] < 1e-3
     from results.store import ResultsStore
     with ResultsStore(str(db), readonly=True) as store:
         runs = store.training_runs(TINY.arch_hash)
