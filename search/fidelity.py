@@ -1,0 +1,141 @@
+"""Fidelity: the proxy-training setting, one frozen record stored with every trial.
+
+Fronts are only ever drawn between trials of equal fidelity (and equal dataset id), so
+everything that changes what a proxy accuracy *means* lives here, and nothing else does
+(device, threads, channels_last and AMP are execution details: they change speed, not the
+meaning of the number, and are deliberately not part of the key).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How a candidate is trained and evaluated for the search (proxy training).
+
+    The defaults are DEFAULT_FIDELITY: the embedded CIFAR-10 subset at native 32 px. See
+    notes/search_proxy.md for the measurement behind the numbers.
+    """
+
+    # --- the data subset (chosen deterministically; see search/data.py) ---------------------
+    # Classes are spread evenly over the sorted class list (for ImageNet the first 100 sorted
+    # wnids are almost all animals; evenly spaced ones cover the hierarchy). 10 = all of CIFAR-10.
+    classes: int = 10
+    # First N files by sorted name per class. 300 x 10 = 3,000 train images: on 2 CPU cores the
+    # largest baseline (L3) still trains 3 epochs well inside the ~40 s/trial budget of the main job.
+    images_per_class: int = 300
+    # Held-out images per class for top-1 (first N by sorted name of val/<class>/). 100 x 10 =
+    # 1,000: the standard error of a top-1 near 40% is ~1.5 points, which is what separates
+    # candidates here; more costs eval time in every epoch.
+    val_per_class: int = 100
+    # Training/eval resolution. The candidate's own spec.resolution (160-256, a searched
+    # dimension) is overridden for the proxy: at 224 px one L3 epoch alone would blow the budget.
+    # 32 is CIFAR's native size and the smallest the network's stride-32 pyramid accepts.
+    resolution: int = 32
+    epochs: int = 3
+
+    # --- optimisation (AdamW + cosine, as the SwiftFormer paper, scaled down) --------------
+    # Small batches = more optimizer steps in few epochs, which is what a short proxy needs
+    # most; 64 still keeps a 2-core CPU busy (per-step overhead is ~10% at 32 px).
+    batch_size: int = 64
+    # Peak LR: higher than the paper's 1e-3 @ bs 1024 because the schedule is ~150 steps long.
+    lr: float = 2e-3
+    weight_decay: float = 0.05  # the paper's value; timm skips it for norms/biases
+    label_smoothing: float = 0.1  # the paper's value
+    # Linear warmup (fraction of an epoch allowed) from warmup_lr to lr, then per-step cosine to min_lr.
+    warmup_epochs: float = 0.5
+    warmup_lr: float = 1e-5
+    min_lr: float = 1e-5
+    # --- augmentation, GPU-free, on uint8 batches in torch (search/proxy.py) ------------------
+    # Random crop after zero padding of `crop_padding` px (CIFAR's classic 4 at 32 px) + hflip.
+    crop_padding: int = 4
+    hflip: bool = True
+    eval_batch_size: int = 256  # no gradients: bigger batches are faster and change nothing
+
+    def __post_init__(self) -> None:
+        # Validate now so a bad fidelity fails in the driver, not in trial 17 inside Ray.
+        def bad(name: str, allowed: str) -> ValueError:
+            return ValueError(f"fidelity.{name}={getattr(self, name)!r}: allowed {allowed}")
+
+        for name in ("classes", "images_per_class", "val_per_class", "epochs", "batch_size",
+                     "eval_batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(name, "integers >= 1")
+        if self.classes < 2:
+            raise bad("classes", "integers >= 2")
+        r = self.resolution
+        if not isinstance(r, int) or isinstance(r, bool) or r < 32 or r % 32:
+            raise bad("resolution", "multiples of 32, >= 32 (the network's total stride)")
+        for name in ("lr", "weight_decay", "label_smoothing", "warmup_epochs", "warmup_lr", "min_lr"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise bad(name, "finite numbers >= 0")
+        if self.lr <= 0:
+            raise bad("lr", "numbers > 0")
+        if self.label_smoothing >= 1:
+            raise bad("label_smoothing", "numbers in [0, 1)")
+        if not isinstance(self.crop_padding, int) or not 0 <= self.crop_padding <= self.resolution // 2:
+            raise bad("crop_padding", f"integers 0..resolution/2={self.resolution // 2}")
+        if not isinstance(self.hflip, bool):
+            raise bad("hflip", "true or false")
+
+    # --- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Fidelity":
+        """Missing fields take the defaults; unknown fields are an error (typos must not pass)."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"fidelity: expected a JSON object, got {type(d).__name__}")
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise ValueError(f"fidelity: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+        d = dict(d)
+        # JSON has one number type: accept 1.0 for int fields and 1 for float fields.
+        for f in fields(cls):
+            if f.name in d and f.type in ("int", int) and isinstance(d[f.name], float) \
+                    and d[f.name].is_integer():
+                d[f.name] = int(d[f.name])
+            if f.name in d and f.type in ("float", float) and isinstance(d[f.name], int) \
+                    and not isinstance(d[f.name], bool):
+                d[f.name] = float(d[f.name])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Fidelity":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"fidelity: not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    @property
+    def key(self) -> str:
+        """Stable 16-hex-digit id of this setting (floats normalised so 1 and 1.0 agree)."""
+        d = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and f.type in ("float", float) else v)
+             for f in fields(self) for k, v in [(f.name, getattr(self, f.name))]}
+        text = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> "Fidelity":
+        return replace(self, **changes)
+
+    # Subset identity only (what the data cache depends on): classes, counts, resolution.
+    def subset_dict(self) -> dict[str, int]:
+        return {"classes": self.classes, "images_per_class": self.images_per_class,
+                "val_per_class": self.val_per_class, "resolution": self.resolution}
+
+
+DEFAULT_FIDELITY = Fidelity()
