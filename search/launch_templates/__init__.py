@@ -167,7 +167,9 @@ def main() -> None:
                              failure_config=FailureConfig(max_failures=a.max_failures)),
     )
     result = trainer.fit()
-    print(result.metrics)
+    if getattr(result, "error", None) is not None:
+        raise SystemExit(f"training failed: {result.error}")
+    print(f"done: {os.path.join(a.output, 'result.json')}")
 
 
 if __name__ == "__main__":
