@@ -346,3 +346,35 @@ def test_one_writer_many_readers_two_processes(tmp_path):
     assert len(trials) == n and all(t["status"] == COMPLETED and t["full_budget"] for t in trials)
     assert all(len(store.trial(t["id"])["epochs"]) == 2 for t in trials[::25])
     assert sorted(t["trial_key"] for t in trials) == sorted(f"t{i}" for i in range(n))
+
+
+def test_optuna_dashboard_reads_shared_file(tmp_path):
+    """optuna-dashboard (optional; not a project dependency) serves an Optuna study kept in the
+    same SQLite file as our tables."""
+    optuna = pytest.importorskip("optuna")
+    od = pytest.importorskip("optuna_dashboard")
+    import io
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = tmp_path / "shared.db"
+    url = f"sqlite:///{path}"
+    store = ResultsStore(path)
+    _study(store, "nas")
+    store.ensure_baselines()
+    store.close()
+    st = optuna.create_study(study_name="nas", storage=url, directions=["maximize", "minimize"])
+    st.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=4)
+    app = od.wsgi(optuna.storages.RDBStorage(url))
+
+    def get(p):
+        status = {}
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": p, "QUERY_STRING": "", "SERVER_NAME": "x",
+               "SERVER_PORT": "80", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http",
+               "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.errors": io.StringIO()}
+        body = b"".join(app(env, lambda s, h, e=None: status.setdefault("s", s)))
+        return status["s"], body
+
+    code, body = get("/api/studies")
+    assert code.startswith("200")
+    assert [s["study_name"] for s in json.loads(body)["study_summaries"]] == ["nas"]
+    code, body = get("/api/studies/1")
+    assert code.startswith("200") and len(json.loads(body)["trials"]) == 4
