@@ -1,0 +1,107 @@
+"""CLI: ``dashboard`` (serve the results web page + JSON API) and ``report`` (offline HTML).
+
+Module-level imports stay light; FastAPI/uvicorn/plotly load inside the handlers.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+DEFAULT_DB = "runs/results.db"
+DEFAULT_PORT = 8050
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{v} is outside 0..65535 (0 = any free port)")
+    return v
+
+
+def _poll(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (v == 0 or 1 <= v <= 3600):
+        raise argparse.ArgumentTypeError(f"{v:g}: allowed 0 (no polling) or 1..3600 seconds")
+    return v
+
+
+def _max_details(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v <= 100_000:
+        raise argparse.ArgumentTypeError(f"{v}: allowed 0..100000")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="serve the results dashboard (web page + JSON API)")
+    p.add_argument("--db", default=DEFAULT_DB,
+                   help=f"results database, opened read-only (default {DEFAULT_DB})")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--poll-seconds", type=_poll, default=5.0,
+                   help="how often the page checks for new results (default 5; 0 = never)")
+    p.set_defaults(func=_dashboard)
+
+    p = sub.add_parser("report", help="write the dashboard as one self-contained offline HTML file")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
+    p.add_argument("--out", required=True, help="HTML file to write (e.g. report.html)")
+    p.add_argument("--study", action="append", metavar="NAME",
+                   help="only this study (repeatable; default all)")
+    p.add_argument("--max-details", type=_max_details, default=500,
+                   help="architecture details embedded (front members and baselines first; "
+                        "default 500)")
+    p.set_defaults(func=_report)
+
+
+def _open(db: str):
+    from .store import ResultsStore
+    if "://" not in db and not os.path.exists(db):
+        raise FileNotFoundError(f"--db {db}: no such results database (run a search first, "
+                                "or pass --db PATH)")
+    return ResultsStore(db, readonly=True)
+
+
+def _dashboard(args) -> int:
+    host = args.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise ValueError(f"--host {host!r}: expected an IP address such as 127.0.0.1 "
+                         "or localhost") from None
+    store = _open(args.db)  # validate before importing the web stack
+    import uvicorn
+
+    from .dashboard import create_app
+    app = create_app(args.db, poll_seconds=args.poll_seconds, store=store)
+    if not loopback:
+        print(f"warning: binding {host}: the dashboard is reachable from other machines "
+              "(read-only, no authentication)", file=sys.stderr)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"dashboard on http://{shown}:{args.port}/  (db {args.db}, read-only; Ctrl-C stops)",
+          flush=True)
+    uvicorn.run(app, host=host, port=args.port, log_level="warning")
+    return 0
+
+
+def _report(args) -> int:
+    out = args.out
+    if os.path.isdir(out):
+        raise ValueError(f"--out {out}: is a directory; give a file name such as report.html")
+    store = _open(args.db)
+    from .dashboard import build_report
+    path = build_report(store, out, studies=args.study, max_details=args.max_details,
+                        db_label=args.db)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, works offline)")
+    return 0
