@@ -69,7 +69,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     fid = {"epochs": 10, "resolution": 64}
     sids = [store.get_or_create_study(f"bench{i}", config={"i": i}, seed=i, dataset_id="cifar10",
-                                      fidelity=fid, device="iphone14", code_version="bench")
+                                      fidelity=fid, device="iphone14-ane", code_version="bench")
             for i in range(3)]
     with store.transaction() as s:
         have = s.scalar(select(Trial.id).limit(1))
@@ -124,8 +124,8 @@ def main() -> int:
     cases = [
         ("2-D top1 vs latency_ms, all studies, full budget", two, TrialFilter()),
         ("2-D top1 vs latency_ms, one study", two, TrialFilter(studies=("bench1",))),
-        ("2-D top1 vs latency_ms, device iphone14, any fidelity", two,
-         TrialFilter(device="iphone14", fidelity="any")),
+        ("2-D top1 vs latency_ms, device iphone14-ane, any fidelity", two,
+         TrialFilter(device="iphone14-ane", fidelity="any")),
         ("3-D top1/latency_ms/params, all studies", three, TrialFilter()),
     ]
     for label, objs, flt in cases:

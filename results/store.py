@@ -34,7 +34,7 @@ DEFAULT_DB = "runs/results.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 60.0  # how long any connection waits for a lock before giving up
 PUBLISHED_SOURCE = "SwiftFormer (Shaker et al., ICCV'23) Table 2 / official README"
-PUBLISHED_DEVICE = "iphone14"  # device name under which the published latencies are recorded
+PUBLISHED_DEVICE = "iphone14-ane"  # = latency_models DEFAULT_DEVICE: iPhone 14 Neural Engine
 
 # Tables an Optuna RDBStorage creates; they may share the file with ours (see notes/results.md).
 OPTUNA_TABLES = frozenset({

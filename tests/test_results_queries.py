@@ -147,7 +147,7 @@ def db(tmp_path_factory):
              for w in range(64, 64 + 40 * 8, 8)]
     hashes = [store.upsert_architecture(s) for s in specs]
     truth = []
-    for name, device in (("a", "iphone14"), ("b", "cpu")):
+    for name, device in (("a", "iphone14-ane"), ("b", "cpu")):
         sid = store.get_or_create_study(name, config={}, seed=0, dataset_id="c10", fidelity=FID,
                                         device=device, code_version="t")
         for i in range(60):
@@ -172,7 +172,7 @@ def db(tmp_path_factory):
                 truth.append(dict(id=tid, study=name, device=device, status="COMPLETED",
                                   top1=t1, latency_ms=lat, full=True, baseline=True,
                                   params=store.architecture(PRESETS[bname].arch_hash)["params"]))
-    store.add_latency_prediction(PRESETS["L1"].arch_hash, "iphone14", "p1", 1.3, 0.1)
+    store.add_latency_prediction(PRESETS["L1"].arch_hash, "iphone14-ane", "p1", 1.3, 0.1)
     store.close()
     return str(path), truth
 
@@ -227,7 +227,7 @@ def test_compare_baselines_from_db(db):
     path, truth = db
     store = ResultsStore(path, readonly=True)
     res = compare_baselines(store, TrialFilter(studies=("a",)))
-    assert res["device"] == "iphone14" and res["dataset_id"] == "c10"
+    assert res["device"] == "iphone14-ane" and res["dataset_id"] == "c10"
     rows = {r["baseline"]: r for r in res["baselines"]}
     searched = [t for t in truth if t["full"] and t["study"] == "a" and not t.get("baseline")]
     assert res["n_considered"] == len(searched)  # baseline archs are excluded
