@@ -579,6 +579,9 @@ def retrain_worker(args: argparse.Namespace, device: torch.device | None = None,
     run_id = resumed_run_id
     if ctx.is_main and args.record and run_id is None:
         run_id = start_recorded_run(args.db, st["input_spec"], st, args)
+    if start_epoch >= args.epochs:
+        log(f"{ckpt_path}: all {args.epochs} epochs already trained; nothing to do "
+            "(see result.json, or raise --epochs to train further)", ctx.rank)
     try:
         for epoch in range(start_epoch, end_epoch):
             t0 = time.time()
@@ -641,7 +644,7 @@ def retrain_worker(args: argparse.Namespace, device: torch.device | None = None,
                     "model_ema": ema.module.state_dict() if ema is not None else None,
                     "scaler": scaler.state_dict() if scaler is not None else None,
                     "spec": spec.canonical_json(), "arch_hash": st["arch_hash"],
-                    "args": _jsonable_args(args), "history": history,
+                    "args": _jsonable_args(args), "history": history, "run_id": run_id,
                 }, ckpt_path)
                 with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(metrics, sort_keys=True) + "\n")
@@ -717,12 +720,19 @@ def start_recorded_run(db: str, input_spec: ArchSpec, st: dict[str, Any],
             return None
         with store:
             arch_hash = store.upsert_architecture(input_spec)
+            study_id = args.study_id
+            if study_id is not None:
+                from results.schema import Study
+                with store.transaction() as session:
+                    if session.get(Study, study_id) is None:
+                        log(f"--study-id {study_id}: not in {db}; the run is recorded unlinked")
+                        study_id = None
             config = dict(_jsonable_args(args), trained_spec=json.loads(st["spec_json"]),
                           aa=st["aa"], mixup=st["mixup"], cutmix=st["cutmix"],
                           nearest_preset=st["nearest_preset"], distillation=st["distillation"])
             return store.start_training_run(arch_hash, dataset_id=dataset_id(args.data, st["classes"]),
                                             epochs=args.epochs, config=config,
-                                            study_id=args.study_id)
+                                            study_id=study_id)
     except Exception as e:  # the DB must never stop (or lose) a multi-day training run
         log(f"could not record the run in {db}: {type(e).__name__}: {e}")
         return None

@@ -202,6 +202,29 @@ def test_retrain_with_tiny_teacher_records_result(data, spec_file, tmp_path, cap
     assert runs[0]["config"]["distillation"] == "hard"
 
 
+def test_resumed_run_completes_the_same_db_row(data, spec_file, tmp_path):
+    from results.store import ResultsStore
+
+    out, db = tmp_path / "run", tmp_path / "results.db"
+    with ResultsStore(str(db)) as store:
+        sid = store.get_or_create_study("s", config={}, seed=0, dataset_id="d",
+                                        fidelity={"epochs": 1}, device="cpu", code_version="t")
+    base = ["retrain", "--arch", str(spec_file), "--data", str(data), "--output", str(out),
+            "--epochs", "2", *COMMON, "--record", "--db", str(db), "--study-id", str(sid)]
+    base.remove("--no-record")
+    R.retrain_worker(_args(*base, "--stop-after-epochs", "1"))
+    with ResultsStore(str(db), readonly=True) as store:
+        (run,) = store.training_runs()
+    assert run["status"] == "RUNNING" and run["arch_hash"] == TINY.arch_hash
+    R.retrain_worker(_args(*base, "--resume"))
+    with ResultsStore(str(db), readonly=True) as store:
+        (done,) = store.training_runs(TINY.arch_hash)
+    result = json.loads((out / "result.json").read_text())
+    assert done["id"] == run["id"] == result["run_id"] and done["status"] == "COMPLETED"
+    assert done["top1"] == pytest.approx(result["top1"]) and done["epochs"] == 2
+    assert done["study_id"] == sid  # linked to the search it came from
+
+
 def test_no_teacher_means_no_distillation(data, spec_file, tmp_path, capsys):
     out = tmp_path / "run"
     R.retrain_worker(_args("retrain", "--arch", str(spec_file), "--data", str(data), "--output",
