@@ -264,6 +264,46 @@ def test_evaluate_matches_direct_computation(data, tmp_path, spec_file):
         torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
 
 
+def _official_layout_state_dict(name: str) -> dict:
+    """Random weights under the official checkpoint's key names (tests/data key list)."""
+    g = torch.Generator().manual_seed(0)
+    sd = {}
+    keys = Path(__file__).parent / "data" / "official_state_dict_keys" / f"SwiftFormer_{name}.txt"
+    for line in keys.read_text().splitlines():
+        key, shape = line.split("\t")
+        shape = tuple(int(v) for v in shape.strip("()").split(",") if v.strip())
+        if key.endswith("num_batches_tracked"):
+            sd[key] = torch.tensor(0)
+        elif key.endswith("running_var"):
+            sd[key] = torch.rand(shape, generator=g) + 0.5
+        else:
+            sd[key] = torch.randn(shape, generator=g) * 0.2
+    return sd
+
+
+def test_evaluate_official_checkpoint_layout(data, tmp_path):
+    from search_space.spec import PRESETS
+    from search_space.swiftformer import load_checkpoint
+    from torchvision.datasets import ImageFolder
+
+    ck = tmp_path / "SwiftFormer_XS.pth"
+    torch.save({"model": _official_layout_state_dict("XS")}, ck)
+    js = tmp_path / "m.json"
+    assert run_search.main(["evaluate", "--arch", "XS", "--checkpoint", str(ck), "--data",
+                            str(data), "--device", "cpu", "--workers", "0", "--json",
+                            str(js)]) == 0
+    model = build_model(PRESETS["XS"]).eval()
+    load_checkpoint(model, str(ck))
+    ds = ImageFolder(str(data / "val"), transform=R.eval_transform(224))
+    with torch.no_grad():
+        logits = model(torch.stack([ds[i][0] for i in range(len(ds))]))
+    y = torch.tensor(ds.targets)
+    got = json.loads(js.read_text())
+    assert got["top1"] == pytest.approx(100.0 * (logits.argmax(1) == y).float().mean().item())
+    assert got["top5"] == pytest.approx(
+        100.0 * (logits.topk(5, 1).indices == y[:, None]).any(1).float().mean().item())
+
+
 # -- export -------------------------------------------------------------------------------------
 def _script_args(script: Path, data: str) -> list[str]:
     env = dict(os.environ, SFN_PRINT_ARGS="1", TEACHER="/t/regnety_160.pth")
