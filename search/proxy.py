@@ -102,6 +102,36 @@ def _amp(device: torch.device):
 
 
 @torch.no_grad()
+def recalibrate_bn(model: torch.nn.Module, data: ProxyData, n_images: int, batch_size: int,
+                   device: torch.device, channels_last: bool = False) -> None:
+    """Re-estimate BatchNorm running stats from ``n_images`` train images (cumulative mean).
+
+    The images are evenly spaced over the class-grouped train array, so every class is in.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or n_images <= 0:
+        return
+    n = len(data.train_y)
+    idx = np.unique(np.linspace(0, n - 1, min(n_images, n)).round().astype(np.int64))
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the recalibration batches
+    model.train()
+    autocast, _ = _amp(device)
+    try:
+        # Batches are shuffled across classes (a class-pure batch would skew batch statistics).
+        order = idx[np.random.default_rng(0).permutation(len(idx))]
+        for s in range(0, len(order), batch_size):
+            xb = torch.from_numpy(np.array(data.train_x[np.sort(order[s:s + batch_size])])).to(device)
+            with autocast():
+                model(normalize(xb, channels_last))
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
+
+@torch.no_grad()
 def evaluate(model: torch.nn.Module, data: ProxyData, fidelity: Fidelity, device: torch.device,
              channels_last: bool = False) -> tuple[float, float]:
     """(top-1 %, mean cross-entropy without smoothing) on the cached val split."""
@@ -110,8 +140,8 @@ def evaluate(model: torch.nn.Module, data: ProxyData, fidelity: Fidelity, device
     vx, vy = data.val_x, data.val_y
     n, correct, loss_sum = len(vy), 0, 0.0
     for s in range(0, n, fidelity.eval_batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(vx[s:s + fidelity.eval_batch_size])).to(device)
-        yb = torch.from_numpy(np.ascontiguousarray(vy[s:s + fidelity.eval_batch_size])).to(device)
+        xb = torch.from_numpy(np.array(vx[s:s + fidelity.eval_batch_size])).to(device)
+        yb = torch.from_numpy(np.array(vy[s:s + fidelity.eval_batch_size])).to(device)
         with autocast():
             out = model(normalize(xb, channels_last))
         out = out.float()
@@ -162,7 +192,7 @@ def train_proxy(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: in
         else torch.nn.CrossEntropyLoss()
     autocast, scaler = _amp(dev)
     gen = torch.Generator().manual_seed(seed)  # shuffles + augmentation, independent of init
-    labels = torch.from_numpy(np.ascontiguousarray(ty))
+    labels = torch.from_numpy(np.array(ty, dtype=np.int64))  # small; a writable copy
 
     history: list[dict] = []
     t_start = time.perf_counter()
@@ -202,6 +232,8 @@ def train_proxy(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: in
         ep_train = time.perf_counter() - t_ep
         train_time += ep_train
         train_loss = loss_sum.item() / max(steps_per_epoch, 1)
+        recalibrate_bn(model, data, fidelity.bn_recal_images, fidelity.eval_batch_size, dev,
+                       channels_last)
         top1, val_loss = evaluate(model, data, fidelity, dev, channels_last)
         if not math.isfinite(val_loss):
             # Eval-mode BN with diverged running stats can blow up even if the last loss was finite.
