@@ -102,13 +102,14 @@ def _pareto(args) -> int:
     store = _open(args.db)
     res = pareto_front(store, objs, _filter(args), reference=ref)
     rows = res["front"]
-    cols = ["trial_id", "study", "trial_key", "arch_hash"] + [o.name for o in objs] + [
+    cols = ["trial_id", "study", "trial_key", "arch_hash", "baseline"] + [o.name for o in objs] + [
         c for c in ("top1", "latency_ms", "params", "gmacs") if c not in {o.name for o in objs}]
     hv = res["hypervolume"]
     footer = [f"{res['n_front']} on the front of {res['n_considered']:,} trials "
               f"(fidelity={args.fidelity}); hypervolume "
               + ("-" if hv is None else f"{hv:.6g} w.r.t. reference "
-                 f"{dict(zip(res['objectives'], res['reference_point']))} ({res['reference_rule']})")]
+                 "(" + ", ".join(f"{o}={r:.6g}" for o, r in zip(res["objectives"], res["reference_point"]))
+                 + f") [{res['reference_rule']}]")]
     print(render(args.format, res, rows, cols,
                  title=f"Pareto front over {', '.join(res['objectives'])}", footer=footer))
     return 0

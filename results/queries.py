@@ -388,12 +388,15 @@ def pareto_front(store: ResultsStore, objectives: str | Sequence[str] | Sequence
     order = np.lexsort([front_vals[:, j] * objs[j].sign for j in range(len(objs))][::-1])
     front_ids, front_vals = front_ids[order], front_vals[order]
     details = trial_details(store, front_ids.tolist())
+    baseline_of = {b["arch_hash"]: b["name"] for b in store.baselines()}
     rows = []
     for tid, v in zip(front_ids.tolist(), front_vals):
         d = details.get(tid, {"trial_id": tid})
         rows.append({"trial_id": tid, "study": d.get("study"), "trial_key": d.get("trial_key"),
                      "arch_hash": d.get("arch_hash"),
-                     **{o.name: float(x) for o, x in zip(objs, v)},
+                     "baseline": baseline_of.get(d.get("arch_hash")),  # XS/S/L1/L3 or None
+                     **{o.name: (int(x) if o.name == "params" else float(x))
+                        for o, x in zip(objs, v)},
                      **{c: d.get(c) for c in ("top1", "latency_ms", "params", "gmacs")
                         if c not in {o.name for o in objs}}})
     result: dict[str, Any] = {
