@@ -16,12 +16,10 @@ DEFAULT_LR = 2e-3                        # at DEFAULT_LR_BASE_BATCH global image
 DEFAULT_LR_BASE_BATCH = 2048
 
 
-def _bool_pair(p: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
-    dest = name.replace("-", "_")
-    p.add_argument(f"--{name}", dest=dest, action="store_true", help=f"{help} (default: "
-                   f"{'on' if default else 'off'})")
-    p.add_argument(f"--no-{name}", dest=dest, action="store_false", help=argparse.SUPPRESS)
-    p.set_defaults(**{dest: default})
+def _bool_pair(p, name: str, default: bool, help: str) -> None:
+    """--name / --no-name (argparse.BooleanOptionalAction)."""
+    p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default,
+                   help=f"{help} (default: {'on' if default else 'off'})")
 
 
 def add_launch_arguments(p: argparse.ArgumentParser) -> None:
