@@ -77,8 +77,8 @@ def _study(store: ResultsStore, name: str) -> dict:
 
 
 def study_devices(store: ResultsStore, study_id: int, own_device: str) -> list[str]:
-    """Devices with a latency for this study's architectures: its own target first, then every
-    device that has latency predictions for all of... (any of) its architectures, sorted."""
+    """Devices the study can be viewed on: its own target first, then (sorted) every device
+    with a latency prediction for at least one of its architectures."""
     archs = select(Trial.arch_hash).where(Trial.study_id == study_id).distinct()
     with store.transaction() as s:
         other = set(s.scalars(select(LatencyPrediction.device).distinct()
