@@ -172,8 +172,9 @@ def validate(cfg: SearchConfig) -> dict:
     from latency_models import DEFAULT_DEVICE, list_devices, load_predictor
     device = cfg.device or DEFAULT_DEVICE
     devices = list(list_devices())
-    if device not in devices:
-        raise ValueError(f"--device {device!r}: allowed {', '.join(devices)}")
+    if device not in devices and not device.endswith(".json"):
+        raise ValueError(f"--device {device!r}: allowed {', '.join(devices)} or a path to a "
+                         "calibration .json")
     predictor = load_predictor(device)
     if cfg.latency_budget_ms is not None:
         if not (cfg.latency_budget_ms > 0 and math.isfinite(cfg.latency_budget_ms)):
@@ -307,14 +308,15 @@ class SearchContext:
         return self.trial_ids[key]
 
     def finish(self, key: str, status: str, metrics: dict, reached: dict | None,
-               error: str | None = None, timings: dict | None = None) -> None:
+               error: str | None = None, timings: dict | None = None,
+               count_as: str | None = None) -> None:
         if key in self.done_keys:
             return  # already final (replayed after --resume): never written twice
         tid = self.trial_ids[key]
         self.store.finish_trial(tid, status, metrics=_clean(metrics),
                                 fidelity_reached=reached or {}, error=error, timings=timings)
         self.done_keys.add(key)
-        self.progress.count(status)
+        self.progress.count(count_as or status)
         self._note_point(key, {**metrics, "status": status, "config": self._configs.get(key, {}),
                                "full_budget": status == "COMPLETED" and self.full(reached)})
 
@@ -425,7 +427,8 @@ class SearchContext:
             self.finish(key, "PRUNED", {"latency_ms": verdict["latency_ms"],
                                         "latency_std_ms": verdict["latency_std_ms"],
                                         **verdict["zero_cost"]}, self.reached(0),
-                        error=f"pre-ranked out by zero-cost scores (kept 1 of {n})")
+                        error=f"pre-ranked out by zero-cost scores (kept 1 of {n})",
+                        count_as="PRERANKED_OUT")
         return ranked
 
     def candidate_config(self, params: dict, index: int, verdict: dict) -> dict:
@@ -491,10 +494,7 @@ def proxy_trial(config: dict, data=None, fidelity=None, replay=None, threads: in
         return
     import torch
     from search.proxy import NonFiniteLoss, train_proxy
-    try:
-        from search.zero_cost import zero_cost_scores
-    except ImportError:  # TEMP until search/zero_cost.py lands
-        zero_cost_scores = lambda *a, **k: {}  # noqa: E731
+    from search.zero_cost import zero_cost_scores
 
     torch.set_num_threads(max(1, int(threads)))
     spec = ArchSpec.from_json(config["spec"])
@@ -585,8 +585,12 @@ def plan_resources(cfg: SearchConfig, total_cpus: float) -> tuple[float, int, in
     if cpt <= 0:
         raise ValueError(f"--cpus-per-trial {cpt}: need a positive number")
     threads = max(1, int(cpt))
-    conc = cfg.max_concurrent or max(1, int(total_cpus // cpt)) if cfg.address is None else \
-        (cfg.max_concurrent or 0)
+    if cfg.max_concurrent:
+        conc = int(cfg.max_concurrent)
+    elif cfg.address is None:
+        conc = max(1, int(total_cpus // cpt))
+    else:
+        conc = 0  # a cluster: as many as its resources allow
     return float(cpt), threads, int(conc)
 
 
@@ -656,19 +660,34 @@ def run_search(cfg: SearchConfig, resume: bool = False, stream=None) -> dict:
                   + f"; data {data.source} ({data.num_classes} classes); db {cfg.db}")
 
     t0 = time.monotonic()
+    import ray
+    started_ray = not ray.is_initialized()
     total_cpus = _init_ray(cfg)
     cpt, threads, conc = plan_resources(cfg, total_cpus)
     progress.line(f"ray up in {time.monotonic() - t0:.1f}s: {total_cpus:g} CPUs, {cpt:g} CPU(s) "
                   f"x {threads} thread(s) per trial, up to {conc or 'unlimited'} at once")
     try:
         _fit(cfg, ctx, resolved, data, cpt, threads, conc, resume)
+        _close_orphans(ctx)
     finally:
         _CONTEXTS.pop(cfg.study, None)
+        if started_ray:
+            ray.shutdown()
     from search.report import write_report
     rep = write_report(store, study_id, out_dir, device=resolved["device"], db=cfg.db,
                        stream=stream)
     store.close()
     return rep
+
+
+def _close_orphans(ctx: SearchContext) -> None:
+    """Rows still RUNNING after a finished search were started by a driver that was killed and
+    were not part of the experiment state Tune restored: record them as interrupted."""
+    for t in ctx.store.trials(ctx.study_id, status="RUNNING"):
+        ctx.trial_ids[t["trial_key"]] = t["id"]
+        ctx.finish(t["trial_key"], "FAILED", {}, ctx.reached(t.get("epochs_reached") or 0),
+                   error="interrupted: the driver stopped while this trial ran and the "
+                         "restored experiment did not include it")
 
 
 def _fit(cfg, ctx, resolved, data, cpt, threads, conc, resume) -> None:
@@ -677,7 +696,9 @@ def _fit(cfg, ctx, resolved, data, cpt, threads, conc, resume) -> None:
     # (the results store is the record); no Ray progress tables.
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "2"
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # legacy reporter: silent at verbose=0
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, conc or 1))
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler

@@ -76,7 +76,8 @@ class StoreCallback(Callback):
         self._line(ctx, c, "FAILED", {"error": cause})
 
     def _line(self, ctx, c, status, metrics):
-        n_done = sum(v for k, v in ctx.progress.counts.items() if k != "REJECTED")
+        n_done = sum(v for k, v in ctx.progress.counts.items()
+                     if k not in ("REJECTED", "PRERANKED_OUT"))
         who = c["name"] if c["kind"] == "baseline" else f"cand {c['index']:>3}"
         if status == "FAILED":
             what = f"FAILED: {metrics['error'][:100]}"
@@ -84,6 +85,8 @@ class StoreCallback(Callback):
             top1 = metrics.get("top1")
             what = (f"{status.lower()} top1 {top1:.2f}%" if top1 is not None else status.lower())
         rej = ctx.progress.counts.get("REJECTED", 0)
-        rej_s = f", {rej} rejected" if rej else ""
+        rej_s = f", {rej} rejected over budget" if rej else ""
+        pre = ctx.progress.counts.get("PRERANKED_OUT", 0)
+        rej_s += f", {pre} pre-ranked out" if pre else ""
         ctx.progress.line(f"{n_done}/{ctx.progress.total} done{rej_s} | {who} "
                           f"{c['latency_ms']:.2f} ms {what} | {ctx.front_summary()}")
