@@ -787,8 +787,17 @@ def export_final(model: nn.Module, spec: ArchSpec, out: Path) -> dict[str, Any]:
 
 
 # -- entry points -----------------------------------------------------------------------------
+def _will_spawn(args: argparse.Namespace) -> bool:
+    launched = "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    return args.nproc > 1 and not launched
+
+
 def retrain_main(args: argparse.Namespace) -> int:
-    prepare_retrain(args)  # bad input -> one line, exit 2, before any process starts
+    spec, st = prepare_retrain(args)  # bad input -> one line, exit 2, before any process starts
+    if st["distillation"] != "none" and _will_spawn(args):
+        # A teacher file that does not fit would otherwise fail inside N spawned processes.
+        load_teacher(args.teacher_model, args.teacher_checkpoint, spec.num_classes,
+                     torch.device("cpu"))
     launch(_retrain_entry, args)
     return 0
 

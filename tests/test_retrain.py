@@ -363,7 +363,8 @@ def test_export_from_trial_links_db(tmp_path):
 
 
 # -- bad input: one line, exit 2, nothing started ------------------------------------------------
-@pytest.mark.parametrize("case", ["no_val", "bad_spec", "no_teacher", "bad_extra", "no_db"])
+@pytest.mark.parametrize("case", ["no_val", "bad_spec", "no_teacher", "bad_teacher", "bad_extra",
+                                  "no_db"])
 def test_bad_input_exits_2_with_one_line(case, data, spec_file, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["retrain", "--arch", str(spec_file), "--data", str(data), "--output", str(out),
@@ -381,6 +382,11 @@ def test_bad_input_exits_2_with_one_line(case, data, spec_file, tmp_path, capsys
     elif case == "no_teacher":
         argv += ["--teacher-checkpoint", str(tmp_path / "missing.pth")]
         expect = "--teacher-checkpoint"
+    elif case == "bad_teacher":  # a file, but not weights of this teacher
+        wrong = tmp_path / "wrong.pth"
+        torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
+        argv += ["--teacher-model", "test_resnet", "--teacher-checkpoint", str(wrong)]
+        expect = "does not fit test_resnet"
     elif case == "bad_extra":
         argv = ["export", "--arch", str(spec_file), "--out", str(out), "--extra", "--no-such 1"]
         expect = "--extra"
