@@ -395,6 +395,9 @@ class SearchContext:
                       "spec": spec.canonical_json(), "params": dict(params), "latency_ms": lat,
                       "latency_std_ms": std, "seed": self.seed_for(index)}
             self.record_reuse(key, spec, config, prev)
+            self.progress.line(f"cand {index:>3} {lat:.2f} ms: architecture already trained at "
+                               f"this fidelity (trial {prev['id']}, study {prev.get('study')}); "
+                               f"reused top1 {prev['top1']:.2f}%")
             return {"action": "reused", "tell": {"top1": prev["top1"], "latency_ms": lat}}
         return {"action": "train", "spec": spec, "latency_ms": lat, "latency_std_ms": std}
 

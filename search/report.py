@@ -68,11 +68,13 @@ def build_report(store, study_id: int, device: str) -> dict[str, Any]:
     cands, front = pts["candidates"], front_of(pts["candidates"])
     published = {b["name"]: b for b in store.baselines()}
     base_rows = []
-    for name in ("XS", "S", "L1", "L3"):
+    names = ["XS", "S", "L1", "L3"] + sorted(n for n in pts["baselines"] if n not in PUBLISHED)
+    for name in names:
         t = pts["baselines"].get(name)
+        pub = PUBLISHED.get(name, {})
         row: dict[str, Any] = {"name": name,
-                               "published_top1": PUBLISHED[name]["top1"],
-                               "published_latency_ms": PUBLISHED[name]["latency_ms"],
+                               "published_top1": pub.get("top1"),
+                               "published_latency_ms": pub.get("latency_ms"),
                                "published_device": published.get(name, {}).get("latency_device")}
         if t is None:
             row.update(top1=None, latency_ms=None, dominated_by=[])
@@ -122,7 +124,8 @@ def render_table(rep: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Baselines, same proxy and data (published ImageNet top-1 / iPhone 14 ms "
                  "beside them, for orientation only):")
-    lines.append(f"{'name':<4} {'proxy top1':>10} {'pred ms':>8} {'pub top1':>8} {'pub ms':>7}  "
+    w = max([4] + [len(b["name"]) for b in rep["baselines"]])
+    lines.append(f"{'name':<{w}} {'proxy top1':>10} {'pred ms':>8} {'pub top1':>8} {'pub ms':>7}  "
                  "dominated by (Δtop1 pts, Δlatency)")
     for b in rep["baselines"]:
         pt = f"{b['top1']:.2f}" if b["top1"] is not None else "n/a"
@@ -137,8 +140,9 @@ def render_table(rep: dict[str, Any]) -> str:
                      f"{d['d_latency_pct']:+.0f}%)" for d in best[:3]]
             more = f" +{len(best) - 3} more" if len(best) > 3 else ""
             dom = f"{len(best)}: " + ", ".join(parts) + more
-        lines.append(f"{b['name']:<4} {pt:>10} {pl:>8} {b['published_top1']:>8.1f} "
-                     f"{b['published_latency_ms']:>7.1f}  {dom}")
+        ptop = f"{b['published_top1']:.1f}" if b["published_top1"] is not None else "-"
+        plat = f"{b['published_latency_ms']:.1f}" if b["published_latency_ms"] is not None else "-"
+        lines.append(f"{b['name']:<{w}} {pt:>10} {pl:>8} {ptop:>8} {plat:>7}  {dom}")
     hv = rep["hypervolume"]
     if hv["reference"]["latency_ms"]:
         lines.append(f"\nhypervolume {hv['value']:.3f} (reference top1 0 %, latency "
