@@ -222,6 +222,11 @@ def program_ops(prog) -> list[OpCost]:
                 kv = op.inputs["key"].shape
                 macs = 2 * int(np.prod(q)) * int(kv[-2])
             klass = MIL_CLASS.get(t, "elem")
+            if t == "conv" and "groups" in op.inputs and op.inputs["groups"].val is not None \
+                    and int(op.inputs["groups"].val) > 1:
+                klass = "dwconv"
+            if klass == "linear" and t != "linear" and w_e == 0:
+                klass = "actmm"   # both operands are activations (attention scores / mixing)
             out.append(OpCost(t, klass, int(macs), int(in_e), int(out_e), int(w_e),
                               tuple(int(s) for s in (op.outputs[0].shape or ()))
                               if op.outputs and all(isinstance(s, (int, np.integer))

@@ -23,8 +23,9 @@ import numpy as np
 # Operation classes. Each class gets MACs, bytes and launch-count columns.
 OP_CLASSES = (
     "conv",      # dense convolution (incl. 1x1 / pointwise, patch embeddings)
-    "dwconv",    # grouped / depthwise convolution
-    "linear",    # linear layers, matmul / einsum (attention products)
+    "dwconv",    # grouped / depthwise convolution (groups > 1)
+    "linear",    # linear layers and matmuls with a constant (weight) operand
+    "actmm",     # activation x activation matmul / einsum / SDPA (softmax attention products)
     "elem",      # elementwise: activations, add/mul/div, batch_norm, casts, clips, tile
     "norm",      # normalisations and softmax: layer_norm, reduce_l2_norm, softmax, instance_norm
     "reduce",    # reductions and pooling: reduce_*, avg/max pool
@@ -74,6 +75,22 @@ class OpCost(NamedTuple):
         return bytes_per_elem * (self.in_elems + self.out_elems + self.weight_elems)
 
 
+def pack_ops(ops: Iterable[OpCost]) -> list[list]:
+    """Compact, JSON-able op list: identical ops merged, [op_type, klass, macs, in, out, w, n]."""
+    counts: dict[tuple, int] = {}
+    for o in ops:
+        k = (o.op_type, o.klass, o.macs, o.in_elems, o.out_elems, o.weight_elems)
+        counts[k] = counts.get(k, 0) + 1
+    return [list(k) + [n] for k, n in counts.items()]
+
+
+def unpack_ops(packed: Sequence[Sequence]) -> list[OpCost]:
+    out = []
+    for t, klass, macs, i, o, w, n in packed:
+        out.extend([OpCost(t, klass, int(macs), int(i), int(o), int(w))] * int(n))
+    return out
+
+
 def aggregate(ops: Iterable[OpCost], bytes_per_elem: int = 2) -> np.ndarray:
     """Feature vector (len N_FEATURES) of an op list: per class GMACs, MB moved, op count."""
     f = np.zeros(N_FEATURES)
@@ -103,8 +120,8 @@ class _Acc:
         self.bpe = bytes_per_elem
         self.ops: list[OpCost] | None = [] if record else None
 
-    def op(self, op_type: str, macs, in_e, out_e, w_e=0, times=1, shape=()) -> None:
-        klass = MIL_CLASS.get(op_type, "elem")
+    def op(self, op_type: str, macs, in_e, out_e, w_e=0, times=1, shape=(), klass=None) -> None:
+        klass = klass or MIL_CLASS.get(op_type, "elem")
         j = 3 * _CI[klass]
         times = np.asarray(times, dtype=float)
         self.F[:, j] += times * np.asarray(macs, dtype=float) / 1e9
@@ -125,7 +142,7 @@ def _down(h):
 def _local_mixer(a: _Acc, dim, hid, h, times) -> None:
     """ConvEncoder / local representation as converted: dwconv(+BN) pw gelu pw(+scale) add."""
     n = h * h
-    a.op("conv", dim * n * 9, dim * n, dim * n, dim * 9 + dim, times)          # depthwise, BN folded
+    a.op("conv", dim * n * 9, dim * n, dim * n, dim * 9 + dim, times, klass="dwconv")  # BN folded
     a.op("conv", n * dim * hid, dim * n, hid * n, dim * hid + hid, times)
     a.op("gelu", 0, hid * n, hid * n, 0, times)
     a.op("conv", n * hid * dim, hid * n, dim * n, hid * dim + dim, times)      # layer scale folded
@@ -209,8 +226,10 @@ def _emit(a: _Acc, A: dict[str, np.ndarray]) -> None:
     nc = A["classes"]
     a.op("linear", c * nc, c, nc, c * nc + nc, has_head)
     a.op("linear", c * nc, c, nc, c * nc + nc, has_head * A["dist"])
-    a.op("add", 0, 2 * nc, nc, 0, has_head * A["dist"])
-    a.op("mul", 0, nc, nc, 1, has_head * A["dist"])
+    # Distilled models average the two heads (identities when num_classes=0) at inference.
+    no = np.where(nc > 0, nc, c)
+    a.op("add", 0, 2 * no, no, 0, A["dist"])
+    a.op("mul", 0, no, no, 1, A["dist"])
 
 
 def spec_features_many(specs: Sequence, bytes_per_elem: int = 2) -> np.ndarray:

@@ -1,9 +1,10 @@
-"""Shipped calibration data: published latencies and cached CoreML features of their models.
+"""Shipped calibration data: published latencies and cached CoreML op lists of their models.
 
 ``data/published_latency.csv`` is a copy of the project's reference table (sources cited per
 row in its ``source`` column). Rows of non-SwiftFormer models are featurised from the CoreML
 conversion of the timm model named in ``timm_name``; those features are cached in
-``data/published_features.json`` (built by ``build_feature_cache``) so nothing converts at run time.
+``data/published_features.json`` as packed per-op lists (built by ``build_feature_cache``;
+re-aggregated at load) so nothing converts at run time.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .features import FEATURE_NAMES
+from .features import aggregate, unpack_ops
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 PUBLISHED_CSV = os.path.join(DATA_DIR, "published_latency.csv")
@@ -44,14 +45,22 @@ def default_resolution(timm_name: str) -> int:
     return int(size[-1])
 
 
+CACHE_FORMAT = 1
+_CACHE: dict[str, Any] = {}
+
+
 def load_feature_cache(path: str = FEATURE_CACHE) -> dict[str, Any]:
+    """The cache: per (timm_name, resolution) the packed op list of its CoreML program."""
+    if path in _CACHE:
+        return _CACHE[path]
     if not os.path.exists(path):
-        return {"feature_names": list(FEATURE_NAMES), "models": {}}
+        return {"format": CACHE_FORMAT, "models": {}}
     with open(path, encoding="utf-8") as f:
         cache = json.load(f)
-    if cache.get("feature_names") != list(FEATURE_NAMES):
-        raise ValueError(f"{path}: feature names differ from this version's; rebuild the cache "
-                         "with bench/bench_latency_features.py --rebuild-cache")
+    if cache.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{path}: cache format {cache.get('format')!r}, expected {CACHE_FORMAT}; "
+                         "rebuild it with bench/bench_latency_iphone.py --rebuild-cache")
+    _CACHE[path] = cache
     return cache
 
 
@@ -64,9 +73,9 @@ def cached_features(timm_name: str, resolution: int | None = None,
         entry = hits[0] if hits else None
     else:
         entry = cache["models"].get(_key(timm_name, int(resolution)))
-    if not entry or entry.get("features") is None:
+    if not entry or entry.get("ops") is None:
         return None
-    return np.asarray(entry["features"], dtype=float)
+    return aggregate(unpack_ops(entry["ops"]))
 
 
 def build_feature_cache(names_res: list[tuple[str, int]], path: str = FEATURE_CACHE,
@@ -75,9 +84,10 @@ def build_feature_cache(names_res: list[tuple[str, int]], path: str = FEATURE_CA
     from search_space.spec import PRESETS
 
     from .coreml import coreml_ops
-    from .features import aggregate, spec_features
+    from .features import aggregate, pack_ops, spec_ops
 
     cache = load_feature_cache(path)
+    _CACHE.pop(path, None)
     for name, res in names_res:
         key = _key(name, res)
         if key in cache["models"]:
@@ -87,16 +97,18 @@ def build_feature_cache(names_res: list[tuple[str, int]], path: str = FEATURE_CA
         try:
             if name in SWIFTFORMER_TIMM:
                 spec = PRESETS[SWIFTFORMER_TIMM[name]].replace(resolution=res)
-                entry.update(features=spec_features(spec).tolist(), method="analytic (our generator)")
+                ops = spec_ops(spec)
+                method = "analytic (our generator; identical op graph)"
             else:
                 ops = coreml_ops(name, res)
-                entry.update(features=aggregate(ops).tolist(), n_ops=len(ops),
-                             method="coremltools 9 ML program fp16")
+                method = "coremltools 9 ML program fp16, torch.export path"
+            entry.update(ops=pack_ops(ops), n_ops=len(ops), method=method,
+                         gmacs=round(float(aggregate(ops)[0::3].sum()), 4))
         except Exception as e:  # noqa: BLE001 - record the failure, keep going
-            entry.update(features=None, error=f"{type(e).__name__}: {str(e)[:300]}")
+            entry.update(ops=None, error=f"{type(e).__name__}: {str(e)[:300]}")
         entry["featurize_s"] = round(time.perf_counter() - t0, 2)
         cache["models"][key] = entry
-        log(f"{key}: {'ok' if entry['features'] is not None else entry['error']} "
+        log(f"{key}: {'ok' if entry.get('ops') is not None else entry['error']} "
             f"({entry['featurize_s']} s)")
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -135,7 +147,9 @@ def calibrate_default(device: str = "iphone14-ane", path: str | None = None, log
     """Fit the shipped default device on the published iPhone 14 rows (cached features)."""
     from .predictor import fit
 
-    recs = published_records()
+    # Only rows featurisable without conversion (SwiftFormer analytically, others from the cache).
+    recs = [r for r in published_records()
+            if r.arch_spec() is not None or cached_features(r.timm_name, r.resolution) is not None]
     p = fit(recs, device, prior=None, meta={
         "description": "iPhone 14, CoreML, Neural Engine, batch 1 (SwiftFormer paper Table 2 rows, "
                        "arXiv:2303.15446); non-SwiftFormer rows featurised from the CoreML "

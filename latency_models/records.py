@@ -80,7 +80,9 @@ class Record:
 
 
 def _where(path: str, row: int, col: str) -> str:
-    return f"{path}: row {row}, column '{col}'"
+    # CSV rows are file line numbers (header = 1); JSON records are counted from 1.
+    unit = "record" if str(path).lower().endswith(".json") else "row"
+    return f"{path}: {unit} {row}, column '{col}'"
 
 
 def parse_record(d: dict[str, Any], path: str = "<records>", row: int = 0) -> Record:
