@@ -192,7 +192,12 @@ def _expected_front(truth, objs, keep):
     (TrialFilter(fidelity=fidelity_key(FID), studies=("b",)), lambda t: t["full"] and t["study"] == "b"),
 ])
 @pytest.mark.parametrize("objs", ["top1,latency_ms", "top1,latency_ms,params"])
-def test_pareto_front_from_db(db, flt, keep, objs):
+@pytest.mark.parametrize("sql_prune", [False, True])
+def test_pareto_front_from_db(db, flt, keep, objs, sql_prune, monkeypatch):
+    if sql_prune:  # force the large-table path (sampled pruners inside SQLite) on small data
+        import results.queries as rq
+        monkeypatch.setattr(rq, "SQL_PRUNE_MIN_ROWS", 0)
+        monkeypatch.setattr(rq, "_PREFILTER_SAMPLE", 16)
     path, truth = db
     store = ResultsStore(path, readonly=True)
     res = pareto_front(store, objs, flt)
@@ -204,10 +209,17 @@ def test_pareto_front_from_db(db, flt, keep, objs):
     firsts = [r[o[0].name] for r in res["front"]]
     assert firsts == sorted(firsts, reverse=o[0].direction == "max")
     assert res["hypervolume"] > 0 and len(res["reference_point"]) == len(o)
+    vals = np.array([[t[x.name] for x in o] for t in truth if keep(t)])
+    assert res["reference_point"] == pytest.approx(default_reference(vals, o))
 
 
-def test_pareto_front_exact_with_baselines(db):
+@pytest.mark.parametrize("sql_prune", [False, True])
+def test_pareto_front_exact_with_baselines(db, sql_prune, monkeypatch):
     """Exact front including the two baseline trials of study a."""
+    if sql_prune:
+        import results.queries as rq
+        monkeypatch.setattr(rq, "SQL_PRUNE_MIN_ROWS", 0)
+        monkeypatch.setattr(rq, "_PREFILTER_SAMPLE", 8)
     path, truth = db
     store = ResultsStore(path, readonly=True)
     res = pareto_front(store, "top1,latency_ms", TrialFilter(studies=("a",)),
