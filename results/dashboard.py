@@ -585,8 +585,22 @@ def _fast_json(obj: dict):
     return JSONResponse(obj)
 
 
-def create_app(db: str, *, poll_seconds: float = 5.0, store: ResultsStore | None = None):
-    """The FastAPI app serving the page and the JSON API over ``db``, opened read-only."""
+# The page loads nothing from elsewhere; say so to the browser too (inline script/style are the
+# page's own; plotly.js needs eval for some of its code paths).
+CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
+       "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def create_app(db: str, *, poll_seconds: float = 5.0, store: ResultsStore | None = None,
+               allowed_hosts: Sequence[str] | None = None):
+    """The FastAPI app serving the page and the JSON API over ``db``, opened read-only.
+
+    ``allowed_hosts``: Host header values accepted (Starlette's TrustedHostMiddleware), which
+    stops DNS-rebinding pages from reading the API through a browser; None = no check (the CLI
+    always passes the loopback names plus the bound address).
+    """
     from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
@@ -595,10 +609,23 @@ def create_app(db: str, *, poll_seconds: float = 5.0, store: ResultsStore | None
         raise ValueError("dashboard: the results store must be opened read-only")
     db_label = str(db)
     cache = StampCache(store)
+    # No Swagger/ReDoc pages: FastAPI loads their JS from a CDN. The schema itself is served.
     app = FastAPI(title="swiftformer-nas results dashboard",
                   description="Read-only JSON API over a swiftformer-nas results database.",
-                  version="1")
+                  version="1", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.store = store
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next):
+        resp = await call_next(request)
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        if resp.headers.get("content-type", "").startswith("text/html"):
+            resp.headers.setdefault("Content-Security-Policy", CSP)
+        return resp
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_req: Request, exc: NotFoundError):

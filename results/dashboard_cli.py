@@ -18,8 +18,8 @@ def _port(text: str) -> int:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"{v} is outside 0..65535 (0 = any free port)")
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{v} is outside 1..65535")
     return v
 
 
@@ -83,8 +83,11 @@ def _dashboard(args) -> int:
     store = _open(args.db)  # validate before importing the web stack
     import uvicorn
 
-    from .dashboard import create_app
-    app = create_app(args.db, poll_seconds=args.poll_seconds, store=store)
+    from .dashboard import LOOPBACK_HOSTS, create_app
+    # Host-header check against DNS rebinding; a wildcard bind accepts any name it is reached by.
+    wildcard = host in ("0.0.0.0", "::")
+    hosts = ["*"] if wildcard else sorted(set(LOOPBACK_HOSTS) | {host, f"[{host}]"})
+    app = create_app(args.db, poll_seconds=args.poll_seconds, store=store, allowed_hosts=hosts)
     if not loopback:
         print(f"warning: binding {host}: the dashboard is reachable from other machines "
               "(read-only, no authentication)", file=sys.stderr)

@@ -363,3 +363,21 @@ def test_hypervolume_steps_brute_force():
         else:
             assert want == pytest.approx(prev)  # no step listed: the front did not change
         prev = want
+
+
+def test_host_check_and_headers(filled):
+    from fastapi.testclient import TestClient
+
+    from results.dashboard import LOOPBACK_HOSTS, create_app
+    app = create_app(filled[0], poll_seconds=0, allowed_hosts=LOOPBACK_HOSTS)
+    with TestClient(app, base_url="http://127.0.0.1:8050") as c:
+        r = c.get("/")
+        assert r.status_code == 200
+        assert "connect-src 'self'" in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert c.get("/api/health").json()["readonly"] is True
+        # A page on another name (DNS rebinding) cannot read the API.
+        assert c.get("/api/studies", headers={"host": "evil.example"}).status_code == 400
+        assert c.get("/docs").status_code == 404  # Swagger UI would load a CDN
+        assert "/api/studies/{study}/scatter" in c.get("/api/openapi.json").json()["paths"]
+    app.state.store.close()
