@@ -352,6 +352,10 @@ def hypervolume_data(store: ResultsStore, study: str, device: str | None = None,
     curve is non-decreasing. Steps are listed only where the front changed, plus the last trial.
     """
     v = study_view(store, study, device, fidelity, cache)
+    key = ("hypervolume", v["study"]["name"], v["device"], fidelity,
+           None if reference is None else tuple(float(x) for x in reference))
+    if cache is not None and key in cache:
+        return cache[key]
     cand = v["cand"]  # finish order
     out = {"study": v["study"]["name"], "device": v["device"], "fidelity": fidelity,
            "objectives": [str(o) for o in OBJECTIVES], "n_trials": len(cand),
@@ -373,6 +377,8 @@ def hypervolume_data(store: ResultsStore, study: str, device: str | None = None,
                       "hypervolume": steps[-1]["hypervolume"]})
     out.update(reference_point=ref, reference_rule=rule, steps=steps,
                final=steps[-1]["hypervolume"])
+    if cache is not None:
+        cache[key] = out
     return out
 
 
