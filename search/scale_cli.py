@@ -245,7 +245,7 @@ def _ladder(args: argparse.Namespace) -> int:
     from results.store import ResultsStore
 
     if args.family is None:
-        ns = argparse.Namespace(**{**vars(args), "out": None, "no_save": False,
+        ns = argparse.Namespace(**{**vars(args), "no_save": False,
                                    "coefficients": args.coefficients, "name": args.name})
         _scale(ns)
         args.family = ns.saved_family
@@ -432,6 +432,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--study", help="study name (default ladder-<family>)")
     p.add_argument("--baselines", action="store_true", help="also train XS/S/L1/L3")
+    p.add_argument("--out", help="with --base: output directory of the scaled family")
     p.add_argument("--train-device", default="auto", help="torch device (auto/cpu/cuda)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.set_defaults(func=_ladder)

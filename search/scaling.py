@@ -337,10 +337,11 @@ def search_coefficients(base: ArchSpec, predictor, targets: Sequence[float],
     """Rank coefficient triples for ``base`` on this device, best first.
 
     Objective (stated, because no accuracy is available before training): the mean over the
-    targets of ln(GMACs / predicted ms) of the path's member nearest each target, i.e. how much
-    compute the family gets per millisecond. Under any accuracy law that grows with GMACs (the
-    ones ``fit`` finds), this is the triple with the highest predicted accuracy at equal
-    latency. The grid's per-dimension share cap keeps it from degenerating to width-only.
+    targets of ln(GMACs at exactly the target latency), log-log interpolated between the
+    path's rounded members just below and just above each target, i.e. how much compute the
+    family gets for its latency. Under any accuracy law that grows with GMACs (the ones ``fit``
+    finds), this is the triple with the highest predicted accuracy at equal latency. The grid's
+    per-dimension share cap keeps it from degenerating to width-only scaling.
     """
     from search_space.costs import analytic_gmacs
 
@@ -350,10 +351,18 @@ def search_coefficients(base: ArchSpec, predictor, targets: Sequence[float],
         path = _scan(base, co, predictor, targets, step=step)
         score, nearest = [], []
         for t in targets:
-            i = int(np.argmin(np.abs(np.log(path.ms / t))))
-            g = analytic_gmacs(path.specs[i])
-            score.append(math.log(g / path.ms[i]))
-            nearest.append(float(path.ms[i]))
+            below, above = path.ms <= t, path.ms >= t
+            idx = []
+            for side, pick in ((below, np.argmax), (above, np.argmin)):
+                if side.any():
+                    cand = np.flatnonzero(side)
+                    idx.append(int(cand[pick(path.ms[cand])]))
+            (i, j) = (idx[0], idx[-1])
+            gi, gj = analytic_gmacs(path.specs[i]), analytic_gmacs(path.specs[j])
+            mi, mj = float(path.ms[i]), float(path.ms[j])
+            w = 0.0 if mj == mi else (math.log(t) - math.log(mi)) / (math.log(mj) - math.log(mi))
+            score.append((1 - w) * math.log(gi) + w * math.log(gj))
+            nearest.append(mi if abs(math.log(mi / t)) <= abs(math.log(mj / t)) else mj)
         ranked.append({"coefficients": co, "score": float(np.mean(score)),
                        "nearest_ms": nearest, "shares": co.shares()})
     # Ties (equal to 1e-3): prefer the most balanced triple (smallest largest share).
