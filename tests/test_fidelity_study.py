@@ -1,0 +1,162 @@
+"""Fidelity study: rank statistics and bootstrap against known values, a tiny end-to-end run."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from search.fidelity_study import (bootstrap_over_seeds, extrapolate_top1, format_table,
+                                   kendall_tau, rank_report, spearman_rho)
+
+
+# -- statistics ----------------------------------------------------------------------------------
+def test_tau_rho_hand_computed():
+    # 6 pairs, one discordant (2,3): tau = (5 - 1) / 6; ranks differ by 0,1,1,0 -> rho = 1 - 6*2/60
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert kendall_tau([4, 3, 2, 1], [75.7, 78.5, 80.9, 83.0]) == pytest.approx(-1.0)
+    # tau-b with a tie in x: 5 concordant, 0 discordant, 6 pairs, 1 tied in x -> 5/sqrt(5*6)
+    assert kendall_tau([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(30))
+    assert math.isnan(kendall_tau([1, 1, 1, 1], [1, 2, 3, 4]))
+
+
+def test_tau_rho_match_scipy_on_fixed_arrays():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        x, y = rng.normal(size=7), rng.normal(size=7)
+        assert kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
+        assert spearman_rho(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    with pytest.raises(ValueError):
+        kendall_tau([1, 2], [1, 2, 3])
+
+
+def test_bootstrap_two_seeds_matches_enumeration():
+    target = [75.7, 78.5, 80.9, 83.0]
+    a = np.array([50.0, 51.0, 52.0, 53.0])  # perfect order
+    b = np.array([53.5, 52.5, 51.5, 49.0])  # reversed, with a larger spread
+    s = np.stack([a, b])
+    # Resamples: {a,a} p=1/4, {b,b} p=1/4, {a,b} p=1/2 -> the 2.5% / 97.5% quantiles are tau(b), tau(a).
+    point, lo, hi = bootstrap_over_seeds(s, target, kendall_tau, n_boot=4000, rng=1)
+    assert point == pytest.approx(kendall_tau((a + b) / 2, target))
+    assert lo == pytest.approx(-1.0) and hi == pytest.approx(1.0)
+    # identical seeds: no spread
+    p2, lo2, hi2 = bootstrap_over_seeds(np.stack([a, a, a]), target, kendall_tau, n_boot=200)
+    assert p2 == lo2 == hi2 == pytest.approx(1.0)
+
+
+def test_bootstrap_median_is_close_to_brute_force_distribution():
+    # 3 seeds: enumerate all 27 resamples exactly and compare the bootstrap mean.
+    rng = np.random.default_rng(0)
+    s = rng.normal(50, 2, size=(3, 4))
+    target = [1, 2, 3, 4]
+    import itertools
+    exact = np.mean([kendall_tau(s[list(c)].mean(0), target)
+                     for c in itertools.product(range(3), repeat=3)])
+    gen = np.random.default_rng(5)
+    idx = gen.integers(0, 3, size=(20000, 3))
+    approx = np.mean([kendall_tau(s[i].mean(0), target) for i in idx])
+    assert approx == pytest.approx(exact, abs=0.03)
+    _, lo, hi = bootstrap_over_seeds(s, target, kendall_tau, n_boot=2000)
+    assert lo <= exact <= hi
+
+
+def test_report_not_significant_when_interval_spans_zero():
+    target = [75.7, 78.5, 80.9, 83.0]
+    s = np.array([[50.0, 51.0, 52.0, 53.0], [53.5, 52.5, 51.5, 49.0]])
+    rep = rank_report(s, target, n_boot=500)
+    assert rep["tau_lo"] < 0 < rep["tau_hi"]
+    assert rep["significant"] is False and rep["verdict"].startswith("not significant")
+    assert rep["tau_per_seed"] == pytest.approx([1.0, -1.0]) and rep["seeds_tau1"] == 1
+    good = rank_report(np.array([[50, 51, 52, 53], [49, 51.5, 52, 54.0]]), target, n_boot=500)
+    assert good["significant"] is True and good["verdict"] == "significant"
+    assert good["tau_lo"] == pytest.approx(1.0)
+    one = rank_report(np.array([[50, 51, 52, 53.0]]), target)
+    assert one["significant"] is False and "fewer than 2 seeds" in one["verdict"]
+    row = {"setting": "x", "ranking": "proxy top-1", "images_per_class": 1, "epochs": 1,
+           "resolution": 32, "cost_cpu_s": 1.0, "per_training_cpu_s": 1.0,
+           "max_training_cpu_s": 1.0, **rep}
+    assert "not significant" in format_table([row])
+
+
+def test_learning_curve_extrapolation_recovers_power_law():
+    t = np.array([1, 2, 3])
+    top1 = 100 - 50 * t ** -0.5
+    assert extrapolate_top1(t, top1, 16) == pytest.approx(100 - 50 / 4)
+    with pytest.raises(ValueError):
+        extrapolate_top1([1], [10.0], 5)
+
+
+# -- end to end ------------------------------------------------------------------------------------
+def _image_folder(root, classes=3, n_train=12, n_val=6):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in range(classes):
+            d = os.path.join(root, split, f"c{c}")
+            os.makedirs(d)
+            for i in range(n):
+                # class-dependent colour + noise: learnable, so accuracies are not all equal
+                a = np.clip(rng.normal(60 + 70 * c, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(a).save(os.path.join(d, f"{i:03d}.jpg"))
+    return str(root)
+
+
+def test_end_to_end_cli_store_and_resume(tmp_path, capsys):
+    import run_search
+    from results.store import ResultsStore
+
+    data = _image_folder(tmp_path / "imgs")
+    out, db = str(tmp_path / "fid"), str(tmp_path / "r.db")
+    fid = json.dumps({"classes": 3, "images_per_class": 12, "val_per_class": 6, "epochs": 2,
+                      "batch_size": 8, "eval_batch_size": 18, "warmup_epochs": 0.0})
+    argv = ["fidelity", "--fidelity", fid, "--name", "tiny", "--data", data, "--seeds", "0,1",
+            "--refs", "XS,S,L1", "--threads", "1", "--out", out, "--db", db,
+            "--cache-dir", str(tmp_path / "cache"), "--boot", "200", "--format", "json"]
+    assert run_search.main(argv) == 0
+    table = json.loads(capsys.readouterr().out)
+    top = table[0]
+    assert top["setting"] == "tiny" and top["ranking"] == "proxy top-1" and top["seeds"] == 2
+    assert -1 <= top["tau_lo"] <= top["tau"] <= top["tau_hi"] <= 1
+    assert top["cost_cpu_s"] > 0 and len(top["mean"]) == 3
+    rankings = {r["ranking"] for r in table}
+    assert {"zero-cost synflow", "zero-cost naswot", "zero-cost grad_norm"} <= rankings
+    assert any(r.startswith("learning curve") for r in rankings)
+    for f in ("report.md", "report.json", "fidelity_curve.png"):
+        assert os.path.getsize(os.path.join(out, f)) > 0
+
+    with ResultsStore(db, readonly=True) as st:
+        study = next(s for s in st.studies() if s["name"] == "fidelity-tiny")
+        assert study["completed"] + study["failed"] == 6
+        trials = st.trials(study["id"])
+        assert {t["trial_key"] for t in trials} == {f"{r}-seed{s}" for r in ("XS", "S", "L1")
+                                                   for s in (0, 1)}
+        t = st.trial(trials[0]["id"])
+        assert len(t["epochs"]) == 2 and t["metrics"]["cpu_seconds"] > 0
+        assert t["synflow"] is not None
+
+    # resume: everything cached, nothing retrained; report-only gives the same tau
+    assert run_search.main(argv) == 0
+    assert ", 0 to train" in capsys.readouterr().err
+    assert run_search.main(argv[:-2] + ["--report-only", "--format", "json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again[0]["tau"] == pytest.approx(top["tau"])
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--seeds", "0,x"], "--seeds"),
+    (["--refs", "XS,M9"], "--refs"),
+    (["--refs", "XS"], "--refs"),
+    (["--settings", "nope"], "--settings"),
+    (["--fidelity", '{"epochs": 0}'], "fidelity.epochs"),
+])
+def test_cli_bad_input_one_line(tmp_path, capsys, extra, msg):
+    import run_search
+
+    rc = run_search.main(["fidelity", "--out", str(tmp_path), "--no-db"] + extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and msg in err[0]
