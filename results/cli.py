@@ -143,12 +143,17 @@ def _show(args) -> int:
     if ref.isdigit():
         tid = int(ref)
     elif ":" in ref:
-        study, key = ref.rsplit(":", 1)
-        sid = store.study_id(study)
-        match = [t["id"] for t in store.trials(sid) if t["trial_key"] == key]
-        if not match:
-            raise ValueError(f"trial {ref!r}: study {study!r} has no trial key {key!r}")
-        tid = match[0]
+        # Names and keys may themselves contain ':'; try every split point, first match wins.
+        parts = ref.split(":")
+        tid = None
+        for i in range(1, len(parts)):
+            try:
+                tid = store.trial_id(":".join(parts[:i]), ":".join(parts[i:]))
+                break
+            except ValueError:
+                continue
+        if tid is None:
+            raise ValueError(f"trial {ref!r}: no such STUDY:TRIAL_KEY (see: run_search.py studies)")
     else:
         raise ValueError(f"trial {ref!r}: expected a trial id (integer) or STUDY:TRIAL_KEY")
     d = store.trial(tid)

@@ -453,6 +453,17 @@ class ResultsStore:
                                    .where(LatencyMeasurement.arch_hash == t.arch_hash))]
             return d
 
+    def trial_id(self, study: str, trial_key: str) -> int:
+        """Id of the trial ``trial_key`` of study ``study`` (by name)."""
+        sid = self.study_id(study)
+        with self.transaction() as s:
+            tid = s.scalar(select(Trial.id).where(Trial.study_id == sid,
+                                                  Trial.trial_key == trial_key))
+        if tid is None:
+            raise ValueError(f"trial {study}:{trial_key}: study {study!r} has no trial key "
+                             f"{trial_key!r}")
+        return tid
+
     def bulk_add_trials(self, study_id: int, rows: Sequence[Mapping[str, Any]]) -> int:
         """Insert many finished trials in one transaction (imports, benchmarks).
 

@@ -323,7 +323,7 @@ def test_cli_formats(db, capsys):
     (["pareto", "--db", "{db}", "--ref", "1,2,3"], "need 2 numbers"),
     (["pareto", "--db", "{db}", "--study", "zzz"], "study 'zzz'"),
     (["show", "99999", "--db", "{db}"], "trial 99999"),
-    (["show", "a:nokey", "--db", "{db}"], "no trial key"),
+    (["show", "a:nokey", "--db", "{db}"], "no such STUDY:TRIAL_KEY"),
     (["compare", "--db", "{db}"], "devices"),
     (["pareto", "--db", "{foreign}"], "not a SQLite database"),
 ])
