@@ -395,11 +395,15 @@ def arch_detail(store: ResultsStore, arch_hash: str, focus_trial: int | None = N
     a = store.architecture(arch_hash)
     if a is None:
         raise NotFoundError(f"architecture {arch_hash!r}: not in this database")
-    spec = ArchSpec.from_dict(a["spec"])
-    stages = [{"stage": i, "depth": spec.depths[i], "width": spec.widths[i],
-               "mlp_ratio": spec.mlp_ratios[i], "hidden_dim": spec.hidden_dim(i),
-               "attn_blocks": spec.attn_blocks[i], "blocks": list(spec.block_kinds(i))}
-              for i in range(len(spec.depths))]
+    try:
+        spec = ArchSpec.from_dict(a["spec"])
+    except (ValueError, KeyError, TypeError):  # e.g. a synthetic/imported row: show what is there
+        spec = None
+    stages = [] if spec is None else [
+        {"stage": i, "depth": spec.depths[i], "width": spec.widths[i],
+         "mlp_ratio": spec.mlp_ratios[i], "hidden_dim": spec.hidden_dim(i),
+         "attn_blocks": spec.attn_blocks[i], "blocks": list(spec.block_kinds(i))}
+        for i in range(len(spec.depths))]
     with store.transaction() as s:
         preds = [{"device": p.device, "predictor_version": p.predictor_version,
                   "latency_ms": p.latency_ms, "std_ms": p.std_ms, "kind": "predicted",
@@ -440,17 +444,20 @@ def arch_detail(store: ResultsStore, arch_hash: str, focus_trial: int | None = N
     pick = next((t for t in trials if t["id"] == focus_trial), None) or next(
         (t for t in trials if t["status"] == COMPLETED), None)
     preset = baseline["name"] if baseline and PRESETS.get(baseline["name"]) == spec else None
+    arch_arg = None if spec is None else _q(preset or spec.to_json())
     commands = {
         "export": None if pick is None else (
             f"python run_search.py export --trial {pick['id']} --db {_q(db_label)} "
             f"--out {_q('runs/export/' + re.sub(r'[^A-Za-z0-9_.-]+', '_', str(pick['study'])) + '-' + str(pick['id']))}"),
-        "export_arch": f"python run_search.py export --arch {_q(preset or spec.to_json())} "
-                       f"--out {_q('runs/export/' + arch_hash[:12])}",
-        "retrain": f"python run_search.py retrain --arch {_q(preset or spec.to_json())} "
-                   "--data PATH/TO/IMAGENET",
+        "export_arch": None if spec is None else (
+            f"python run_search.py export --arch {arch_arg} "
+            f"--out {_q('runs/export/' + arch_hash[:12])}"),
+        "retrain": None if spec is None else (
+            f"python run_search.py retrain --arch {arch_arg} --data PATH/TO/IMAGENET"),
     }
-    return {"arch_hash": arch_hash, "baseline": baseline, "spec": spec.to_dict(),
-            "summary": spec_summary(spec.to_dict()), "stages": stages,
+    spec_d = a["spec"] if spec is None else spec.to_dict()
+    return {"arch_hash": arch_hash, "baseline": baseline, "spec": spec_d,
+            "summary": spec_summary(spec_d), "stages": stages,
             "params": a["params"], "gmacs": a["gmacs"],
             "latency": preds + meas + ([{"device": baseline["published_device"],
                                          "latency_ms": baseline["published_latency_ms"],
@@ -520,9 +527,12 @@ class StampCache:
 # the page and the offline report (drawing lives in static/dashboard.html)
 # ------------------------------------------------------------------------------------------
 def _script_json(obj: Any) -> str:
-    """JSON safe inside a <script> element (no "</" can close it early)."""
-    return json.dumps(obj, allow_nan=False, default=str).replace("</", "<\\/").replace(
-        "<!--", "<\\!--")
+    """JSON safe inside a <script> element (no "</script>" or "<!--" can end it early)."""
+    try:
+        text = json.dumps(obj, allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(json_safe(obj), allow_nan=False, default=str)
+    return text.replace("<", "\\u003c")  # valid JSON and JS; nothing can close the element
 
 
 def render_page(*, boot: dict, plotly_tag: str) -> str:
@@ -584,11 +594,26 @@ def build_report(store: ResultsStore, out: str | os.PathLike, *,
 # ------------------------------------------------------------------------------------------
 # API
 # ------------------------------------------------------------------------------------------
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as None (strict JSON: a diverged trial may log NaN losses)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _fast_json(obj: dict):
     """The data dicts are plain JSON already: skip FastAPI's per-value jsonable_encoder walk
-    (about 4x the cost of json.dumps on a 20k-point scatter)."""
+    (about 4x the cost of json.dumps on a 20k-point scatter). Strict JSON: a non-finite float
+    somewhere (rare) costs one extra pass that turns it into null."""
     from fastapi.responses import JSONResponse
-    return JSONResponse(obj)
+    try:
+        return JSONResponse(obj)
+    except ValueError:
+        return JSONResponse(json_safe(obj))
 
 
 # The page loads nothing from elsewhere; say so to the browser too (inline script/style are the
@@ -670,12 +695,12 @@ def create_app(db: str, *, poll_seconds: float = 5.0, store: ResultsStore | None
         return {"ok": True, "readonly": store.readonly, "db": db_label}
 
     @app.get("/api/stamp")
-    def stamp() -> dict:
-        return stamp_data(store)
+    def stamp():
+        return _fast_json(stamp_data(store))
 
     @app.get("/api/studies")
-    def studies() -> dict:
-        return studies_data(store)
+    def studies():
+        return _fast_json(studies_data(store))
 
     @app.get("/api/studies/{study}/scatter")
     def scatter(study: str = StudyName, device: str | None = DeviceQ,
@@ -708,11 +733,11 @@ def create_app(db: str, *, poll_seconds: float = 5.0, store: ResultsStore | None
                                            cache=cache.fresh()))
 
     @app.get("/api/trials/{trial_id}")
-    def trial(trial_id: int = PathParam(..., ge=1, le=MAX_TRIAL_ID)) -> dict:
-        return trial_detail(store, trial_id, db_label=db_label)
+    def trial(trial_id: int = PathParam(..., ge=1, le=MAX_TRIAL_ID)):
+        return _fast_json(trial_detail(store, trial_id, db_label=db_label))
 
     @app.get("/api/architectures/{arch_hash}")
-    def architecture(arch_hash: str = PathParam(..., pattern=ARCH_HASH_PATTERN)) -> dict:
-        return arch_detail(store, arch_hash, db_label=db_label)
+    def architecture(arch_hash: str = PathParam(..., pattern=ARCH_HASH_PATTERN)):
+        return _fast_json(arch_detail(store, arch_hash, db_label=db_label))
 
     return app

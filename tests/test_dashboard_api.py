@@ -44,8 +44,10 @@ def fill_db(path, seed: int = 0) -> dict:
     sid = store.get_or_create_study("demo", config={"strategy": "random"}, seed=seed,
                                     dataset_id="cifar10-tiny", fidelity=FIDELITY, device=DEVICE,
                                     code_version="test")
+    # HTML in a text field: the report must escape it, the page must show it as text.
     store.get_or_create_study("empty", config={}, seed=1, dataset_id="cifar10-tiny",
-                              fidelity=FIDELITY, device="pixel7", code_version="test")
+                              fidelity=FIDELITY, device="pixel7",
+                              code_version="</script><b>x</b>")
     specs = DEFAULT_SPACE.sample_many(N_CANDIDATES + 6, seed=seed)
     full, partial, other_lat = [], [], {}
 
@@ -54,7 +56,8 @@ def fill_db(path, seed: int = 0) -> dict:
         store.add_latency_prediction(h, DEVICE, "v1", lat, 0.01)
         tid = store.start_trial(sid, key, h, config={"kind": kind, "name": name}, seed=seed)
         for e in range(1, epochs_done + 1):
-            store.log_epoch(tid, e, {"top1": top1 * e / epochs_done, "val_loss": 3.0 / e})
+            store.log_epoch(tid, e, {"top1": top1 * e / epochs_done,
+                                     "val_loss": float("nan") if status == "FAILED" else 3.0 / e})
         if status is None:
             return tid, h  # still RUNNING
         metrics = {} if status != "COMPLETED" else {"top1": top1, "latency_ms": lat}
@@ -225,6 +228,12 @@ def test_trial_detail(client, filled):
     d = client.get(f"/api/trials/{b['trial_id']}").json()
     assert d["baseline"]["name"] == "S" and "--arch S " in d["commands"]["retrain"]
     assert any(x["kind"] == "published" for x in d["latency"])
+    # A failed trial whose loss diverged (NaN logged): strict JSON, NaN -> null, error shown.
+    f = client.get(f"/api/trials/{exp['failed'][0]}")
+    assert f.status_code == 200
+    ft = next(t for t in f.json()["trials"] if t["id"] == exp["failed"][0])
+    assert ft["status"] == "FAILED" and "out of memory" in ft["error"]
+    assert ft["epochs"][0]["val_loss"] is None
     # Architecture route gives the same architecture.
     a = client.get(f"/api/architectures/{b['arch_hash']}").json()
     assert a["arch_hash"] == b["arch_hash"] and a["focus_trial_id"] is None
@@ -322,7 +331,9 @@ def test_report_self_contained(filled, tmp_path, capsys):
     # Outside the bundle (whose strings mention plotly.com links) nothing refers to the web.
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html.replace(bundle, ""))
     boot = re.search(r"const BOOT = (\{.*?\});\n", html, re.S).group(1)
-    data = json.loads(boot.replace("<\\/", "</"))["data"]
+    data = json.loads(boot)["data"]
+    assert "<" not in boot  # "</script><b>x</b>" (a code_version) is escaped
+    assert any(st["code_version"] == "</script><b>x</b>" for st in data["studies"]["studies"])
     sc = data["views"]["demo"][DEVICE]["full"]["scatter"]
     assert {p["trial_id"] for p in sc["points"]} == {p["trial_id"] for p in exp["full"]}
     assert [b["name"] for b in sc["baselines"]] == ["XS", "S", "L1", "L3"]
