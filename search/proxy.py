@@ -196,6 +196,7 @@ def train_proxy(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: in
 
     history: list[dict] = []
     t_start = time.perf_counter()
+    cpu_start = time.process_time()  # this process's CPU time: robust to a shared machine's load
     step = 0
     train_time = 0.0
     train_loss = float("nan")
@@ -249,6 +250,7 @@ def train_proxy(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: in
     last = history[-1]
     return {"top1": last["top1"], "val_loss": last["val_loss"], "train_loss": train_loss,
             "epochs_done": len(history), "train_seconds": time.perf_counter() - t_start,
+            "cpu_seconds": time.process_time() - cpu_start,
             "img_per_s": steps_per_epoch * bs * len(history) / max(train_time, 1e-9),
             "params": n_params, "device": str(dev), "threads": torch.get_num_threads(),
             "channels_last": bool(channels_last), "seed": seed, "arch_hash": spec.arch_hash,
