@@ -54,6 +54,29 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def jsonable(obj: Any) -> Any:
+    """A JSON-safe copy: numpy/torch scalars -> Python numbers, NaN/inf -> None, tuples ->
+    lists, other unknown objects -> str. Drivers pass metrics straight from numpy/torch."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    item = getattr(obj, "item", None)  # numpy scalar, 0-d array, torch scalar tensor
+    if callable(item):
+        try:
+            return jsonable(item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    tolist = getattr(obj, "tolist", None)  # numpy arrays
+    if callable(tolist):
+        return jsonable(tolist())
+    return str(obj)
+
+
 def fidelity_key(fidelity: Mapping[str, Any]) -> str:
     """The key under which proxy results with an identical budget can be reused."""
     return canonical_json(dict(fidelity))
@@ -272,6 +295,7 @@ class ResultsStore:
                             fidelity: dict, device: str, code_version: str) -> int:
         """Id of study ``name``; created if new. Same name with another setup -> ValueError."""
         self._writable()
+        config, fidelity = jsonable(config), jsonable(fidelity)
         identity = {"config": config, "seed": int(seed), "dataset_id": dataset_id,
                     "fidelity": fidelity, "device": device}
         chash = hashlib.sha256(canonical_json(identity).encode()).hexdigest()
@@ -369,7 +393,7 @@ class ResultsStore:
             if s.get(Study, study_id) is None:
                 raise ValueError(f"study id {study_id}: not in this database")
             t = Trial(study_id=study_id, trial_key=trial_key, arch_hash=arch_hash,
-                      status=RUNNING, config=config, seed=int(seed), full_budget=False)
+                      status=RUNNING, config=jsonable(config), seed=int(seed), full_budget=False)
             s.add(t)
             s.flush()
             return t.id
@@ -377,7 +401,7 @@ class ResultsStore:
     def log_epoch(self, trial_id: int, epoch: int, metrics: dict) -> None:
         """Record metrics after ``epoch``; logging the same epoch again replaces it."""
         self._writable()
-        clean = {k: v for k, v in metrics.items()}
+        clean = jsonable(dict(metrics))
         with self.transaction() as s:
             row = s.scalar(select(EpochMetric).where(EpochMetric.trial_id == trial_id,
                                                      EpochMetric.epoch == int(epoch)))
@@ -404,7 +428,8 @@ class ResultsStore:
                 raise ValueError(f"trial id {trial_id}: not in this database")
             arch = s.get(Architecture, t.arch_hash)
             t.status = status
-            t.metrics = dict(metrics)
+            metrics = jsonable(dict(metrics))
+            t.metrics = metrics
             for col in TRIAL_METRIC_COLUMNS:
                 v = _num(metrics.get(col))
                 setattr(t, col, int(v) if (col == "params" and v is not None) else v)
@@ -413,13 +438,13 @@ class ResultsStore:
                 t.params = arch.params
             if t.gmacs is None:
                 t.gmacs = arch.gmacs
-            t.fidelity_reached = dict(fidelity_reached or {})
+            t.fidelity_reached = jsonable(dict(fidelity_reached or {}))
             ep = _num(t.fidelity_reached.get("epochs"))
             t.epochs_reached = None if ep is None else int(ep)
             t.full_budget = (status == COMPLETED
                              and reached_full_budget(t.study.fidelity, t.fidelity_reached))
             t.error = error
-            t.timings = timings
+            t.timings = jsonable(timings)
             t.finished_at = utcnow()
 
     def trials(self, study_id: int, status: str | None = None) -> list[dict]:
@@ -475,12 +500,13 @@ class ResultsStore:
         payload = []
         for r in rows:
             d = {"study_id": study_id, "trial_key": r["trial_key"], "arch_hash": r["arch_hash"],
-                 "status": r.get("status", COMPLETED), "config": r.get("config", {}),
-                 "seed": int(r.get("seed", 0)), "fidelity_reached": r.get("fidelity_reached"),
+                 "status": r.get("status", COMPLETED), "config": jsonable(r.get("config", {})),
+                 "seed": int(r.get("seed", 0)),
+                 "fidelity_reached": jsonable(r.get("fidelity_reached")),
                  "full_budget": bool(r.get("full_budget", False)), "started_at": now,
-                 "finished_at": now, "metrics": r.get("metrics")}
+                 "finished_at": now, "metrics": jsonable(r.get("metrics"))}
             for col in TRIAL_METRIC_COLUMNS:
-                d[col] = r.get(col)
+                d[col] = _num(r.get(col))
             payload.append(d)
         with self.transaction() as s:
             s.execute(Trial.__table__.insert(), payload)
@@ -580,7 +606,7 @@ class ResultsStore:
         self._writable()
         with self.transaction() as s:
             r = TrainingRun(arch_hash=arch_hash, dataset_id=dataset_id, epochs=int(epochs),
-                            config=config, study_id=study_id, status=RUNNING)
+                            config=jsonable(config), study_id=study_id, status=RUNNING)
             s.add(r)
             s.flush()
             return r.id

@@ -151,6 +151,33 @@ def test_round_trip_and_idempotency(tmp_path):
         ro.log_epoch(t1, 5, {})
 
 
+def test_numpy_and_torch_values_are_stored_as_json(tmp_path):
+    np = pytest.importorskip("numpy")
+    store = ResultsStore(tmp_path / "j.db")
+    sid = _study(store, config={"widths": (48, 56), "lr": np.float32(0.5)})
+    assert _study(store, config={"widths": [48, 56], "lr": 0.5}) == sid  # same identity
+    h = store.upsert_architecture(PRESETS["XS"])
+    tid = store.start_trial(sid, "k", h, config={"arr": np.arange(3)}, seed=np.int64(3))
+    store.log_epoch(tid, np.int64(0), {"top1": np.float32(12.5), "val_loss": float("nan")})
+    metrics = {"top1": np.float64(40.25), "val_loss": np.float32(1.5), "latency_ms": np.nan,
+               "extra": {"hist": np.array([1.0, 2.0])}}
+    try:
+        import torch
+        metrics["grad_norm"] = torch.tensor(2.0)
+    except ImportError:  # pragma: no cover
+        pass
+    store.finish_trial(tid, COMPLETED, metrics=metrics, fidelity_reached={"epochs": np.int64(4)},
+                       timings={"train": np.float32(3.0)})
+    d = store.trial(tid)
+    assert d["top1"] == 40.25 and d["val_loss"] == 1.5 and d["latency_ms"] is None
+    assert d["metrics"]["extra"] == {"hist": [1.0, 2.0]} and d["metrics"]["latency_ms"] is None
+    assert d["config"] == {"arr": [0, 1, 2]} and d["timings"] == {"train": 3.0}
+    assert d["epochs"] == [{"epoch": 0, "top1": 12.5, "val_loss": None}]
+    assert d["full_budget"] is False  # budget {"epochs": 4, ...} needs resolution/subset too
+    if "grad_norm" in metrics:
+        assert d["grad_norm"] == 2.0
+
+
 def test_reached_full_budget():
     assert reached_full_budget({"epochs": 4, "res": 64}, {"epochs": 4, "res": 64, "x": 1})
     assert reached_full_budget({"epochs": 4}, {"epochs": 5})
