@@ -445,10 +445,12 @@ def arch_detail(store: ResultsStore, arch_hash: str, focus_trial: int | None = N
         (t for t in trials if t["status"] == COMPLETED), None)
     preset = baseline["name"] if baseline and PRESETS.get(baseline["name"]) == spec else None
     arch_arg = None if spec is None else _q(preset or spec.to_json())
+    out_dir = None if pick is None else "runs/export/" + re.sub(
+        r"[^A-Za-z0-9_.-]+", "_", f"{pick['study']}-{pick['id']}")
     commands = {
         "export": None if pick is None else (
             f"python run_search.py export --trial {pick['id']} --db {_q(db_label)} "
-            f"--out {_q('runs/export/' + re.sub(r'[^A-Za-z0-9_.-]+', '_', str(pick['study'])) + '-' + str(pick['id']))}"),
+            f"--out {_q(out_dir)}"),
         "export_arch": None if spec is None else (
             f"python run_search.py export --arch {arch_arg} "
             f"--out {_q('runs/export/' + arch_hash[:12])}"),

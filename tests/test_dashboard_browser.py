@@ -7,7 +7,8 @@ table row, checks the detail view, checks that a trial written while the page is
 (the page polls the API), and saves a screenshot to ``runs/dashboard_browser.png``.
 
 Skipped only when chromium/chromedriver are absent and the environment variable CI is unset;
-in CI it always runs (install with .ci/install_browser.sh).
+in CI it always runs (install with .ci/install_browser.sh). SFN_CHROMIUM / SFN_CHROMEDRIVER
+override the binaries' paths.
 """
 from __future__ import annotations
 
@@ -26,9 +27,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "runs" / "dashboard_browser.png"
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-CHROMEDRIVER = shutil.which("chromedriver") or (
-    "/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None)
+
+
+def _find(env: str, *names: str) -> str | None:
+    """$env if set (must exist), else the first of ``names`` on PATH or in /usr/bin."""
+    if os.environ.get(env):
+        return os.environ[env] if os.path.exists(os.environ[env]) else None
+    for n in names:
+        p = shutil.which(n) or (f"/usr/bin/{n}" if os.path.exists(f"/usr/bin/{n}") else None)
+        if p:
+            return p
+    return None
+
+
+CHROMIUM = _find("SFN_CHROMIUM", "chromium", "chromium-browser")
+CHROMEDRIVER = _find("SFN_CHROMEDRIVER", "chromedriver")
 
 if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
     pytest.skip("chromium/chromedriver not installed (run .ci/install_browser.sh); "
