@@ -143,6 +143,12 @@ def _wait(drv, fn, timeout=30.0, what="condition"):
     return WebDriverWait(drv, timeout, poll_frequency=0.2).until(lambda d: fn(d), message=what)
 
 
+def _no_console_errors(drv) -> None:
+    """No JS exception, failed request or CSP violation was logged by the page."""
+    severe = [e["message"] for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, severe
+
+
 def _traces(drv) -> dict:
     return {t["name"]: t for t in (drv.execute_script(TRACES_JS) or [])}
 
@@ -217,6 +223,7 @@ def test_dashboard_in_browser(server, driver):
     _wait(driver, lambda d: tid in (_traces(d).get("dominated") or {}).get("ids", []),
           timeout=20, what="polled update with the new trial")
 
+    _no_console_errors(driver)
     driver.execute_script("window.scrollTo(0, 0)")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     assert driver.save_screenshot(str(SCREENSHOT))
@@ -250,3 +257,4 @@ def test_offline_report_in_browser(driver, tmp_path):
           == str(first), what="report detail of a front row")
     href = driver.find_element(By.ID, "csv-link").get_attribute("href")
     assert href.startswith("blob:")  # CSV built in the page from the inlined front
+    _no_console_errors(driver)
