@@ -22,6 +22,11 @@ def _common(p: argparse.ArgumentParser, filters: bool = True) -> None:
         p.add_argument("--fidelity", default="full",
                        help="full (default: trials that reached their study's full proxy "
                             "budget), any, or a study fidelity key (JSON shown by `studies`)")
+        p.add_argument("--latency-device", metavar="DEVICE",
+                       help="latency_ms from the stored latency predictions for DEVICE instead "
+                            "of each trial's prediction for its study's device")
+        p.add_argument("--predictor-version", metavar="V",
+                       help="with --latency-device: this predictor version (default newest)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,8 +73,12 @@ def _open(db: str, readonly: bool = True):
 
 def _filter(args):
     from .queries import TrialFilter
+    if args.predictor_version and not args.latency_device:
+        raise ValueError("--predictor-version needs --latency-device DEVICE")
     return TrialFilter(studies=tuple(args.study) if args.study else None, device=args.device,
-                       dataset_id=args.dataset, fidelity=args.fidelity)
+                       dataset_id=args.dataset, fidelity=args.fidelity,
+                       latency_device=args.latency_device,
+                       predictor_version=args.predictor_version)
 
 
 def _studies(args) -> int:

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 from sqlalchemy import select
 
-from .schema import COMPLETED, TRIAL_METRIC_COLUMNS, Architecture, Study, Trial
+from .schema import (COMPLETED, TRIAL_METRIC_COLUMNS, Architecture, LatencyPrediction,
+                     Study, Trial)
 from .store import ResultsStore
 
 # Natural direction of each metric column; "name:min"/"name:max" overrides it.
@@ -286,11 +287,34 @@ class TrialFilter:
     dataset_id: studies on this dataset; fidelity: "full" (default: trials that reached their
     study's full proxy budget), "any", or a study fidelity key (canonical budget JSON; implies
     full budget within those studies).
+
+    latency_device: take the ``latency_ms`` objective from ``sfn_latency_predictions`` for
+    this device (one predictor version: ``predictor_version`` or the newest one recorded for
+    the device) instead of the trial's own prediction for its study's device; trials whose
+    architecture has no such prediction are left out.
     """
     studies: tuple[str, ...] | None = None
     device: str | None = None
     dataset_id: str | None = None
     fidelity: str = "full"
+    latency_device: str | None = None
+    predictor_version: str | None = None
+
+
+def resolve_predictor_version(store: ResultsStore, device: str,
+                              version: str | None = None) -> str:
+    """The predictor version used for ``device``: the given one (checked) or the newest."""
+    with store.transaction() as s:
+        q = select(LatencyPrediction.predictor_version).where(LatencyPrediction.device == device)
+        if version is not None:
+            q = q.where(LatencyPrediction.predictor_version == version)
+        v = s.scalars(q.order_by(LatencyPrediction.created_at.desc(),
+                                 LatencyPrediction.id.desc()).limit(1)).first()
+    if v is None:
+        what = f"predictor version {version!r} on " if version else ""
+        raise ValueError(f"--latency-device {device!r}: no latency predictions for "
+                         f"{what}this device in the database")
+    return v
 
 
 def resolve_studies(store: ResultsStore, flt: TrialFilter) -> list[dict]:
@@ -321,18 +345,39 @@ def resolve_studies(store: ResultsStore, flt: TrialFilter) -> list[dict]:
 def _points_query(store: ResultsStore, objectives: Sequence[Objective], flt: TrialFilter,
                   exclude_arch: Sequence[str] = ()):
     """SELECT id, objective columns of the considered trials, or None if no study matches."""
+    q, _ = _points_query_cols(store, objectives, flt, exclude_arch)
+    return q
+
+
+def _points_query_cols(store: ResultsStore, objectives: Sequence[Objective], flt: TrialFilter,
+                       exclude_arch: Sequence[str] = ()):
+    """(query, objective column expressions); (None, None) if no study matches."""
     studies = resolve_studies(store, flt)
     if not studies:
-        return None
+        return None, None
     cols = [Trial.__table__.c[o.name] for o in objectives]
-    q = select(Trial.id, *cols).where(Trial.status == COMPLETED, *[c.is_not(None) for c in cols])
+    pred = None
+    if flt.latency_device is not None and any(o.name == "latency_ms" for o in objectives):
+        version = resolve_predictor_version(store, flt.latency_device, flt.predictor_version)
+        pred = (select(LatencyPrediction.arch_hash, LatencyPrediction.latency_ms)
+                .where(LatencyPrediction.device == flt.latency_device,
+                       LatencyPrediction.predictor_version == version).subquery("pred"))
+        cols = [pred.c.latency_ms.label("latency_ms") if o.name == "latency_ms" else c
+                for o, c in zip(objectives, cols)]
+    q = select(Trial.id, *cols)
+    if pred is not None:
+        # (arch_hash, device, predictor_version) is unique: at most one row per trial.
+        q = q.join(pred, pred.c.arch_hash == Trial.arch_hash)
+        cols = [pred.c.latency_ms if o.name == "latency_ms" else c
+                for o, c in zip(objectives, cols)]
+    q = q.where(Trial.status == COMPLETED, *[c.is_not(None) for c in cols])
     if flt.fidelity != "any":
         q = q.where(Trial.full_budget.is_(True))
     if len(studies) != _count_studies(store):  # no IN list when every study is selected
         q = q.where(Trial.study_id.in_([st["id"] for st in studies]))
     if exclude_arch:
         q = q.where(Trial.arch_hash.not_in(list(exclude_arch)))
-    return q
+    return q, cols
 
 
 def _raw_rows(store: ResultsStore, q) -> list[tuple]:
@@ -397,12 +442,11 @@ def fetch_front_candidates(store: ResultsStore, objectives: Sequence[Objective],
     from sqlalchemy import and_, case, func, not_, or_
 
     k = len(objectives)
-    q = _points_query(store, objectives, flt)
+    q, cols = _points_query_cols(store, objectives, flt)
     empty = {"ids": np.zeros(0, dtype=np.int64), "values": np.zeros((0, k)), "n": 0,
              "mins": None, "maxs": None}
     if q is None:
         return empty
-    cols = [Trial.__table__.c[o.name] for o in objectives]
     if store.engine.dialect.name != "sqlite":
         ids, vals = _to_arrays(_raw_rows(store, q), k)
         if not len(ids):
@@ -428,8 +472,7 @@ def fetch_front_candidates(store: ResultsStore, objectives: Sequence[Objective],
     # exact values of the sample rows (primary-key lookups), their front, the strongest pruners
     srows: list[tuple] = []
     for i in range(0, len(sample_ids), _IN_CHUNK):
-        srows += _raw_rows(store, select(Trial.id, *cols).where(
-            Trial.id.in_(sample_ids[i:i + _IN_CHUNK])))
+        srows += _raw_rows(store, q.where(Trial.id.in_(sample_ids[i:i + _IN_CHUNK])))
     _, svals = _to_arrays(srows, k)
     sloss = _as_loss(svals, objectives)
     front = np.flatnonzero(_exact_mask(sloss))
@@ -536,10 +579,16 @@ def compare_baselines(store: ResultsStore, flt: TrialFilter = TrialFilter(), *,
         raise ValueError(f"compare: the selected studies use {len(combos)} dataset/fidelity "
                          "combinations; pick studies with one (--study NAME, --dataset, --fidelity KEY)")
     devices = {s["device"] for s in studies}
-    if len(devices) > 1 and cost == "latency_ms":
+    version = None
+    if cost == "latency_ms" and flt.latency_device is not None:
+        device = flt.latency_device  # every latency (searched and baseline) from predictions
+        version = resolve_predictor_version(store, device, flt.predictor_version)
+    elif len(devices) > 1 and cost == "latency_ms":
         raise ValueError(f"compare: the selected studies target devices {sorted(devices)}; "
-                         "pick one with --device")
-    (dataset_id, fkey), device = combos.pop(), (flt.device or next(iter(devices)))
+                         "pick one with --device (or use --latency-device)")
+    else:
+        device = flt.device or next(iter(devices))
+    dataset_id, fkey = combos.pop()
     baselines = store.baselines()
     if not baselines:
         raise ValueError("compare: no baselines in this database (the search driver adds them; "
@@ -553,7 +602,7 @@ def compare_baselines(store: ResultsStore, flt: TrialFilter = TrialFilter(), *,
     for b in baselines:
         proxy = store.find_proxy_result(b["arch_hash"], dataset_id, fkey)
         b_acc = None if proxy is None else proxy.get(accuracy)
-        b_cost, cost_src = _baseline_cost(store, b, proxy, cost, device)
+        b_cost, cost_src = _baseline_cost(store, b, proxy, cost, device, version)
         cmp = baseline_comparison(acc, cst, b_acc, b_cost)
         dom = [int(ids[i]) for i in (cmp["dominating_idx"] or [])]
         row = {"baseline": b["name"], "arch_hash": b["arch_hash"],
@@ -579,14 +628,15 @@ def compare_baselines(store: ResultsStore, flt: TrialFilter = TrialFilter(), *,
         wanted.update(dom[:20])
         rows.append(row)
     details = trial_details(store, sorted(wanted))
-    return {"accuracy": accuracy, "cost": cost, "device": device, "dataset_id": dataset_id,
+    return {"accuracy": accuracy, "cost": cost, "device": device,
+            "predictor_version": version, "dataset_id": dataset_id,
             "fidelity_key": fkey, "filter": _filter_dict(flt), "n_considered": int(len(ids)),
             "baselines": rows, "notes": partial,
             "dominating_details": {str(k): v for k, v in details.items()}}
 
 
 def _baseline_cost(store: ResultsStore, b: dict, proxy: dict | None, cost: str,
-                   device: str) -> tuple[float | None, str | None]:
+                   device: str, version: str | None = None) -> tuple[float | None, str | None]:
     if cost != "latency_ms":
         if proxy is not None and proxy.get(cost) is not None:
             return float(proxy[cost]), f"trial {proxy['id']}"
@@ -594,9 +644,10 @@ def _baseline_cost(store: ResultsStore, b: dict, proxy: dict | None, cost: str,
             a = s.get(Architecture, b["arch_hash"])
             v = getattr(a, cost, None) if a is not None else None
         return (None, None) if v is None else (float(v), "architecture (analytic)")
-    if proxy is not None and proxy.get("device") == device and proxy.get("latency_ms") is not None:
+    if (version is None and proxy is not None and proxy.get("device") == device
+            and proxy.get("latency_ms") is not None):
         return float(proxy["latency_ms"]), f"trial {proxy['id']} (predicted, {device})"
-    p = store.latency_prediction(b["arch_hash"], device)
+    p = store.latency_prediction(b["arch_hash"], device, version)
     if p is not None:
         return float(p["latency_ms"]), f"prediction {p['predictor_version']} ({device})"
     if device == b["latency_device"]:
@@ -614,4 +665,5 @@ def _objectives(objectives) -> list[Objective]:
 
 def _filter_dict(flt: TrialFilter) -> dict[str, Any]:
     return {"studies": list(flt.studies) if flt.studies else None, "device": flt.device,
-            "dataset_id": flt.dataset_id, "fidelity": flt.fidelity}
+            "dataset_id": flt.dataset_id, "fidelity": flt.fidelity,
+            "latency_device": flt.latency_device, "predictor_version": flt.predictor_version}

@@ -134,6 +134,7 @@ def test_parse_objectives_errors():
 
 
 FID = {"epochs": 3}
+truth_pixel: dict[str, dict[str, float]] = {}  # filled by the db fixture: version -> arch -> ms
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +161,7 @@ def db(tmp_path_factory):
                                                  "synflow": float(rng.normal())},
                                fidelity_reached=reached)
             truth.append(dict(id=tid, study=name, device=device, status=st, top1=top1,
+                              arch=hashes[i % len(hashes)],
                               latency_ms=lat, full=st == "COMPLETED" and reached["epochs"] == 3,
                               params=store.architecture(hashes[i % len(hashes)])["params"]))
         # the XS/S baselines trained at the same proxy budget in study a only
@@ -171,9 +173,21 @@ def db(tmp_path_factory):
                                    fidelity_reached=FID)
                 truth.append(dict(id=tid, study=name, device=device, status="COMPLETED",
                                   top1=t1, latency_ms=lat, full=True, baseline=True,
+                                  arch=PRESETS[bname].arch_hash,
                                   params=store.architecture(PRESETS[bname].arch_hash)["params"]))
     store.add_latency_prediction(PRESETS["L1"].arch_hash, "iphone14-ane", "p1", 1.3, 0.1)
+    # predictions for a second device: v1 for every other arch, then (newer) v2 for every third
+    pixel = {"v1": {}, "v2": {}}
+    for j, h in enumerate(hashes):
+        if j % 2 == 0:
+            pixel["v1"][h] = float(rng.integers(5, 40)) / 10
+            store.add_latency_prediction(h, "pixel7", "v1", pixel["v1"][h], None)
+    for j, h in enumerate(hashes + [PRESETS["XS"].arch_hash, PRESETS["L3"].arch_hash]):
+        if j % 3 == 0 or h in (PRESETS["XS"].arch_hash, PRESETS["L3"].arch_hash):
+            pixel["v2"][h] = float(rng.integers(5, 40)) / 10
+            store.add_latency_prediction(h, "pixel7", "v2", pixel["v2"][h], None)
     store.close()
+    truth_pixel.update(pixel)
     return str(path), truth
 
 
@@ -235,6 +249,43 @@ def test_pareto_front_exact_with_baselines(db, sql_prune, monkeypatch):
     assert res["hypervolume"] == pytest.approx(hypervolume(vals, MAXMIN, [0.0, 10.0]))
 
 
+@pytest.mark.parametrize("version", [None, "v1"])
+@pytest.mark.parametrize("sql_prune", [False, True])
+def test_pareto_front_latency_device(db, version, sql_prune, monkeypatch):
+    """latency_ms from the stored predictions for another device (newest version by default)."""
+    if sql_prune:
+        import results.queries as rq
+        monkeypatch.setattr(rq, "SQL_PRUNE_MIN_ROWS", 0)
+        monkeypatch.setattr(rq, "_PREFILTER_SAMPLE", 16)
+    path, truth = db
+    store = ResultsStore(path, readonly=True)
+    pred = truth_pixel[version or "v2"]
+    flt = TrialFilter(studies=("a",), latency_device="pixel7", predictor_version=version)
+    res = pareto_front(store, "top1,latency_ms", flt)
+    rows = [dict(t, latency_ms=pred[t["arch"]]) for t in truth
+            if t["full"] and t["study"] == "a" and t["arch"] in pred]
+    want, n = _expected_front(rows, MAXMIN, lambda t: True)
+    assert res["n_considered"] == n > 0
+    assert {r["trial_id"] for r in res["front"]} == want
+    for r in res["front"]:
+        assert r["latency_ms"] == pred[r["arch_hash"]]
+    # compare on that device: searched and baseline latencies both from the same predictions
+    cmp = compare_baselines(store, flt)
+    assert cmp["device"] == "pixel7" and cmp["predictor_version"] == (version or "v2")
+    xs = next(b for b in cmp["baselines"] if b["baseline"] == "XS")
+    assert xs["baseline_latency_ms"] == pred.get(PRESETS["XS"].arch_hash)
+    searched = [t for t in rows if not t.get("baseline")]
+    assert cmp["n_considered"] == len(searched)
+    if xs["baseline_latency_ms"] is not None:
+        under = [t["top1"] for t in searched if t["latency_ms"] <= xs["baseline_latency_ms"]]
+        assert xs["best_top1_at_le_latency_ms"] == (max(under) if under else None)
+    with pytest.raises(ValueError, match="no latency predictions"):
+        pareto_front(store, "top1,latency_ms", TrialFilter(latency_device="tpu"))
+    with pytest.raises(ValueError, match="no latency predictions"):
+        pareto_front(store, "top1,latency_ms",
+                     TrialFilter(latency_device="pixel7", predictor_version="v9"))
+
+
 def test_compare_baselines_from_db(db):
     path, truth = db
     store = ResultsStore(path, readonly=True)
@@ -292,6 +343,9 @@ def test_cli_formats(db, capsys):
     assert {"trial_id", "top1", "latency_ms", "params"} <= set(rows[0])
     assert float(rows[0]["top1"]) == direct3["front"][0]["top1"]
 
+    code, out, _ = _run(["pareto", "--db", path, "--study", "a", "--latency-device", "pixel7",
+                         "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["filter"]["latency_device"] == "pixel7"
     code, out, _ = _run(["pareto", "--db", path, "--device", "cpu"], capsys)
     assert code == 0 and "hypervolume" in out and "trial_id" in out.splitlines()[1]
 
@@ -325,6 +379,8 @@ def test_cli_formats(db, capsys):
     (["show", "99999", "--db", "{db}"], "trial 99999"),
     (["show", "a:nokey", "--db", "{db}"], "no such STUDY:TRIAL_KEY"),
     (["compare", "--db", "{db}"], "devices"),
+    (["pareto", "--db", "{db}", "--predictor-version", "v1"], "needs --latency-device"),
+    (["pareto", "--db", "{db}", "--latency-device", "tpu"], "no latency predictions"),
     (["pareto", "--db", "{foreign}"], "not a SQLite database"),
 ])
 def test_cli_errors_one_line(db, capsys, tmp_path, argv, msg):
