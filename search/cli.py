@@ -58,7 +58,7 @@ def _search(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     rep = run_search(cfg, resume=args.resume)
-    return 0 if rep is not None else 1
+    return 130 if rep.get("interrupted") else 0
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:

@@ -267,6 +267,7 @@ class SearchContext:
         self.baseline_points: dict[str, tuple[float, float]] = {}
         self._lat_cache: dict[str, tuple[float, float]] = {}
         self._configs: dict[str, dict] = {}     # trial_key -> trial config (for kind/name)
+        self.search_finished = False            # set by ArchSearcher when its budget is spent
         self.load_existing()
 
     # -- store helpers ----------------------------------------------------------------------
@@ -346,6 +347,13 @@ class SearchContext:
         self._configs[key] = config
         self.start(key, spec, config, int(prev.get("seed") or 0))
         self.finish(key, "COMPLETED", metrics, prev.get("fidelity_reached") or self.reached(None))
+
+    def candidates_final(self) -> int:
+        """Candidate indices with a final row (the searcher's budget, as the store sees it)."""
+        idx = {(t.get("config") or {}).get("index") for t in self.store.trials(self.study_id)
+               if t["status"] != "RUNNING" and (t.get("config") or {}).get("kind") == "candidate"}
+        idx.discard(None)
+        return len(idx)
 
     # -- searcher hooks ---------------------------------------------------------------------
     def baseline_config(self, name: str, spec_json: str) -> dict | None:
@@ -579,12 +587,13 @@ def _write_json(path: Path, obj: Any) -> None:
 def plan_resources(cfg: SearchConfig, total_cpus: float) -> tuple[float, int, int]:
     """(cpus per trial, torch threads per trial, max concurrent trials).
 
-    Default on a local machine: one trial at a time using every core (measured on 2 cores in
-    notes/search_driver.md: 1 trial x 2 threads beats 2 trials x 1 thread end to end because
-    trials are short and the bigger baselines would otherwise straggle)."""
+    Default on a local machine: one single-threaded trial per core. Proxy models are small
+    (32 px): two intra-op threads scale poorly on them, and on a shared machine OpenMP threads
+    spin at barriers while descheduled (measured in notes/search_driver.md). On a cluster the
+    default is 2 CPUs per trial."""
     cpt = cfg.cpus_per_trial
     if cpt is None:
-        cpt = max(1.0, float(total_cpus)) if cfg.address is None else 2.0
+        cpt = 1.0 if cfg.address is None else 2.0
     if cpt <= 0:
         raise ValueError(f"--cpus-per-trial {cpt}: need a positive number")
     threads = max(1, int(cpt))
@@ -670,8 +679,14 @@ def run_search(cfg: SearchConfig, resume: bool = False, stream=None) -> dict:
     progress.line(f"ray up in {time.monotonic() - t0:.1f}s: {total_cpus:g} CPUs, {cpt:g} CPU(s) "
                   f"x {threads} thread(s) per trial, up to {conc or 'unlimited'} at once")
     try:
-        _fit(cfg, ctx, resolved, data, cpt, threads, conc, resume)
-        _close_orphans(ctx)
+        unfinished = _fit(cfg, ctx, resolved, data, cpt, threads, conc, resume)
+        interrupted = not ((ctx.search_finished or ctx.candidates_final() >= cfg.n_trials)
+                           and not unfinished)
+        if not interrupted:
+            _close_orphans(ctx)
+        else:  # e.g. ^C: Tune saved its state; leave RUNNING rows for --resume
+            progress.line(f"search interrupted ({unfinished} trial(s) unfinished); continue "
+                          f"with: run_search.py search --study {cfg.study} --resume")
     finally:
         _CONTEXTS.pop(cfg.study, None)
         if started_ray:
@@ -680,6 +695,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, stream=None) -> dict:
     rep = write_report(store, study_id, out_dir, device=resolved["device"], db=cfg.db,
                        stream=stream)
     store.close()
+    rep["interrupted"] = interrupted
     return rep
 
 
@@ -743,4 +759,9 @@ def _fit(cfg, ctx, resolved, data, cpt, threads, conc, resume) -> None:
                 verbose=0, log_to_file=True,
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-    tuner.fit()
+    grid = tuner.fit()
+    try:
+        trials = grid._experiment_analysis.trials  # no public accessor for trial statuses
+        return sum(1 for t in trials if t.status not in ("TERMINATED", "ERROR"))
+    except AttributeError:  # pragma: no cover - Ray internals moved
+        return 0

@@ -152,6 +152,7 @@ class ArchSearcher(Searcher):
             self.n_candidates += 1
             self.live[trial_id] = {"inner": inner_id, "kind": "candidate"}
             return cfg
+        ctx.search_finished = True
         return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
