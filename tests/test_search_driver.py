@@ -233,3 +233,95 @@ def test_resume_after_sigkill_no_rerun_no_duplicates(tmp_path, tiny_data):
         assert (r1["status"], r1["finished_at"], r1["top1"], r1["n_epochs"]) == \
             (r0["status"], r0["finished_at"], r0["top1"], r0["n_epochs"])
     assert (tmp_path / "runs" / study / "pareto.png").exists()
+
+
+# -- driver-side logic without Ray trials (fast) ----------------------------------------------
+class _FakePredictor:
+    version = "fake-1"
+
+    def predict(self, spec):
+        from search_space.costs import analytic_gmacs
+        return 10.0 * analytic_gmacs(spec), 0.1
+
+
+class _FakeData:
+    dataset_id = "fake-data"
+    num_classes = 2
+
+
+def _context(tmp_path, study: str, budget=None, n_trials=3):
+    from results.store import ResultsStore
+    from search.driver import Progress, SearchConfig, SearchContext, build_fidelity, build_space
+
+    cfg = SearchConfig(study=study, n_trials=n_trials, latency_budget_ms=budget,
+                       fidelity=TINY_FIDELITY, space=TINY_SPACE, baselines=[],
+                       db=str(tmp_path / "r.db"), out_root=str(tmp_path))
+    fid = build_fidelity(cfg.fidelity)
+    store = ResultsStore(cfg.db)
+    sid = store.get_or_create_study(study, config=cfg.identity(), seed=0,
+                                    dataset_id="fake-data", fidelity=fid.to_dict(),
+                                    device="fake", code_version="test")
+    resolved = {"space": build_space(TINY_SPACE), "fidelity": fid, "device": "fake",
+                "predictor": _FakePredictor(), "inject": {}}
+    import io
+    return SearchContext(cfg, resolved, store, sid, _FakeData(), Progress(n_trials, io.StringIO()))
+
+
+def test_baseline_result_reused_across_studies_same_data_and_fidelity(tmp_path):
+    from search_space.spec import ArchSpec
+
+    spec = ArchSpec.from_dict(TINY_BASELINE)
+    a = _context(tmp_path, "first")
+    cfg = a.baseline_config("tiny", spec.canonical_json())
+    assert cfg is not None  # nothing to reuse yet: it must be trained
+    a.start(cfg["trial_key"], spec, cfg, cfg["seed"])
+    a.finish(cfg["trial_key"], "COMPLETED", {"top1": 61.0, "latency_ms": cfg["latency_ms"]},
+             a.reached(TINY_FIDELITY["epochs"]))
+    b = _context(tmp_path, "second")
+    assert b.baseline_config("tiny", spec.canonical_json()) is None  # reused, not retrained
+    rows = b.store.trials(b.study_id)
+    assert len(rows) == 1 and rows[0]["status"] == "COMPLETED" and rows[0]["top1"] == 61.0
+    assert rows[0]["full_budget"] and rows[0]["config"]["reused_from_trial"] is not None
+    # a different fidelity is a different proxy: no reuse
+    c = _context(tmp_path, "third")
+    c.fidelity_key = "other"
+    assert c.baseline_config("tiny", spec.canonical_json()) is not None
+
+
+def test_searcher_rejects_over_budget_without_trials_and_checkpoints(tmp_path):
+    from ray.tune.search import Searcher
+
+    from search.tune_searcher import ArchSearcher
+    from search.driver import build_space
+
+    space = build_space(TINY_SPACE)
+    lats = sorted(_FakePredictor().predict(s)[0] for s in space.sample_many(100, seed=0))
+    budget = lats[len(lats) // 3]
+    ctx = _context(tmp_path, "s", budget=budget, n_trials=3)
+    searcher = ArchSearcher("s", space, "nsga2", 0, 3, [], context_fn=lambda _: ctx)
+    configs = []
+    for i in range(3):
+        c = searcher.suggest(f"t{i}")
+        assert isinstance(c, dict) and c["latency_ms"] <= budget and c["index"] == i
+        configs.append(c)
+    assert searcher.suggest("t3") == Searcher.FINISHED
+    rejected = ctx.store.trials(ctx.study_id, status="REJECTED")
+    assert rejected and all(r["latency_ms"] > budget for r in rejected)
+    assert len(ctx.store.trials(ctx.study_id)) == len(rejected)  # trials are the callback's job
+    # Optuna was told about every rejection (COMPLETE with top1 0) and nothing else yet
+    study = searcher.inner._ot_study
+    told = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(told) == len(rejected) and all(t.values[0] == 0.0 for t in told)
+    searcher.on_trial_complete("t0", {"top1": 55.0, "latency_ms": configs[0]["latency_ms"],
+                                      "final": True})
+    searcher.on_trial_complete("t1", {"top1": 20.0, "final": False})  # stopped early
+    searcher.on_trial_complete("t2", None, error=True)
+    states = sorted(t.state.name for t in study.trials if t.state.name != "COMPLETE")
+    assert states == ["FAIL", "PRUNED"]
+    # checkpoint round trip (what Tuner.restore does): counters and the Optuna study survive
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+    fresh = ArchSearcher("s", space, "nsga2", 0, 3, [], context_fn=lambda _: ctx)
+    fresh.restore(str(path))
+    assert fresh.n_candidates == 3 and len(fresh.inner._ot_study.trials) == len(study.trials)
+    assert fresh.suggest("t9") == Searcher.FINISHED
