@@ -119,14 +119,26 @@ def evaluate(cache: dict, args) -> dict:
     specs = [ArchSpec.from_dict(e["spec"]) for e in entries]
     # Per-model latency: median over every timed run of every round (rounds are interleaved, so
     # slow phases of the shared machine hit all models alike).
-    y = np.array([np.median(np.concatenate([np.asarray(v) for v in e["rounds"].values()]))
+    stat = {"median": np.median, "min": np.min,
+            "p25": lambda a: np.percentile(a, 25)}[args.stat]
+    y = np.array([stat(np.concatenate([np.asarray(v) for v in e["rounds"].values()]))
                   for e in entries])
     spread = np.array([
         (np.percentile(np.concatenate([np.asarray(v) for v in e["rounds"].values()]), 75) -
          np.percentile(np.concatenate([np.asarray(v) for v in e["rounds"].values()]), 25)) / m
         for e, m in zip(entries, y)])
-    rounds_med = [np.array([np.median(e["rounds"][r]) for e in entries if r in e["rounds"]])
-                  for r in sorted({r for e in entries for r in e["rounds"]})]
+    # Repeatability of the ground truth itself: the same statistic per round, round vs round,
+    # over the models measured in every round.
+    all_r = sorted({r for e in entries for r in e["rounds"]})
+    full = [e for e in entries if all(r in e["rounds"] for r in all_r)]
+    rounds_med = [np.array([stat(e["rounds"][r]) for e in full]) for r in all_r]
+    rep = {}
+    if len(rounds_med) > 1:
+        a, b = rounds_med[0], rounds_med[1]
+        rel = np.abs(a - b) / ((a + b) / 2)
+        rep = {"n": len(full), "tau_round0_vs_round1": kendall(a, b),
+               "median_rel_diff": float(np.median(rel)), "within10": float(np.mean(rel <= 0.1)),
+               "round0_as_predictor_of_round1": metrics(a, b)}
     F = spec_features_many(specs)
     g = np.array([analytic_gmacs(s) for s in specs])
     prior = None if args.prior == "generic" else load_predictor(args.prior)
@@ -147,8 +159,7 @@ def evaluate(cache: dict, args) -> dict:
     full = fit_features(F, y, "local-cpu-full", prior=prior)
     out = {"clock": args.clock, "n_specs": len(y), "n_cal": args.n_cal, "draws": args.draws, "prior": args.prior,
            "median_rel_iqr": float(np.median(spread)),
-           "round_to_round_tau": [kendall(rounds_med[0], r) for r in rounds_med[1:]]
-           if len(rounds_med) > 1 and all(len(r) == len(rounds_med[0]) for r in rounds_med) else [],
+           "stat": args.stat, "repeatability": rep,
            "latency_ms_range": [float(y.min()), float(y.max())],
            "full_fit_loo_mape": full.meta["loo_mape"]}
     for k in ("ours", "naive"):
@@ -176,6 +187,8 @@ def main() -> int:
     ap.add_argument("--clock", default="cpu", choices=("cpu", "wall"),
                     help="cpu: thread CPU time of the (single) inference thread, which is the "
                          "uncontended latency on a shared machine; wall: perf_counter")
+    ap.add_argument("--stat", default="median", choices=("median", "min", "p25"),
+                    help="per-model statistic over all timed runs of all rounds")
     ap.add_argument("--n-cal", type=int, default=10)
     ap.add_argument("--draws", type=int, default=50)
     ap.add_argument("--prior", default="iphone14-ane", help="reference device or 'generic'")

@@ -131,10 +131,14 @@ def main() -> int:
     if args.time_convert:
         from latency_models.coreml import coreml_features
 
-        for name in ("mobilenetv2_100", "efficientformer_l1"):
-            t0 = time.perf_counter()
+        from search_space.spec import PRESETS as _P
+
+        for name in ("mobilenetv2_100", "efficientformer_l1", _P["L1"]):
+            t0, c0 = time.perf_counter(), time.process_time()
             coreml_features(name)
-            print(f"fresh CoreML featurisation of {name}: {time.perf_counter() - t0:.1f} s")
+            label = name if isinstance(name, str) else "SwiftFormer-L1 spec"
+            print(f"fresh CoreML featurisation of {label}: wall {time.perf_counter() - t0:.1f} s, "
+                  f"CPU {time.process_time() - c0:.1f} s")
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     return 0
 

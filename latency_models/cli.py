@@ -303,6 +303,19 @@ def _export(args: argparse.Namespace) -> int:
     else:
         info = export_onnx(a, args.out, args.resolution, args.opset)
     print(json.dumps(info, indent=1, default=str))
+    if args.format == "coreml":
+        # A records-CSV line to complete after measuring on the phone (notes/latency.md).
+        import csv
+        import io
+
+        buf = io.StringIO()
+        csv.writer(buf).writerow([args.arch, info.get("spec", ""), "" if info.get("spec") else args.arch,
+                                  "<device, e.g. iPhone 15 Pro>", "<iOS version>",
+                                  "CoreML (Xcode performance report)", "ALL", info["resolution"],
+                                  "<Prediction median ms>", "", "<date, your name>"])
+        print("records CSV line to fill in (columns: model,spec,timm_name,device,os,runtime,"
+              "compute_unit,resolution,latency_ms,std_ms,source):")
+        print(buf.getvalue().strip())
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .features import MIL_CLASS, MIL_SKIP, OpCost, aggregate
+from .features import MIL_SKIP, OpCost, aggregate, make_op
 
 PRECISIONS = ("fp16", "fp32")
 METHODS = ("auto", "export", "trace")
@@ -131,6 +131,19 @@ def export_coreml(model_or_spec: Any, path: str, resolution: int | None = None,
     if not str(path).endswith(".mlpackage"):
         raise ValueError(f"path {path!r}: must end with .mlpackage")
     mlmodel, info = convert_coreml(model_or_spec, resolution, precision, method)
+    # Record what was exported, so a measurement on the phone can be traced back to the spec.
+    from search_space.spec import ArchSpec
+
+    spec = model_or_spec if isinstance(model_or_spec, ArchSpec) else \
+        getattr(model_or_spec, "spec", None)
+    meta = mlmodel.user_defined_metadata
+    meta["swiftformer_nas.model"] = str(info["name"])
+    meta["swiftformer_nas.resolution"] = str(info["resolution"])
+    if isinstance(spec, ArchSpec):
+        spec = spec.replace(resolution=info["resolution"])
+        meta["swiftformer_nas.spec"] = spec.canonical_json()
+        info["spec"] = spec.canonical_json()
+    mlmodel.short_description = f"swiftformer-nas export of {info['name']} at {info['resolution']} px"
     parent = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-coreml-")
@@ -221,16 +234,13 @@ def program_ops(prog) -> list[OpCost]:
                 q = op.inputs["query"].shape
                 kv = op.inputs["key"].shape
                 macs = 2 * int(np.prod(q)) * int(kv[-2])
-            klass = MIL_CLASS.get(t, "elem")
-            if t == "conv" and "groups" in op.inputs and op.inputs["groups"].val is not None \
-                    and int(op.inputs["groups"].val) > 1:
-                klass = "dwconv"
-            if klass == "linear" and t != "linear" and w_e == 0:
-                klass = "actmm"   # both operands are activations (attention scores / mixing)
-            out.append(OpCost(t, klass, int(macs), int(in_e), int(out_e), int(w_e),
-                              tuple(int(s) for s in (op.outputs[0].shape or ()))
-                              if op.outputs and all(isinstance(s, (int, np.integer))
-                                                    for s in (op.outputs[0].shape or ())) else ()))
+            kernel, groups = 0, 1
+            if t in ("conv", "conv_transpose"):
+                wshape = op.inputs["weight"].shape
+                kernel = int(np.prod(wshape[2:]))
+                g = op.inputs.get("groups")
+                groups = int(g.val) if g is not None and g.val is not None else 1
+            out.append(make_op(t, int(macs), int(in_e), int(out_e), int(w_e), kernel, groups))
     visit(prog.functions["main"])
     return out
 

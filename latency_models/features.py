@@ -3,8 +3,9 @@
 A model is described by the list of operations of its *converted CoreML program* (MIL ops after
 coremltools' default passes: BatchNorm folded into the preceding conv, layer scales folded into
 pointwise convs, ...). Each op is put in one of ``OP_CLASSES`` and contributes three numbers to
-its class: MACs, bytes moved (activations read + written + weights, at the program's precision)
-and one launch. The 3 x len(OP_CLASSES) sums are the feature vector every predictor uses.
+its class: MACs, activation bytes moved (read + written), weight bytes read (constants: weights,
+biases, BN statistics, scales), at the program's precision, and one launch. The
+4 x len(OP_CLASSES) sums are the feature vector every predictor uses.
 
 Two feature sources give the same vector:
 - ``latency_models.coreml.coreml_features(model)``: any model that converts (timm baselines, ...).
@@ -22,16 +23,19 @@ import numpy as np
 
 # Operation classes. Each class gets MACs, bytes and launch-count columns.
 OP_CLASSES = (
-    "conv",      # dense convolution (incl. 1x1 / pointwise, patch embeddings)
+    "conv",      # dense k x k convolution (k > 1): stems, patch embeddings, downsamples
+    "pwconv",    # dense 1 x 1 convolution (a matmul over channels)
     "dwconv",    # grouped / depthwise convolution (groups > 1)
     "linear",    # linear layers and matmuls with a constant (weight) operand
     "actmm",     # activation x activation matmul / einsum / SDPA (softmax attention products)
-    "elem",      # elementwise: activations, add/mul/div, batch_norm, casts, clips, tile
+    "act",       # transcendental activations: gelu, silu, sigmoid, tanh, exp, erf, ...
+    "elem",      # cheap elementwise: add/mul/div/max, relu/clip, batch_norm, casts, tile
     "norm",      # normalisations and softmax: layer_norm, reduce_l2_norm, softmax, instance_norm
     "reduce",    # reductions and pooling: reduce_*, avg/max pool
     "layout",    # data movement: reshape, transpose, concat, split, slice, pad, gather
 )
-QUANTITIES = ("gmacs", "mbytes", "count")
+QUANTITIES = ("gmacs", "act_mbytes", "w_mbytes", "count")
+_NQ = len(QUANTITIES)
 FEATURE_NAMES = tuple(f"{c}_{q}" for c in OP_CLASSES for q in QUANTITIES)
 N_FEATURES = len(FEATURE_NAMES)
 _CI = {c: i for i, c in enumerate(OP_CLASSES)}
@@ -40,6 +44,9 @@ _CI = {c: i for i, c in enumerate(OP_CLASSES)}
 MIL_CLASS = {
     "conv": "conv", "conv_transpose": "conv",
     "linear": "linear", "matmul": "linear", "einsum": "linear",
+    "gelu": "act", "silu": "act", "sigmoid": "act", "tanh": "act", "exp": "act", "erf": "act",
+    "softplus": "act", "sigmoid_hard": "act", "elu": "act", "log": "act", "pow": "act",
+    "sqrt": "act", "rsqrt": "act", "sin": "act", "cos": "act", "scaled_tanh": "act",
     "layer_norm": "norm", "instance_norm": "norm", "l2_norm": "norm", "local_response_norm": "norm",
     "reduce_l2_norm": "norm", "softmax": "norm", "scaled_dot_product_attention": "linear",
     "reduce_sum": "reduce", "reduce_mean": "reduce", "reduce_max": "reduce", "reduce_min": "reduce",
@@ -64,48 +71,70 @@ MIL_SKIP = {"const", "constexpr_affine_dequantize", "constexpr_lut_to_dense",
 class OpCost(NamedTuple):
     """One operation of a converted program (batch 1)."""
     op_type: str      # MIL op type, e.g. 'conv', 'gelu'
-    klass: str        # one of OP_CLASSES
+    klass: str        # one of OP_CLASSES (see classify)
     macs: int
     in_elems: int     # non-constant activation elements read
     out_elems: int    # elements written
     weight_elems: int  # constant tensor elements read (weights, biases, BN statistics, scales)
-    shape: tuple = ()  # output shape, for inspection
+    kernel: int = 0   # convs: kh * kw
+    groups: int = 1   # convs: groups
 
     def bytes(self, bytes_per_elem: int = 2) -> int:
         return bytes_per_elem * (self.in_elems + self.out_elems + self.weight_elems)
 
 
+def classify(op_type: str, kernel: int = 0, groups: int = 1, weight_elems: int = 0) -> str:
+    """The OP_CLASSES class of a MIL op."""
+    if op_type in ("conv", "conv_transpose"):
+        if groups > 1:
+            return "dwconv"
+        return "pwconv" if kernel == 1 else "conv"
+    klass = MIL_CLASS.get(op_type, "elem")
+    if klass == "linear" and op_type != "linear" and weight_elems == 0:
+        return "actmm"   # both operands are activations (attention scores / token mixing)
+    return klass
+
+
+def make_op(op_type: str, macs: int, in_elems: int, out_elems: int, weight_elems: int,
+            kernel: int = 0, groups: int = 1) -> OpCost:
+    return OpCost(op_type, classify(op_type, kernel, groups, weight_elems), int(macs),
+                  int(in_elems), int(out_elems), int(weight_elems), int(kernel), int(groups))
+
+
 def pack_ops(ops: Iterable[OpCost]) -> list[list]:
-    """Compact, JSON-able op list: identical ops merged, [op_type, klass, macs, in, out, w, n]."""
+    """Compact, JSON-able op list: identical ops merged, [op_type, macs, in, out, w, kernel,
+    groups, n]. The class is re-derived on unpacking, so class changes need no reconversion."""
     counts: dict[tuple, int] = {}
     for o in ops:
-        k = (o.op_type, o.klass, o.macs, o.in_elems, o.out_elems, o.weight_elems)
+        k = (o.op_type, o.macs, o.in_elems, o.out_elems, o.weight_elems, o.kernel, o.groups)
         counts[k] = counts.get(k, 0) + 1
     return [list(k) + [n] for k, n in counts.items()]
 
 
 def unpack_ops(packed: Sequence[Sequence]) -> list[OpCost]:
     out = []
-    for t, klass, macs, i, o, w, n in packed:
-        out.extend([OpCost(t, klass, int(macs), int(i), int(o), int(w))] * int(n))
+    for t, macs, i, o, w, kernel, groups, n in packed:
+        out.extend([make_op(t, macs, i, o, w, kernel, groups)] * int(n))
     return out
 
 
 def aggregate(ops: Iterable[OpCost], bytes_per_elem: int = 2) -> np.ndarray:
-    """Feature vector (len N_FEATURES) of an op list: per class GMACs, MB moved, op count."""
+    """Feature vector (len N_FEATURES) of an op list: per class GMACs, activation MB, weight MB,
+    op count."""
     f = np.zeros(N_FEATURES)
     for op in ops:
-        j = 3 * _CI[op.klass]
+        j = _NQ * _CI[op.klass]
         f[j] += op.macs / 1e9
-        f[j + 1] += op.bytes(bytes_per_elem) / 1e6
-        f[j + 2] += 1
+        f[j + 1] += bytes_per_elem * (op.in_elems + op.out_elems) / 1e6
+        f[j + 2] += bytes_per_elem * op.weight_elems / 1e6
+        f[j + 3] += 1
     return f
 
 
 def gmacs_of(features: np.ndarray) -> np.ndarray:
     """Total GMACs from feature vector(s) (CoreML-program counting: BN folded, so a bit below fvcore)."""
     f = np.atleast_2d(features)
-    return f[:, 0::3].sum(axis=1)
+    return f[:, 0::_NQ].sum(axis=1)
 
 
 # -- analytic path -----------------------------------------------------------------------------
@@ -120,19 +149,21 @@ class _Acc:
         self.bpe = bytes_per_elem
         self.ops: list[OpCost] | None = [] if record else None
 
-    def op(self, op_type: str, macs, in_e, out_e, w_e=0, times=1, shape=(), klass=None) -> None:
-        klass = klass or MIL_CLASS.get(op_type, "elem")
-        j = 3 * _CI[klass]
+    def op(self, op_type: str, macs, in_e, out_e, w_e=0, times=1, kernel=0, groups=1) -> None:
+        """Add ``times`` ops; for convs ``groups`` may be an array (depthwise: groups = dim)."""
+        g = int(np.max(np.asarray(groups)))
+        klass = classify(op_type, kernel, g, 1 if np.any(np.asarray(w_e)) else 0)
+        j = _NQ * _CI[klass]
         times = np.asarray(times, dtype=float)
         self.F[:, j] += times * np.asarray(macs, dtype=float) / 1e9
-        self.F[:, j + 1] += times * self.bpe * (np.asarray(in_e, dtype=float) + out_e + w_e) / 1e6
-        self.F[:, j + 2] += times
+        self.F[:, j + 1] += times * self.bpe * (np.asarray(in_e, dtype=float) + out_e) / 1e6
+        self.F[:, j + 2] += times * self.bpe * np.asarray(w_e, dtype=float) / 1e6
+        self.F[:, j + 3] += times
         if self.ops is not None:
-            for _ in range(int(np.asarray(times).reshape(-1)[0])):
-                self.ops.append(OpCost(op_type, klass, int(np.asarray(macs).reshape(-1)[0]),
-                                       int(np.asarray(in_e).reshape(-1)[0]),
-                                       int(np.asarray(out_e).reshape(-1)[0]),
-                                       int(np.asarray(w_e).reshape(-1)[0]), shape))
+            first = lambda v: int(np.asarray(v).reshape(-1)[0])  # noqa: E731
+            for _ in range(first(times)):
+                self.ops.append(make_op(op_type, first(macs), first(in_e), first(out_e),
+                                        first(w_e), kernel, first(groups)))
 
 
 def _down(h):
@@ -142,10 +173,10 @@ def _down(h):
 def _local_mixer(a: _Acc, dim, hid, h, times) -> None:
     """ConvEncoder / local representation as converted: dwconv(+BN) pw gelu pw(+scale) add."""
     n = h * h
-    a.op("conv", dim * n * 9, dim * n, dim * n, dim * 9 + dim, times, klass="dwconv")  # BN folded
-    a.op("conv", n * dim * hid, dim * n, hid * n, dim * hid + hid, times)
+    a.op("conv", dim * n * 9, dim * n, dim * n, dim * 9 + dim, times, 9, dim)  # depthwise, BN folded
+    a.op("conv", n * dim * hid, dim * n, hid * n, dim * hid + hid, times, 1)
     a.op("gelu", 0, hid * n, hid * n, 0, times)
-    a.op("conv", n * hid * dim, hid * n, dim * n, hid * dim + dim, times)      # layer scale folded
+    a.op("conv", n * hid * dim, hid * n, dim * n, hid * dim + dim, times, 1)  # layer scale folded
     a.op("add", 0, 2 * dim * n, dim * n, 0, times)
 
 
@@ -179,9 +210,9 @@ def _attention(a: _Acc, dim, hid, h, times) -> None:
     a.op("add", 0, 2 * nd, nd, 0, times)
     # MLP: BN (not foldable: it precedes a conv only through a residual branch input) fc1 gelu fc2
     a.op("batch_norm", 0, nd, nd, 4 * dim, times)
-    a.op("conv", n * dim * hid, nd, hid * n, dim * hid + hid, times)
+    a.op("conv", n * dim * hid, nd, hid * n, dim * hid + hid, times, 1)
     a.op("gelu", 0, hid * n, hid * n, 0, times)
-    a.op("conv", n * hid * dim, hid * n, nd, hid * dim + dim, times)   # layer_scale_2 folded
+    a.op("conv", n * hid * dim, hid * n, nd, hid * dim + dim, times, 1)   # layer_scale_2 folded
     a.op("add", 0, 2 * nd, nd, 0, times)
 
 
@@ -203,17 +234,18 @@ def _emit(a: _Acc, A: dict[str, np.ndarray]) -> None:
     a.op("cast", 0, 3 * r * r, 3 * r * r)                # fp32 input -> fp16
     h = _down(r)
     c0 = w[:, 0] // 2
-    a.op("conv", h * h * c0 * 27, 3 * r * r, c0 * h * h, c0 * 27 + c0)
+    a.op("conv", h * h * c0 * 27, 3 * r * r, c0 * h * h, c0 * 27 + c0, 1, 9)
     a.op("relu", 0, c0 * h * h, c0 * h * h)
     h2 = _down(h)
-    a.op("conv", h2 * h2 * w[:, 0] * c0 * 9, c0 * h * h, w[:, 0] * h2 * h2, w[:, 0] * c0 * 9 + w[:, 0])
+    a.op("conv", h2 * h2 * w[:, 0] * c0 * 9, c0 * h * h, w[:, 0] * h2 * h2,
+         w[:, 0] * c0 * 9 + w[:, 0], 1, 9)
     a.op("relu", 0, w[:, 0] * h2 * h2, w[:, 0] * h2 * h2)
     h = h2
     for i in range(w.shape[1]):
         if i > 0:
             hn = _down(h)
             a.op("conv", hn * hn * w[:, i] * w[:, i - 1] * 9, w[:, i - 1] * h * h,
-                 w[:, i] * hn * hn, w[:, i] * w[:, i - 1] * 9 + w[:, i])
+                 w[:, i] * hn * hn, w[:, i] * w[:, i - 1] * 9 + w[:, i], 1, 9)
             h = hn
         n_conv, n_attn = d[:, i] - k[:, i], k[:, i]
         _local_mixer(a, w[:, i], hid[:, i], h, n_conv)

@@ -3,19 +3,22 @@
 latency = sum over cost terms j of  theta_j * term_j(features)      (theta >= 0)
 
 with terms built from the per-op-class features (features.py):
-  dense conv GMACs, depthwise GMACs, linear GMACs,
-  activation x activation matmul GMACs                     (compute: ms per GMAC per op kind)
-  MB moved by all ops                                      (memory traffic: ms per MB)
-  MB moved by norm/softmax ops, by layout ops              (ops that are slow on accelerators)
+  GMACs of k x k convs, 1 x 1 convs, depthwise convs, linears, activation x activation
+  matmuls                                                  (compute: ms per GMAC per op kind)
+  activation MB moved by all ops; extra for 1x1 and depthwise convs, transcendental
+  activations (GELU...), norm/softmax, layout ops          (memory traffic, special functions,
+                                                            layout conversions)
+  weight MB read                                           (weight streaming: small-token GEMMs)
   number of ops                                            (launch / dispatch overhead)
   1                                                        (fixed per-inference overhead)
 
 Fitting (``fit``) minimises the *relative* squared error (≈ least squares in log space, so a
 0.7 ms and a 10 ms model count alike), with Huber re-weighting against outliers, subject to
-theta >= 0 (scipy NNLS), plus a ridge pull towards a reference device's coefficients times a
-free global speed factor. The pull strength is chosen by leave-one-out cross-validation on the
-calibration records, so 10 measurements fit only what they can support (mostly the speed factor
-and the compute/launch balance) while 100 measurements fit everything. The leave-one-out
+theta >= 0 (scipy NNLS), plus a ridge pull towards a reference device's coefficients rescaled
+by three fitted group multipliers (compute / memory / per-op overhead: "this device is 5x slower
+at arithmetic but only 2x slower per op"). The pull strength is chosen by leave-one-out
+cross-validation on the calibration records, so 10 measurements fit only what they can support
+(mostly the group multipliers) while 100 measurements fit every term. The leave-one-out
 relative error is kept as the predictor's uncertainty.
 
 Calibration files are small versioned JSON (see ``LatencyPredictor.save``).
@@ -44,12 +47,17 @@ def _col(klass: str, q: str) -> int:
 # least-squares problem and prediction is one matrix product.
 TERMS: dict[str, dict[int, float]] = {
     "conv_gmacs": {_col("conv", "gmacs"): 1.0},
+    "pwconv_gmacs": {_col("pwconv", "gmacs"): 1.0},
     "dwconv_gmacs": {_col("dwconv", "gmacs"): 1.0},
     "linear_gmacs": {_col("linear", "gmacs"): 1.0},
     "actmm_gmacs": {_col("actmm", "gmacs"): 1.0},
-    "mbytes": {_col(k, "mbytes"): 1.0 for k in OP_CLASSES},
-    "norm_mbytes": {_col("norm", "mbytes"): 1.0},
-    "layout_mbytes": {_col("layout", "mbytes"): 1.0},
+    "act_mbytes": {_col(k, "act_mbytes"): 1.0 for k in OP_CLASSES},
+    "pwconv_mbytes": {_col("pwconv", "act_mbytes"): 1.0},
+    "dwconv_mbytes": {_col("dwconv", "act_mbytes"): 1.0},
+    "transcendental_mbytes": {_col("act", "act_mbytes"): 1.0},
+    "norm_mbytes": {_col("norm", "act_mbytes"): 1.0},
+    "layout_mbytes": {_col("layout", "act_mbytes"): 1.0},
+    "weight_mbytes": {_col(k, "w_mbytes"): 1.0 for k in OP_CLASSES},
     "ops": {_col(k, "count"): 1.0 for k in OP_CLASSES},
     "const": {},
 }
@@ -61,11 +69,14 @@ for _j, _w in enumerate(TERMS.values()):
 
 # A hand-set physical prior for a phone neural engine (A15/A16 class, fp16), used only when no
 # reference calibration is given: ~4 TMAC/s effective on dense convs and linears, ~10x less on
-# depthwise, ~50 GB/s memory traffic, ~3x that cost for norm/softmax and layout ops, ~4 us per op,
+# depthwise, ~50 GB/s activation and weight traffic, ~3x that for norm/softmax and layout ops
+# (extra terms: conv activations +25%, transcendental +100%), ~4 us per op,
 # 0.1 ms fixed; softmax-attention matmuls (activation x activation) ~4x slower than linears. Units: ms per GMAC / per MB / per op / per inference.
-GENERIC_PRIOR = {"conv_gmacs": 0.25, "dwconv_gmacs": 2.5, "linear_gmacs": 0.3,
-                 "actmm_gmacs": 1.0, "mbytes": 0.02,
-                 "norm_mbytes": 0.04, "layout_mbytes": 0.04, "ops": 0.004, "const": 0.1}
+GENERIC_PRIOR = {"conv_gmacs": 0.25, "pwconv_gmacs": 0.25, "dwconv_gmacs": 2.5,
+                 "linear_gmacs": 0.3, "actmm_gmacs": 1.0, "act_mbytes": 0.02,
+                 "pwconv_mbytes": 0.005, "dwconv_mbytes": 0.005, "transcendental_mbytes": 0.02,
+                 "norm_mbytes": 0.04, "layout_mbytes": 0.04, "weight_mbytes": 0.02,
+                 "ops": 0.004, "const": 0.1}
 
 LAMBDAS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1e4)
 MIN_REL_STD = 0.03
@@ -106,6 +117,37 @@ def _speed_scale(T: np.ndarray, y: np.ndarray, prior: np.ndarray) -> float:
     p = T @ prior
     ok = p > 0
     return float(np.exp(np.median(np.log(y[ok] / p[ok])))) if ok.any() else 1.0
+
+
+# Term groups for the first, low-dimensional stage of a fit: how much slower/faster than the
+# reference the device is at arithmetic, at moving bytes, and per op. Three multipliers are well
+# determined by ~5 measurements even when the per-term coefficients are not.
+GROUPS = {
+    "compute": ("conv_gmacs", "pwconv_gmacs", "dwconv_gmacs", "linear_gmacs", "actmm_gmacs"),
+    "memory": ("act_mbytes", "pwconv_mbytes", "dwconv_mbytes", "transcendental_mbytes",
+               "norm_mbytes", "layout_mbytes", "weight_mbytes"),
+    "overhead": ("ops", "const"),
+}
+
+
+def _group_prior(T: np.ndarray, y: np.ndarray, p0: np.ndarray) -> np.ndarray:
+    """The reference coefficients with one fitted multiplier per group (NNLS, relative error)."""
+    from scipy.optimize import nnls
+
+    idx = [[TERM_NAMES.index(t) for t in ts] for ts in GROUPS.values()]
+    G = np.stack([T[:, ix] @ p0[ix] for ix in idx], axis=1) / y[:, None]
+    s = _speed_scale(T, y, p0)
+    # A light pull of every multiplier towards the global speed factor keeps groups that the
+    # records do not exercise (e.g. no attention anywhere) at a sensible value.
+    lam = 0.01 * len(y)
+    m = np.maximum(np.abs(G).mean(axis=0), 1e-9)
+    A = np.vstack([G, math.sqrt(lam) * np.diag(m)])
+    b = np.concatenate([np.ones(len(y)), math.sqrt(lam) * m * s])
+    mult, _ = nnls(A, b)
+    out = p0.copy()
+    for k, ix in enumerate(idx):
+        out[ix] = p0[ix] * mult[k]
+    return out
 
 
 class LatencyPredictor:
@@ -276,7 +318,7 @@ def fit_features(F: np.ndarray, y: np.ndarray, device: str,
     T = terms_matrix(F)
     p0 = prior_coef(prior)
     s = _speed_scale(T, y, p0)
-    prior_scaled = s * p0
+    prior_scaled = _group_prior(T, y, p0)
     n = len(y)
     # Leave-one-out relative error for each lambda. Leave-one-out on ~10 points is noisy, so
     # take the strongest prior pull whose error is within 5% of the best (one-SE-style rule).
@@ -286,8 +328,7 @@ def fit_features(F: np.ndarray, y: np.ndarray, device: str,
         errs = np.empty(n)
         for i in range(n):
             keep = np.arange(n) != i
-            s_i = _speed_scale(T[keep], y[keep], p0)
-            th = _solve(T[keep], y[keep], s_i * p0, lam)
+            th = _solve(T[keep], y[keep], _group_prior(T[keep], y[keep], p0), lam)
             errs[i] = (T[i] @ th - y[i]) / y[i]
         cv[lam] = float(np.sqrt(np.mean(errs ** 2)))
         loo[lam] = errs

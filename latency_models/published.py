@@ -84,7 +84,7 @@ def build_feature_cache(names_res: list[tuple[str, int]], path: str = FEATURE_CA
     from search_space.spec import PRESETS
 
     from .coreml import coreml_ops
-    from .features import aggregate, pack_ops, spec_ops
+    from .features import aggregate, gmacs_of, pack_ops, spec_ops
 
     cache = load_feature_cache(path)
     _CACHE.pop(path, None)
@@ -103,7 +103,7 @@ def build_feature_cache(names_res: list[tuple[str, int]], path: str = FEATURE_CA
                 ops = coreml_ops(name, res)
                 method = "coremltools 9 ML program fp16, torch.export path"
             entry.update(ops=pack_ops(ops), n_ops=len(ops), method=method,
-                         gmacs=round(float(aggregate(ops)[0::3].sum()), 4))
+                         gmacs=round(float(gmacs_of(aggregate(ops))[0]), 4))
         except Exception as e:  # noqa: BLE001 - record the failure, keep going
             entry.update(ops=None, error=f"{type(e).__name__}: {str(e)[:300]}")
         entry["featurize_s"] = round(time.perf_counter() - t0, 2)

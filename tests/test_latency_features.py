@@ -45,7 +45,7 @@ def test_vectorised_equals_single_and_op_list():
     for s, f in zip(specs[:10], F[:10]):
         np.testing.assert_allclose(f, spec_features(s))
         np.testing.assert_allclose(f, aggregate(spec_ops(s)))
-    gm = F[:, [FEATURE_NAMES.index(f"{c}_gmacs") for c in ("conv", "dwconv", "linear")]].sum(1)
+    gm = F[:, [FEATURE_NAMES.index(f"{c}_gmacs") for c in ("conv", "pwconv", "dwconv", "linear")]].sum(1)
     from search_space.costs import analytic_gmacs
 
     fv = np.array([analytic_gmacs(s) for s in specs])
@@ -59,7 +59,8 @@ def test_timm_baseline_converts_and_featurises():
     ops = coreml_ops("mobilenetv2_100", resolution=96)
     f = aggregate(ops)
     by = dict(zip(FEATURE_NAMES, f))
-    assert by["conv_count"] >= 30 and by["dwconv_count"] == 17 and by["actmm_count"] == 0
+    assert by["pwconv_count"] >= 30 and by["dwconv_count"] == 17 and by["conv_count"] == 1
+    assert by["actmm_count"] == 0 and by["act_count"] == 0     # ReLU6 is a cheap clip
     # MobileNetV2 at 96 px: 300 MMACs at 224 px scale with (96/224)^2 -> ~0.055 GMACs.
-    total = by["conv_gmacs"] + by["dwconv_gmacs"] + by["linear_gmacs"]
+    total = by["conv_gmacs"] + by["pwconv_gmacs"] + by["dwconv_gmacs"] + by["linear_gmacs"]
     assert 0.045 < total < 0.065

@@ -15,7 +15,8 @@ from latency_models.predictor import (TERM_NAMES, LatencyPredictor, fit, fit_fea
 from search_space.space import DEFAULT_SPACE
 from search_space.spec import PRESETS
 
-TRUE = dict(conv_gmacs=3.0, dwconv_gmacs=12.0, linear_gmacs=4.0, actmm_gmacs=0.0, mbytes=0.08,
+TRUE = dict(conv_gmacs=3.0, pwconv_gmacs=3.5, dwconv_gmacs=12.0, linear_gmacs=4.0, actmm_gmacs=0.0, act_mbytes=0.08,
+            pwconv_mbytes=0.05, dwconv_mbytes=0.0, transcendental_mbytes=0.1, weight_mbytes=0.1,
             norm_mbytes=0.05, layout_mbytes=0.02, ops=0.012, const=0.4)
 
 
