@@ -76,6 +76,7 @@ def throughput(a) -> None:
     fid = DEFAULT_FIDELITY
     data = prepare_data(None, fid, cache_dir=a.cache)
     bs, steps = fid.batch_size, a.steps
+    data_small = prepare_data(None, fid.replace(images_per_class=a.proxy_images), cache_dir=a.cache)
     tx, ty = data.train_x, data.train_y
 
     # -- data only: our batcher (memmap fancy index + torch crop/flip + normalise) ---------------
@@ -125,7 +126,7 @@ def throughput(a) -> None:
         step_model = torch.compile(model) if compiled else model
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
         crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-        it, done, t0 = iter(loader), 0, None
+        it, done, t0, c0 = iter(loader), 0, None, None
         while done < steps + 3:
             try:
                 xb, yb = next(it)
@@ -140,29 +141,43 @@ def throughput(a) -> None:
             opt.step()
             done += 1
             if done == 3:  # warm-up steps (allocator, compile) excluded
-                t0 = time.perf_counter()
-        return steps * bs / (time.perf_counter() - t0)
+                t0, c0 = time.perf_counter(), time.process_time()
+        # (wall img/s, img per CPU-second): the second is what a 1-thread run does on an idle
+        # core, and is far less distorted by other people's jobs on a shared machine.
+        return steps * bs / (time.perf_counter() - t0), steps * bs / (time.process_time() - c0)
 
     nc = data.num_classes
-    torch.manual_seed(0)
-    timm_ips = plain_loop(_timm_xs(nc))
-    print(f"timm swiftformer_xs, plain DataLoader loop: {timm_ips:.0f} img/s", flush=True)
-    ours_plain = plain_loop(build_model(PRESETS["XS"].replace(num_classes=nc, resolution=32)))
-    print(f"our XS, same plain loop: {ours_plain:.0f} img/s (ratio {ours_plain / timm_ips:.2f})", flush=True)
-    ours_cl = plain_loop(build_model(PRESETS["XS"].replace(num_classes=nc, resolution=32)), channels_last=True)
-    print(f"our XS, plain loop + channels_last: {ours_cl:.0f} img/s", flush=True)
+    xs = PRESETS["XS"].replace(num_classes=nc, resolution=32)
+    best: dict[str, tuple[float, float]] = {}
+
+    def keep(name, v):
+        w, c = v
+        b = best.get(name, (0.0, 0.0))
+        best[name] = (max(b[0], w), max(b[1], c))
+        print(f"  {name}: {w:.0f} img/s wall, {c:.0f} img/CPU-s", flush=True)
+
+    # Alternate the contenders (ABAB...) and keep each one's best round: on a shared machine
+    # the load drifts, and best-of-n is the least load-biased estimate of what the code can do.
+    for rnd in range(a.rounds):
+        torch.manual_seed(rnd)
+        keep("timm swiftformer_xs, plain DataLoader loop", plain_loop(_timm_xs(nc)))
+        keep("our XS, same plain loop", plain_loop(build_model(xs)))
+        keep("our XS, plain loop + channels_last", plain_loop(build_model(xs), channels_last=True))
+        for cl in (False, True):
+            r = train_proxy(PRESETS["XS"], fid.replace(epochs=1, images_per_class=a.proxy_images),
+                            data_small, seed=rnd, device="cpu", threads=a.threads, channels_last=cl)
+            h = r["history"][0]
+            keep(f"train_proxy XS (channels_last={cl})",
+                 (h["img_per_s"], a.proxy_images * nc // fid.batch_size * fid.batch_size / h["train_cpu_seconds"]))
     if a.compile:
         try:
-            ours_c = plain_loop(build_model(PRESETS["XS"].replace(num_classes=nc, resolution=32)), compiled=True)
-            print(f"our XS, plain loop + torch.compile: {ours_c:.0f} img/s", flush=True)
+            keep("our XS, plain loop + torch.compile", plain_loop(build_model(xs), compiled=True))
         except Exception as e:  # noqa: BLE001 - report, don't die: compile needs a C++ toolchain
             print(f"our XS, torch.compile failed: {type(e).__name__}: {str(e)[:200]}")
-    for cl in (False, True):
-        f = fid.replace(epochs=1)
-        r = train_proxy(PRESETS["XS"], f, data, seed=0, device="cpu", threads=a.threads, channels_last=cl)
-        print(f"train_proxy XS (1 epoch, channels_last={cl}): {r['img_per_s']:.0f} train img/s, "
-              f"ratio vs timm plain loop {r['img_per_s'] / timm_ips:.2f}; epoch incl. BN recal + eval "
-              f"{r['train_seconds']:.1f} s", flush=True)
+    base = best["timm swiftformer_xs, plain DataLoader loop"]
+    print(f"\nbest of {a.rounds} rounds, threads {a.threads}, batch {bs}, 32 px; ratio vs timm plain loop")
+    for name, (w, c) in best.items():
+        print(f"  {name:48} {w:6.0f} img/s wall ({w / base[0]:.2f}x)  {c:6.0f} img/CPU-s ({c / base[1]:.2f}x)")
 
 
 def main() -> int:
@@ -174,6 +189,8 @@ def main() -> int:
     ap.add_argument("--fidelity", default=None, help="Fidelity JSON (fields override nothing: full record)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--proxy-images", type=int, default=64, help="per class, for the train_proxy epoch")
     ap.add_argument("--cache", default="runs/cache")
     a = ap.parse_args()
     os.system("uptime")
