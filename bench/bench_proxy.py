@@ -8,6 +8,7 @@
 
   python bench/bench_proxy.py presets [--threads 1] [--seeds 1] [--fidelity JSON]
   python bench/bench_proxy.py throughput [--threads 1] [--steps 30]
+  python bench/bench_proxy.py layout [--models XS,S,L1,L3] [--steps 8]   # NCHW vs channels_last
 """
 from __future__ import annotations
 
@@ -180,9 +181,40 @@ def throughput(a) -> None:
         print(f"  {name:48} {w:6.0f} img/s wall ({w / base[0]:.2f}x)  {c:6.0f} img/CPU-s ({c / base[1]:.2f}x)")
 
 
+def layout(a) -> None:
+    """Training img per CPU-second, NCHW vs channels_last, per preset (best of 2, alternated)."""
+    from search_space.spec import PRESETS
+    from search_space.swiftformer import build_model
+
+    torch.set_num_threads(a.threads)
+    bs = DEFAULT_FIDELITY.batch_size
+    for name in a.models.split(","):
+        res: dict[bool, float] = {}
+        for _ in range(2):
+            for cl in (False, True):
+                torch.manual_seed(0)
+                m = build_model(PRESETS[name].replace(num_classes=10, resolution=32))
+                x, y = torch.randn(bs, 3, 32, 32), torch.randint(0, 10, (bs,))
+                if cl:
+                    m = m.to(memory_format=torch.channels_last)
+                    x = x.contiguous(memory_format=torch.channels_last)
+                opt = torch.optim.AdamW(m.parameters(), 1e-3)
+                m.train()
+                for i in range(a.steps + 2):
+                    if i == 2:
+                        c = time.process_time()
+                    loss = torch.nn.functional.cross_entropy(m(x), y)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                res[cl] = max(res.get(cl, 0.0), a.steps * bs / (time.process_time() - c))
+        print(f"{name}: img/CPU-s NCHW {res[False]:.0f}, channels_last {res[True]:.0f} "
+              f"({res[True] / res[False]:.2f}x)", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=["presets", "throughput"])
+    ap.add_argument("mode", choices=["presets", "throughput", "layout"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--models", default="XS,S,L1,L3")
@@ -195,7 +227,7 @@ def main() -> int:
     a = ap.parse_args()
     os.system("uptime")
     t = time.time()
-    presets(a) if a.mode == "presets" else throughput(a)
+    {"presets": presets, "throughput": throughput, "layout": layout}[a.mode](a)
     print(f"wall {time.time() - t:.0f} s")
     os.system("uptime")
     return 0
