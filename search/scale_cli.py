@@ -121,6 +121,11 @@ def _scale(args: argparse.Namespace) -> int:
     print(f"family {name}: base {source} on {predictor.device} (predictor {predictor.version}); "
           f"{fam.coefficients}; tolerance +-{fam.tolerance:.0%}; {seconds:.1f} s")
     print(members_table(members))
+    rel_std = getattr(predictor, "rel_std", None)
+    if rel_std is not None and rel_std > args.tolerance:
+        print(f"note: +-{args.tolerance:.0%} is relative to the predictor; its own error on "
+              f"{predictor.device} is ~{rel_std:.0%} (leave-one-out), measure before trusting "
+              "the ordering of close members")
     rows = family_comparison(members, predictor)
     print("\nagainst SwiftFormer at equal predicted latency (member = nearest in latency; "
           "family@lat = log-log interpolation)")
@@ -363,6 +368,8 @@ def _fit(args: argparse.Namespace) -> int:
               f"{ft.loo_rmse if ft.loo_rmse is not None else float('nan'):.2f}  largest-20% "
               f"hold-out RMSE {ft.holdout_rmse if ft.holdout_rmse is not None else float('nan'):.2f}"
               " (top-1 points)")
+        for w in ft.warnings:
+            print(f"  warning: {w}")
         targets = list(at.get(xn, []))
         if family is not None:
             targets += [float(m[xn]) for m in family["members"]]

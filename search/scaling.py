@@ -454,7 +454,7 @@ def _curve_fit(form: str, x: np.ndarray, y: np.ndarray):
     if form == "power":
         span = max(float(np.ptp(y)), 1.0)
         p0 = (float(y.max()) + 0.5 * span, span, 0.5)
-        bounds = ([float(y.max()) - 1e-6, 0.0, 1e-3], [np.inf, np.inf, 5.0])
+        bounds = ([float(y.max()) - 1e-6, 0.0, _C_BOUNDS[0]], [np.inf, np.inf, _C_BOUNDS[1]])
         p0 = (max(p0[0], bounds[0][0] + 1e-3), p0[1], p0[2])
         return curve_fit(f, x, y, p0=p0, bounds=bounds, maxfev=20000)
     return curve_fit(f, x, y, p0=(float(y.mean()), 1.0), maxfev=20000)
@@ -477,6 +477,17 @@ class ScalingFit:
     holdout_rmse: float | None  # fit on the smaller x's, error on the largest ~20 %
     residual_sd: float
     boot_params: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def growth_significant(self) -> bool:
+        """Accuracy grows with x at 95 % (b's covariance interval excludes 0, and for the power
+        law the exponent is not stuck at a bound)."""
+        lo = self.params_ci_cov["b"][0]
+        ok = math.isfinite(lo) and lo > 0
+        if self.form == "power":
+            ok = ok and not _at_bound(self.params["c"])
+        return ok
 
     @property
     def formula(self) -> str:
@@ -522,6 +533,10 @@ class ScalingFit:
             out.update(supported=False, reason=(
                 f"{self.x_name}={x:.4g} is outside the fitted range [{lo_x:.4g}, {hi_x:.4g}] "
                 f"by more than {max_ratio:g}x"))
+        elif not out["inside_range"] and not self.growth_significant:
+            out.update(supported=False, reason=(
+                f"accuracy does not grow significantly with {self.x_name} in the fitted data "
+                "(95% CI of b includes 0): no trend to extrapolate"))
         elif not math.isfinite(hi - lo) or hi - lo > max_ci:
             out.update(supported=False, reason=f"95% interval {hi - lo:.1f} points wide "
                                                f"(> {max_ci:g})")
@@ -534,7 +549,17 @@ class ScalingFit:
                 "params_ci95_bootstrap": {k: list(v) for k, v in self.params_ci_boot.items()},
                 "n": self.n, "x_range": list(self.x_range), "rmse": self.rmse,
                 "loo_rmse": self.loo_rmse, "holdout_rmse": self.holdout_rmse,
-                "residual_sd": self.residual_sd}
+                "residual_sd": self.residual_sd, "growth_significant": self.growth_significant,
+                "warnings": list(self.warnings)}
+
+
+_C_BOUNDS = (1e-3, 5.0)
+
+
+def _at_bound(c: float) -> bool:
+    """The power-law exponent pinned at a bound: the saturating form is not identified (flat
+    or falling data, or a straight line in log x)."""
+    return c <= _C_BOUNDS[0] * 1.5 or c >= _C_BOUNDS[1] * 0.99
 
 
 def _loo(form: str, x: np.ndarray, y: np.ndarray) -> float | None:
@@ -589,8 +614,18 @@ def fit_scaling_law(x: Sequence[float], y: Sequence[float], *, x_name: str = "x"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptimizeWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
+        notes: list[str] = []
         if form == "auto":
             cands = [f for f in FORMS if n >= FORMS[f]["min_points"]] or ["loglinear"]
+            if "power" in cands:
+                try:
+                    th, _ = _curve_fit("power", xs, y)
+                    if _at_bound(th[2]):
+                        cands.remove("power")
+                        notes.append(f"power law not identified (exponent c={th[2]:.3g} at its "
+                                     "bound); log-linear used")
+                except (RuntimeError, ValueError):
+                    cands.remove("power")
             scored = [(_loo(f, xs, y), f) for f in cands]
             scored = [(s, f) for s, f in scored if s is not None] or [(0.0, "loglinear")]
             form = min(scored)[1]
@@ -628,9 +663,16 @@ def fit_scaling_law(x: Sequence[float], y: Sequence[float], *, x_name: str = "x"
                    {k: (float("nan"), float("nan")) for k in names})
         loo = _loo(form, xs, y) if n >= len(names) + 2 else None
         hold = _holdout(form, xs, y)
-    return ScalingFit(x_name, form, {k: float(v) for k, v in zip(names, theta)}, ci_cov, ci_boot,
-                      x0, n, (float(x.min()), float(x.max())), rmse, loo, hold, residual_sd,
-                      boots_arr)
+    fit = ScalingFit(x_name, form, {k: float(v) for k, v in zip(names, theta)}, ci_cov, ci_boot,
+                     x0, n, (float(x.min()), float(x.max())), rmse, loo, hold, residual_sd,
+                     boots_arr, notes)
+    if form == "power" and _at_bound(fit.params["c"]):
+        fit.warnings.append(f"power-law exponent c={fit.params['c']:.3g} at its bound: the "
+                            "saturating form is not identified by these points")
+    if not fit.growth_significant:
+        fit.warnings.append(f"accuracy does not grow significantly with {x_name} (95% CI of b "
+                            "includes 0)")
+    return fit
 
 
 def fit_proxy_to_full(proxy: Sequence[float], full: Sequence[float]) -> dict[str, Any]:

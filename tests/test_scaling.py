@@ -285,7 +285,8 @@ def test_cli_trial_base(tmp_path, capsys, device_file):
     rc, out, err = _run(["scale", "--base", f"trial:{tid}", "--targets", "4", "--device",
                          device_file, "--db", db, "--coefficients", "1.2,1.1,1.15", "--no-save",
                          "--out", str(tmp_path / "o")], capsys)
-    assert rc == 0, err and f"trial:{tid}" in out
+    assert rc == 0, err
+    assert f"trial:{tid}" in out
     rc, _, err = _run(["scale", "--base", "trial:999", "--targets", "4", "--device",
                        device_file, "--db", db], capsys)
     assert rc == 2 and "999" in err
@@ -344,3 +345,16 @@ def test_ladder_writes_trials_and_fit_reads_them(tmp_path, capsys, _restore_torc
     fit = json.loads((tmp_path / "fit" / "fit.json").read_text())
     assert fit["n"] == 3 and "gmacs" in fit["fits"]
     assert not fit["proxy_to_full"]["supported"]
+
+
+def test_flat_data_is_flagged_and_not_extrapolated():
+    rng = np.random.default_rng(3)
+    x = np.geomspace(0.2, 2, 8)
+    y = 30 + rng.normal(0, 1.0, x.size)  # no trend: a proxy budget too small to rank sizes
+    ft = fit_scaling_law(x, y, x_name="gmacs", n_boot=40)
+    assert ft.form == "loglinear" and not ft.growth_significant
+    assert any("does not grow significantly" in w for w in ft.warnings)
+    inside = ft.extrapolate(1.0, max_ci=100)
+    assert inside["supported"]  # inside the data a flat prediction is fine
+    out = ft.extrapolate(3.0, max_ratio=2.0, max_ci=100)  # outside, but within 2x
+    assert not out["supported"] and "no trend" in out["reason"]
