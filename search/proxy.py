@@ -28,7 +28,7 @@ from search_space.swiftformer import build_model
 from .data import ProxyData
 from .fidelity import Fidelity
 
-__all__ = ["NonFiniteLoss", "train_proxy", "evaluate", "augment_batch", "normalize",
+__all__ = ["NonFiniteLoss", "train_proxy", "evaluate", "recalibrate_bn", "augment_batch", "normalize",
            "resolve_device", "proxy_spec"]
 
 
