@@ -40,7 +40,7 @@ def test_bootstrap_two_seeds_matches_enumeration():
     b = np.array([53.5, 52.5, 51.5, 49.0])  # reversed, with a larger spread
     s = np.stack([a, b])
     # Resamples: {a,a} p=1/4, {b,b} p=1/4, {a,b} p=1/2 -> the 2.5% / 97.5% quantiles are tau(b), tau(a).
-    point, lo, hi = bootstrap_over_seeds(s, target, kendall_tau, n_boot=4000, rng=1)
+    point, lo, hi = bootstrap_over_seeds(s, target, kendall_tau, n_boot=1000, rng=1)
     assert point == pytest.approx(kendall_tau((a + b) / 2, target))
     assert lo == pytest.approx(-1.0) and hi == pytest.approx(1.0)
     # identical seeds: no spread
@@ -57,9 +57,9 @@ def test_bootstrap_median_is_close_to_brute_force_distribution():
     exact = np.mean([kendall_tau(s[list(c)].mean(0), target)
                      for c in itertools.product(range(3), repeat=3)])
     gen = np.random.default_rng(5)
-    idx = gen.integers(0, 3, size=(20000, 3))
+    idx = gen.integers(0, 3, size=(3000, 3))
     approx = np.mean([kendall_tau(s[i].mean(0), target) for i in idx])
-    assert approx == pytest.approx(exact, abs=0.03)
+    assert approx == pytest.approx(exact, abs=0.05)
     _, lo, hi = bootstrap_over_seeds(s, target, kendall_tau, n_boot=2000)
     assert lo <= exact <= hi
 
@@ -126,6 +126,9 @@ def test_end_to_end_cli_store_and_resume(tmp_path, capsys):
     rankings = {r["ranking"] for r in table}
     assert {"zero-cost synflow", "zero-cost naswot", "zero-cost grad_norm"} <= rankings
     assert any(r.startswith("learning curve") for r in rankings)
+    assert "proxy -val loss" in rankings
+    ctrl = next(r for r in table if r["ranking"] == "params (control)")
+    assert ctrl["tau"] == pytest.approx(1.0)  # XS < S < L1 by size and by published top-1
     for f in ("report.md", "report.json", "fidelity_curve.png"):
         assert os.path.getsize(os.path.join(out, f)) > 0
 
