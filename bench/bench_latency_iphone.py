@@ -45,6 +45,45 @@ def summary(pred: np.ndarray, y: np.ndarray) -> str:
             f"  Kendall tau {kendall(pred, y):.3f}")
 
 
+def few_shot(args) -> None:
+    """Calibrate another published device from K of its rows (prior: the shipped iPhone 14),
+    evaluate on its other rows; GMACs line (CoreML-counted GMACs) fitted on the same K rows."""
+    import latency_models as lm
+    from latency_models.features import gmacs_of
+    from latency_models.predictor import featurize_records, fit_features
+    from latency_models.published import published_records
+
+    recs = published_records(device_prefix=args.few_shot_device, source_contains="")
+    F, errs = featurize_records(recs)
+    ok = np.array([e is None for e in errs])
+    F, y = F[ok], np.array([r.latency_ms for r in recs])[ok]
+    if len(y) < args.few_shot + 3:
+        print(f"few-shot: only {len(y)} featurisable {args.few_shot_device} rows; skipped")
+        return
+    g = gmacs_of(F)
+    rng = np.random.default_rng(0)
+    res: dict[str, list] = {"iphone14 prior": [], "generic prior": [], "GMACs line": []}
+    for _ in range(args.draws):
+        cal = rng.choice(len(y), args.few_shot, replace=False)
+        ev = np.setdiff1d(np.arange(len(y)), cal)
+        for name, prior in (("iphone14 prior", lm.load_predictor()), ("generic prior", None)):
+            p = fit_features(F[cal], y[cal], "few-shot", prior)
+            res[name].append((p.predict_features(F[ev])[0], y[ev]))
+        a, b = np.polyfit(g[cal], y[cal], 1)
+        res["GMACs line"].append((a * g[ev] + b, y[ev]))
+    print(f"\nFew-shot transfer: {len(y)} published '{args.few_shot_device}*' rows (mixed apps, "
+          f"compute unit ALL), calibrate on {args.few_shot}, evaluate on the other {len(y) - args.few_shot}, "
+          f"{args.draws} random draws (median over draws):")
+    for name, pairs in res.items():
+        rels = [pr / yy - 1 for pr, yy in pairs]
+        tau = np.median([kendall(pr, yy) for pr, yy in pairs])
+        mape = np.median([np.mean(np.abs(r)) for r in rels])
+        w10 = np.median([np.mean(np.abs(r) <= 0.1) for r in rels])
+        w20 = np.median([np.mean(np.abs(r) <= 0.2) for r in rels])
+        print(f"  {name:<15} MAPE {100 * mape:5.1f}%  within 10% {100 * w10:3.0f}%  "
+              f"within 20% {100 * w20:3.0f}%  Kendall tau {tau:.3f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--prior", default="generic", help="'generic' (hand-set) or a device name")
@@ -53,6 +92,10 @@ def main() -> int:
                     help="(re)build latency_models/data/published_features.json (converts models)")
     ap.add_argument("--write-default", action="store_true",
                     help="refit and write the shipped default calibration")
+    ap.add_argument("--few-shot-device", default="iPhone 12",
+                    help="published rows (device prefix) for the few-shot transfer check")
+    ap.add_argument("--few-shot", type=int, default=8, help="calibration rows per draw")
+    ap.add_argument("--draws", type=int, default=50)
     args = ap.parse_args()
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
@@ -128,6 +171,7 @@ def main() -> int:
     if conv_s:
         print(f"CoreML featurisation (cache build, under the machine load of that run): median "
               f"{np.median(conv_s):.1f} s, max {np.max(conv_s):.1f} s per model ({len(conv_s)} models)")
+    few_shot(args)
     if args.time_convert:
         from latency_models.coreml import coreml_features
 

@@ -130,7 +130,8 @@ GROUPS = {
 }
 
 
-def _group_prior(T: np.ndarray, y: np.ndarray, p0: np.ndarray) -> np.ndarray:
+def _group_prior(T: np.ndarray, y: np.ndarray, p0: np.ndarray, huber: float = 0.1,
+                 huber_iters: int = 3) -> np.ndarray:
     """The reference coefficients with one fitted multiplier per group (NNLS, relative error)."""
     from scipy.optimize import nnls
 
@@ -141,9 +142,14 @@ def _group_prior(T: np.ndarray, y: np.ndarray, p0: np.ndarray) -> np.ndarray:
     # records do not exercise (e.g. no attention anywhere) at a sensible value.
     lam = 0.01 * len(y)
     m = np.maximum(np.abs(G).mean(axis=0), 1e-9)
-    A = np.vstack([G, math.sqrt(lam) * np.diag(m)])
-    b = np.concatenate([np.ones(len(y)), math.sqrt(lam) * m * s])
-    mult, _ = nnls(A, b)
+    w = np.ones(len(y))
+    for _ in range(huber_iters):
+        sw = np.sqrt(w)
+        A = np.vstack([G * sw[:, None], math.sqrt(lam) * np.diag(m)])
+        b = np.concatenate([sw, math.sqrt(lam) * m * s])
+        mult, _ = nnls(A, b)
+        r = np.abs(G @ mult - 1.0)
+        w = np.where(r <= huber, 1.0, huber / np.maximum(r, 1e-12))   # robust to outlier rows
     out = p0.copy()
     for k, ix in enumerate(idx):
         out[ix] = p0[ix] * mult[k]
