@@ -101,7 +101,7 @@ def build_feature_cache(names_res: list[tuple[str, int]], path: str = FEATURE_CA
                 method = "analytic (our generator; identical op graph)"
             else:
                 ops = coreml_ops(name, res)
-                method = "coremltools 9 ML program fp16, torch.export path"
+                method = "coremltools 9 ML program fp16 (method auto: torch.export, else jit.trace)"
             entry.update(ops=pack_ops(ops), n_ops=len(ops), method=method,
                          gmacs=round(float(gmacs_of(aggregate(ops))[0]), 4))
         except Exception as e:  # noqa: BLE001 - record the failure, keep going

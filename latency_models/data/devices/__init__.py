@@ -1,0 +1,1 @@
+"""Shipped per-device latency calibrations (JSON); a package so wheels include them."""
