@@ -26,8 +26,10 @@ class Fidelity:
     # Classes are spread evenly over the sorted class list (for ImageNet the first 100 sorted
     # wnids are almost all animals; evenly spaced ones cover the hierarchy). 10 = all of CIFAR-10.
     classes: int = 10
-    # First N files by sorted name per class. 300 x 10 = 3,000 train images: on 2 CPU cores the
-    # largest baseline (L3) still trains 3 epochs well inside the ~40 s/trial budget of the main job.
+    # First N files by sorted name per class. 300 x 10 = 3,000 train images x 3 epochs: measured
+    # 31 / 42 / 64 / 126 CPU-s for XS / S / L1 / L3 (1 thread), ~64 for an average candidate, so
+    # 12 candidates + 4 baselines take ~9 min on 2 idle cores (budget 15; notes/search_proxy.md).
+    # Cost is linear in images x epochs.
     images_per_class: int = 300
     # Held-out images per class for top-1 (first N by sorted name of val/<class>/). 100 x 10 =
     # 1,000: the standard error of a top-1 near 40% is ~1.5 points, which is what separates
@@ -41,7 +43,7 @@ class Fidelity:
 
     # --- optimisation (AdamW + cosine, as the SwiftFormer paper, scaled down) --------------
     # Small batches = more optimizer steps in few epochs, which is what a short proxy needs
-    # most; 64 still keeps a 2-core CPU busy (per-step overhead is ~10% at 32 px).
+    # most (46 steps per epoch here).
     batch_size: int = 64
     # Peak LR: higher than the paper's 1e-3 @ bs 1024 because the schedule is ~150 steps long.
     lr: float = 2e-3
