@@ -256,10 +256,11 @@ def _ladder(args: argparse.Namespace) -> int:
         args.family = ns.saved_family
     from search.data import prepare_data
 
-    data = prepare_data(args.data, fid)
-    predictor = _predictor(args.device) if args.baselines else None
     with ResultsStore(args.db) as store:
-        family = get_family(store, args.family)
+        family = get_family(store, args.family)  # unknown family: one line, before any work
+    predictor = _predictor(args.device) if args.baselines else None
+    data = prepare_data(args.data, fid)
+    with ResultsStore(args.db) as store:
         res = run_ladder(store, family, fidelity=fid, data=data, seed=args.seed, study=args.study,
                          baselines=args.baselines, train_device=args.train_device,
                          threads=args.threads, predictor=predictor)
