@@ -210,8 +210,8 @@ def _epochs_field(fid: dict) -> str:
     return "epochs"
 
 
-def _pareto(points: list[tuple[Any, float, float]]) -> list[tuple[Any, float, float]]:
-    """Non-dominated (key, top1 max, latency min) points, sorted by latency."""
+def _pareto(points: list[tuple]) -> list[tuple]:
+    """Non-dominated (key, top1 max, latency min, ...) points, sorted by latency."""
     front = []
     for p in points:
         dominated = any((q[1] >= p[1] and q[2] <= p[2]) and (q[1] > p[1] or q[2] < p[2])
@@ -288,8 +288,10 @@ class SearchContext:
         if cfg.get("kind") == "baseline":
             self.baseline_points[cfg.get("name", key)] = (t["top1"], t["latency_ms"])
         elif cfg.get("kind") == "candidate":
-            self.front_points = [p for p in self.front_points if p[0] != key]
-            self.front_points.append((key, t["top1"], t["latency_ms"]))
+            arch = cfg.get("spec") and ArchSpec.from_json(cfg["spec"]).arch_hash
+            # one point per architecture (a reused duplicate is not a second front member)
+            self.front_points = [p for p in self.front_points if p[0] != key and p[3] != arch]
+            self.front_points.append((key, t["top1"], t["latency_ms"], arch))
 
     def latency(self, spec: ArchSpec) -> tuple[float, float]:
         h = spec.arch_hash
@@ -458,11 +460,11 @@ class SearchContext:
         front = _pareto(self.front_points)
         if not front:
             return "front: (none yet)"
-        pts = ", ".join(f"{lat:.2f}ms/{top1:.1f}%" for _, top1, lat in front[:6])
+        pts = ", ".join(f"{lat:.2f}ms/{top1:.1f}%" for _, top1, lat, _ in front[:6])
         more = f" +{len(front) - 6}" if len(front) > 6 else ""
         dom = []
         for name, (bt, bl) in self.baseline_points.items():
-            if any(t >= bt and l <= bl and (t > bt or l < bl) for _, t, l in front):
+            if any(t >= bt and l <= bl and (t > bt or l < bl) for _, t, l, _ in front):
                 dom.append(name)
         tail = f" | dominated baselines: {','.join(dom)}" if dom else ""
         return f"front({len(front)}): {pts}{more}{tail}"

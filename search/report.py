@@ -26,6 +26,7 @@ def study_points(store, study_id: int) -> dict[str, Any]:
     """Candidates / baselines of one study from the store, split by status."""
     trials = store.trials(study_id)
     cands, bases, counts, failures = [], {}, {}, []
+    seen: set[str] = set()
     for t in trials:
         cfg = t.get("config") or {}
         counts[t["status"]] = counts.get(t["status"], 0) + 1
@@ -37,7 +38,8 @@ def study_points(store, study_id: int) -> dict[str, Any]:
             continue
         if cfg.get("kind") == "baseline":
             bases[cfg.get("name") or t["trial_key"]] = t
-        else:
+        elif t["arch_hash"] not in seen:  # a reused duplicate is one architecture, one point
+            seen.add(t["arch_hash"])
             cands.append(t)
     return {"candidates": cands, "baselines": bases, "counts": counts, "failures": failures,
             "n_trials": len(trials)}
