@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .schema import (COMPLETED, FINAL_STATUSES, RUNNING, TABLE_PREFIX, TRAINING_RUN_STATUSES,
                      TRIAL_METRIC_COLUMNS, VERSION_TABLE, Architecture, Baseline, EpochMetric,
                      LatencyMeasurement, LatencyPrediction, Study, Trial, TrainingRun, utcnow)
+from . import families  # noqa: F401  (registers the family tables on Base; migration 0100)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_DB = "runs/results.db"
