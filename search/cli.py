@@ -72,7 +72,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     from_.add_argument("--strategy", default="nsga2", choices=("nsga2", "tpe", "gp", "random"),
                        help="Optuna sampler inside Ray Tune (default nsga2; random = baseline)")
     from_.add_argument("--trials", type=int, default=12,
-                       help="candidates to evaluate, baselines not counted (default 12)")
+                       help="candidates to train, baselines not counted; suggestions over the "
+                       "budget or already trained at this fidelity do not count (default 12)")
     from_.add_argument("--latency-budget-ms", type=float, default=None,
                        help="hard budget: candidates predicted slower are REJECTED untrained")
     from_.add_argument("--seed", type=int, default=0)

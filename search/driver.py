@@ -401,14 +401,19 @@ class SearchContext:
             return {"action": "reused", "tell": None}
         prev = self.reusable(spec)
         if prev is not None:
-            config = {"trial_key": key, "kind": "candidate", "name": "", "index": index,
+            # Already trained at this dataset + fidelity (here or in another study): record the
+            # known result for this study and tell Optuna, but spend no training budget on it.
+            dkey = f"dup-{inner_id}-{spec.arch_hash}"
+            config = {"trial_key": dkey, "kind": "candidate", "name": "", "index": None,
                       "spec": spec.canonical_json(), "params": dict(params), "latency_ms": lat,
-                      "latency_std_ms": std, "seed": self.seed_for(index)}
-            self.record_reuse(key, spec, config, prev)
-            self.progress.line(f"cand {index:>3} {lat:.2f} ms: architecture already trained at "
-                               f"this fidelity (trial {prev['id']}, study {prev.get('study')}); "
-                               f"reused top1 {prev['top1']:.2f}%")
-            return {"action": "reused", "tell": {"top1": prev["top1"], "latency_ms": lat}}
+                      "latency_std_ms": std, "seed": None}
+            if dkey not in self.done_keys:
+                self.record_reuse(dkey, spec, config, prev)
+                self.progress.line(f"suggestion {inner_id} {lat:.2f} ms: architecture already "
+                                   f"trained at this fidelity (trial {prev['id']}, study "
+                                   f"{prev.get('study')}): reused top1 {prev['top1']:.2f}%, "
+                                   "not retrained")
+            return {"action": "duplicate", "tell": {"top1": prev["top1"], "latency_ms": lat}}
         return {"action": "train", "spec": spec, "latency_ms": lat, "latency_std_ms": std}
 
     def prerank(self, batch: list) -> list:

@@ -130,9 +130,9 @@ class ArchSearcher(Searcher):
                 verdict = ctx.screen_candidate(params, self.n_candidates, inner_id)
                 if verdict["action"] == "train":
                     batch.append((inner_id, params, verdict))
-                else:  # rejected over budget, or already trained (reused)
+                else:  # rejected over budget, a duplicate, or replayed after a crash
                     self._tell(inner_id, verdict.get("tell"))
-                    if verdict["action"] == "reused":
+                    if verdict["action"] == "reused":  # this index completed before a crash
                         self.n_candidates += 1
                         if self.n_candidates >= self.n_trials:
                             break
