@@ -338,7 +338,8 @@ class SearchContext:
     def reusable(self, spec: ArchSpec) -> dict | None:
         return self.store.find_proxy_result(spec.arch_hash, self.dataset_id, self.fidelity_key)
 
-    def record_reuse(self, key: str, spec: ArchSpec, config: dict, prev: dict) -> None:
+    def record_reuse(self, key: str, spec: ArchSpec, config: dict, prev: dict,
+                     count_as: str | None = None) -> None:
         metrics = {k: prev.get(k) for k in ("top1", "top5", "val_loss", "synflow", "naswot",
                                             "grad_norm", "train_seconds")}
         metrics.update({k: v for k, v in (prev.get("metrics") or {}).items() if k not in metrics})
@@ -348,7 +349,8 @@ class SearchContext:
         config = {**config, "reused_from_trial": prev["id"]}
         self._configs[key] = config
         self.start(key, spec, config, int(prev.get("seed") or 0))
-        self.finish(key, "COMPLETED", metrics, prev.get("fidelity_reached") or self.reached(None))
+        self.finish(key, "COMPLETED", metrics, prev.get("fidelity_reached") or self.reached(None),
+                    count_as=count_as)
 
     def candidates_final(self) -> int:
         """Candidate indices with a final row (the searcher's budget, as the store sees it)."""
@@ -408,7 +410,7 @@ class SearchContext:
                       "spec": spec.canonical_json(), "params": dict(params), "latency_ms": lat,
                       "latency_std_ms": std, "seed": None}
             if dkey not in self.done_keys:
-                self.record_reuse(dkey, spec, config, prev)
+                self.record_reuse(dkey, spec, config, prev, count_as="DUPLICATE")
                 self.progress.line(f"suggestion {inner_id} {lat:.2f} ms: architecture already "
                                    f"trained at this fidelity (trial {prev['id']}, study "
                                    f"{prev.get('study')}): reused top1 {prev['top1']:.2f}%, "

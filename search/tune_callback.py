@@ -77,7 +77,7 @@ class StoreCallback(Callback):
 
     def _line(self, ctx, c, status, metrics):
         n_done = sum(v for k, v in ctx.progress.counts.items()
-                     if k not in ("REJECTED", "PRERANKED_OUT"))
+                     if k not in ("REJECTED", "PRERANKED_OUT", "DUPLICATE"))
         who = c["name"] if c["kind"] == "baseline" else f"cand {c['index']:>3}"
         if status == "FAILED":
             what = f"FAILED: {metrics['error'][:100]}"
@@ -88,5 +88,7 @@ class StoreCallback(Callback):
         rej_s = f", {rej} rejected over budget" if rej else ""
         pre = ctx.progress.counts.get("PRERANKED_OUT", 0)
         rej_s += f", {pre} pre-ranked out" if pre else ""
+        dup = ctx.progress.counts.get("DUPLICATE", 0)
+        rej_s += f", {dup} duplicate(s) reused" if dup else ""
         ctx.progress.line(f"{n_done}/{ctx.progress.total} done{rej_s} | {who} "
                           f"{c['latency_ms']:.2f} ms {what} | {ctx.front_summary()}")
