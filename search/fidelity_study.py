@@ -11,7 +11,7 @@ Three layers, usable on their own:
 * statistics: :func:`kendall_tau`, :func:`spearman_rho`, :func:`bootstrap_over_seeds`,
   :func:`rank_report` (pure functions on arrays, no torch);
 * measurement: :func:`train_reference` (one training, one process, CPU-seconds counted),
-  :func:`zero_cost_scores`, :func:`run_study` (resumable: every finished training is a JSON
+  zero-cost scores (search.zero_cost), :func:`run_study` (resumable: every finished training is a JSON
   file in ``runs/fidelity/cache/``; every one is also a trial in the results store);
 * report: :func:`summarize` (the fidelity/cost table as data), :func:`format_table`,
   :func:`plot_curve` (matplotlib drawing step, separate from the data step).
@@ -32,7 +32,7 @@ from .fidelity import Fidelity
 
 __all__ = ["Setting", "REFERENCE_NAMES", "reference_specs", "published_top1", "kendall_tau",
            "spearman_rho", "bootstrap_over_seeds", "rank_report", "extrapolate_top1",
-           "train_reference", "zero_cost_scores", "run_study", "summarize", "format_table",
+           "train_reference", "run_study", "summarize", "format_table",
            "plot_curve", "load_cached", "SWEEP", "CODE_VERSION"]
 
 CODE_VERSION = "fidelity_study/1"
@@ -198,7 +198,9 @@ def published_top1(names: Iterable[str]) -> list[float]:
 
 
 # The sweep planned for a 2-core machine (32 px; ~28 ms CPU per image-epoch for all four refs).
-_B = Fidelity()  # the current embedded default (notes/fidelity.md)
+# The sweep's base: 300 images x 3 epochs, the embedded default before this study (pinned
+# here so the sweep and its cache keys do not move when DEFAULT_FIDELITY does).
+_B = Fidelity(images_per_class=300, epochs=3)
 CIFAR_FULL = "/work/shared/datasets/cifar10"  # bench/CLI only: never read at run time by the search
 # Cheapest first: on a loaded machine the run is cut short, and the cheap end of the curve is
 # what the embedded default must come from.
@@ -207,8 +209,8 @@ SWEEP: tuple[Setting, ...] = (
     Setting("i100-e3", _B.replace(images_per_class=100, epochs=3),
             note="same image-epochs as i300-e1: fewer images, more epochs"),
     Setting("i300-e1", _B.replace(epochs=1), note="same image-epochs as i100-e3: more images, fewer epochs"),
-    Setting("i300-e3", _B, note="current DEFAULT_FIDELITY"),
-    Setting("i500-e2", _B.replace(images_per_class=500, epochs=2), note="more images, fewer epochs"),
+    Setting("i300-e3", _B, note="DEFAULT_FIDELITY before the study"),
+    Setting("i500-e2", _B.replace(images_per_class=500, epochs=2), note="more images, fewer epochs; DEFAULT_FIDELITY"),
     Setting("i100-e9", _B.replace(images_per_class=100, epochs=9), note="fewer images, more epochs"),
     Setting("i300-e3-eqc", _B, epoch_rule="equal_compute", budget_ref="S",
             note="equal compute (S's) per arch, not equal epochs"),
@@ -228,72 +230,6 @@ SWEEP: tuple[Setting, ...] = (
 # ---------------------------------------------------------------------------------------------
 # measurement
 # ---------------------------------------------------------------------------------------------
-def zero_cost_scores(spec, data, fidelity: Fidelity, seed: int, batch_size: int = 64) -> dict[str, float]:
-    """synflow, NASWOT and grad-norm of ``spec`` at init, on one batch of ``data``.
-
-    Local implementations (Abdelfattah et al. 2021 "Zero-cost proxies"; Mellor et al. 2021
-    NASWOT), used because search/zero_cost.py has not landed; the batch is the first
-    ``batch_size`` images of a seed-shuffled train split at the proxy resolution.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from search_space.swiftformer import build_model
-
-    from .proxy import normalize, proxy_spec
-
-    pspec = proxy_spec(spec, data, fidelity)
-    gen = np.random.default_rng(seed)
-    idx = np.sort(gen.permutation(len(data.train_y))[:batch_size])
-    x = normalize(torch.from_numpy(np.ascontiguousarray(data.train_x[idx])), False)
-    y = torch.from_numpy(np.ascontiguousarray(data.train_y[idx]))
-    out: dict[str, float] = {}
-
-    # grad-norm: sum over parameter tensors of ||dL/dw|| for one CE batch, train mode.
-    torch.manual_seed(seed)
-    model = build_model(pspec)
-    model.train()
-    F.cross_entropy(model(x), y).backward()
-    out["grad_norm"] = float(sum(p.grad.norm() for p in model.parameters() if p.grad is not None))
-
-    # NASWOT: log|K_H|, K_H[i,j] = # activation units where samples i and j share the binary
-    # code (active / inactive), summed over every GELU/ReLU output.
-    torch.manual_seed(seed)
-    model = build_model(pspec)
-    model.eval()
-    k = torch.zeros(len(y), len(y), dtype=torch.float64)
-
-    def hook(_m, _i, o):
-        c = (o.detach().flatten(1) > 0).double()
-        k.add_(c @ c.t() + (1 - c) @ (1 - c).t())
-
-    hs = [m.register_forward_hook(hook) for m in model.modules()
-          if isinstance(m, (torch.nn.GELU, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.SiLU))]
-    with torch.no_grad():
-        model(x)
-    for h in hs:
-        h.remove()
-    out["naswot"] = float(torch.linalg.slogdet(k)[1])
-
-    # synflow: |weights|, all-ones input, eval mode (BN at init = identity), float64.
-    torch.manual_seed(seed)
-    model = build_model(pspec).double()
-    model.eval()
-    with torch.no_grad():
-        for p in model.state_dict().values():
-            if p.is_floating_point():
-                p.abs_()
-    model.zero_grad()
-    model(torch.ones((1,) + tuple(x.shape[1:]), dtype=torch.float64)).sum().backward()
-    out["synflow"] = float(sum((p.detach() * p.grad).abs().sum() for p in model.parameters()
-                               if p.grad is not None))
-    if not math.isfinite(out["synflow"]) or out["synflow"] <= 0:
-        out["synflow"] = float("nan")
-    else:
-        out["synflow"] = math.log(out["synflow"])  # log: raw synflow spans many decades
-    return out
-
-
 def train_reference(spec, fidelity: Fidelity, data, seed: int, threads: int = 1,
                     device: str = "cpu") -> dict[str, Any]:
     """One proxy training; adds ``cpu_seconds`` (process CPU time, all threads) and wall time."""
@@ -332,7 +268,8 @@ def _task(args: tuple) -> dict[str, Any]:
     r = train_reference(spec, fid, data, seed, threads=threads)
     if with_zc:
         c0 = time.process_time()
-        r["zero_cost"] = zero_cost_scores(spec, data, fid, seed)
+        from .zero_cost import zero_cost_scores  # the search's own scores: one implementation
+        r["zero_cost"] = zero_cost_scores(spec, data, seed=seed, batch_size=64)
         r["zero_cost_cpu_seconds"] = time.process_time() - c0
     r.update(setting=setting.name, ref=name, seed=seed, fidelity=fid.to_dict(),
              dataset_id=data.dataset_id, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
