@@ -157,26 +157,13 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 # -- ladder -------------------------------------------------------------------------------------
-def code_version() -> str:
-    import subprocess
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        out = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
-
-
 def run_ladder(store, family: dict, *, fidelity, data, seed: int = 0, study: str | None = None,
                baselines: bool = False, train_device: str = "auto", threads: int | None = None,
                predictor=None, log=print) -> dict:
     """Proxy-train every member of a stored family (and optionally XS/S/L1/L3) at ``fidelity``
     on ``data``; each run is a trial of study ``study`` (default ladder-<family>). Resumable:
     COMPLETED trials are skipped. Returns {"study_id", "trials": [...]}."""
+    from search.driver import code_version as _code_version  # one git-describe helper
     from search.proxy import NonFiniteLoss, train_proxy
     from search_space.spec import PRESETS, ArchSpec
 
@@ -184,7 +171,7 @@ def run_ladder(store, family: dict, *, fidelity, data, seed: int = 0, study: str
     sid = store.get_or_create_study(
         study, config={"kind": "ladder", "family": family["name"], "baselines": bool(baselines)},
         seed=seed, dataset_id=data.dataset_id, fidelity=fidelity.to_dict(),
-        device=family["device"], code_version=code_version())
+        device=family["device"], code_version=_code_version())
     done = {t["trial_key"]: t for t in store.trials(sid)}
     jobs = [(f"member{m['position']}", ArchSpec.from_dict(m["spec"]), m.get("latency_ms"),
              m.get("latency_std_ms")) for m in family["members"]]

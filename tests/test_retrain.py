@@ -23,6 +23,7 @@ from search import retrain as R
 from search.retrain_cli import retrain_parser
 from search_space.spec import ArchSpec
 from search_space.swiftformer import build_model
+from test_checkpoint import official_state_dict  # one synthesizer of official-layout weights
 
 TINY = ArchSpec(depths=(1, 1, 1, 1), widths=(16, 16, 16, 16), mlp_ratios=(1.0,) * 4,
                 attn_blocks=(0, 0, 0, 1), resolution=32, num_classes=4)
@@ -274,30 +275,13 @@ def test_evaluate_matches_direct_computation(data, tmp_path, spec_file):
         torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
 
 
-def _official_layout_state_dict(name: str) -> dict:
-    """Random weights under the official checkpoint's key names (tests/data key list)."""
-    g = torch.Generator().manual_seed(0)
-    sd = {}
-    keys = Path(__file__).parent / "data" / "official_state_dict_keys" / f"SwiftFormer_{name}.txt"
-    for line in keys.read_text().splitlines():
-        key, shape = line.split("\t")
-        shape = tuple(int(v) for v in shape.strip("()").split(",") if v.strip())
-        if key.endswith("num_batches_tracked"):
-            sd[key] = torch.tensor(0)
-        elif key.endswith("running_var"):
-            sd[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            sd[key] = torch.randn(shape, generator=g) * 0.2
-    return sd
-
-
 def test_evaluate_official_checkpoint_layout(data, tmp_path):
     from search_space.spec import PRESETS
     from search_space.swiftformer import load_checkpoint
     from torchvision.datasets import ImageFolder
 
     ck = tmp_path / "SwiftFormer_XS.pth"
-    torch.save({"model": _official_layout_state_dict("XS")}, ck)
+    torch.save({"model": official_state_dict("XS")}, ck)
     js = tmp_path / "m.json"
     assert run_search.main(["evaluate", "--arch", "XS", "--checkpoint", str(ck), "--data",
                             str(data), "--device", "cpu", "--workers", "0", "--json",
