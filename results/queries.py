@@ -350,8 +350,15 @@ def _points_query(store: ResultsStore, objectives: Sequence[Objective], flt: Tri
 
 
 def _points_query_cols(store: ResultsStore, objectives: Sequence[Objective], flt: TrialFilter,
-                       exclude_arch: Sequence[str] = ()):
-    """(query, objective column expressions); (None, None) if no study matches."""
+                       exclude_arch: Sequence[str] = (), use_filter_index: bool = True):
+    """(query, objective column expressions); (None, None) if no study matches.
+
+    ``use_filter_index=False`` writes the status and study tests so that SQLite cannot serve
+    them from the (status, full_budget, study_id) or (study_id, trial_key) indexes. Without ANALYZE statistics the planner takes that
+    index for any equality on status, which is right for one study among many but wrong in two
+    cases measured at 1M rows: a scan where most rows match (the table scan is ~35% faster) and
+    primary-key lookups of a sample (0.97 s through the index, milliseconds by rowid).
+    """
     studies = resolve_studies(store, flt)
     if not studies:
         return None, None
@@ -370,11 +377,13 @@ def _points_query_cols(store: ResultsStore, objectives: Sequence[Objective], flt
         q = q.join(pred, pred.c.arch_hash == Trial.arch_hash)
         cols = [pred.c.latency_ms if o.name == "latency_ms" else c
                 for o, c in zip(objectives, cols)]
-    q = q.where(Trial.status == COMPLETED, *[c.is_not(None) for c in cols])
+    status = Trial.status if use_filter_index else Trial.status.concat("")
+    q = q.where(status == COMPLETED, *[c.is_not(None) for c in cols])
     if flt.fidelity != "any":
         q = q.where(Trial.full_budget.is_(True))
     if len(studies) != _count_studies(store):  # no IN list when every study is selected
-        q = q.where(Trial.study_id.in_([st["id"] for st in studies]))
+        study_id = Trial.study_id if use_filter_index else Trial.study_id + 0
+        q = q.where(study_id.in_([st["id"] for st in studies]))
     if exclude_arch:
         q = q.where(Trial.arch_hash.not_in(list(exclude_arch)))
     return q, cols
@@ -421,62 +430,73 @@ def fetch_points(store: ResultsStore, objectives: Sequence[Objective], flt: Tria
     return _to_arrays(_raw_rows(store, q), len(objectives))
 
 
-# Measured at 1M rows on a quiet machine (BENCHMARKS.md): one plain fetch + the numpy front
-# (~0.8 s) beats the two in-SQLite pruning scans (~1.5 s) once SQLite's pages are cached, so
-# pruning inside SQLite is off by default; set True where the DB is cold or on slow disks.
-SQL_PRUNE = False
+# Large SQLite sets are pruned inside SQLite (see fetch_front_candidates): measured at 900k
+# rows on a quiet machine, one aggregate scan + one pruned scan cost ~0.6 s where fetching
+# every row as Python tuples costs ~0.9 s (BENCHMARKS.md). False: always fetch every row.
+SQL_PRUNE = True
 SQL_PRUNE_MIN_ROWS = 50_000  # from this many considered trials on, prune inside SQLite
 _SQL_PRUNERS = 8             # sample-front rows turned into "NOT dominated by" clauses
+_SQL_SAMPLE = 4096           # random trial ids looked up (by primary key) to find the pruners
 
 
 def fetch_front_candidates(store: ResultsStore, objectives: Sequence[Objective],
                            flt: TrialFilter) -> dict[str, Any]:
     """A superset of the Pareto front of the considered trials, plus their count and bounds.
 
-    Small sets (and non-SQLite backends) are fetched whole. Large SQLite sets take two scans
-    that stay inside SQLite: (1) count, per-objective min/max and the ids of an evenly spaced
-    sample; (2) only the rows that none of the sample's strongest front rows strictly
-    dominates. The pruners are real trials, so every front member survives and the exact front
-    of the candidates is the exact front of all considered trials. This avoids building a
-    Python tuple per trial, which is most of the cost at 1M trials.
+    Small sets (and non-SQLite backends) are fetched whole. Large SQLite sets cost two scans
+    that build no Python object per trial: (1) one aggregate scan for the count and the
+    per-objective min/max; (2) one scan returning only the rows that none of a few "pruner"
+    trials strictly dominates. The pruners are the strongest front rows of a seeded random
+    sample of trial ids read by primary key (no scan). They are real trials, so every front
+    member survives and the exact front of the candidates is the exact front of all
+    considered trials (tests force this path on small data and compare with brute force).
 
     Returns {"ids", "values" (candidates), "n", "mins", "maxs" (objective units, over all
     considered trials)}.
     """
-    from sqlalchemy import and_, case, func, not_, or_
+    from sqlalchemy import and_, func, not_, or_
 
     k = len(objectives)
-    q, cols = _points_query_cols(store, objectives, flt)
     empty = {"ids": np.zeros(0, dtype=np.int64), "values": np.zeros((0, k)), "n": 0,
              "mins": None, "maxs": None}
-    if q is None:
-        return empty
     if store.engine.dialect.name != "sqlite" or not SQL_PRUNE:
+        q = _points_query(store, objectives, flt)
+        if q is None:
+            return empty
         ids, vals = _to_arrays(_raw_rows(store, q), k)
         if not len(ids):
             return empty
         return {"ids": ids, "values": vals, "n": len(ids), "mins": vals.min(axis=0).tolist(),
                 "maxs": vals.max(axis=0).tolist()}
-    with store.transaction() as s:
-        max_id = s.scalar(select(func.max(Trial.id))) or 0
-    step = max(1, max_id // _PREFILTER_SAMPLE)
+    studies = resolve_studies(store, flt)
+    if not studies:
+        return empty
+    # Every study selected: most rows usually match, so a plain table scan beats the index.
+    all_studies = len(studies) == _count_studies(store)
+    q, cols = _points_query_cols(store, objectives, flt, use_filter_index=not all_studies)
     sub = q.subquery()
-    agg = select(func.count(), *[f(sub.c[o.name]) for o in objectives for f in (func.min, func.max)],
-                 func.group_concat(case(((sub.c.id % step) == 0, sub.c.id))))
+    agg = select(func.count(), *[f(sub.c[o.name]) for o in objectives for f in (func.min, func.max)])
     (row,) = _raw_rows(store, agg)
     n = int(row[0])
     if n == 0:
         return empty
     mins = [float(row[1 + 2 * j]) for j in range(k)]
     maxs = [float(row[2 + 2 * j]) for j in range(k)]
-    sample_ids = [int(x) for x in row[-1].split(",")] if row[-1] else []
-    if n < SQL_PRUNE_MIN_ROWS or not sample_ids:
+    if n < SQL_PRUNE_MIN_ROWS:
         ids, vals = _to_arrays(_raw_rows(store, q), k)
         return {"ids": ids, "values": vals, "n": n, "mins": mins, "maxs": maxs}
-    # exact values of the sample rows (primary-key lookups), their front, the strongest pruners
+    # A seeded random sample of ids, looked up by primary key; the filter applies to it.
+    with store.transaction() as s:
+        lo, hi = s.execute(select(func.min(Trial.id), func.max(Trial.id))).one()
+    rng = np.random.default_rng(0)
+    sample_ids = np.unique(rng.integers(lo, hi + 1, size=_SQL_SAMPLE)).tolist()
+    q_pk, _ = _points_query_cols(store, objectives, flt, use_filter_index=False)
     srows: list[tuple] = []
     for i in range(0, len(sample_ids), _IN_CHUNK):
-        srows += _raw_rows(store, q.where(Trial.id.in_(sample_ids[i:i + _IN_CHUNK])))
+        srows += _raw_rows(store, q_pk.where(Trial.id.in_(sample_ids[i:i + _IN_CHUNK])))
+    if not srows:  # the filter matches too few rows for the sample to hit any
+        ids, vals = _to_arrays(_raw_rows(store, q), k)
+        return {"ids": ids, "values": vals, "n": n, "mins": mins, "maxs": maxs}
     _, svals = _to_arrays(srows, k)
     sloss = _as_loss(svals, objectives)
     front = np.flatnonzero(_exact_mask(sloss))

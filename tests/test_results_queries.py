@@ -208,10 +208,11 @@ def _expected_front(truth, objs, keep):
 @pytest.mark.parametrize("objs", ["top1,latency_ms", "top1,latency_ms,params"])
 @pytest.mark.parametrize("sql_prune", [False, True])
 def test_pareto_front_from_db(db, flt, keep, objs, sql_prune, monkeypatch):
+    import results.queries as rq
+    monkeypatch.setattr(rq, "SQL_PRUNE", sql_prune)
     if sql_prune:  # force the large-table path (sampled pruners inside SQLite) on small data
-        import results.queries as rq
         monkeypatch.setattr(rq, "SQL_PRUNE_MIN_ROWS", 0)
-        monkeypatch.setattr(rq, "_PREFILTER_SAMPLE", 16)
+        monkeypatch.setattr(rq, "_SQL_SAMPLE", 16)
     path, truth = db
     store = ResultsStore(path, readonly=True)
     res = pareto_front(store, objs, flt)
@@ -230,10 +231,11 @@ def test_pareto_front_from_db(db, flt, keep, objs, sql_prune, monkeypatch):
 @pytest.mark.parametrize("sql_prune", [False, True])
 def test_pareto_front_exact_with_baselines(db, sql_prune, monkeypatch):
     """Exact front including the two baseline trials of study a."""
+    import results.queries as rq
+    monkeypatch.setattr(rq, "SQL_PRUNE", sql_prune)
     if sql_prune:
-        import results.queries as rq
         monkeypatch.setattr(rq, "SQL_PRUNE_MIN_ROWS", 0)
-        monkeypatch.setattr(rq, "_PREFILTER_SAMPLE", 8)
+        monkeypatch.setattr(rq, "_SQL_SAMPLE", 8)
     path, truth = db
     store = ResultsStore(path, readonly=True)
     res = pareto_front(store, "top1,latency_ms", TrialFilter(studies=("a",)),
@@ -253,10 +255,11 @@ def test_pareto_front_exact_with_baselines(db, sql_prune, monkeypatch):
 @pytest.mark.parametrize("sql_prune", [False, True])
 def test_pareto_front_latency_device(db, version, sql_prune, monkeypatch):
     """latency_ms from the stored predictions for another device (newest version by default)."""
+    import results.queries as rq
+    monkeypatch.setattr(rq, "SQL_PRUNE", sql_prune)
     if sql_prune:
-        import results.queries as rq
         monkeypatch.setattr(rq, "SQL_PRUNE_MIN_ROWS", 0)
-        monkeypatch.setattr(rq, "_PREFILTER_SAMPLE", 16)
+        monkeypatch.setattr(rq, "_SQL_SAMPLE", 16)
     path, truth = db
     store = ResultsStore(path, readonly=True)
     pred = truth_pixel[version or "v2"]
