@@ -139,6 +139,15 @@ def evaluate(cache: dict, args) -> dict:
         rep = {"n": len(full), "tau_round0_vs_round1": kendall(a, b),
                "median_rel_diff": float(np.median(rel)), "within10": float(np.mean(rel <= 0.1)),
                "round0_as_predictor_of_round1": metrics(a, b)}
+    if len(all_r) >= 4:
+        # Split half: the statistic over the first half of the rounds against the second half,
+        # i.e. how well the ground truth (at half its runs) agrees with itself: the ceiling for
+        # any predictor's tau against it.
+        h = len(all_r) // 2
+        halves = [np.array([stat(np.concatenate([np.asarray(e["rounds"][r]) for r in rs]))
+                            for e in full]) for rs in (all_r[:h], all_r[h:])]
+        rep["split_half"] = {"rounds": [all_r[:h], all_r[h:]],
+                             **metrics(halves[0], halves[1])}
     F = spec_features_many(specs)
     g = np.array([analytic_gmacs(s) for s in specs])
     prior = None if args.prior == "generic" else load_predictor(args.prior)

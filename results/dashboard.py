@@ -29,6 +29,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 from sqlalchemy import func, select
 
+from .families import Family, family_view, list_families
 from .queries import Objective, default_reference, hypervolume, pareto_mask
 from .schema import (COMPLETED, TRIAL_STATUSES, Architecture, Baseline, EpochMetric,
                      LatencyMeasurement, LatencyPrediction, Study, TrainingRun, Trial)
@@ -478,6 +479,29 @@ def trial_detail(store: ResultsStore, trial_id: int, db_label: str = "runs/resul
     return arch_detail(store, h, focus_trial=trial_id, db_label=db_label)
 
 
+def families_data(store: ResultsStore) -> dict:
+    """Every stored family (``run_search.py scale``), one summary row each, oldest first."""
+    out = []
+    for f in list_families(store):
+        ms = f["members"]
+        out.append({"name": f["name"], "device": f["device"],
+                    "predictor_version": f["predictor_version"],
+                    "base_source": f["base_source"], "coefficients": f["coefficients"],
+                    "n_members": len(ms), "targets_ms": [m["target_latency_ms"] for m in ms],
+                    "has_comparison": f["config"].get("comparison") is not None,
+                    "created_at": f["created_at"]})
+    return {"families": out}
+
+
+def family_data(store: ResultsStore, name: str) -> dict:
+    """One family against XS/S/L1/L3 at equal predicted latency (see
+    :func:`results.families.family_view`); unknown name -> NotFoundError."""
+    try:
+        return json_safe(family_view(store, name))
+    except ValueError as e:
+        raise NotFoundError(str(e)) from None
+
+
 def stamp_data(store: ResultsStore) -> dict:
     """A cheap change marker: the page polls it and refetches only when it changed.
 
@@ -497,9 +521,11 @@ def stamp_data(store: ResultsStore) -> dict:
         last_meas = s.scalar(select(func.max(LatencyMeasurement.id)))
         runs = dict(s.execute(select(TrainingRun.status, func.count())
                               .group_by(TrainingRun.status)).all())
+        last_family = s.scalar(select(func.max(Family.id)))
     by_status = {k: status.get(k, 0) for k in TRIAL_STATUSES}
     parts = [n_studies, last_study, last_trial, *by_status.values(), full, last_epoch,
-             last_pred, last_meas, *(runs.get(k, 0) for k in ("RUNNING", "COMPLETED", "FAILED"))]
+             last_pred, last_meas, *(runs.get(k, 0) for k in ("RUNNING", "COMPLETED", "FAILED")),
+             last_family]
     return {"stamp": "|".join("" if p is None else str(p) for p in parts),
             "studies": n_studies, "trials": sum(by_status.values()), "by_status": by_status,
             "last_trial_id": last_trial, "last_epoch_id": last_epoch}
@@ -571,9 +597,11 @@ def report_data(store: ResultsStore, studies: Sequence[str] | None = None,
                 later += [p["trial_id"] for p in reversed(sc["points"]) if not p["on_front"]]
     ids = list(dict.fromkeys(want + later))[:max_details]
     details = {str(t): trial_detail(store, t, db_label=db_label) for t in ids}
+    fams = families_data(store)
     return {"generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "db": db_label, "studies": all_studies, "views": views, "trials": details,
-            "max_details": max_details}
+            "max_details": max_details, "families": fams,
+            "family_views": {f["name"]: family_data(store, f["name"]) for f in fams["families"]}}
 
 
 def build_report(store: ResultsStore, out: str | os.PathLike, *,
@@ -733,6 +761,15 @@ def create_app(db: str, *, poll_seconds: float = 5.0, store: ResultsStore | None
         ref = None if ref_top1 is None else [ref_top1, ref_latency_ms]
         return _fast_json(hypervolume_data(store, study, device, fidelity, ref,
                                            cache=cache.fresh()))
+
+    @app.get("/api/families")
+    def families():
+        return _fast_json(families_data(store))
+
+    @app.get("/api/families/{name}")
+    def family(name: str = PathParam(..., pattern=STUDY_PATTERN, max_length=255,
+                                     description="family name (see /api/families)")):
+        return _fast_json(family_data(store, name))
 
     @app.get("/api/trials/{trial_id}")
     def trial(trial_id: int = PathParam(..., ge=1, le=MAX_TRIAL_ID)):

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .schema import Architecture, Base, utcnow
 
-__all__ = ["Family", "FamilyMember", "save_family", "list_families", "get_family"]
+__all__ = ["Family", "FamilyMember", "save_family", "list_families", "get_family", "family_view"]
 
 
 class Family(Base):
@@ -147,3 +147,70 @@ def get_family(store, ref: str | int) -> dict[str, Any]:
         d = _family_dict(f, specs)
         d["base_spec"] = specs.get(f.base_arch_hash)
         return d
+
+
+def family_view(store, ref: str | int) -> dict[str, Any]:
+    """Pure data for the dashboard's family view: the family, its comparison against
+    XS/S/L1/L3 at equal predicted latency, and proxy accuracy from its ladder study.
+
+    The comparison rows are the ones ``run_search.py scale`` computed with the family's own
+    predictor and stored in ``config["comparison"]`` (the results layer holds no predictor);
+    families saved before that have none (``comparison`` is None, ``notes`` says so). Accuracy:
+    mean proxy top-1 over the COMPLETED full-budget trials of study ``ladder-<name>``
+    (``run_search.py ladder``), per architecture, with the number of seeds.
+    """
+    from .schema import COMPLETED, Study, Trial
+
+    fam = get_family(store, ref)
+    ladder = f"ladder-{fam['name']}"
+    acc: dict[str, list[float]] = {}
+    fidelity = None
+    with store.transaction() as s:
+        st = s.scalar(select(Study).where(Study.name == ladder))
+        if st is not None:
+            fidelity = st.fidelity
+            for h, top1 in s.execute(select(Trial.arch_hash, Trial.top1).where(
+                    Trial.study_id == st.id, Trial.status == COMPLETED,
+                    Trial.full_budget.is_(True), Trial.top1.is_not(None))):
+                acc.setdefault(h, []).append(float(top1))
+
+    def top1(h: str | None) -> tuple[float | None, int]:
+        v = acc.get(h or "", [])
+        return (sum(v) / len(v) if v else None), len(v)
+
+    members = []
+    for m in fam["members"]:
+        t, n = top1(m["arch_hash"])
+        members.append({k: v for k, v in m.items() if k != "spec"} | {"top1": t, "n_seeds": n})
+    baselines = []
+    rows = fam["config"].get("comparison")
+    by_name = {r["baseline"]: r for r in rows or []}
+    stored = store.baselines()
+    if not stored:  # a database written only by `scale`: the shipped XS/S/L1/L3 values
+        from search_space.spec import PRESETS, PUBLISHED
+
+        from .store import PUBLISHED_DEVICE
+        stored = [{"name": n, "arch_hash": sp.arch_hash, "published_top1": PUBLISHED[n]["top1"],
+                   "published_latency_ms": PUBLISHED[n]["latency_ms"],
+                   "latency_device": PUBLISHED_DEVICE} for n, sp in PRESETS.items()]
+    for b in stored:
+        t, n = top1(b["arch_hash"])
+        r = by_name.get(b["name"], {})
+        baselines.append({"name": b["name"], "arch_hash": b["arch_hash"],
+                          "latency_ms": r.get("baseline_latency_ms"),
+                          "params": r.get("baseline_params"), "gmacs": r.get("baseline_gmacs"),
+                          "published_top1": b["published_top1"],
+                          "published_latency_ms": b["published_latency_ms"],
+                          "published_latency_device": b["latency_device"],
+                          "top1": t, "n_seeds": n})
+    notes = []
+    if rows is None:
+        notes.append("no comparison stored with this family (saved by an older version): "
+                     "rerun run_search.py scale to get one")
+    if not acc:
+        notes.append(f"no proxy accuracy yet: run_search.py ladder --family {fam['name']} "
+                     "trains the members (study " + ladder + ")")
+    return {"family": {k: v for k, v in fam.items() if k not in ("members",)},
+            "members": members, "baselines": baselines, "comparison": rows,
+            "ladder_study": ladder if fidelity is not None else None,
+            "ladder_fidelity": fidelity, "notes": notes}

@@ -222,6 +222,8 @@ SWEEP: tuple[Setting, ...] = (
     Setting("i500-e5", _B.replace(images_per_class=500, epochs=5), note="expensive"),
     Setting("i2000-e1", _B.replace(images_per_class=2000, epochs=1), source=CIFAR_FULL,
             note="full CIFAR-10, more images"),
+    Setting("i5000-e1", _B.replace(images_per_class=5000, val_per_class=500, epochs=1),
+            source=CIFAR_FULL, note="all of CIFAR-10's training set once; 5,000 val images"),
     Setting("r64-i100-e2", _B.replace(images_per_class=100, epochs=2, resolution=64, crop_padding=8),
             note="64 px"),
 )

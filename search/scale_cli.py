@@ -146,9 +146,10 @@ def _scale(args: argparse.Namespace) -> int:
         from results.store import ResultsStore
 
         with ResultsStore(args.db) as store:
+            store.ensure_baselines()  # the dashboard's family view shows them next to members
             fid = save_family(store, name, base_spec=base, base_source=source,
                               device=predictor.device, predictor_version=predictor.version,
-                              coefficients=fam.coefficients.to_dict(), config=fam.config(),
+                              coefficients=fam.coefficients.to_dict(), config={**fam.config(), "comparison": rows},
                               members=[{**m.to_dict(), "spec": m.spec} for m in fam.members])
         print(f"saved family {name} (id {fid}) to {args.db}")
         args.saved_family = name

@@ -149,6 +149,42 @@ def _no_console_errors(drv) -> None:
     assert not severe, severe
 
 
+FAMILY_TRACES_JS = """
+const gd = document.getElementById('family-plot');
+if (!gd || !gd.data) return null;
+return gd.data.map(t => ({name: t.name, n: (t.x || []).length, text: t.text || null}));
+"""
+
+
+def _add_family(db: str, name: str = "fam") -> list[dict]:
+    """A family scaled from XS with the generic analytic predictor, saved as `scale` saves it
+    (comparison rows in config); returns the comparison rows."""
+    from latency_models.predictor import LatencyPredictor, prior_coef
+    from results.families import save_family
+    from results.store import ResultsStore
+    from search.scaling import Coefficients, family_comparison, scale_family
+    from search_space.spec import PRESETS
+
+    pred = LatencyPredictor("generic-analytic", prior_coef(None))
+    t = pred.predict(PRESETS["XS"])[0]
+    fam = scale_family(PRESETS["XS"], [t, t * 1.8], pred, coefficients=Coefficients(1.2, 1.1, 1.15))
+    members = [m.to_dict() for m in fam.members]
+    rows = family_comparison(members, pred)
+    with ResultsStore(db) as store:
+        save_family(store, name, base_spec=fam.base, base_source="XS", device=fam.device,
+                    predictor_version=fam.predictor_version,
+                    coefficients=fam.coefficients.to_dict(),
+                    config={**fam.config(), "comparison": rows},
+                    members=[{**m.to_dict(), "spec": m.spec} for m in fam.members])
+    return rows
+
+
+def _family_table(drv) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [r.text.split()[0] for r in drv.find_elements(By.CSS_SELECTOR, "#family-table tbody tr")]
+
+
 def _traces(drv) -> dict:
     return {t["name"]: t for t in (drv.execute_script(TRACES_JS) or [])}
 
@@ -223,6 +259,14 @@ def test_dashboard_in_browser(server, driver):
     _wait(driver, lambda d: tid in (_traces(d).get("dominated") or {}).get("ids", []),
           timeout=20, what="polled update with the new trial")
 
+    # 4) A family saved by a writer (as `scale` does) appears in the families view by polling.
+    assert "no families" in driver.find_element(By.ID, "family-note").text
+    rows = _add_family(db)
+    _wait(driver, lambda d: _family_table(d) == [r["baseline"] for r in rows], timeout=20,
+          what="family comparison table after polling")
+    ft = {t["name"]: t for t in driver.execute_script(FAMILY_TRACES_JS)}
+    assert ft["family (fam)"]["n"] == 2 and ft["SwiftFormer"]["text"] == ["XS", "S", "L1", "L3"]
+
     _no_console_errors(driver)
     driver.execute_script("window.scrollTo(0, 0)")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +283,7 @@ def test_offline_report_in_browser(driver, tmp_path):
 
     db = tmp_path / "results.db"
     exp = fill_db(str(db))
+    rows = _add_family(str(db), "reported")
     out = tmp_path / "report.html"
     with ResultsStore(str(db), readonly=True) as store:
         build_report(store, out, db_label=str(db))
@@ -257,4 +302,5 @@ def test_offline_report_in_browser(driver, tmp_path):
           == str(first), what="report detail of a front row")
     href = driver.find_element(By.ID, "csv-link").get_attribute("href")
     assert href.startswith("blob:")  # CSV built in the page from the inlined front
+    assert _family_table(driver) == [r["baseline"] for r in rows]  # the family view, offline
     _no_console_errors(driver)
