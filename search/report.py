@@ -178,7 +178,9 @@ def plot_front(rep: dict[str, Any], path: Path, title: str = "") -> None:
     ax.set_ylabel("proxy top-1 (%)")
     ax.set_title(title or "search front vs SwiftFormer baselines (same proxy)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    # Below the axes: inside, "best" still covered a baseline (L3 sits bottom-right whenever
+    # the proxy reverses the ImageNet order).
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
