@@ -156,23 +156,36 @@ def family_view(store, ref: str | int) -> dict[str, Any]:
     The comparison rows are the ones ``run_search.py scale`` computed with the family's own
     predictor and stored in ``config["comparison"]`` (the results layer holds no predictor);
     families saved before that have none (``comparison`` is None, ``notes`` says so). Accuracy:
-    mean proxy top-1 over the COMPLETED full-budget trials of study ``ladder-<name>``
-    (``run_search.py ladder``), per architecture, with the number of seeds.
+    mean proxy top-1 over the COMPLETED full-budget trials of study ``ladder-<name>`` and of
+    any other study ``run_search.py ladder`` wrote for this family (another seed under
+    ``--study``) at the same proxy budget, per architecture, with the number of runs.
     """
+    import json
+
     from .schema import COMPLETED, Study, Trial
 
     fam = get_family(store, ref)
     ladder = f"ladder-{fam['name']}"
     acc: dict[str, list[float]] = {}
-    fidelity = None
+    ladders: list[Any] = []
     with store.transaction() as s:
-        st = s.scalar(select(Study).where(Study.name == ladder))
-        if st is not None:
-            fidelity = st.fidelity
+        # The ladder's own study, plus any other study `ladder` wrote for this family (e.g. a
+        # second seed under --study NAME): its config says {"kind": "ladder", "family": name}.
+        for st in s.scalars(select(Study).order_by(Study.id)):
+            cfg = st.config if isinstance(st.config, dict) else {}
+            if st.name == ladder or (cfg.get("kind") == "ladder"
+                                     and cfg.get("family") == fam["name"]):
+                ladders.append(st)
+        fids = {json.dumps(st.fidelity, sort_keys=True) for st in ladders}
+        if len(fids) > 1:  # different budgets are not averaged: keep the family's own study
+            ladders = [st for st in ladders if st.name == ladder] or ladders[:1]
+        for st in ladders:
             for h, top1 in s.execute(select(Trial.arch_hash, Trial.top1).where(
                     Trial.study_id == st.id, Trial.status == COMPLETED,
                     Trial.full_budget.is_(True), Trial.top1.is_not(None))):
                 acc.setdefault(h, []).append(float(top1))
+        fidelity = ladders[0].fidelity if ladders else None
+        names = [st.name for st in ladders]
 
     def top1(h: str | None) -> tuple[float | None, int]:
         v = acc.get(h or "", [])
@@ -212,5 +225,5 @@ def family_view(store, ref: str | int) -> dict[str, Any]:
                      "trains the members (study " + ladder + ")")
     return {"family": {k: v for k, v in fam.items() if k not in ("members",)},
             "members": members, "baselines": baselines, "comparison": rows,
-            "ladder_study": ladder if fidelity is not None else None,
+            "ladder_study": ", ".join(names) or None,
             "ladder_fidelity": fidelity, "notes": notes}

@@ -83,16 +83,26 @@ def test_family_view_with_ladder_accuracy(scaled, tmp_path):
         sid = store.get_or_create_study("ladder-xs-fam", config={"kind": "ladder"}, seed=0,
                                         dataset_id="t", fidelity=FID, device=fam["device"],
                                         code_version="test")
+        # seed 1 in a second study (`ladder --seed 1 --study ...` writes the family in its
+        # config); an unrelated study training the same architectures must not count
+        sid1 = store.get_or_create_study("xs-fam-seed1", config={"kind": "ladder",
+                                                                 "family": "xs-fam"},
+                                         seed=1, dataset_id="t", fidelity=FID,
+                                         device=fam["device"], code_version="test")
+        other = store.get_or_create_study("unrelated", config={"kind": "search"}, seed=0,
+                                          dataset_id="t", fidelity=FID, device=fam["device"],
+                                          code_version="test")
         want = {}
-        for seed in (0, 1):  # two seeds per member: the view averages them
+        for seed, study in ((0, sid), (1, sid1), (2, other)):
             for m in fam["members"]:
                 h = m["arch_hash"]
-                top1 = 40.0 + 5 * m["position"] + seed
-                tid = store.start_trial(sid, f"member{m['position']}:seed{seed}", h, config={},
-                                        seed=seed)
+                top1 = 40.0 + 5 * m["position"] + seed * (1 if study != other else 20)
+                tid = store.start_trial(study, f"member{m['position']}:seed{seed}", h,
+                                        config={}, seed=seed)
                 store.finish_trial(tid, "COMPLETED", metrics={"top1": top1},
                                    fidelity_reached=FID)
-                want.setdefault(h, []).append(top1)
+                if study != other:
+                    want.setdefault(h, []).append(top1)
         # a partial-budget run must not count
         xs = store.upsert_architecture(PRESETS["XS"])
         tid = store.start_trial(sid, "XS:seed0", xs, config={}, seed=0)
@@ -108,7 +118,7 @@ def test_family_view_with_ladder_accuracy(scaled, tmp_path):
         assert m["top1"] == pytest.approx(sum(want[m["arch_hash"]]) / 2) and m["n_seeds"] == 2
     by = {b["name"]: b for b in v["baselines"]}
     assert by["S"]["top1"] == 47.5 and by["XS"]["top1"] is None
-    assert v["ladder_study"] == "ladder-xs-fam" and v["ladder_fidelity"] == FID
+    assert v["ladder_study"] == "ladder-xs-fam, xs-fam-seed1" and v["ladder_fidelity"] == FID
     assert not any("ladder --family" in n for n in v["notes"])
     # a new family changes the stamp, so an open page refetches
     from search.scaling import scale_family
