@@ -119,13 +119,15 @@ def resolve_baselines(refs: list[str]) -> list[tuple[str, ArchSpec]]:
 def inject_spec() -> dict[int, str]:
     """Test-only failure injection: ``SWIFTFORMER_NAS_INJECT_FAILURE="1:raise,2:nan"`` makes
     candidate #1 raise RuntimeError and candidate #2 raise NonFiniteLoss after its first epoch
-    (candidate indices start at 0). Read in the driver and passed to trials in their config."""
+    (candidate indices start at 0); ``"3:weak"`` makes candidate #3 report top-1 0 after every
+    epoch (so a scheduler such as ASHA stops it deterministically). Read in the driver and
+    passed to trials in their config."""
     text = os.environ.get(FAILURE_ENV, "").strip()
     out: dict[int, str] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         idx, _, kind = part.partition(":")
-        if not idx.isdigit() or kind not in ("raise", "nan"):
-            raise ValueError(f"{FAILURE_ENV}={text!r}: expected e.g. '1:raise,2:nan'")
+        if not idx.isdigit() or kind not in ("raise", "nan", "weak"):
+            raise ValueError(f"{FAILURE_ENV}={text!r}: expected e.g. '1:raise,2:nan,3:weak'")
         out[int(idx)] = kind
     return out
 
@@ -530,6 +532,8 @@ def proxy_trial(config: dict, data=None, fidelity=None, replay=None, threads: in
     base["zero_cost_seconds"] = time.perf_counter() - t0
 
     def report(m: dict) -> None:
+        if inject == "weak":
+            m = {**m, "top1": 0.0}
         tune.report({**base, **_clean(dict(m)), "final": False})
         if inject == "nan":
             raise NonFiniteLoss(f"injected non-finite loss ({FAILURE_ENV}) after epoch "

@@ -179,6 +179,32 @@ def test_search_end_to_end_budget_failures_and_rows(tmp_path, tiny_data):
     assert "Pareto front" in proc.stdout and "database:" in proc.stdout
 
 
+def test_asha_stops_a_weak_trial_and_records_it_pruned(tmp_path, tiny_data):
+    """--asha: candidate #1 reports top-1 0 after epoch 1 (test hook), below every earlier
+    trial at ASHA's first rung, so ASHA stops it. It must be stored PRUNED with the epochs it
+    ran and the reason, count as not full budget, and stay off the front; the others complete."""
+    study = "asha"
+    fid = {**TINY_FIDELITY, "epochs": 2}
+    argv = _args(tmp_path, tiny_data, study, trials=3, extra=["--asha", "--seed", "0"])
+    argv[argv.index("--fidelity") + 1] = json.dumps(fid)
+    proc = subprocess.run([sys.executable, str(ROOT / "run_search.py"), *argv], cwd=tmp_path,
+                          env=_env(SWIFTFORMER_NAS_INJECT_FAILURE="1:weak"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = _rows(tmp_path / "runs" / "results.db", study)
+    cands = {r["config"]["index"]: r for r in rows if r["config"].get("kind") == "candidate"
+             and r["config"].get("index") is not None}
+    assert sorted(cands) == [0, 1, 2]
+    weak = cands[1]
+    assert weak["status"] == "PRUNED" and "ASHA" in weak["error"], weak
+    assert weak["full_budget"] == 0 and 1 <= weak["n_epochs"] < fid["epochs"]
+    for i in (0, 2):
+        assert cands[i]["status"] == "COMPLETED" and cands[i]["full_budget"] == 1
+        assert cands[i]["n_epochs"] == fid["epochs"]
+    rep = json.loads((tmp_path / "runs" / study / "pareto.json").read_text())
+    assert weak["trial_key"] not in {f["trial_key"] for f in rep["front"]}
+
+
 def test_resume_after_sigkill_no_rerun_no_duplicates(tmp_path, tiny_data):
     study = "resume"
     db = tmp_path / "runs" / "results.db"
