@@ -817,6 +817,10 @@ def fit_plot(fits: Sequence[tuple[ScalingFit, np.ndarray, np.ndarray]], path: st
         ax.plot(grid, ft.predict(grid), "-", label=ft.form)
         ax.plot(x, y, "o", ms=4, label="proxy results")
         ax.set_xscale("log")
+        # Less than a decade of x: matplotlib labels every minor tick and they overlap.
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(ft.x_name)
         ax.set_ylabel("top-1 (%)")
         ax.grid(alpha=0.3)
