@@ -206,7 +206,7 @@ def run_ladder(store, family: dict, *, fidelity, data, seed: int = 0, study: str
         metrics.update(latency_ms=lat, latency_std_ms=lat_sd, params=analytic_params(spec),
                        gmacs=analytic_gmacs(spec))
         store.finish_trial(tid, "COMPLETED", metrics=metrics,
-                           fidelity_reached={"epochs": res["epochs_done"]},
+                           fidelity_reached={**fidelity.to_dict(), "epochs": res["epochs_done"]},
                            timings={"wall_seconds": time.perf_counter() - t0})
         log(f"{tkey}: top-1 {res['top1']:.2f}%  ({res['train_seconds']:.1f} s, "
             f"{metrics['gmacs']:.3f} GMACs, {metrics['params'] / 1e6:.2f} M params)")

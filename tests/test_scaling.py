@@ -330,6 +330,8 @@ def test_ladder_writes_trials_and_fit_reads_them(tmp_path, capsys, _restore_torc
         assert len(res["trials"]) == 3
         trials = store.trials(res["study_id"])
         assert [t["status"] for t in trials] == ["COMPLETED"] * 3
+        # the whole proxy budget was run, so the front/compare/family view count them
+        assert [t["full_budget"] for t in trials] == [True] * 3
         assert all(0 <= t["top1"] <= 100 and t["latency_ms"] == 1.0 + i
                    for i, t in enumerate(trials))
         assert store.trial(trials[0]["id"])["epochs"]  # per-epoch metrics logged
