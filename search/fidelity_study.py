@@ -290,7 +290,9 @@ def _cache_path(out_dir: str, setting: Setting, data_id: str, name: str, seed: i
 def _store_result(store, setting: Setting, data, spec, r: Mapping[str, Any]) -> None:
     """One training = one trial of study ``fidelity-<setting>``; epochs as epoch metrics."""
     sid = store.get_or_create_study(
-        f"fidelity-{setting.name}", config={"kind": "fidelity-study", "setting": setting.to_dict()},
+        # The note is free text (edited as the study evolves): not part of the study identity.
+        f"fidelity-{setting.name}", config={"kind": "fidelity-study", "setting": {
+            k: v for k, v in setting.to_dict().items() if k != "note"}},
         seed=0, dataset_id=data.dataset_id,
         fidelity={**setting.fidelity.to_dict(),
                   **({"epoch_rule": setting.epoch_rule, "budget_ref": setting.budget_ref}
@@ -352,7 +354,13 @@ def run_study(settings: Sequence[Setting], seeds: Sequence[int], *, refs: Sequen
         _atomic_json(p, r)
         results.append(r)
         if store is not None:
-            _store_result(store, args[0], args[3], args[2], r)
+            # The cache file is the record the report reads; a store conflict (e.g. a study of
+            # the same name made with other settings) must not abort the trainings still running.
+            try:
+                _store_result(store, args[0], args[3], args[2], r)
+            except ValueError as e:
+                log(f"  warning: {r['setting']} {r['ref']} seed {r['seed']} not written to the "
+                    f"results store: {str(e).splitlines()[0]}")
         log(f"  {r['setting']:>16} {r['ref']:>3} seed {r['seed']}: top-1 {r['top1']:.1f}%  "
             f"{r['cpu_seconds']:.0f} CPU-s  {r['wall_seconds']:.0f} s wall  [{r['status']}]")
 

@@ -163,3 +163,35 @@ def test_cli_bad_input_one_line(tmp_path, capsys, extra, msg):
     rc = run_search.main(["fidelity", "--out", str(tmp_path), "--no-db"] + extra)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and msg in err[0]
+
+
+def test_store_conflict_warns_and_the_sweep_goes_on(tmp_path):
+    """A results-store conflict must not abort the sweep (it once lost every training still
+    running); an edited free-text note is not a conflict at all."""
+    from results.store import ResultsStore
+    from search.fidelity import Fidelity
+    from search.fidelity_study import Setting, run_study
+
+    data = _image_folder(tmp_path / "imgs")
+    fid = Fidelity(classes=3, images_per_class=12, val_per_class=6, epochs=1, batch_size=8,
+                   eval_batch_size=18, warmup_epochs=0.0)
+    kw = dict(refs=("XS", "S"), out_dir=str(tmp_path / "fid"), cache_dir=str(tmp_path / "c"),
+              workers=1, threads=1, zero_cost=False)
+    logs: list[str] = []
+    with ResultsStore(str(tmp_path / "r.db")) as store:
+        run_study([Setting("tiny", fid, source=data, note="first wording")], [0], store=store,
+                  log=logs.append, **kw)
+        run_study([Setting("tiny", fid, source=data, note="edited wording")], [0, 1],
+                  store=store, log=logs.append, **kw)
+        assert not [m for m in logs if "warning" in m]  # the note is not the study's identity
+        store.get_or_create_study("fidelity-other", config={"something": "else"}, seed=0,
+                                  dataset_id="x", fidelity={"epochs": 1}, device="cpu",
+                                  code_version="t")
+        res = run_study([Setting("other", fid, source=data)], [0], store=store,
+                        log=logs.append, **kw)
+        assert len(res) == 2 and all(r["status"] == "COMPLETED" for r in res)
+        warns = [m for m in logs if "warning" in m]
+        assert len(warns) == 2 and all("not written to the results store" in w for w in warns)
+        assert len(store.trials(store.study_id("fidelity-tiny"))) == 4
+    files = list((tmp_path / "fid" / "cache").rglob("*.json"))
+    assert len(files) == 6  # every training kept in the cache the report reads
