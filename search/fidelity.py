@@ -27,12 +27,13 @@ class Fidelity:
     # wnids are almost all animals; evenly spaced ones cover the hierarchy). 10 = all of CIFAR-10.
     classes: int = 10
     # First N files by sorted name per class: all 500 of the embedded set, for 2 epochs. Chosen
-    # by the fidelity study (notes/fidelity.md, docs/fidelity.md): more images and fewer epochs
-    # (EcoNAS) ranked XS/S/L1/L3 best of the settings measured (Kendall tau 0.00 vs ImageNet,
-    # not significant; 300 x 3 gave -0.33, cheaper settings -1.0 = exactly reversed) at 283 CPU-s
-    # for the four references (~71 per training, 1 thread). No setting measured reaches the
-    # ImageNet order: treat proxy top-1 differences of a few points as noise.
-    # Cost is linear in images x epochs.
+    # by the fidelity study (BENCHMARKS.md, notes/fidelity.md): of the settings that fit the
+    # 15-minute default run, more images and fewer epochs (EcoNAS) came closest to the ImageNet
+    # order of XS/S/L1/L3 (Kendall tau -0.33 [-0.67, 0.00] over 3 seeds, not significant; cheaper
+    # settings -1.0 = exactly reversed) at 278 CPU-s for the four references (~70 per training,
+    # 1 thread). Nothing measured reaches the ImageNet order, not even all 50,000 CIFAR-10
+    # training images (tau 0.00, 1,264 CPU-s): treat proxy top-1 differences of a few points as
+    # noise. Cost is linear in images x epochs.
     images_per_class: int = 500
     # Held-out images per class for top-1 (first N by sorted name of val/<class>/). 100 x 10 =
     # 1,000: the standard error of a top-1 near 40% is ~1.5 points, which is what separates
