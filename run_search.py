@@ -2,13 +2,17 @@
 """swiftformer-nas command line: thin dispatch to each package's ``cli`` module.
 
 Each package registers its own sub-commands (``register(subparsers)``); this file parses,
-dispatches, and turns input errors into one clear line and a non-zero exit.
+dispatches, and turns usage errors (``search_space.errors.UsageError`` and its subclasses, which
+name the input and what is allowed) into one line on stderr and exit status 2. Any other
+exception is a bug: it propagates with its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from search_space.errors import UsageError
 
 # Packages that contribute sub-commands, in help order. A module missing here is skipped so
 # a partial checkout still runs what it has.
@@ -22,10 +26,6 @@ COMMAND_MODULES = (
     "search.retrain_cli",    # export, retrain, evaluate
     "search.scale_cli",      # scale, ladder, fit
 )
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, list]:
@@ -47,8 +47,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, list]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from search_space.spec import SpecError
-
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -61,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             print(presets_table())
             return 0
         return int(args.func(args) or 0)
-    except (SpecError, UserError, FileNotFoundError, ValueError) as e:
+    except UsageError as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2

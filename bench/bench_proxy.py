@@ -22,14 +22,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from search.data import prepare_data  # noqa: E402
-from search.fidelity import DEFAULT_FIDELITY, Fidelity  # noqa: E402
+from search.proxy.data import prepare_data  # noqa: E402
+from search.proxy.fidelity import DEFAULT_FIDELITY, Fidelity  # noqa: E402
 
 
 def presets(a) -> None:
     from scipy.stats import kendalltau
 
-    from search.proxy import train_proxy
+    from search.proxy.train import train_proxy
     from search_space.spec import PRESETS, PUBLISHED
 
     fid = Fidelity.from_json(a.fidelity) if a.fidelity else DEFAULT_FIDELITY
@@ -68,7 +68,7 @@ def throughput(a) -> None:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, Dataset
 
-    from search.proxy import augment_batch, normalize, train_proxy
+    from search.proxy.train import augment_batch, normalize, train_proxy
     from search_space.spec import PRESETS
     from search_space.swiftformer import build_model
 

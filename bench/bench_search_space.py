@@ -13,7 +13,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from search_space.costs import analytic_gmacs, fvcore_gmacs  # noqa: E402
+from search_space.costs import analytic_gmacs  # noqa: E402
+from search_space.fvcore_count import fvcore_gmacs  # noqa: E402
 from search_space.space import DEFAULT_SPACE  # noqa: E402
 from search_space.spec import ArchSpec  # noqa: E402
 from search_space.swiftformer import build_model  # noqa: E402

@@ -19,10 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
-from search.data import prepare_data  # noqa: E402
-from search.fidelity import DEFAULT_FIDELITY, Fidelity  # noqa: E402
-from search.proxy import train_proxy  # noqa: E402
-from search.zero_cost import zero_cost_scores  # noqa: E402
+from search.proxy.data import prepare_data  # noqa: E402
+from search.proxy.fidelity import DEFAULT_FIDELITY, Fidelity  # noqa: E402
+from search.proxy.train import train_proxy  # noqa: E402
+from search.proxy.zero_cost import zero_cost_scores  # noqa: E402
 from search_space.costs import analytic_params  # noqa: E402
 from search_space.space import DEFAULT_SPACE  # noqa: E402
 

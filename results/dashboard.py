@@ -30,7 +30,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from .families import Family, family_view, list_families
-from .queries import Objective, default_reference, hypervolume, pareto_mask
+from .pareto import Objective, hypervolume, hypervolume_steps, pareto_mask, reference_point
 from .schema import (COMPLETED, TRIAL_STATUSES, Architecture, Baseline, EpochMetric,
                      LatencyMeasurement, LatencyPrediction, Study, TrainingRun, Trial)
 from .store import ResultsStore
@@ -318,31 +318,6 @@ def front_csv(front: dict) -> str:
     return to_csv(front["rows"], front["columns"])
 
 
-def hypervolume_steps(values: np.ndarray, reference: Sequence[float]) -> list[tuple[int, float]]:
-    """(index, hypervolume) wherever the prefix front of ``values`` (rows: top-1, latency, in
-    trial order) changes. A 2-D staircase (latency ascending, top-1 strictly rising) answers
-    "dominated by an earlier point?" with one bisection, so a long study costs one pass plus a
-    hypervolume (``queries.hypervolume``) per front change."""
-    from bisect import bisect_right
-
-    lat: list[float] = []   # staircase, loss space: lat ascending, neg_top1 strictly descending
-    neg: list[float] = []
-    steps = []
-    for i, (top1, ms) in enumerate(values.tolist()):
-        a, b = ms, -top1
-        j = bisect_right(lat, a)
-        if j and neg[j - 1] <= b:
-            continue  # an earlier point is at least as fast and as accurate: front unchanged
-        lo = j - 1 if j and lat[j - 1] == a else j  # same latency, worse top-1: replaced
-        hi = j
-        while hi < len(lat) and neg[hi] >= b:
-            hi += 1  # slower and no more accurate: now dominated
-        lat[lo:hi], neg[lo:hi] = [a], [b]
-        front = np.column_stack([-np.asarray(neg), np.asarray(lat)])
-        steps.append((i, hypervolume(front, OBJECTIVES, reference)))
-    return steps
-
-
 def hypervolume_data(store: ResultsStore, study: str, device: str | None = None,
                      fidelity: str = "full", reference: Sequence[float] | None = None,
                      cache: dict | None = None) -> dict:
@@ -365,14 +340,14 @@ def hypervolume_data(store: ResultsStore, study: str, device: str | None = None,
         return out
     vals = cand.values
     if reference is None:
-        ref = default_reference(vals, OBJECTIVES)
+        ref = reference_point(vals, OBJECTIVES)
         rule = "worst considered value of each objective + 10% of its range"
     else:
         ref = [float(x) for x in reference]
         rule = "user-given"
     ids = [r[0] for r in cand.rows]
     steps = [{"n": i + 1, "trial_id": ids[i], "hypervolume": hv}
-             for i, hv in hypervolume_steps(vals, ref)]
+             for i, hv in hypervolume_steps(vals, OBJECTIVES, ref)]
     if steps[-1]["n"] != len(cand):
         steps.append({"n": len(cand), "trial_id": ids[-1],
                       "hypervolume": steps[-1]["hypervolume"]})

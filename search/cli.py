@@ -78,7 +78,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                        help="hard budget: candidates predicted slower are REJECTED untrained")
     from_.add_argument("--seed", type=int, default=0)
     from_.add_argument("--fidelity", help="proxy budget overrides, JSON object or file "
-                       "(fields of search.fidelity.Fidelity, e.g. '{\"epochs\": 2}')")
+                       "(fields of search.proxy.fidelity.Fidelity, e.g. '{\"epochs\": 2}')")
     from_.add_argument("--space", help="search-space overrides, JSON object or file "
                        "(fields of search_space.space.SearchSpace)")
     from_.add_argument("--baselines", default=None,

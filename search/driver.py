@@ -100,7 +100,7 @@ def build_space(overrides: dict | None):
 
 def build_fidelity(overrides: dict | None):
     """DEFAULT_FIDELITY with field overrides (validated by Fidelity itself)."""
-    from search.fidelity import DEFAULT_FIDELITY, Fidelity
+    from search.proxy.fidelity import DEFAULT_FIDELITY, Fidelity
 
     if not overrides:
         return DEFAULT_FIDELITY
@@ -422,7 +422,7 @@ class SearchContext:
 
     def prerank(self, batch: list) -> list:
         """Order by mean rank of synflow and naswot (higher is better); record the losers."""
-        from search.zero_cost import zero_cost_scores
+        from search.proxy.zero_cost import zero_cost_scores
         scored = []
         for inner_id, params, verdict in batch:
             zc = zero_cost_scores(verdict["spec"], self.data, seed=self.cfg.seed)
@@ -515,8 +515,8 @@ def proxy_trial(config: dict, data=None, fidelity=None, replay=None, threads: in
         tune.report({**replay[key], **base, "final": True, "replayed": True})
         return
     import torch
-    from search.proxy import NonFiniteLoss, train_proxy
-    from search.zero_cost import zero_cost_scores
+    from search.proxy.train import NonFiniteLoss, train_proxy
+    from search.proxy.zero_cost import zero_cost_scores
 
     torch.set_num_threads(max(1, int(threads)))
     spec = ArchSpec.from_json(config["spec"])
@@ -664,7 +664,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, stream=None) -> dict:
     resolved = validate(cfg)  # fail fast: everything below may be slow
     progress = Progress(cfg.n_trials + len(resolved["baselines"]), stream=stream)
 
-    from search.data import prepare_data
+    from search.proxy.data import prepare_data
     from results.store import ResultsStore
 
     data = prepare_data(cfg.data, resolved["fidelity"],

@@ -61,7 +61,7 @@ def register(sub) -> None:
 
 
 def _settings(args):
-    from search.fidelity import DEFAULT_FIDELITY, Fidelity
+    from search.proxy.fidelity import DEFAULT_FIDELITY, Fidelity
     from search.fidelity_study import SWEEP, Setting
 
     by = {s.name: s for s in SWEEP}

@@ -11,7 +11,7 @@ Three layers, usable on their own:
 * statistics: :func:`kendall_tau`, :func:`spearman_rho`, :func:`bootstrap_over_seeds`,
   :func:`rank_report` (pure functions on arrays, no torch);
 * measurement: :func:`train_reference` (one training, one process, CPU-seconds counted),
-  zero-cost scores (search.zero_cost), :func:`run_study` (resumable: every finished training is a JSON
+  zero-cost scores (search.proxy.zero_cost), :func:`run_study` (resumable: every finished training is a JSON
   file in ``runs/fidelity/cache/``; every one is also a trial in the results store);
 * report: :func:`summarize` (the fidelity/cost table as data), :func:`format_table`,
   :func:`plot_curve` (matplotlib drawing step, separate from the data step).
@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .fidelity import Fidelity
+from .proxy.fidelity import Fidelity
 
 __all__ = ["Setting", "REFERENCE_NAMES", "reference_specs", "published_top1", "kendall_tau",
            "spearman_rho", "bootstrap_over_seeds", "rank_report", "extrapolate_top1",
@@ -235,7 +235,7 @@ SWEEP: tuple[Setting, ...] = (
 def train_reference(spec, fidelity: Fidelity, data, seed: int, threads: int = 1,
                     device: str = "cpu") -> dict[str, Any]:
     """One proxy training; adds ``cpu_seconds`` (process CPU time, all threads) and wall time."""
-    from .proxy import NonFiniteLoss, train_proxy
+    from .proxy.train import NonFiniteLoss, train_proxy
 
     c0, w0 = time.process_time(), time.perf_counter()
     try:
@@ -270,7 +270,7 @@ def _task(args: tuple) -> dict[str, Any]:
     r = train_reference(spec, fid, data, seed, threads=threads)
     if with_zc:
         c0 = time.process_time()
-        from .zero_cost import zero_cost_scores  # the search's own scores: one implementation
+        from .proxy.zero_cost import zero_cost_scores  # the search's own scores: one implementation
         r["zero_cost"] = zero_cost_scores(spec, data, seed=seed, batch_size=64)
         r["zero_cost_cpu_seconds"] = time.process_time() - c0
     r.update(setting=setting.name, ref=name, seed=seed, fidelity=fid.to_dict(),
@@ -326,7 +326,7 @@ def run_study(settings: Sequence[Setting], seeds: Sequence[int], *, refs: Sequen
     the further seeds. Finished trainings are written to ``out_dir/cache`` as they arrive and,
     if ``store`` is given, as trials of study ``fidelity-<setting>``.
     """
-    from .data import prepare_data
+    from .proxy.data import prepare_data
 
     specs = reference_specs(refs)
     datas = {}

@@ -165,7 +165,7 @@ def run_ladder(store, family: dict, *, fidelity, data, seed: int = 0, study: str
     on ``data``; each run is a trial of study ``study`` (default ladder-<family>). Resumable:
     COMPLETED trials are skipped. Returns {"study_id", "trials": [...]}."""
     from search.driver import code_version as _code_version  # one git-describe helper
-    from search.proxy import NonFiniteLoss, train_proxy
+    from search.proxy.train import NonFiniteLoss, train_proxy
     from search_space.spec import PRESETS, ArchSpec
 
     study = study or f"ladder-{family['name']}"
@@ -215,7 +215,7 @@ def run_ladder(store, family: dict, *, fidelity, data, seed: int = 0, study: str
 
 
 def _ladder(args: argparse.Namespace) -> int:
-    from search.fidelity import Fidelity
+    from search.proxy.fidelity import Fidelity
     from search.scaling import parse_targets
 
     fid = Fidelity()
@@ -242,7 +242,7 @@ def _ladder(args: argparse.Namespace) -> int:
                                    "coefficients": args.coefficients, "name": args.name})
         _scale(ns)
         args.family = ns.saved_family
-    from search.data import prepare_data
+    from search.proxy.data import prepare_data
 
     with ResultsStore(args.db) as store:
         family = get_family(store, args.family)  # unknown family: one line, before any work

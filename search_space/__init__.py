@@ -1,11 +1,11 @@
-"""SwiftFormer-family search space: specs, the model generator, presets, costs and the space."""
-from .spec import ArchSpec, PRESETS, PUBLISHED, SpecError, TIMM_NAMES, load_spec, preset
+"""SwiftFormer-family search space: specs, presets, the search space, costs and the model.
 
-__all__ = ["ArchSpec", "PRESETS", "PUBLISHED", "SpecError", "TIMM_NAMES", "load_spec", "preset",
-           "build_model"]
+Light to import (no torch): ``spec`` (ArchSpec, presets), ``space`` (SearchSpace), ``errors``,
+``io`` and ``lazy``. The model generator (``search_space.swiftformer.build_model``) and the
+cost counters (``search_space.costs``) import torch; import them where you build models.
+"""
+from .errors import NotFoundError, UsageError
+from .spec import PRESETS, PUBLISHED, TIMM_NAMES, ArchSpec, SpecError, load_spec, preset
 
-
-def build_model(*args, **kwargs):
-    """Lazy import so spec-only users do not pay for torch (see swiftformer.build_model)."""
-    from .swiftformer import build_model as _build
-    return _build(*args, **kwargs)
+__all__ = ["ArchSpec", "NotFoundError", "PRESETS", "PUBLISHED", "SpecError", "TIMM_NAMES",
+           "UsageError", "load_spec", "preset"]

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from .costs import analytic_gmacs, analytic_params, op_table
+from .lazy import lazy_import
+from .space import DEFAULT_SPACE
 from .spec import PRESETS, PUBLISHED, ArchSpec, load_spec
+
+fvcore_count = lazy_import("search_space.fvcore_count")  # builds the model: torch + fvcore
 
 
 def arch_table(spec: ArchSpec, name: str = "") -> str:
-    from .costs import analytic_gmacs, analytic_params, op_table
-
     ops = op_table(spec)
     lines = [f"architecture {name or spec.arch_hash}  (id {spec.arch_hash}, {spec.resolution} px, "
              f"{spec.num_classes} classes, distillation={'on' if spec.distillation else 'off'})",
@@ -31,8 +34,6 @@ def arch_table(spec: ArchSpec, name: str = "") -> str:
 
 
 def presets_table() -> str:
-    from .costs import analytic_gmacs, analytic_params
-
     lines = [f"{'preset':<6} {'depths':<14} {'widths':<20} {'params':>11} {'GMACs':>6} "
              f"{'top1 %':>6} {'iPhone14 ms':>11}"]
     for n, s in PRESETS.items():
@@ -51,19 +52,16 @@ def _arch_show(args: argparse.Namespace) -> int:
     else:
         print(arch_table(spec, args.arch.upper() if args.arch.upper() in PRESETS else ""))
     if args.fvcore:
-        from .costs import fvcore_gmacs
-        print(f"fvcore GMACs {fvcore_gmacs(spec):.3f}")
+        print(f"fvcore GMACs {fvcore_count.fvcore_gmacs(spec):.3f}")
     return 0
 
 
 def _space_describe(args: argparse.Namespace) -> int:
-    from .space import DEFAULT_SPACE
     print(DEFAULT_SPACE.describe())
     return 0
 
 
 def _space_sample(args: argparse.Namespace) -> int:
-    from .space import DEFAULT_SPACE
     for s in DEFAULT_SPACE.sample_many(args.n, seed=args.seed):
         print(s.canonical_json())
     return 0

@@ -4,7 +4,7 @@
 parameter count and activation sizes, computed from the spec alone (no torch). Sums of it give
 ``analytic_params`` and ``analytic_gmacs``; the latency predictor uses it as its feature source.
 
-MACs follow fvcore's counting rules, so analytic GMACs match ``fvcore_gmacs`` (tests check it):
+MACs follow fvcore's counting rules, so analytic GMACs match ``fvcore_count.fvcore_gmacs`` (tests check it):
 - conv: out_h * out_w * out_ch * (in_ch / groups) * k * k  (bias not counted)
 - linear / matmul: tokens * in * out
 - batch_norm in eval mode: 2 * numel (fvcore's batchnorm_flop_jit with affine)
@@ -127,31 +127,3 @@ def analytic_params(spec: ArchSpec) -> int:
 def analytic_gmacs(spec: ArchSpec, resolution: int | None = None) -> float:
     """GMACs by fvcore's rules, from the spec alone (microseconds per spec)."""
     return sum(op.macs for op in op_table(spec, resolution)) / 1e9
-
-
-def count_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def fvcore_gmacs(model_or_spec, resolution: int | None = None) -> float:
-    """GMACs measured by fvcore on the eval-mode model at batch 1."""
-    import torch
-    from fvcore.nn import FlopCountAnalysis
-
-    from .swiftformer import build_model
-
-    if isinstance(model_or_spec, ArchSpec):
-        resolution = resolution or model_or_spec.resolution
-        model = build_model(model_or_spec)
-    else:
-        model = model_or_spec
-        resolution = resolution or 224
-    was_training = model.training
-    model.eval()
-    try:
-        x = torch.zeros(1, 3, resolution, resolution)
-        fca = FlopCountAnalysis(model, x)
-        fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return fca.total() / 1e9
-    finally:
-        model.train(was_training)

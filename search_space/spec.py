@@ -9,8 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
+
+from .errors import UsageError
+from .io import canonical_json
 
 NUM_STAGES = 4  # SwiftFormer's four stages at strides 4/8/16/32 (feature_info reductions).
 
@@ -22,7 +26,7 @@ MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
 RESOLUTION_MULTIPLE = 32  # total stride of the network; other sizes give ragged feature maps
 
 
-class SpecError(ValueError):
+class SpecError(UsageError):
     """A spec that cannot be built. The message names the field, the value and what is allowed."""
 
 
@@ -101,7 +105,7 @@ class ArchSpec:
 
     def canonical_json(self) -> str:
         """Compact JSON with sorted keys and floats in repr form: equal specs give equal text."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.to_dict())
 
     @property
     def arch_hash(self) -> str:
@@ -192,8 +196,6 @@ def preset(name: str) -> ArchSpec:
 
 def load_spec(ref: str) -> ArchSpec:
     """A preset name (XS/S/L1/L3), a path to a spec JSON file, or inline JSON."""
-    import os
-
     if ref.upper() in PRESETS:
         return PRESETS[ref.upper()]
     if ref.lstrip().startswith("{"):

@@ -22,7 +22,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from timm.models.swiftformer import Block, ConvEncoder, Embedding
 
-from .spec import ArchSpec, PRESETS, SpecError
+from .spec import PRESETS, ArchSpec, SpecError, load_spec
 
 __all__ = ["SwiftFormerNAS", "build_model", "convert_official_state_dict", "load_checkpoint"]
 
@@ -208,7 +208,6 @@ def build_model(spec: ArchSpec | Mapping[str, Any] | str, features_only: bool = 
                 out_indices: tuple[int, ...] = (0, 1, 2, 3), **kwargs: Any) -> nn.Module:
     """Build the network for a spec (an ArchSpec, its dict, JSON text or a preset name)."""
     if isinstance(spec, str):
-        from .spec import load_spec
         spec = load_spec(spec)
     elif isinstance(spec, Mapping):
         spec = ArchSpec.from_dict(spec)
@@ -274,7 +273,6 @@ def swiftformer_nas(pretrained: bool = False, spec: ArchSpec | Mapping | str = "
                     **kwargs: Any) -> nn.Module:
     """Any spec: ``timm.create_model('swiftformer_nas', spec=ArchSpec(...) | dict | json | 'L1')``."""
     if isinstance(spec, str):
-        from .spec import load_spec
         spec = load_spec(spec)
     elif isinstance(spec, Mapping):
         spec = ArchSpec.from_dict(spec)

@@ -1,5 +1,6 @@
 from search_space import PRESETS
-from search_space.costs import analytic_gmacs, analytic_params, count_params, fvcore_gmacs, op_table
+from search_space.costs import analytic_gmacs, analytic_params, op_table
+from search_space.fvcore_count import count_params, fvcore_gmacs
 from search_space.space import DEFAULT_SPACE, SearchSpace
 from search_space.swiftformer import build_model
 

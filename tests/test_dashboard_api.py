@@ -356,26 +356,6 @@ def test_dashboard_cli_validates_before_serving(tmp_path, capsys):
         run_search.main(["dashboard", "--port", "70000"])
 
 
-def test_hypervolume_steps_brute_force():
-    """The staircase sweep gives the hypervolume of every prefix (random data with ties)."""
-    import numpy as np
-
-    from results.dashboard import OBJECTIVES, hypervolume_steps
-    from results.queries import hypervolume
-    rng = np.random.default_rng(3)
-    vals = np.column_stack([rng.integers(0, 8, 60), rng.integers(1, 8, 60)]).astype(float)
-    ref = [-1.0, 9.0]
-    steps = dict(hypervolume_steps(vals, ref))
-    prev = 0.0
-    for i in range(len(vals)):
-        want = hypervolume(vals[:i + 1], OBJECTIVES, ref)
-        if i in steps:
-            assert steps[i] == pytest.approx(want)
-        else:
-            assert want == pytest.approx(prev)  # no step listed: the front did not change
-        prev = want
-
-
 def test_host_check_and_headers(filled):
     from fastapi.testclient import TestClient
 

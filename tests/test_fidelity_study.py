@@ -169,7 +169,7 @@ def test_store_conflict_warns_and_the_sweep_goes_on(tmp_path):
     """A results-store conflict must not abort the sweep (it once lost every training still
     running); an edited free-text note is not a conflict at all."""
     from results.store import ResultsStore
-    from search.fidelity import Fidelity
+    from search.proxy.fidelity import Fidelity
     from search.fidelity_study import Setting, run_study
 
     data = _image_folder(tmp_path / "imgs")

@@ -4,7 +4,8 @@ import timm
 import torch
 
 from search_space import PRESETS, TIMM_NAMES, ArchSpec
-from search_space.costs import analytic_gmacs, count_params, fvcore_gmacs
+from search_space.costs import analytic_gmacs
+from search_space.fvcore_count import count_params, fvcore_gmacs
 from search_space.swiftformer import SwiftFormerNAS, build_model
 
 PUBLISHED_PARAMS = {"XS": 3_475_360, "S": 6_092_128, "L1": 12_057_920, "L3": 28_494_736}

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-import search.proxy as proxy
-from search.data import prepare_data
-from search.fidelity import Fidelity
-from search.proxy import NonFiniteLoss, augment_batch, train_proxy
+import search.proxy.train as proxy
+from search.proxy.data import prepare_data
+from search.proxy.fidelity import Fidelity
+from search.proxy.train import NonFiniteLoss, augment_batch, train_proxy
 from search_space.spec import ArchSpec
 from test_search_data import make_imagefolder
 

@@ -11,9 +11,10 @@ import pytest
 
 pytest.importorskip("sqlalchemy")
 
-from results.queries import (Objective, TrialFilter, baseline_comparison,  # noqa: E402
-                             compare_baselines, default_reference, hypervolume,
-                             parse_objectives, pareto_front, pareto_mask)
+from results.pareto import (Objective, baseline_comparison, hypervolume,  # noqa: E402
+                            pareto_mask, reference_point)
+from results.queries import (TrialFilter, compare_baselines, parse_objectives,  # noqa: E402
+                             pareto_front)
 from results.store import ResultsStore, fidelity_key  # noqa: E402
 from search_space.spec import PRESETS  # noqa: E402
 
@@ -94,7 +95,7 @@ def test_hypervolume_matches_grid_count(k, seed):
 def test_default_reference_is_outside_all_points():
     rng = np.random.default_rng(1)
     vals = rng.normal(size=(50, 2))
-    ref = default_reference(vals, MAXMIN)
+    ref = reference_point(vals, MAXMIN)
     assert ref[0] < vals[:, 0].min() and ref[1] > vals[:, 1].max()
     assert hypervolume(vals, MAXMIN, ref) > 0
 
@@ -225,7 +226,7 @@ def test_pareto_front_from_db(db, flt, keep, objs, sql_prune, monkeypatch):
     assert firsts == sorted(firsts, reverse=o[0].direction == "max")
     assert res["hypervolume"] > 0 and len(res["reference_point"]) == len(o)
     vals = np.array([[t[x.name] for x in o] for t in truth if keep(t)])
-    assert res["reference_point"] == pytest.approx(default_reference(vals, o))
+    assert res["reference_point"] == pytest.approx(reference_point(vals, o))
 
 
 @pytest.mark.parametrize("sql_prune", [False, True])

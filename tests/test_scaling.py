@@ -305,8 +305,8 @@ def _restore_torch_threads():
 def test_ladder_writes_trials_and_fit_reads_them(tmp_path, capsys, _restore_torch_threads):
     from results.families import get_family, save_family
     from results.store import ResultsStore
-    from search.data import prepare_data
-    from search.fidelity import Fidelity
+    from search.proxy.data import prepare_data
+    from search.proxy.fidelity import Fidelity
     from search.scale_cli import collect_points, run_ladder
 
     fid = Fidelity(classes=2, images_per_class=8, val_per_class=4, epochs=1, batch_size=8,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.data import EMBEDDED_PATH, ProxyData, _decode, prepare_data, spread_classes
-from search.fidelity import DEFAULT_FIDELITY, Fidelity
+from search.proxy.data import EMBEDDED_PATH, ProxyData, _decode, prepare_data, spread_classes
+from search.proxy.fidelity import DEFAULT_FIDELITY, Fidelity
 
 CLASS_COLORS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (200, 30, 200)]
 

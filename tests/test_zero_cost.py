@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from search.data import prepare_data
-from search.fidelity import Fidelity
-from search.zero_cost import zero_cost_scores
+from search.proxy.data import prepare_data
+from search.proxy.fidelity import Fidelity
+from search.proxy.zero_cost import zero_cost_scores
 from search_space.spec import ArchSpec
 from test_search_data import make_imagefolder
 

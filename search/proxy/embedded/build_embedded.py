@@ -1,8 +1,8 @@
-"""Build the embedded proxy dataset (search/embedded/cifar10_subset.npz) from CIFAR-10 JPEGs.
+"""Build the embedded proxy dataset (search/proxy/embedded/cifar10_subset.npz) from CIFAR-10 JPEGs.
 
 Usage (the exact command that produced the shipped file):
-    python search/embedded/build_embedded.py /path/to/cifar10 \
-        --train-per-class 500 --val-per-class 100 --out search/embedded/cifar10_subset.npz
+    python search/proxy/embedded/build_embedded.py /path/to/cifar10 \
+        --train-per-class 500 --val-per-class 100 --out search/proxy/embedded/cifar10_subset.npz
 
 The source is CIFAR-10 (Krizhevsky, 2009, "Learning Multiple Layers of Features from Tiny
 Images") in ImageFolder layout: <src>/train/<class>/*.jpg and <src>/val/<class>/*.jpg, 32x32.

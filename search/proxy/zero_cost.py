@@ -30,7 +30,7 @@ from search_space.spec import ArchSpec
 from search_space.swiftformer import build_model
 
 from .data import ProxyData
-from .proxy import normalize
+from .train import normalize
 
 __all__ = ["zero_cost_scores", "synflow", "naswot", "grad_norm"]
 

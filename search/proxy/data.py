@@ -15,15 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from search_space.lazy import lazy_import
+from search_space.io import atomic_directory, canonical_json, remove_stale_temporaries
+
 from .fidelity import Fidelity
+
+Image = lazy_import("PIL.Image")
 
 EMBEDDED_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded",
                              "cifar10_subset.npz")
@@ -136,8 +139,6 @@ def _select_imagefolder(root: str, fid: Fidelity) -> tuple[list[str], dict[str, 
 # -- decoding -------------------------------------------------------------------------------------
 def _decode(args: tuple[str, int]) -> np.ndarray:
     """Decode one image, resize the shorter side to ``res`` and centre-crop res x res."""
-    from PIL import Image
-
     path, res = args
     with Image.open(path) as im:
         # draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: ~5x faster for ImageNet-size JPEGs.
@@ -170,33 +171,26 @@ def _resize_array(x: np.ndarray, res: int) -> np.ndarray:
     """Resize a uint8 NHWC array (the embedded set) to res, bicubic, as _decode would."""
     if x.shape[1] == res and x.shape[2] == res:
         return np.ascontiguousarray(x)
-    from PIL import Image
-
     return np.stack([np.asarray(Image.fromarray(a).resize((res, res), Image.BICUBIC)) for a in x])
 
 
 # -- the cache ------------------------------------------------------------------------------------
 def _write_cache(final: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    parent = os.path.dirname(final)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp", dir=parent)
-    try:
+    """Write the arrays and meta.json under a temporary name, then rename into place.
+
+    Temporaries of builders that died (a killed run) are removed first: a decoded ImageNet
+    subset is hundreds of megabytes.
+    """
+    remove_stale_temporaries(os.path.dirname(final))
+    with atomic_directory(final) as tmp:
         for name, a in arrays.items():
             np.save(os.path.join(tmp, f"{name}.npy"), a)
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1, sort_keys=True)
-        try:
-            os.rename(tmp, final)  # atomic; fails if another builder got there first
-        except OSError:
-            if not os.path.isfile(os.path.join(final, "meta.json")):
-                raise
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
 
 
 _EMBEDDED_DIGEST: str | None = None
@@ -224,7 +218,7 @@ def prepare_data(source: str | None, fidelity: Fidelity, cache_dir: str = "runs/
     if source is None:
         if not os.path.isfile(EMBEDDED_PATH):
             raise FileNotFoundError(f"embedded dataset {EMBEDDED_PATH}: missing (rebuild it with "
-                                    "search/embedded/build_embedded.py)")
+                                    "search/proxy/embedded/build_embedded.py)")
         identity = {"embedded": _embedded_digest()}
         src_name = "embedded:cifar10"
         chosen = None

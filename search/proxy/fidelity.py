@@ -22,7 +22,7 @@ class Fidelity:
     notes/search_proxy.md for the measurement behind the numbers.
     """
 
-    # --- the data subset (chosen deterministically; see search/data.py) ---------------------
+    # --- the data subset (chosen deterministically; see search/proxy/data.py) ---------------------
     # Classes are spread evenly over the sorted class list (for ImageNet the first 100 sorted
     # wnids are almost all animals; evenly spaced ones cover the hierarchy). 10 = all of CIFAR-10.
     classes: int = 10
@@ -57,7 +57,7 @@ class Fidelity:
     warmup_epochs: float = 0.5
     warmup_lr: float = 1e-5
     min_lr: float = 1e-5
-    # --- augmentation, GPU-free, on uint8 batches in torch (search/proxy.py) ------------------
+    # --- augmentation, GPU-free, on uint8 batches in torch (search/proxy/train.py) ------------------
     # Random crop after zero padding of `crop_padding` px (CIFAR's classic 4 at 32 px) + hflip.
     crop_padding: int = 4
     hflip: bool = True
