@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 
+from .options import DEFAULT_DEVICE
 from .predictor import LatencyPredictor, fit, fit_features
 
 __all__ = ["DEFAULT_DEVICE", "LatencyPredictor", "list_devices", "load_predictor", "fit",
            "fit_features", "user_dir", "SHIPPED_DIR"]
 
-DEFAULT_DEVICE = "iphone14-ane"   # iPhone 14, Neural Engine, SwiftFormer paper Table 2 rows
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "devices")
 
 

@@ -1,0 +1,244 @@
+"""The front of one study, as every view shows it.
+
+The end-of-search report, ``run_search.py pareto --study``, the dashboard and the offline report
+all take a study's points, front, baselines and hypervolume from :func:`study_front`, so they
+show the same numbers. Definitions:
+
+* points: COMPLETED trials with a finite top-1 and a latency on the chosen device, in finish
+  order ("full" fidelity: only trials that reached the study's whole proxy budget);
+* baselines: XS/S/L1/L3 (the published baseline architectures). They are compared against the
+  front, never members of it;
+* front and hypervolume: ``results.pareto`` over the searched points (top-1 max, latency min).
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from search_space.errors import NotFoundError, UsageError
+
+from .pareto import REFERENCE_RULE, Objective, dominating, hypervolume, pareto_mask, reference_point
+from .schema import COMPLETED, Architecture, Baseline, LatencyPrediction, Study, Trial
+from .store import ResultsStore
+
+FIDELITIES = ("full", "any")
+OBJECTIVES = (Objective("top1", "max"), Objective("latency_ms", "min"))
+
+
+def _finite(v: Any) -> float | None:
+    if v is None:
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _study(store: ResultsStore, name: str) -> dict:
+    with store.transaction() as s:
+        st = s.scalar(select(Study).where(Study.name == name))
+        if st is None:
+            raise NotFoundError(f"study {name!r}: not in this database")
+        return {"id": st.id, "name": st.name, "device": st.device, "dataset_id": st.dataset_id,
+                "fidelity": st.fidelity, "fidelity_key": st.fidelity_key, "seed": st.seed}
+
+
+def study_devices(store: ResultsStore, study_id: int, own_device: str) -> list[str]:
+    """Devices the study can be viewed on: its own target first, then (sorted) every device
+    with a latency prediction for at least one of its architectures."""
+    archs = select(Trial.arch_hash).where(Trial.study_id == study_id).distinct()
+    with store.transaction() as s:
+        other = set(s.scalars(select(LatencyPrediction.device).distinct()
+                              .where(LatencyPrediction.arch_hash.in_(archs))))
+    other.discard(own_device)
+    return [own_device] + sorted(other)
+
+
+def spec_summary(spec: dict) -> str:
+    """One line for hover text: depths, widths, MLP ratios, attention blocks, resolution."""
+    def j(k):
+        v = spec.get(k)
+        if not isinstance(v, (list, tuple)):
+            return "?"
+        return "-".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+    return (f"d {j('depths')} | w {j('widths')} | mlp {j('mlp_ratios')} | "
+            f"attn {j('attn_blocks')} | {spec.get('resolution', '?')}px")
+
+
+def _newest_predictions(store: ResultsStore, device: str, arch_hashes) -> dict[str, dict]:
+    """Newest latency prediction on ``device`` per architecture (any predictor version)."""
+    q = (select(LatencyPrediction.arch_hash, LatencyPrediction.latency_ms,
+                LatencyPrediction.std_ms, LatencyPrediction.predictor_version)
+         .where(LatencyPrediction.device == device, LatencyPrediction.arch_hash.in_(arch_hashes))
+         .order_by(LatencyPrediction.created_at, LatencyPrediction.id))
+    out: dict[str, dict] = {}
+    with store.transaction() as s:
+        for r in s.execute(q):
+            out[r.arch_hash] = {"latency_ms": r.latency_ms, "std_ms": r.std_ms,
+                                "predictor_version": r.predictor_version}  # newest wins
+    return out
+
+
+def _baseline_names(store: ResultsStore) -> dict[str, str]:
+    with store.transaction() as s:
+        return {h: n for n, h in s.execute(select(Baseline.name, Baseline.arch_hash))}
+
+
+_ROW_FIELDS = ("trial_id", "trial_key", "arch_hash", "top1", "latency_ms", "params", "gmacs",
+               "epochs_reached")
+
+
+class _Points:
+    """COMPLETED trials of one study with top-1 and a latency on one device, in finish order.
+
+    Kept as row tuples plus a numpy (n, 2) array of (top1, latency_ms): a study of 10^5-10^6
+    trials needs dicts only for the points actually sent (the front and a thinned sample).
+    """
+
+    def __init__(self, rows: list[tuple], summary: dict[str, str], latency_source: str):
+        self.rows, self.summary, self.latency_source = rows, summary, latency_source
+        self.values = (np.array([(r[3], r[4]) for r in rows], dtype=float) if rows
+                       else np.zeros((0, 2)))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def subset(self, keep) -> "_Points":
+        sub = _Points.__new__(_Points)
+        sub.rows = [self.rows[i] for i in np.flatnonzero(keep)]
+        sub.summary, sub.latency_source = self.summary, self.latency_source
+        sub.values = self.values[keep]
+        return sub
+
+    def point(self, i: int, on_front: bool | None = None) -> dict:
+        d = dict(zip(_ROW_FIELDS, self.rows[i]))
+        d["arch"] = self.summary.get(d["arch_hash"], "?")
+        if on_front is not None:
+            d["on_front"] = on_front
+        return d
+
+
+def _points(store: ResultsStore, st: dict, device: str, fidelity: str) -> _Points:
+    """The study's COMPLETED trials with a finite top-1 and a latency on ``device``."""
+    q = (select(Trial.id, Trial.trial_key, Trial.arch_hash, Trial.top1, Trial.latency_ms,
+                Trial.params, Trial.gmacs, Trial.epochs_reached)
+         .where(Trial.study_id == st["id"], Trial.status == COMPLETED, Trial.top1.is_not(None))
+         .order_by(Trial.finished_at, Trial.id))
+    if fidelity == "full":
+        q = q.where(Trial.full_budget.is_(True))
+    archs = select(Trial.arch_hash).where(Trial.study_id == st["id"]).distinct()
+    with store.transaction() as s:
+        conn = s.connection()  # Core rows: no ORM bookkeeping per trial
+        rows = list(map(tuple, conn.execute(q).all()))
+        # One summary per architecture (many trials may share one), not one JSON parse per row.
+        summary = {h: spec_summary(json.loads(j)) for h, j in conn.execute(
+            select(Architecture.arch_hash, Architecture.spec_json)
+            .where(Architecture.arch_hash.in_(archs)))}
+    if device == st["device"]:
+        source = "trial (predicted on the study device)"
+        rows = [r for r in rows if r[4] is not None]
+    else:
+        other = _newest_predictions(store, device, archs)
+        source = "newest prediction for the device"
+        rows = [r[:4] + (other[r[2]]["latency_ms"],) + r[5:] for r in rows if r[2] in other]
+    pts = _Points(rows, summary, source)
+    finite = np.all(np.isfinite(pts.values), axis=1)
+    return pts if finite.all() else pts.subset(finite)
+
+
+def _baseline_markers(store: ResultsStore, st: dict, device: str,
+                      in_study: list[dict], names: dict[str, str]) -> list[dict]:
+    """XS/S/L1/L3 as points: proxy top-1 from this study's trial of that architecture, else from
+    another study with the same dataset and proxy budget (as the search driver reuses them);
+    latency on ``device`` from that trial, else the newest prediction, else the published figure
+    when ``device`` is the published one. Missing pieces stay None (drawn as a vertical line)."""
+    preds = _newest_predictions(store, device, list(names))
+    by_arch: dict[str, dict] = {}
+    for p in in_study:  # finish order: the newest trial of each baseline architecture wins
+        by_arch[p["arch_hash"]] = p
+    out = []
+    for b in store.baselines():
+        h = b["arch_hash"]
+        row = {"name": b["name"], "arch_hash": h, "trial_id": None, "top1": None,
+               "top1_source": None, "latency_ms": None, "latency_source": None,
+               "published_top1": b["published_top1"],
+               "published_latency_ms": b["published_latency_ms"],
+               "published_device": b["latency_device"]}
+        t = by_arch.get(h)
+        if t is not None:
+            row.update(trial_id=t["trial_id"], top1=t["top1"], top1_source="this study",
+                       latency_ms=t["latency_ms"], latency_source=t["latency_source"])
+        else:
+            proxy = store.find_proxy_result(h, st["dataset_id"], st["fidelity_key"])
+            if proxy is not None and _finite(proxy.get("top1")) is not None:
+                row.update(trial_id=proxy["id"], top1=float(proxy["top1"]),
+                           top1_source=f"study {proxy['study']} (same dataset and budget)")
+                if proxy.get("device") == device and _finite(proxy.get("latency_ms")) is not None:
+                    row.update(latency_ms=float(proxy["latency_ms"]),
+                               latency_source=f"trial {proxy['id']}")
+        if row["latency_ms"] is None and h in preds:
+            row.update(latency_ms=float(preds[h]["latency_ms"]),
+                       latency_source=f"prediction {preds[h]['predictor_version']}")
+        if row["latency_ms"] is None and device == b["latency_device"]:
+            row.update(latency_ms=float(b["published_latency_ms"]), latency_source="published")
+        out.append(row)
+    return out
+
+
+def study_front(store: ResultsStore, study: str, device: str | None = None,
+               fidelity: str = "full", cache: dict | None = None) -> dict:
+    """What the scatter, front and hypervolume views share (computed once per data change when
+    the caller passes a ``cache`` dict that it clears whenever :func:`stamp_data` changes).
+
+    Points: COMPLETED trials with top-1 and a latency on ``device`` (the study's target: the
+    trial's own predicted latency; another device: the newest prediction for it), in finish
+    order; ``fidelity`` "full" keeps trials that reached the study's whole proxy budget, "any"
+    keeps all. Baseline architectures (XS/S/L1/L3) are taken out of the searched points and
+    the front, and returned as markers. ``on_front`` marks the searched Pareto front.
+
+    ``hypervolume`` is the searched front's, w.r.t. ``reference_point``: the one rule of
+    ``results.pareto`` over the searched points *and* the baseline markers, so the number does
+    not depend on whether the baselines win.
+    """
+    if fidelity not in FIDELITIES:
+        raise UsageError(f"fidelity {fidelity!r}: allowed {', '.join(FIDELITIES)}")
+    key = (study, device, fidelity)
+    if cache is not None and key in cache:
+        return cache[key]
+    st = _study(store, study)
+    devices = study_devices(store, st["id"], st["device"])
+    dev = device or st["device"]
+    if dev not in devices:
+        raise UsageError(f"device {dev!r}: study {study!r} has latencies for "
+                         f"{', '.join(devices)}")
+    pts = _points(store, st, dev, fidelity)
+    names = _baseline_names(store)
+    is_base = np.array([r[2] in names for r in pts.rows], dtype=bool)
+    cand = pts.subset(~is_base)
+    on_front = pareto_mask(cand.values, OBJECTIVES) if len(cand) else np.zeros(0, dtype=bool)
+    front_idx = np.flatnonzero(on_front)
+    front = [cand.point(i, True) for i in front_idx.tolist()]
+    base_pts = [dict(pts.point(i), latency_source=pts.latency_source)
+                for i in np.flatnonzero(is_base).tolist()]
+    baselines = _baseline_markers(store, st, dev, base_pts, names)
+    front_vals = cand.values[front_idx]
+    for b in baselines:  # is the baseline dominated by the searched front?
+        b["dominated_by_front"] = None if b["top1"] is None or b["latency_ms"] is None else bool(
+            len(dominating(front_vals, (b["top1"], b["latency_ms"]), OBJECTIVES)))
+    ref_vals = [tuple(p) for p in cand.values.tolist()] + [
+        (b["top1"], b["latency_ms"]) for b in baselines
+        if b["top1"] is not None and b["latency_ms"] is not None]
+    ref = reference_point(np.array(ref_vals), OBJECTIVES) if ref_vals else None
+    hv = hypervolume(cand.values, OBJECTIVES, ref) if len(cand) else 0.0
+    counts = next(r for r in store.studies() if r["id"] == st["id"])
+    view = {"study": st, "device": dev, "devices": devices, "fidelity": fidelity,
+            "cand": cand, "on_front": on_front, "front": front, "baselines": baselines,
+            "latency_source": pts.latency_source, "reference_point": ref,
+            "reference_rule": REFERENCE_RULE, "hypervolume": hv,
+            "counts": {k: counts[k] for k in ("trials", "completed", "full_budget", "failed",
+                                              "rejected", "pruned", "running")}}
+    if cache is not None:
+        cache[key] = view
+    return view

@@ -1,0 +1,75 @@
+"""Command-line options shared by the commands that train: ``--data``, ``--fidelity``,
+``--torch-device`` and ``--threads``. Declared once here, parsed into typed values here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+from search_space.errors import UsageError
+from search_space.io import read_json
+
+from .proxy.fidelity import DEFAULT_FIDELITY, Fidelity
+
+TORCH_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def add_data_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--data", metavar="DIR",
+                        help="ImageFolder root with train/<class>/ and val/<class>/ (ImageNet "
+                             "layout; default: the embedded CIFAR-10 subset)")
+
+
+def add_fidelity_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--fidelity", metavar="JSON_OR_FILE",
+                        help="proxy-training fidelity: a JSON object or file of "
+                             "search.proxy.fidelity.Fidelity fields overriding the default, "
+                             "e.g. '{\"epochs\": 2}'")
+
+
+def parse_fidelity(text: str | None, base: Fidelity = DEFAULT_FIDELITY) -> Fidelity:
+    """``--fidelity``: None -> ``base``; inline JSON or a JSON file -> ``base`` with overrides.
+    Every error is one line naming the option."""
+    if text is None or not text.strip():
+        return base
+    if text.lstrip().startswith("{"):
+        try:
+            overrides = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"--fidelity: not valid JSON ({e.msg} at column {e.colno})") from None
+    else:
+        overrides = read_json(text, "--fidelity")
+    if not isinstance(overrides, dict):
+        raise UsageError(f"--fidelity: expected a JSON object of Fidelity fields, got "
+                         f"{type(overrides).__name__}")
+    return Fidelity.from_dict({**base.to_dict(), **overrides})
+
+
+def add_torch_device_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--torch-device", default="auto", type=_torch_device, metavar="DEV",
+                        help="torch device for training: auto (cuda when available), cpu, "
+                             "cuda, cuda:N, mps (default auto)")
+
+
+def _torch_device(text: str) -> str:
+    if not TORCH_DEVICE_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed auto, cpu, cuda, cuda:N, mps")
+    return text
+
+
+def add_threads_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                       default: int | None = None) -> None:
+    parser.add_argument("--threads", type=_positive_int, default=default, metavar="N",
+                        help="torch intra-op threads per training process"
+                             + (f" (default {default})" if default else " (default: torch's)"))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v}: need at least 1")
+    return v
