@@ -15,7 +15,9 @@ thing whoever wrote it:
 """
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from search_space.io import json_safe
@@ -37,6 +39,18 @@ EPOCH_KEYS = ("epoch", "top1", "top5", "val_loss", "train_loss", "lr", "epoch_se
               "seconds", "img_per_s")
 TIMING_KEYS = ("train_seconds", "zero_cost_seconds", "wall_seconds", "cpu_seconds")
 ZERO_COST_KEYS = ("synflow", "naswot", "grad_norm")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of this checkout (stored with every study), or
+    "unknown" outside a git checkout (an installed wheel)."""
+    try:
+        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
 def run_candidate(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: int,
@@ -85,6 +99,17 @@ class TrialRecorder:
         self.study_id = study_id
         self.fidelity = dict(fidelity)
         self.trial_ids: dict[str, int] = {}
+
+    @classmethod
+    def for_study(cls, store, name: str, *, config: Mapping[str, Any], seed: int,
+                  dataset_id: str, fidelity: Mapping[str, Any], device: str) -> "TrialRecorder":
+        """Create (or reopen) study ``name`` and return its recorder. A study's identity is its
+        config, seed, dataset, fidelity and latency device; reopening with different ones is
+        refused by the store."""
+        study_id = store.get_or_create_study(name, config=dict(config), seed=seed,
+                                             dataset_id=dataset_id, fidelity=dict(fidelity),
+                                             device=device, code_version=code_version())
+        return cls(store, study_id, fidelity)
 
     def start(self, key: str, spec: ArchSpec, *, config: Mapping[str, Any], seed: int) -> int:
         """The trial's id; created RUNNING if new (idempotent: a resumed trial keeps its row)."""
