@@ -36,10 +36,9 @@ def uptime() -> str:
 
 
 def save(cache: dict, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(cache, f)
-    os.replace(tmp, path)
+    from search_space.io import write_json_atomic
+
+    write_json_atomic(path, cache, indent=None)
 
 
 def measure(args) -> dict:
@@ -109,7 +108,7 @@ def metrics(pred: np.ndarray, y: np.ndarray) -> dict:
 
 def evaluate(cache: dict, args) -> dict:
     from latency_models import load_predictor
-    from latency_models.features import spec_features_many
+    from latency_models.analytic import spec_features_many
     from latency_models.predictor import fit_features
     from search_space.costs import analytic_gmacs
     from search_space.spec import ArchSpec

@@ -50,7 +50,8 @@ def few_shot(args) -> None:
     evaluate on its other rows; GMACs line (CoreML-counted GMACs) fitted on the same K rows."""
     import latency_models as lm
     from latency_models.features import gmacs_of
-    from latency_models.predictor import featurize_records, fit_features
+    from latency_models.featurize import featurize_records
+    from latency_models.predictor import fit_features
     from latency_models.published import published_records
 
     recs = published_records(device_prefix=args.few_shot_device, source_contains="")
@@ -99,9 +100,10 @@ def main() -> int:
     args = ap.parse_args()
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
-    from latency_models.published import (build_feature_cache, calibrate_default,
-                                          load_feature_cache, published_models, published_records)
-    from latency_models.predictor import featurize_records, fit_features
+    from latency_models.feature_cache import build_feature_cache, load_feature_cache
+    from latency_models.featurize import featurize_records
+    from latency_models.predictor import fit_features
+    from latency_models.published import calibrate_default, published_models, published_records
 
     if args.rebuild_cache:
         build_feature_cache(published_models())
@@ -174,12 +176,12 @@ def main() -> int:
     few_shot(args)
     if args.time_convert:
         from latency_models.coreml import coreml_features
-
+        from latency_models.models import resolve_model
         from search_space.spec import PRESETS as _P
 
         for name in ("mobilenetv2_100", "efficientformer_l1", _P["L1"]):
             t0, c0 = time.perf_counter(), time.process_time()
-            coreml_features(name)
+            coreml_features(name if isinstance(name, str) else resolve_model(name)[0])
             label = name if isinstance(name, str) else "SwiftFormer-L1 spec"
             print(f"fresh CoreML featurisation of {label}: wall {time.perf_counter() - t0:.1f} s, "
                   f"CPU {time.process_time() - c0:.1f} s")

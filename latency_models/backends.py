@@ -5,21 +5,34 @@ the result carries the median, quartiles and spread of the timed runs. A fresh p
 first models several times slower than later ones (allocator, thread pool, oneDNN kernel caches),
 so ``process_warmup`` should run once before the first measurement of a process, and comparisons
 should interleave models across repeated rounds rather than time each model once.
+
+Heavy: imports torch (onnxruntime and coremltools load on first use).
 """
 from __future__ import annotations
 
 import os
 import platform
 import statistics
+import tempfile
 import time
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
-COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
+from search_space.errors import NotFoundError, UsageError
+from search_space.lazy import lazy_import
+from search_space.spec import PRESETS
+
+from .coreml import COMPUTE_UNITS
+from .export import export_onnx
+from .models import resolve_model
+
+ort = lazy_import("onnxruntime")
+ct = lazy_import("coremltools")
 
 
-class PlatformError(RuntimeError):
+class PlatformError(UsageError):
     """This backend cannot run on this machine (the message says where it can)."""
 
 
@@ -43,7 +56,7 @@ def time_callable(fn: Callable[[], Any], warmup: int = 3, runs: int = 10) -> dic
     machine: on a shared machine wall time also measures how long the scheduler kept us waiting.
     """
     if runs < 1 or warmup < 0:
-        raise ValueError(f"runs={runs}, warmup={warmup}: need runs >= 1 and warmup >= 0")
+        raise UsageError(f"runs={runs}, warmup={warmup}: need runs >= 1 and warmup >= 0")
     for _ in range(warmup):
         fn()
     times, cpu = [], []
@@ -65,22 +78,15 @@ def load_info() -> str:
 
 # -- torch CPU eager -------------------------------------------------------------------------------
 def set_threads(threads: int) -> None:
-    import torch
-
     if threads < 1:
-        raise ValueError(f"threads={threads}: need >= 1")
+        raise UsageError(f"threads={threads}: need >= 1")
     torch.set_num_threads(threads)
 
 
 def process_warmup(seconds: float = 3.0, threads: int = 1) -> None:
     """Run a mid-size SwiftFormer for a few seconds so later timings are steady-state."""
-    import torch
-
-    from search_space.spec import PRESETS
-    from search_space.swiftformer import build_model
-
     set_threads(threads)
-    m = build_model(PRESETS["XS"].replace(resolution=160)).eval()
+    m, _, _ = resolve_model(PRESETS["XS"].replace(resolution=160))
     x = torch.randn(1, 3, 160, 160)
     end = time.perf_counter() + seconds
     with torch.inference_mode():
@@ -91,10 +97,6 @@ def process_warmup(seconds: float = 3.0, threads: int = 1) -> None:
 def measure_torch_cpu(model_or_spec: Any, resolution: int | None = None, threads: int = 1,
                       warmup: int = 3, runs: int = 10) -> dict[str, Any]:
     """Eager-mode torch CPU latency, batch 1, ``threads`` intra-op threads."""
-    import torch
-
-    from .coreml import resolve_model
-
     set_threads(threads)
     model, res, name = resolve_model(model_or_spec, resolution)
     x = torch.randn(1, 3, res, res)
@@ -107,43 +109,37 @@ def measure_torch_cpu(model_or_spec: Any, resolution: int | None = None, threads
 
 
 # -- onnxruntime CPU ---------------------------------------------------------------------------------
+def _time_onnx_file(path: str, threads: int, warmup: int, runs: int) -> dict[str, Any]:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out = time_callable(lambda: sess.run(None, {inp.name: x}), warmup, runs)
+    out.update(resolution=int(shape[-1]), runtime=f"onnxruntime {ort.__version__}",
+               compute_unit="CPU", threads=threads, os=platform.platform(),
+               device=f"{platform.machine()} CPU")
+    return out
+
+
 def measure_onnxruntime_cpu(model_or_path: Any, resolution: int | None = None, threads: int = 1,
                             warmup: int = 3, runs: int = 10) -> dict[str, Any]:
     """onnxruntime CPUExecutionProvider latency of an .onnx file (or of a model, exported first)."""
-    import tempfile
-
-    import onnxruntime as ort
-
-    tmpdir = None
-    path = model_or_path
-    if not (isinstance(model_or_path, str) and model_or_path.endswith(".onnx")):
-        from .export import export_onnx
-
-        tmpdir = tempfile.mkdtemp(prefix="latency-onnx-")
+    if isinstance(model_or_path, str) and model_or_path.endswith(".onnx"):
+        if not os.path.isfile(model_or_path):
+            raise NotFoundError(f"{model_or_path}: no such .onnx file")
+        out = _time_onnx_file(model_or_path, threads, warmup, runs)
+        out["model"] = os.path.basename(model_or_path)
+        return out
+    with tempfile.TemporaryDirectory(prefix="latency-onnx-") as tmpdir:   # scratch export
         path = os.path.join(tmpdir, "model.onnx")
         export_onnx(model_or_path, path, resolution)
-    elif not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such .onnx file")
-    try:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        out = time_callable(lambda: sess.run(None, {inp.name: x}), warmup, runs)
-        out.update(model=os.path.basename(path) if tmpdir is None else str(model_or_path),
-                   resolution=int(shape[-1]), runtime=f"onnxruntime {ort.__version__}",
-                   compute_unit="CPU", threads=threads, os=platform.platform(),
-                   device=f"{platform.machine()} CPU")
-        return out
-    finally:
-        if tmpdir:
-            import shutil
-
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        out = _time_onnx_file(path, threads, warmup, runs)
+    out["model"] = str(model_or_path)
+    return out
 
 
 # -- CoreML (macOS only) -----------------------------------------------------------------------------
@@ -155,7 +151,7 @@ def measure_coreml(mlpackage: str, compute_unit: str = "ALL", warmup: int = 5,
     performance report and import the numbers (notes/latency.md, "Measuring on an iPhone").
     """
     if compute_unit not in COMPUTE_UNITS:
-        raise ValueError(f"compute_unit={compute_unit!r}: allowed {COMPUTE_UNITS}")
+        raise UsageError(f"compute_unit={compute_unit!r}: allowed {COMPUTE_UNITS}")
     if platform.system() != "Darwin":
         raise PlatformError(
             f"CoreML timing needs macOS (this is {platform.system()}): coremltools can convert and "
@@ -163,9 +159,7 @@ def measure_coreml(mlpackage: str, compute_unit: str = "ALL", warmup: int = 5,
             "coreml` on a Mac, or measure on the iPhone with Xcode's Core ML performance report "
             "and import the CSV (see notes/latency.md).")
     if not os.path.exists(mlpackage):
-        raise FileNotFoundError(f"{mlpackage}: no such .mlpackage")
-    import coremltools as ct
-
+        raise NotFoundError(f"{mlpackage}: no such .mlpackage")
     model = ct.models.MLModel(mlpackage, compute_units=getattr(ct.ComputeUnit, compute_unit))
     desc = model.get_spec().description.input[0]
     shape = tuple(desc.type.multiArrayType.shape)

@@ -21,19 +21,29 @@ cross-validation on the calibration records, so 10 measurements fit only what th
 (mostly the group multipliers) while 100 measurements fit every term. The leave-one-out
 relative error is kept as the predictor's uncertainty.
 
-Calibration files are small versioned JSON (see ``LatencyPredictor.save``).
+Calibration files are small versioned JSON (see ``LatencyPredictor.save``); where they live and
+how a device name finds one is ``latency_models.devices``. Light to import: scipy loads on the
+first fit.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import os
 from typing import Any, Sequence
 
 import numpy as np
 
+from search_space.errors import UsageError
+from search_space.io import read_json, write_json_atomic
+from search_space.lazy import lazy_import
+from search_space.spec import ArchSpec
+
+from .analytic import spec_features_many
 from .features import FEATURE_NAMES, N_FEATURES, OP_CLASSES
+from .featurize import featurize, featurize_records
+
+optimize = lazy_import("scipy.optimize")
 
 FORMAT = "swiftformer-nas-latency-calibration"
 FORMAT_VERSION = 1
@@ -92,8 +102,6 @@ def terms_matrix(F: np.ndarray) -> np.ndarray:
 def _solve(T: np.ndarray, y: np.ndarray, prior: np.ndarray, lam: float,
            huber: float = 0.1, iters: int = 3) -> np.ndarray:
     """NNLS on relative errors + ridge towards ``prior`` (already speed-scaled)."""
-    from scipy.optimize import nnls
-
     A = T / y[:, None]                     # relative residual = A @ theta - 1
     b = np.ones(len(y))
     # Penalty scale per term: its typical share of latency under the prior, so lambda is unitless.
@@ -107,7 +115,7 @@ def _solve(T: np.ndarray, y: np.ndarray, prior: np.ndarray, lam: float,
             bb = np.concatenate([b * sw, math.sqrt(lam * len(y)) * m * prior])
         else:
             AA, bb = A * sw[:, None], b * sw
-        theta, _ = nnls(AA, bb, maxiter=50 * AA.shape[1])
+        theta, _ = optimize.nnls(AA, bb, maxiter=50 * AA.shape[1])
         r = np.abs(A @ theta - 1.0)
         w = np.where(r <= huber, 1.0, huber / np.maximum(r, 1e-12))   # Huber weights
     return theta
@@ -133,8 +141,6 @@ GROUPS = {
 def _group_prior(T: np.ndarray, y: np.ndarray, p0: np.ndarray, huber: float = 0.1,
                  huber_iters: int = 3) -> np.ndarray:
     """The reference coefficients with one fitted multiplier per group (NNLS, relative error)."""
-    from scipy.optimize import nnls
-
     idx = [[TERM_NAMES.index(t) for t in ts] for ts in GROUPS.values()]
     G = np.stack([T[:, ix] @ p0[ix] for ix in idx], axis=1) / y[:, None]
     s = _speed_scale(T, y, p0)
@@ -147,7 +153,7 @@ def _group_prior(T: np.ndarray, y: np.ndarray, p0: np.ndarray, huber: float = 0.
         sw = np.sqrt(w)
         A = np.vstack([G * sw[:, None], math.sqrt(lam) * np.diag(m)])
         b = np.concatenate([sw, math.sqrt(lam) * m * s])
-        mult, _ = nnls(A, b)
+        mult, _ = optimize.nnls(A, b)
         r = np.abs(G @ mult - 1.0)
         w = np.where(r <= huber, 1.0, huber / np.maximum(r, 1e-12))   # robust to outlier rows
     out = p0.copy()
@@ -181,10 +187,6 @@ class LatencyPredictor:
 
     def predict_many(self, specs: Sequence) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised over ArchSpecs (analytic features); other items are featurised one by one."""
-        from search_space.spec import ArchSpec
-
-        from .features import spec_features_many
-
         specs = list(specs)
         if all(isinstance(s, ArchSpec) for s in specs):
             return self.predict_features(spec_features_many(specs))
@@ -208,94 +210,25 @@ class LatencyPredictor:
                 "meta": self.meta}
 
     def save(self, path: str) -> None:
-        tmp = path + ".tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=1)
-        os.replace(tmp, path)
+        """Write the calibration JSON atomically (parent directories are created)."""
+        write_json_atomic(path, self.to_dict(), indent=1)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "<calibration>") -> "LatencyPredictor":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ValueError(f"{where}: not a latency calibration file (format != {FORMAT!r})")
+            raise UsageError(f"{where}: not a latency calibration file (format != {FORMAT!r})")
         if d.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{where}: format_version {d.get('format_version')!r}; this version "
+            raise UsageError(f"{where}: format_version {d.get('format_version')!r}; this version "
                              f"reads {FORMAT_VERSION}")
         if d.get("terms") != list(TERM_NAMES) or d.get("feature_names") != list(FEATURE_NAMES):
-            raise ValueError(f"{where}: cost terms/features differ from this version's; recalibrate")
+            raise UsageError(f"{where}: cost terms/features differ from this version's; recalibrate")
         p = cls(d["device"], d["coef"], d.get("rel_std", 0.1), d.get("meta"))
         return p
 
     @classmethod
     def load(cls, path: str) -> "LatencyPredictor":
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such calibration file")
-        with open(path, encoding="utf-8") as f:
-            try:
-                d = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(d, path)
-
-
-# -- featurisation --------------------------------------------------------------------------------
-def featurize(obj: Any) -> np.ndarray:
-    """Feature vector of an ArchSpec / preset / spec JSON (analytic), a timm name (shipped cache,
-    else CoreML conversion), a torch module (conversion) or a Record."""
-    from search_space.spec import PRESETS, ArchSpec, load_spec
-
-    from .features import spec_features
-
-    if isinstance(obj, ArchSpec):
-        return spec_features(obj)
-    if isinstance(obj, np.ndarray) and obj.shape == (N_FEATURES,):
-        return obj
-    from .records import Record
-
-    if isinstance(obj, Record):
-        spec = obj.arch_spec()
-        if spec is not None:
-            return spec_features(spec)
-        if obj.timm_name:
-            return _timm_features(obj.timm_name, obj.resolution)
-        raise ValueError(f"record {obj.model!r}: no spec or timm_name to featurise")
-    if isinstance(obj, dict):
-        return spec_features(ArchSpec.from_dict(obj))
-    if isinstance(obj, str):
-        if obj.upper() in PRESETS or obj.lstrip().startswith("{") or os.path.isfile(obj):
-            return spec_features(load_spec(obj))
-        return _timm_features(obj, None)
-    # A torch module: convert. (Our own generator's modules use the analytic path.)
-    spec = getattr(obj, "spec", None)
-    if isinstance(spec, ArchSpec):
-        return spec_features(spec)
-    from .coreml import coreml_features
-
-    return coreml_features(obj)
-
-
-def _timm_features(name: str, resolution: int | None) -> np.ndarray:
-    from .published import cached_features
-
-    f = cached_features(name, resolution)
-    if f is not None:
-        return f
-    from .coreml import coreml_features
-
-    return coreml_features(name, resolution)
-
-
-def featurize_records(records: Sequence) -> tuple[np.ndarray, list[str | None]]:
-    """(features, per-record error or None). Records that cannot be featurised get NaN rows."""
-    F = np.full((len(records), N_FEATURES), np.nan)
-    errs: list[str | None] = []
-    for i, r in enumerate(records):
-        try:
-            F[i] = featurize(r)
-            errs.append(None)
-        except Exception as e:  # noqa: BLE001 - reported per record
-            errs.append(f"{type(e).__name__}: {str(e)[:200]}")
-    return F, errs
+        """Read a calibration file; a missing or malformed one is a one-line UsageError."""
+        return cls.from_dict(read_json(path, "calibration file"), path)
 
 
 # -- fitting ----------------------------------------------------------------------------------
@@ -315,12 +248,12 @@ def fit_features(F: np.ndarray, y: np.ndarray, device: str,
     F = np.atleast_2d(np.asarray(F, dtype=float))
     y = np.asarray(y, dtype=float)
     if len(y) < 2:
-        raise ValueError(f"calibration needs at least 2 measured models, got {len(y)}")
+        raise UsageError(f"calibration needs at least 2 measured models, got {len(y)}")
     if F.shape != (len(y), N_FEATURES) or not np.all(np.isfinite(F)):
-        raise ValueError("features: expected finite rows of length "
+        raise UsageError("features: expected finite rows of length "
                          f"{N_FEATURES} matching the latencies")
     if np.any(~np.isfinite(y)) or np.any(y <= 0):
-        raise ValueError("latency_ms: every value must be a finite number > 0")
+        raise UsageError("latency_ms: every value must be a finite number > 0")
     T = terms_matrix(F)
     p0 = prior_coef(prior)
     s = _speed_scale(T, y, p0)
@@ -356,7 +289,7 @@ def fit(records: Sequence, device: str, prior: "LatencyPredictor | dict | None" 
     F, errs = featurize_records(records)
     bad = [(r.model, e) for r, e in zip(records, errs) if e is not None]
     if bad and not skip_unfeaturizable:
-        raise ValueError(f"record {bad[0][0]!r} cannot be featurised: {bad[0][1]}")
+        raise UsageError(f"record {bad[0][0]!r} cannot be featurised: {bad[0][1]}")
     ok = np.array([e is None for e in errs])
     y = np.array([r.latency_ms for r in records])
     meta = kw.pop("meta", {}) or {}

@@ -21,7 +21,7 @@ source         no         where the number comes from (paper, URL, "measured <da
 =============  =========  ==============================================================
 
 Extra columns (params_m, gmacs, top1, ...) are kept but ignored. Malformed rows raise
-``RecordError`` naming the file, the row and the column.
+``RecordError`` (a ``UsageError``) naming the file, the row and the column.
 """
 from __future__ import annotations
 
@@ -30,14 +30,21 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
+
+from search_space.errors import NotFoundError, UsageError
+from search_space.io import atomic_write
+from search_space.spec import PRESETS, ArchSpec, SpecError
+
+from .timm_models import SWIFTFORMER_TIMM
 
 COLUMNS = ("model", "spec", "timm_name", "device", "os", "runtime", "compute_unit",
            "resolution", "latency_ms", "std_ms", "source")
 REQUIRED = ("model", "device", "latency_ms")
 
 
-class RecordError(ValueError):
+class RecordError(UsageError):
     """A malformed record; the message names the file, row and column."""
 
 
@@ -63,10 +70,6 @@ class Record:
 
     def arch_spec(self):
         """The ArchSpec of this record (from spec, a preset model name, or a SwiftFormer timm name)."""
-        from search_space.spec import PRESETS, ArchSpec
-
-        from .published import SWIFTFORMER_TIMM
-
         spec = None
         if self.spec:
             spec = ArchSpec.from_json(self.spec)
@@ -122,8 +125,6 @@ def parse_record(d: dict[str, Any], path: str = "<records>", row: int = 0) -> Re
     spec_json = ""
     raw_spec = d.get("spec", "")
     if isinstance(raw_spec, dict) or text("spec"):
-        from search_space.spec import ArchSpec, SpecError
-
         try:
             spec = ArchSpec.from_dict(raw_spec) if isinstance(raw_spec, dict) else \
                 ArchSpec.from_json(text("spec"))
@@ -142,7 +143,7 @@ def parse_record(d: dict[str, Any], path: str = "<records>", row: int = 0) -> Re
 def read_records(path: str) -> list[Record]:
     """Read a CSV or JSON records file; raise RecordError on the first malformed row."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such records file (CSV or JSON)")
+        raise NotFoundError(f"{path}: no such records file (CSV or JSON)")
     if path.lower().endswith(".json"):
         with open(path, encoding="utf-8") as f:
             try:
@@ -175,11 +176,13 @@ def read_records(path: str) -> list[Record]:
 
 
 def write_records(records: Iterable[Record], path: str) -> None:
-    """Write records as CSV (temp file, then rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(COLUMNS))
-        w.writeheader()
-        for r in records:
-            w.writerow(r.to_row())
-    os.replace(tmp, path)
+    """Write records as CSV (atomically: a reader never sees half a file)."""
+    rows = [r.to_row() for r in records]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(COLUMNS))
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)

@@ -1,4 +1,5 @@
 """ONNX export checked with onnxruntime; measurement backends (CPU here, CoreML refuses on Linux)."""
+import os
 import platform
 
 import pytest
@@ -45,6 +46,35 @@ def test_export_rejects_bad_arguments(tmp_path):
         export_coreml(TINY, str(tmp_path / "m.mlpackage"), precision="int3")
     with pytest.raises(ValueError, match=".mlpackage"):
         export_coreml(TINY, str(tmp_path / "m.mlmodel"))
+
+
+class _FakeMLModel:
+    """Saves like coremltools' MLModel.save for an ML program: a directory, .mlpackage only."""
+
+    def __init__(self, tag: str, fail: bool = False) -> None:
+        self.tag, self.fail = tag, fail
+
+    def save(self, path: str) -> None:
+        assert path.endswith(".mlpackage"), path
+        os.makedirs(os.path.join(path, "Data"))
+        with open(os.path.join(path, "Manifest.json"), "w") as f:
+            f.write(self.tag)
+        if self.fail:
+            raise RuntimeError("disk full")
+
+
+def test_mlpackage_save_replaces_an_older_package_atomically(tmp_path):
+    from latency_models.coreml import save_mlpackage
+
+    path = tmp_path / "m.mlpackage"
+    save_mlpackage(_FakeMLModel("one"), str(path))
+    save_mlpackage(_FakeMLModel("two"), str(path))
+    assert (path / "Manifest.json").read_text() == "two" and (path / "Data").is_dir()
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_mlpackage(_FakeMLModel("three", fail=True), str(path))
+    # A failed save leaves the older package whole, and no temporary survives either way.
+    assert (path / "Manifest.json").read_text() == "two"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.mlpackage"]
 
 
 def test_cpu_backends_measure(tmp_path):

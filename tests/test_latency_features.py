@@ -4,8 +4,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from latency_models.features import (FEATURE_NAMES, aggregate, spec_features, spec_features_many,
-                                     spec_ops)
+from latency_models.analytic import spec_features, spec_features_many, spec_ops
+from latency_models.features import FEATURE_NAMES, aggregate
 from search_space.space import DEFAULT_SPACE
 from search_space.spec import ArchSpec
 

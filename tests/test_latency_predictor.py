@@ -9,9 +9,10 @@ import pytest
 from scipy.stats import kendalltau
 
 import latency_models as lm
-from latency_models.features import spec_features_many
+from latency_models.analytic import spec_features_many
 from latency_models.predictor import (TERM_NAMES, LatencyPredictor, fit, fit_features,
                                       terms_matrix)
+from search_space.errors import NotFoundError, UsageError
 from search_space.space import DEFAULT_SPACE
 from search_space.spec import PRESETS
 
@@ -55,9 +56,9 @@ def test_many_records_fit_the_true_costs():
 
 def test_fit_rejects_bad_input():
     _, F, y, _ = _synthetic(5, seed=5)
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(UsageError, match="at least 2"):
         fit_features(F[:1], y[:1], "d")
-    with pytest.raises(ValueError, match="latency_ms"):
+    with pytest.raises(UsageError, match="latency_ms"):
         fit_features(F, -y, "d")
 
 
@@ -72,8 +73,10 @@ def test_save_load_round_trip(tmp_path):
     d = json.loads(path.read_text())
     d["format_version"] = 99
     path.write_text(json.dumps(d))
-    with pytest.raises(ValueError, match="format_version"):
+    with pytest.raises(UsageError, match="format_version"):
         LatencyPredictor.load(str(path))
+    with pytest.raises(NotFoundError, match="no such file"):
+        LatencyPredictor.load(str(tmp_path / "missing.json"))
     # A user-dir calibration is listed and loadable by name.
     os.environ["SWIFTFORMER_NAS_LATENCY_DIR"] = str(tmp_path / "user")
     try:
@@ -106,12 +109,14 @@ def test_default_predictor_orders_presets_and_vectorises():
     # Published iPhone 14 latencies: 0.7 / 0.8 / 1.1 / 1.9 ms; stay within 40%.
     for m, pub in zip(ms, (0.7, 0.8, 1.1, 1.9)):
         assert abs(m - pub) / pub < 0.4
-    with pytest.raises(ValueError, match="allowed"):
+    with pytest.raises(NotFoundError, match="allowed"):
         lm.load_predictor("no-such-phone")
 
 
 def test_package_import_is_light():
-    code = ("import sys, latency_models; latency_models.load_predictor(); "
+    # The command line and the shipped data modules too: `run_search.py --help` imports them.
+    code = ("import sys, latency_models, latency_models.cli, latency_models.published; "
+            "latency_models.load_predictor().predict('XS'); "
             "print(any(m in sys.modules for m in ('torch', 'coremltools', 'onnxruntime')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from latency_models.records import Record, RecordError, read_records, write_records
+from search_space.errors import NotFoundError
 
 HEADER = "model,spec,timm_name,device,os,runtime,compute_unit,resolution,latency_ms,std_ms,source\n"
 
@@ -56,7 +57,7 @@ def test_header_and_file_errors(tmp_path):
         read_records(_csv(tmp_path, "a,dev\n", header="model,device\n"))
     with pytest.raises(RecordError, match="more fields"):
         read_records(_csv(tmp_path, "a,,,dev,,,,,1.0,,src,EXTRA\n"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(NotFoundError, match="nope.csv: no such records file"):
         read_records(str(tmp_path / "nope.csv"))
 
 

@@ -1,0 +1,73 @@
+"""Any model -> its latency feature vector (``features.FEATURE_NAMES``), by the cheapest route.
+
+SwiftFormer specs (ArchSpec, preset name, spec JSON, a module of our generator, a record with a
+spec) take the analytic path; timm names the shipped feature cache, else a CoreML conversion;
+any other torch module a conversion. Light to import: a conversion loads torch on first use.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from search_space.errors import UsageError
+from search_space.spec import ArchSpec, load_spec
+
+from .analytic import spec_features
+from .coreml import coreml_features
+from .feature_cache import cached_features
+from .features import N_FEATURES
+from .records import Record
+from .timm_models import is_spec_reference
+
+
+def timm_features(name: str, resolution: int | None) -> np.ndarray:
+    """A timm model's features: from the shipped cache, else by converting it."""
+    f = cached_features(name, resolution)
+    if f is not None:
+        return f
+    return coreml_features(name, resolution)
+
+
+def _record_features(record: Record) -> np.ndarray:
+    spec = record.arch_spec()
+    if spec is not None:
+        return spec_features(spec)
+    if record.timm_name:
+        return timm_features(record.timm_name, record.resolution)
+    raise UsageError(f"record {record.model!r}: no spec or timm_name to featurise")
+
+
+def featurize(obj: Any) -> np.ndarray:
+    """Feature vector of an ArchSpec / preset / spec JSON (analytic), a timm name (shipped cache,
+    else CoreML conversion), a torch module (conversion) or a Record."""
+    if isinstance(obj, ArchSpec):
+        return spec_features(obj)
+    if isinstance(obj, np.ndarray) and obj.shape == (N_FEATURES,):
+        return obj
+    if isinstance(obj, Record):
+        return _record_features(obj)
+    if isinstance(obj, dict):
+        return spec_features(ArchSpec.from_dict(obj))
+    if isinstance(obj, str):
+        if is_spec_reference(obj):
+            return spec_features(load_spec(obj))
+        return timm_features(obj, None)
+    # A torch module: convert. (Our own generator's modules use the analytic path.)
+    spec = getattr(obj, "spec", None)
+    if isinstance(spec, ArchSpec):
+        return spec_features(spec)
+    return coreml_features(obj)
+
+
+def featurize_records(records: Sequence) -> tuple[np.ndarray, list[str | None]]:
+    """(features, per-record error or None). Records that cannot be featurised get NaN rows."""
+    F = np.full((len(records), N_FEATURES), np.nan)
+    errs: list[str | None] = []
+    for i, r in enumerate(records):
+        try:
+            F[i] = featurize(r)
+            errs.append(None)
+        except Exception as e:  # noqa: BLE001 - reported per record
+            errs.append(f"{type(e).__name__}: {str(e)[:200]}")
+    return F, errs
