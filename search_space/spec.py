@@ -11,10 +11,10 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import UsageError
-from .io import canonical_json
+from .io import canonical_json, read_json
 
 NUM_STAGES = 4  # SwiftFormer's four stages at strides 4/8/16/32 (feature_info reductions).
 
@@ -24,6 +24,7 @@ MIN_WIDTH, MAX_WIDTH = 8, 4096
 MIN_MLP_RATIO, MAX_MLP_RATIO = 0.5, 16.0
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
 RESOLUTION_MULTIPLE = 32  # total stride of the network; other sizes give ragged feature maps
+SEQUENCE_FIELDS = ("depths", "widths", "mlp_ratios", "attn_blocks")  # one value per stage
 
 
 class SpecError(UsageError):
@@ -51,11 +52,20 @@ class ArchSpec:
     layer_scale_init: float = 1e-5  # init of the attention/MLP layer scales (conv encoders use 1.0)
 
     def __post_init__(self) -> None:
-        # Normalise sequence types so lists from JSON become tuples and hashing is stable.
-        object.__setattr__(self, "depths", tuple(self.depths))
-        object.__setattr__(self, "widths", tuple(self.widths))
+        # Normalise sequence types so lists from JSON become tuples and hashing is stable. The
+        # type checks come first: a JSON null, number or string where a list belongs must be a
+        # one-line SpecError naming the field, not a TypeError from tuple().
+        for name in SEQUENCE_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
+                raise SpecError(f"{name}={v!r}: need a list of {NUM_STAGES} values (one per "
+                                "stage)")
+            object.__setattr__(self, name, tuple(v))
+        for i, r in enumerate(self.mlp_ratios):
+            if not _is_num(r):
+                raise SpecError(f"mlp_ratios[{i}]={r!r}: allowed numbers "
+                                f"{MIN_MLP_RATIO}..{MAX_MLP_RATIO}")
         object.__setattr__(self, "mlp_ratios", tuple(float(r) for r in self.mlp_ratios))
-        object.__setattr__(self, "attn_blocks", tuple(self.attn_blocks))
         validate(self)
 
     # -- derived views ------------------------------------------------------------------------
@@ -75,7 +85,7 @@ class ArchSpec:
     # -- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("depths", "widths", "mlp_ratios", "attn_blocks"):
+        for k in SEQUENCE_FIELDS:
             d[k] = list(d[k])
         return d
 
@@ -90,7 +100,7 @@ class ArchSpec:
         unknown = sorted(set(d) - allowed)
         if unknown:
             raise SpecError(f"spec: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
-        missing = [n for n in ("depths", "widths", "mlp_ratios", "attn_blocks") if n not in d]
+        missing = [n for n in SEQUENCE_FIELDS if n not in d]
         if missing:
             raise SpecError(f"spec: missing required field(s) {missing}")
         return cls(**dict(d))
@@ -126,7 +136,7 @@ def _is_num(v: Any) -> bool:
 
 def validate(spec: ArchSpec) -> None:
     """Raise SpecError naming the field, the value and what is allowed."""
-    for name in ("depths", "widths", "mlp_ratios", "attn_blocks"):
+    for name in SEQUENCE_FIELDS:
         v = getattr(spec, name)
         if len(v) != NUM_STAGES:
             raise SpecError(f"{name}={list(v)}: need exactly {NUM_STAGES} values (one per stage)")
@@ -201,11 +211,9 @@ def load_spec(ref: str) -> ArchSpec:
     if ref.lstrip().startswith("{"):
         return ArchSpec.from_json(ref)
     if os.path.isfile(ref):
-        with open(ref, encoding="utf-8") as f:
-            text = f.read()
         try:
-            return ArchSpec.from_json(text)
+            return ArchSpec.from_dict(read_json(ref, "spec file"))
         except SpecError as e:
-            raise SpecError(f"{ref}: {e}") from None
+            raise SpecError(f"spec file {ref}: {e}") from None
     raise SpecError(f"architecture {ref!r}: not a preset ({'/'.join(PRESETS)}), "
                     "an existing spec JSON file, or inline JSON")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from search_space import PRESETS, ArchSpec, SpecError, load_spec
+from search_space import PRESETS, ArchSpec, SpecError, UsageError, load_spec
 
 XS = PRESETS["XS"]
 
@@ -77,3 +77,26 @@ def test_block_kinds():
     assert s.block_kinds(0) == ("conv",) * 3
     assert s.block_kinds(1) == ("conv", "attn", "attn")
     assert s.block_kinds(2) == ("attn",) * 6
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("depths", None, "depths=None: need a list of 4 values"),
+    ("depths", 3, "depths=3: need a list of 4 values"),
+    ("widths", "48,56", "widths='48,56': need a list of 4 values"),
+    ("mlp_ratios", ["a", 4, 4, 4], "mlp_ratios[0]='a': allowed numbers"),
+    ("mlp_ratios", [4, 4, None, 4], "mlp_ratios[2]=None: allowed numbers"),
+    ("attn_blocks", [1, 1, 1, True], "attn_blocks[3]=True: allowed integers"),
+])
+def test_wrong_json_types_name_the_field(field, value, message):
+    d = json.loads(PRESETS["XS"].to_json())
+    d[field] = value
+    with pytest.raises(SpecError) as e:
+        ArchSpec.from_dict(d)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_spec_file_that_is_not_utf8_names_the_file(tmp_path):
+    p = tmp_path / "spec.json"
+    p.write_bytes(b"\xff\xfe{")
+    with pytest.raises(UsageError, match=rf"spec file {p}: not UTF-8 text"):
+        load_spec(str(p))
