@@ -363,7 +363,8 @@ def test_export_from_trial_links_db(tmp_path):
 
 # -- bad input: one line, exit 2, nothing started ------------------------------------------------
 @pytest.mark.parametrize("case", ["no_val", "bad_spec", "no_teacher", "bad_teacher", "bad_extra",
-                                  "no_db"])
+                                  "no_db", "unknown_trial", "bad_number", "bad_mixup",
+                                  "bad_extra_value"])
 def test_bad_input_exits_2_with_one_line(case, data, spec_file, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["retrain", "--arch", str(spec_file), "--data", str(data), "--output", str(out),
@@ -389,10 +390,70 @@ def test_bad_input_exits_2_with_one_line(case, data, spec_file, tmp_path, capsys
     elif case == "bad_extra":
         argv = ["export", "--arch", str(spec_file), "--out", str(out), "--extra", "--no-such 1"]
         expect = "--extra"
-    else:
+    elif case == "no_db":
         argv = ["export", "--trial", "1", "--db", str(tmp_path / "none.db"), "--out", str(out)]
         expect = "--db"
+    elif case == "unknown_trial":
+        from results.store import ResultsStore
+        with ResultsStore(str(tmp_path / "empty.db")):
+            pass
+        argv = ["export", "--trial", "7", "--db", str(tmp_path / "empty.db"), "--out", str(out)]
+        expect = "--trial 7"
+    elif case == "bad_number":  # checked by RetrainConfig itself, before anything starts
+        argv += ["--epochs", "0"]
+        expect = "--epochs 0: must be >= 1"
+    elif case == "bad_mixup":
+        argv += ["--mixup", "lots"]
+        expect = "--mixup 'lots': allowed a number or 'auto'"
+    else:  # a value the parser accepts but the recipe does not, inside --extra
+        argv = ["export", "--arch", str(spec_file), "--out", str(out), "--extra",
+                "--drop-path 1.5"]
+        expect = "--drop-path 1.5: allowed [0, 1)"
     assert run_search.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expect in err and "\n" not in err
     assert not out.exists()  # nothing spawned, nothing written
+
+
+# -- the recipe is declared once: RetrainConfig; the command line is derived from it -------------
+def test_cli_defaults_are_the_config_defaults(data, spec_file):
+    from dataclasses import fields
+
+    from search.retrain.config import Processes, RetrainConfig, RetrainJob
+
+    job = _args("retrain", "--arch", str(spec_file), "--data", str(data))
+    assert job == RetrainJob(arch=str(spec_file), data=str(data))
+    assert job.recipe == RetrainConfig() and job.recipe.lr == 2e-3 and job.recipe.epochs == 300
+    dests = {a.dest for a in retrain_parser()._actions}
+    for cls in (RetrainConfig, Processes, RetrainJob):
+        missing = {f.name for f in fields(cls)} - dests - {"recipe", "processes"}
+        assert not missing, f"{cls.__name__} fields without an option: {missing}"
+    # Every option reaches the config: a non-default value of each kind comes through typed.
+    job = _args("retrain", "--arch", "XS", "--data", "d", "--lr", "1e-3", "--no-model-ema",
+                "--mixup", "0.2", "--torch-device", "cpu", "--nproc", "3", "--study-id", "5")
+    assert (job.recipe.lr, job.recipe.model_ema, job.recipe.mixup) == (1e-3, False, 0.2)
+    assert (job.processes.torch_device, job.processes.nproc, job.study_id) == ("cpu", 3, 5)
+
+
+def test_torch_device_option_replaces_device():
+    parser = run_search.build_parser()[0]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["retrain", "--arch", "XS", "--data", "d", "--device", "cpu"])
+    assert "--device" not in retrain_parser().format_help().replace("--torch-device", "")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_cuda_is_a_usage_error(data, spec_file, capsys):
+    argv = ["retrain", "--arch", str(spec_file), "--data", str(data), "--torch-device", "cuda"]
+    assert run_search.main(argv) == 2
+    assert "--torch-device cuda: CUDA is not available" in capsys.readouterr().err
+
+
+def test_parser_build_imports_no_torch():
+    code = ("import argparse, sys\n"
+            "from search.retrain import cli\n"
+            "cli.register(argparse.ArgumentParser().add_subparsers())\n"
+            "heavy = sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                   check=True, timeout=120)
