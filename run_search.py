@@ -23,7 +23,7 @@ COMMAND_MODULES = (
     "results.dashboard_cli", # dashboard, report
     "search.cli",            # search (and the default main job)
     "search.fidelity_cli",   # fidelity
-    "search.retrain_cli",    # export, retrain, evaluate
+    "search.retrain.cli",    # export, retrain, evaluate
     "search.scale_cli",      # scale, ladder, fit
 )
 

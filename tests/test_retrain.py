@@ -19,15 +19,19 @@ import torch
 from PIL import Image
 
 import run_search
-from search import retrain as R
-from search.retrain_cli import retrain_parser
+from search.retrain import cli as retrain_cli
+from search.retrain.cli import retrain_parser
+from search.retrain.data import eval_transform
+from search.retrain.distributed import param_digest
+from search.retrain.losses import DistillationLoss
+from search.retrain.loop import retrain_worker
 from search_space.spec import ArchSpec
 from search_space.swiftformer import build_model
 from test_checkpoint import official_state_dict  # one synthesizer of official-layout weights
 
 TINY = ArchSpec(depths=(1, 1, 1, 1), widths=(16, 16, 16, 16), mlp_ratios=(1.0,) * 4,
                 attn_blocks=(0, 0, 0, 1), resolution=32, num_classes=4)
-COMMON = ["--device", "cpu", "--workers", "0", "--batch-size", "4", "--no-record",
+COMMON = ["--torch-device", "cpu", "--workers", "0", "--batch-size", "4", "--no-record",
           "--no-export", "--warmup-epochs", "0", "--no-lr-scale", "--lr", "1e-3"]
 
 
@@ -64,7 +68,8 @@ def spec_file(tmp_path_factory) -> Path:
 
 
 def _args(*argv: str):
-    return run_search.build_parser()[0].parse_args(list(argv))
+    """The typed job of a ``retrain`` command line (as run_search.py would build it)."""
+    return retrain_cli.retrain_job(run_search.build_parser()[0].parse_args(list(argv)))
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -90,9 +95,9 @@ def test_two_process_gloo_ddp_one_epoch(data, spec_file, tmp_path):
     assert ck["epoch"] == 0 and ck["global_step"] == 3
     model = build_model(TINY)
     model.load_state_dict(ck["model"])
-    assert R.param_digest(model) == logs[0]["param_sha256"]
+    assert param_digest(model) == logs[0]["param_sha256"]
     init = build_model(TINY)
-    assert R.param_digest(init) != logs[0]["param_sha256"]  # it did train
+    assert param_digest(init) != logs[0]["param_sha256"]  # it did train
     (m,) = _metrics(out)
     assert m["train_images"] == 24 and m["val_images"] == 12  # both ranks counted
     assert math.isfinite(m["train_loss"]) and 0 < m["train_loss"] < 10
@@ -122,8 +127,8 @@ def test_resume_continues_with_identical_state(data, spec_file, tmp_path):
     base = ["retrain", "--arch", str(spec_file), "--data", str(data), "--epochs", "2",
             "--aa", "rand-m9-mstd0.5-inc1", "--mixup", "0.8", "--cutmix", "1.0", *COMMON]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    R.retrain_worker(_args(*base, "--output", str(straight)))
-    R.retrain_worker(_args(*base, "--output", str(split), "--stop-after-epochs", "1"))
+    retrain_worker(_args(*base, "--output", str(straight)))
+    retrain_worker(_args(*base, "--output", str(split), "--stop-after-epochs", "1"))
     half = torch.load(split / "checkpoint.pth", map_location="cpu", weights_only=True)
     assert half["epoch"] == 0 and not (split / "final.pth").exists()
 
@@ -135,7 +140,7 @@ def test_resume_continues_with_identical_state(data, spec_file, tmp_path):
     opt.load_state_dict(half["optimizer"])
     _state_equal(opt.state_dict(), half["optimizer"])
 
-    R.retrain_worker(_args(*base, "--output", str(split), "--resume"))
+    retrain_worker(_args(*base, "--output", str(split), "--resume"))
     assert [m["epoch"] for m in _metrics(split)] == [0, 1]  # epoch 0 not trained again
     a = torch.load(straight / "checkpoint.pth", map_location="cpu", weights_only=True)
     b = torch.load(split / "checkpoint.pth", map_location="cpu", weights_only=True)
@@ -162,11 +167,11 @@ def test_hard_distillation_loss_is_deit_formula():
     teacher = torch.randn(6, 4)
     x = torch.zeros(6, 3, 8, 8)
     a = 0.3
-    loss = R.DistillationLoss(torch.nn.CrossEntropyLoss(), _FixedTeacher(teacher), "hard", a)
+    loss = DistillationLoss(torch.nn.CrossEntropyLoss(), _FixedTeacher(teacher), "hard", a)
     want = (1 - a) * torch.nn.functional.cross_entropy(head, labels) + \
         a * torch.nn.functional.cross_entropy(head_dist, teacher.argmax(1))
     assert torch.allclose(loss(x, (head, head_dist), labels), want)
-    off = R.DistillationLoss(torch.nn.CrossEntropyLoss(), None, "none")
+    off = DistillationLoss(torch.nn.CrossEntropyLoss(), None, "none")
     avg = (head + head_dist) / 2
     assert torch.allclose(off(x, avg, labels), torch.nn.functional.cross_entropy(avg, labels))
     with pytest.raises(ValueError):
@@ -223,11 +228,11 @@ def test_resumed_run_completes_the_same_db_row(data, spec_file, tmp_path):
     base = ["retrain", "--arch", str(spec_file), "--data", str(data), "--output", str(out),
             "--epochs", "2", *COMMON, "--record", "--db", str(db), "--study-id", str(sid)]
     base.remove("--no-record")
-    R.retrain_worker(_args(*base, "--stop-after-epochs", "1"))
+    retrain_worker(_args(*base, "--stop-after-epochs", "1"))
     with ResultsStore(str(db), readonly=True) as store:
         (run,) = store.training_runs()
     assert run["status"] == "RUNNING" and run["arch_hash"] == TINY.arch_hash
-    R.retrain_worker(_args(*base, "--resume"))
+    retrain_worker(_args(*base, "--resume"))
     with ResultsStore(str(db), readonly=True) as store:
         (done,) = store.training_runs(TINY.arch_hash)
     result = json.loads((out / "result.json").read_text())
@@ -238,7 +243,7 @@ def test_resumed_run_completes_the_same_db_row(data, spec_file, tmp_path):
 
 def test_no_teacher_means_no_distillation(data, spec_file, tmp_path, capsys):
     out = tmp_path / "run"
-    R.retrain_worker(_args("retrain", "--arch", str(spec_file), "--data", str(data), "--output",
+    retrain_worker(_args("retrain", "--arch", str(spec_file), "--data", str(data), "--output",
                            str(out), "--epochs", "1", *COMMON))
     assert "distillation is off" in capsys.readouterr().out
     assert json.loads((out / "result.json").read_text())["distillation"] == "none"
@@ -254,7 +259,7 @@ def test_evaluate_matches_direct_computation(data, tmp_path, spec_file):
         model.head.bias.copy_(torch.tensor([3.0, 1.0, -1.0, -3.0]))
     ck = tmp_path / "w.pth"
     torch.save({"model": model.state_dict()}, ck)
-    ds = ImageFolder(str(data / "val"), transform=R.eval_transform(32))
+    ds = ImageFolder(str(data / "val"), transform=eval_transform(32))
     with torch.no_grad():
         x = torch.stack([ds[i][0] for i in range(len(ds))])
         y = torch.tensor(ds.targets)
@@ -263,7 +268,7 @@ def test_evaluate_matches_direct_computation(data, tmp_path, spec_file):
     want3 = 100.0 * (logits.topk(3, 1).indices == y[:, None]).any(1).float().mean().item()
     js = tmp_path / "m.json"
     rc = run_search.main(["evaluate", "--arch", str(spec_file), "--checkpoint", str(ck),
-                          "--data", str(data), "--device", "cpu", "--workers", "0",
+                          "--data", str(data), "--torch-device", "cpu", "--workers", "0",
                           "--batch-size", "5", "--json", str(js)])
     assert rc == 0
     got = json.loads(js.read_text())
@@ -284,11 +289,11 @@ def test_evaluate_official_checkpoint_layout(data, tmp_path):
     torch.save({"model": official_state_dict("XS")}, ck)
     js = tmp_path / "m.json"
     assert run_search.main(["evaluate", "--arch", "XS", "--checkpoint", str(ck), "--data",
-                            str(data), "--device", "cpu", "--workers", "0", "--json",
+                            str(data), "--torch-device", "cpu", "--workers", "0", "--json",
                             str(js)]) == 0
     model = build_model(PRESETS["XS"]).eval()
     load_checkpoint(model, str(ck))
-    ds = ImageFolder(str(data / "val"), transform=R.eval_transform(224))
+    ds = ImageFolder(str(data / "val"), transform=eval_transform(224))
     with torch.no_grad():
         logits = model(torch.stack([ds[i][0] for i in range(len(ds))]))
     y = torch.tensor(ds.targets)
@@ -358,7 +363,8 @@ def test_export_from_trial_links_db(tmp_path):
 
 # -- bad input: one line, exit 2, nothing started ------------------------------------------------
 @pytest.mark.parametrize("case", ["no_val", "bad_spec", "no_teacher", "bad_teacher", "bad_extra",
-                                  "no_db"])
+                                  "no_db", "unknown_trial", "bad_number", "bad_mixup",
+                                  "bad_extra_value"])
 def test_bad_input_exits_2_with_one_line(case, data, spec_file, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["retrain", "--arch", str(spec_file), "--data", str(data), "--output", str(out),
@@ -384,10 +390,70 @@ def test_bad_input_exits_2_with_one_line(case, data, spec_file, tmp_path, capsys
     elif case == "bad_extra":
         argv = ["export", "--arch", str(spec_file), "--out", str(out), "--extra", "--no-such 1"]
         expect = "--extra"
-    else:
+    elif case == "no_db":
         argv = ["export", "--trial", "1", "--db", str(tmp_path / "none.db"), "--out", str(out)]
         expect = "--db"
+    elif case == "unknown_trial":
+        from results.store import ResultsStore
+        with ResultsStore(str(tmp_path / "empty.db")):
+            pass
+        argv = ["export", "--trial", "7", "--db", str(tmp_path / "empty.db"), "--out", str(out)]
+        expect = "--trial 7"
+    elif case == "bad_number":  # checked by RetrainConfig itself, before anything starts
+        argv += ["--epochs", "0"]
+        expect = "--epochs 0: must be >= 1"
+    elif case == "bad_mixup":
+        argv += ["--mixup", "lots"]
+        expect = "--mixup 'lots': allowed a number or 'auto'"
+    else:  # a value the parser accepts but the recipe does not, inside --extra
+        argv = ["export", "--arch", str(spec_file), "--out", str(out), "--extra",
+                "--drop-path 1.5"]
+        expect = "--drop-path 1.5: allowed [0, 1)"
     assert run_search.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expect in err and "\n" not in err
     assert not out.exists()  # nothing spawned, nothing written
+
+
+# -- the recipe is declared once: RetrainConfig; the command line is derived from it -------------
+def test_cli_defaults_are_the_config_defaults(data, spec_file):
+    from dataclasses import fields
+
+    from search.retrain.config import Processes, RetrainConfig, RetrainJob
+
+    job = _args("retrain", "--arch", str(spec_file), "--data", str(data))
+    assert job == RetrainJob(arch=str(spec_file), data=str(data))
+    assert job.recipe == RetrainConfig() and job.recipe.lr == 2e-3 and job.recipe.epochs == 300
+    dests = {a.dest for a in retrain_parser()._actions}
+    for cls in (RetrainConfig, Processes, RetrainJob):
+        missing = {f.name for f in fields(cls)} - dests - {"recipe", "processes"}
+        assert not missing, f"{cls.__name__} fields without an option: {missing}"
+    # Every option reaches the config: a non-default value of each kind comes through typed.
+    job = _args("retrain", "--arch", "XS", "--data", "d", "--lr", "1e-3", "--no-model-ema",
+                "--mixup", "0.2", "--torch-device", "cpu", "--nproc", "3", "--study-id", "5")
+    assert (job.recipe.lr, job.recipe.model_ema, job.recipe.mixup) == (1e-3, False, 0.2)
+    assert (job.processes.torch_device, job.processes.nproc, job.study_id) == ("cpu", 3, 5)
+
+
+def test_torch_device_option_replaces_device():
+    parser = run_search.build_parser()[0]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["retrain", "--arch", "XS", "--data", "d", "--device", "cpu"])
+    assert "--device" not in retrain_parser().format_help().replace("--torch-device", "")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_cuda_is_a_usage_error(data, spec_file, capsys):
+    argv = ["retrain", "--arch", str(spec_file), "--data", str(data), "--torch-device", "cuda"]
+    assert run_search.main(argv) == 2
+    assert "--torch-device cuda: CUDA is not available" in capsys.readouterr().err
+
+
+def test_parser_build_imports_no_torch():
+    code = ("import argparse, sys\n"
+            "from search.retrain import cli\n"
+            "cli.register(argparse.ArgumentParser().add_subparsers())\n"
+            "heavy = sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                   check=True, timeout=120)

@@ -1,0 +1,117 @@
+"""ImageFolder data for retraining and evaluation: checks, transforms, loaders.
+
+The transforms are the official ``util/datasets.py`` ones through timm (``create_transform``);
+the training sampler is DeiT's repeated augmentation (timm ``RepeatAugSampler``) or a plain
+``DistributedSampler``; evaluation shards the val set by stride so counts sum exactly.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from timm.data import create_transform
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.data.distributed_sampler import RepeatAugSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
+
+from search_space.errors import NotFoundError, UsageError
+
+from .config import RetrainConfig
+from .distributed import DistContext
+
+LAYOUT = "one sub-directory per class"
+
+
+def class_dirs(path: str | os.PathLike) -> list[str]:
+    """The class sub-directories of an ImageFolder split, sorted (ImageFolder's label order)."""
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+
+def check_imagefolder(root: str, splits: tuple[str, ...]) -> dict[str, list[str]]:
+    """Each split is a directory with at least one class sub-directory; train/val classes agree."""
+    base = Path(root)
+    need = f"need {'/, '.join(splits)}/ with {LAYOUT}"
+    if not base.is_dir():
+        raise NotFoundError(f"--data {root}: not a directory ({need})")
+    found: dict[str, list[str]] = {}
+    for s in splits:
+        d = base / s
+        if not d.is_dir():
+            raise NotFoundError(f"--data {root}: missing {s}/ ({need})")
+        classes = class_dirs(d)
+        if not classes:
+            raise NotFoundError(f"--data {root}: {s}/ has no class sub-directories")
+        found[s] = classes
+    if "train" in found and "val" in found and found["train"] != found["val"]:
+        raise UsageError(f"--data {root}: train/ has {len(found['train'])} classes and val/ "
+                         f"{len(found['val'])}, or their names differ; they must match")
+    return found
+
+
+def split_root(data: str, split: str) -> str:
+    """``data/split``, or ``data`` itself when it already is a split (class directories)."""
+    root = os.path.join(data, split)
+    if not os.path.isdir(root):
+        if os.path.isdir(data) and class_dirs(data):
+            root = data  # --data points at the val directory itself
+        else:
+            raise NotFoundError(f"--data {data}: missing {split}/ ({LAYOUT})")
+    if not class_dirs(root):
+        raise NotFoundError(f"--data {root}: no class sub-directories")
+    return root
+
+
+def train_transform(cfg: RetrainConfig, resolution: int, aa: str):
+    """timm's ImageNet training transform (official build_transform, is_train=True)."""
+    tf = create_transform(input_size=resolution, is_training=True, color_jitter=cfg.color_jitter,
+                          auto_augment=aa or None, interpolation=cfg.train_interpolation,
+                          re_prob=cfg.reprob, re_mode=cfg.remode, re_count=1)
+    if resolution <= 32:
+        # Official code: CIFAR-sized inputs get RandomCrop(padding=4) instead of RandomResizedCrop.
+        tf.transforms[0] = transforms.RandomCrop(resolution, padding=4)
+    return tf
+
+
+def eval_transform(resolution: int, crop_pct: float = 0.875, interpolation: str = "bicubic"):
+    """Resize to resolution/crop_pct, centre crop, normalise (official; no resize at <= 32 px)."""
+    if resolution <= 32:
+        return transforms.Compose([transforms.ToTensor(),
+                                   transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+    return create_transform(input_size=resolution, is_training=False, crop_pct=crop_pct,
+                            interpolation=interpolation)
+
+
+def retrain_datasets(data: str, cfg: RetrainConfig, resolution: int,
+                     aa: str) -> tuple[ImageFolder, ImageFolder]:
+    """train/ with the training transform, val/ with the evaluation one."""
+    train_ds = ImageFolder(os.path.join(data, "train"),
+                           transform=train_transform(cfg, resolution, aa))
+    val_ds = ImageFolder(os.path.join(data, "val"), transform=eval_transform(resolution))
+    return train_ds, val_ds
+
+
+def train_loader(dataset: Dataset, ctx: DistContext, cfg: RetrainConfig, workers: int,
+                 data: str) -> tuple[Sampler, DataLoader]:
+    """This rank's share of every epoch, in full batches (the sampler is re-seeded per epoch)."""
+    if cfg.repeated_aug:
+        sampler = RepeatAugSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
+                                   shuffle=True)
+    else:
+        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
+                                     shuffle=True, seed=cfg.seed)
+    loader = DataLoader(dataset, sampler=sampler, batch_size=cfg.batch_size, num_workers=workers,
+                        pin_memory=ctx.device.type == "cuda", drop_last=True,
+                        persistent_workers=False)
+    if len(loader) == 0:
+        raise UsageError(f"--data {data}: {len(dataset)} training images give no full batch "
+                         f"of {cfg.batch_size} per process on {ctx.world_size} process(es)")
+    return sampler, loader
+
+
+def eval_loader(dataset: Dataset, ctx: DistContext, batch_size: int, workers: int) -> DataLoader:
+    """Each rank evaluates a disjoint stride of the val set; counts are summed (exact, no padding)."""
+    shard = Subset(dataset, list(range(ctx.rank, len(dataset), ctx.world_size)))
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      pin_memory=ctx.device.type == "cuda", drop_last=False)
