@@ -20,7 +20,7 @@ COMMAND_MODULES = (
     "search_space.cli",      # arch, space
     "latency_models.cli",    # latency
     "results.cli",           # studies, pareto, compare, show
-    "results.dashboard_cli", # dashboard, report
+    "results.dashboard.cli", # dashboard, report
     "search.cli",            # search (and the default main job)
     "search.fidelity_cli",   # fidelity
     "search.retrain.cli",    # export, retrain, evaluate

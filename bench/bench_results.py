@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sqlalchemy import insert, select  # noqa: E402
 
 from results.queries import (Objective, TrialFilter, compare_baselines, fetch_points,  # noqa: E402
-                             pareto_front, pareto_mask)
+                             pareto_front)
+from results.pareto import pareto_mask  # noqa: E402
 from results.schema import COMPLETED, Architecture, Trial  # noqa: E402
 from results.store import ResultsStore  # noqa: E402
 from search_space.spec import PRESETS  # noqa: E402
@@ -125,7 +126,7 @@ def main() -> int:
         ("2-D top1 vs latency_ms, all studies, full budget", two, TrialFilter()),
         ("2-D top1 vs latency_ms, one study", two, TrialFilter(studies=("bench1",))),
         ("2-D top1 vs latency_ms, device iphone14-ane, any fidelity", two,
-         TrialFilter(device="iphone14-ane", fidelity="any")),
+         TrialFilter(study_latency_device="iphone14-ane", fidelity="any")),
         ("3-D top1/latency_ms/params, all studies", three, TrialFilter()),
     ]
     for label, objs, flt in cases:

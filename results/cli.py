@@ -1,30 +1,41 @@
 """CLI commands of the results database: studies, pareto, compare, show, results-upgrade.
 
-Module-level imports stay light (argparse only); SQLAlchemy/numpy load inside the handlers.
+Only this module sees argparse results; it turns them into ``results.queries.TrialFilter`` and
+plain arguments. The query and rendering modules load on first use (``lazy_import``), so
+``run_search.py --help`` does not import numpy for them.
 """
 from __future__ import annotations
 
 import argparse
+import json
 
-DEFAULT_DB = "runs/results.db"
+from latency_models.options import add_latency_device_option
+from search_space.errors import NotFoundError, UsageError
+from search_space.lazy import lazy_import
+
+from .options import add_db_option, open_store
+
+queries = lazy_import("results.queries")
+report = lazy_import("results.report")
+
 FORMATS = ("table", "json", "csv")
 
 
 def _common(p: argparse.ArgumentParser, filters: bool = True) -> None:
-    p.add_argument("--db", default=DEFAULT_DB,
-                   help=f"results database: a path or SQLAlchemy URL (default {DEFAULT_DB})")
+    add_db_option(p, purpose="opened read-only")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     if filters:
         p.add_argument("--study", action="append", metavar="NAME",
                        help="only this study (repeatable; default all)")
-        p.add_argument("--device", help="only studies whose latency target is this device")
+        p.add_argument("--study-latency-device", metavar="DEVICE",
+                       help="only studies searched for this latency device (their target)")
         p.add_argument("--dataset", help="only studies on this dataset id")
         p.add_argument("--fidelity", default="full",
                        help="full (default: trials that reached their study's full proxy "
                             "budget), any, or a study fidelity key (JSON shown by `studies`)")
-        p.add_argument("--latency-device", metavar="DEVICE",
-                       help="latency_ms from the stored latency predictions for DEVICE instead "
-                            "of each trial's prediction for its study's device")
+        add_latency_device_option(p, default=None, purpose=(
+            "here: latency_ms from the latency predictions stored for this device instead of "
+            "each trial's prediction for its study's device"))
         p.add_argument("--predictor-version", metavar="V",
                        help="with --latency-device: this predictor version (default newest)")
 
@@ -34,14 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p, filters=False)
     p.set_defaults(func=_studies)
 
-    p = sub.add_parser("pareto", help="Pareto front over 2 or 3 objectives, with hypervolume")
+    p = sub.add_parser("pareto", help="Pareto front of the searched architectures over 2 or 3 "
+                                      "objectives, baselines against it, hypervolume")
     _common(p)
     p.add_argument("--objectives", default="top1,latency_ms",
                    help="comma-separated metric[:min|max], 2 or 3 (default top1,latency_ms; "
                         "metrics: top1 top5 val_loss latency_ms params gmacs synflow naswot "
                         "grad_norm train_seconds ...)")
     p.add_argument("--ref", help="hypervolume reference point, one number per objective "
-                                 "(default: worst considered value + 10%% of the range)")
+                                 "(default: worst value over the searched and baseline points "
+                                 "+ 10%% of the range)")
     p.set_defaults(func=_pareto)
 
     p = sub.add_parser("compare", help="searched architectures vs XS/S/L1/L3")
@@ -57,78 +70,77 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("results-upgrade",
                        help="upgrade a results database to this code's schema (Alembic)")
-    p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
+    add_db_option(p, purpose="must exist")
     p.set_defaults(func=_upgrade)
 
 
-def _open(db: str, readonly: bool = True):
-    import os
-
-    from .store import ResultsStore
-    if "://" not in db and not os.path.exists(db):
-        raise FileNotFoundError(f"--db {db}: no such results database (run a search first, "
-                                "or pass --db PATH)")
-    return ResultsStore(db, readonly=readonly)
-
-
 def _filter(args):
-    from .queries import TrialFilter
     if args.predictor_version and not args.latency_device:
-        raise ValueError("--predictor-version needs --latency-device DEVICE")
-    return TrialFilter(studies=tuple(args.study) if args.study else None, device=args.device,
-                       dataset_id=args.dataset, fidelity=args.fidelity,
-                       latency_device=args.latency_device,
-                       predictor_version=args.predictor_version)
+        raise UsageError("--predictor-version needs --latency-device DEVICE")
+    return queries.TrialFilter(
+        studies=tuple(args.study) if args.study else None,
+        study_latency_device=args.study_latency_device, dataset_id=args.dataset,
+        fidelity=args.fidelity, latency_device=args.latency_device,
+        predictor_version=args.predictor_version)
 
 
 def _studies(args) -> int:
-    from .report import render
-    store = _open(args.db)
+    store = open_store(args.db, readonly=True)
     rows = store.studies()
     cols = ["id", "name", "device", "dataset_id", "fidelity", "trials", "completed",
             "full_budget", "failed", "rejected", "pruned", "running", "seed", "code_version",
             "created_at"]
-    print(render(args.format, rows, rows, cols, title=f"studies in {args.db}"))
+    print(report.render(args.format, rows, rows, cols, title=f"studies in {args.db}"))
     return 0
 
 
-def _parse_ref(text: str | None) -> list[float] | None:
+def _parse_ref(text: str | None, n: int) -> list[float] | None:
     if text is None:
         return None
     try:
-        return [float(x) for x in text.split(",")]
+        ref = [float(x) for x in text.split(",")]
     except ValueError:
-        raise ValueError(f"--ref {text!r}: expected comma-separated numbers, e.g. 0,5") from None
+        raise UsageError(f"--ref {text!r}: expected comma-separated numbers, e.g. 0,5") from None
+    if len(ref) != n:
+        raise UsageError(f"--ref {text!r}: need {n} numbers (one per objective)")
+    return ref
 
 
 def _pareto(args) -> int:
-    from .queries import parse_objectives, pareto_front
-    from .report import render
-    objs = parse_objectives(args.objectives)  # validate before opening anything
-    ref = _parse_ref(args.ref)
-    if ref is not None and len(ref) != len(objs):
-        raise ValueError(f"--ref {args.ref!r}: need {len(objs)} numbers (one per objective)")
-    store = _open(args.db)
-    res = pareto_front(store, objs, _filter(args), reference=ref)
-    rows = res["front"]
-    cols = ["trial_id", "study", "trial_key", "arch_hash", "baseline"] + [o.name for o in objs] + [
-        c for c in ("top1", "latency_ms", "params", "gmacs") if c not in {o.name for o in objs}]
-    hv = res["hypervolume"]
-    footer = [f"{res['n_front']} on the front of {res['n_considered']:,} trials "
-              f"(fidelity={args.fidelity}); hypervolume "
-              + ("-" if hv is None else f"{hv:.6g} w.r.t. reference "
-                 "(" + ", ".join(f"{o}={r:.6g}" for o, r in zip(res["objectives"], res["reference_point"]))
-                 + f") [{res['reference_rule']}]")]
-    print(render(args.format, res, rows, cols,
-                 title=f"Pareto front over {', '.join(res['objectives'])}", footer=footer))
+    objs = queries.parse_objectives(args.objectives)  # validate before opening anything
+    ref = _parse_ref(args.ref, len(objs))
+    flt = _filter(args)
+    store = open_store(args.db, readonly=True)
+    res = queries.pareto_front(store, objs, flt, reference=ref)
+    names = [o.name for o in objs]
+    extra = [c for c in ("top1", "latency_ms", "params", "gmacs") if c not in names]
+    cols = ["trial_id", "study", "trial_key", "arch_hash"] + names + extra
+    print(report.render(args.format, res, res["front"], cols,
+                        title=f"Pareto front over {', '.join(res['objectives'])}"
+                              + (f" (study {res['study']})" if res["study"] else ""),
+                        footer=_pareto_footer(res, args.fidelity, names)))
     return 0
 
 
+def _pareto_footer(res: dict, fidelity: str, names: list[str]) -> list[str]:
+    hv, ref = res["hypervolume"], res["reference_point"]
+    lines = [f"{res['n_front']} on the front of {res['n_considered']:,} searched trials "
+             f"(fidelity={fidelity}); hypervolume "
+             + ("-" if hv is None else f"{hv:.6g} w.r.t. reference ("
+                + ", ".join(f"{o}={r:.6g}" for o, r in zip(res["objectives"], ref))
+                + f") [{res['reference_rule']}]")]
+    for b in res["baselines"]:
+        vals = ", ".join(f"{n}={report.cell(b.get(n))}" for n in names)
+        dom = {True: "dominated by the front", False: "not dominated by the front",
+               None: "incomplete (not compared)"}[b["dominated_by_front"]]
+        lines.append(f"baseline {b['baseline']}: {vals}; {dom}")
+    return lines
+
+
 def _compare(args) -> int:
-    from .queries import compare_baselines
-    from .report import render
-    store = _open(args.db)
-    res = compare_baselines(store, _filter(args), accuracy=args.accuracy, cost=args.cost)
+    flt = _filter(args)
+    store = open_store(args.db, readonly=True)
+    res = queries.compare_baselines(store, flt, accuracy=args.accuracy, cost=args.cost)
     a, c = args.accuracy, args.cost
     cols = ["baseline", f"baseline_{a}", f"baseline_{c}", f"{c}_source", "published_top1",
             "published_latency_ms", f"best_{a}_at_le_{c}", f"best_{a}_trial_id",
@@ -138,39 +150,35 @@ def _compare(args) -> int:
               f"(budget {res['fidelity_key']}), device {res['device']}; baseline {a} is its "
               "proxy result at the same budget (published ImageNet figures shown for reference)"]
     footer += [f"note: {n}" for n in res["notes"]]
-    print(render(args.format, res, res["baselines"], cols,
-                 title=f"baselines vs search ({a} up, {c} down)", footer=footer))
+    print(report.render(args.format, res, res["baselines"], cols,
+                        title=f"baselines vs search ({a} up, {c} down)", footer=footer))
     return 0
 
 
-def _show(args) -> int:
-    import json
-
-    from .report import render, table
-    store = _open(args.db)
-    ref = args.trial
+def _trial_ref(store, ref: str) -> int:
+    """A trial id from ``ID`` or ``STUDY:TRIAL_KEY`` (names and keys may contain ':'; every
+    split point is tried, the first match wins)."""
     if ref.isdigit():
-        tid = int(ref)
-    elif ":" in ref:
-        # Names and keys may themselves contain ':'; try every split point, first match wins.
-        parts = ref.split(":")
-        tid = None
-        for i in range(1, len(parts)):
-            try:
-                tid = store.trial_id(":".join(parts[:i]), ":".join(parts[i:]))
-                break
-            except ValueError:
-                continue
-        if tid is None:
-            raise ValueError(f"trial {ref!r}: no such STUDY:TRIAL_KEY (see: run_search.py studies)")
-    else:
-        raise ValueError(f"trial {ref!r}: expected a trial id (integer) or STUDY:TRIAL_KEY")
-    d = store.trial(tid)
+        return int(ref)
+    if ":" not in ref:
+        raise UsageError(f"trial {ref!r}: expected a trial id (integer) or STUDY:TRIAL_KEY")
+    parts = ref.split(":")
+    for i in range(1, len(parts)):
+        try:
+            return store.trial_id(":".join(parts[:i]), ":".join(parts[i:]))
+        except NotFoundError:
+            continue
+    raise NotFoundError(f"trial {ref!r}: no such STUDY:TRIAL_KEY (see: run_search.py studies)")
+
+
+def _show(args) -> int:
+    store = open_store(args.db, readonly=True)
+    d = store.trial(_trial_ref(store, args.trial))
     if args.format == "json":
-        print(render("json", d, []))
+        print(report.render("json", d, []))
         return 0
     if args.format == "csv":
-        print(render("csv", d, d["epochs"]))
+        print(report.render("csv", d, d["epochs"]))
         return 0
     skip = {"epochs", "spec", "latency_predictions", "latency_measurements", "metrics"}
     lines = [f"trial {d['id']} ({d['study']}:{d['trial_key']})"]
@@ -180,17 +188,12 @@ def _show(args) -> int:
     lines.append(f"  {'spec':<17} {json.dumps(d['spec'], sort_keys=True)}")
     for k in ("epochs", "latency_predictions", "latency_measurements"):
         if d[k]:
-            lines += [f"{k}:", table(d[k])]
+            lines += [f"{k}:", report.table(d[k])]
     print("\n".join(lines))
     return 0
 
 
 def _upgrade(args) -> int:
-    import os
-
-    from .store import ResultsStore
-    if "://" not in args.db and not os.path.exists(args.db):
-        raise FileNotFoundError(f"--db {args.db}: no such results database")
-    store = ResultsStore(args.db)
+    store = open_store(args.db, readonly=False, create=False)
     print(f"{args.db}: results schema at revision {store.revision()}")
     return 0

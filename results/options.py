@@ -1,18 +1,16 @@
 """The command-line option every command that touches the results database shares: ``--db``.
 
 Declared once here; each command adds it with :func:`add_db_option` and opens the database with
-:func:`open_store` (reading: the file must exist and be ours; writing: created if missing).
+:func:`open_store` (reading: the file must exist and be ours; writing: created if missing, unless
+``create=False``). The checks themselves live in :class:`results.store.ResultsStore`, once.
 """
 from __future__ import annotations
 
 import argparse
-import os
 
-from search_space.errors import NotFoundError
+from .store import DEFAULT_DB, ResultsStore
 
-from .store import ResultsStore
-
-DEFAULT_DB = "runs/results.db"
+__all__ = ["DEFAULT_DB", "add_db_option", "open_store"]
 
 
 def add_db_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *,
@@ -24,10 +22,9 @@ def add_db_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *,
                              f"(default {DEFAULT_DB}){'; ' + purpose if purpose else ''}")
 
 
-def open_store(db: str, *, readonly: bool) -> ResultsStore:
-    """Open ``--db``. Reading needs an existing database (one line naming it otherwise);
-    writing creates a SQLite file and its directory when missing."""
-    if readonly and "://" not in db and not os.path.exists(db):
-        raise NotFoundError(f"--db {db}: no such results database (run a search first, or pass "
-                            "--db PATH)")
-    return ResultsStore(db, readonly=readonly)
+def open_store(db: str, *, readonly: bool, create: bool | None = None) -> ResultsStore:
+    """Open ``--db``. Reading needs an existing results database (a NotFoundError naming it
+    otherwise); writing creates a SQLite file and its directory when missing (``create``
+    defaults to ``not readonly``; ``create=False`` opens an existing database for writing).
+    A file that is not a results database is a UsageError and is left untouched."""
+    return ResultsStore(db, readonly=readonly, create=create)

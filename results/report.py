@@ -6,10 +6,14 @@ import io
 import json
 from typing import Any, Sequence
 
+from search_space.errors import UsageError
+from search_space.io import canonical_json, json_safe
+
 FORMATS = ("table", "json", "csv")
 
 
-def _cell(v: Any) -> str:
+def cell(v: Any) -> str:
+    """One value as table text: None "-", floats to 4 significant digits, lists shortened."""
     if v is None:
         return "-"
     if isinstance(v, bool):
@@ -21,7 +25,7 @@ def _cell(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return ",".join(map(str, v[:5])) + (f",... ({len(v)})" if len(v) > 5 else "")
     if isinstance(v, dict):
-        return json.dumps(v, sort_keys=True, separators=(",", ":"))
+        return canonical_json(v)
     return str(v)
 
 
@@ -32,7 +36,7 @@ def table(rows: Sequence[dict], columns: Sequence[str] | None = None,
         return "(no rows)"
     cols = list(columns or rows[0].keys())
     heads = [(headers or {}).get(c, c) for c in cols]
-    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    cells = [[cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(heads)]
     numeric = [all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows)
                for c in cols]
@@ -56,14 +60,15 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
 
 
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False, default=str, allow_nan=False)
+    """Strict JSON in the payload's own key order (``search_space.io.json_safe`` values)."""
+    return json.dumps(json_safe(obj), indent=2)
 
 
 def render(fmt: str, payload: Any, rows: Sequence[dict], columns: Sequence[str] | None = None,
            title: str = "", footer: Sequence[str] = ()) -> str:
     """``table``: title + table + footer lines; ``json``: the whole payload; ``csv``: rows."""
     if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r}: allowed {', '.join(FORMATS)}")
+        raise UsageError(f"--format {fmt!r}: allowed {', '.join(FORMATS)}")
     if fmt == "json":
         return to_json(payload)
     if fmt == "csv":

@@ -1,7 +1,7 @@
 """ORM models of the results database (SQLAlchemy 2.0 typed declarative).
 
-Models only: no logic here (that is ``results.store``), in the spirit of optuna's
-``storages/_rdb/models.py``. The schema is changed only through Alembic revisions in
+Models only: no logic here (that is ``results.store`` and ``results.families``), in the spirit
+of optuna's ``storages/_rdb/models.py``. The schema is changed only through Alembic revisions in
 ``results/migrations/versions``; a test checks that these models and the migrated schema agree.
 
 Every table name carries the ``sfn_`` prefix and Alembic's version table is
@@ -212,3 +212,44 @@ class TrainingRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Family(Base):
+    """A family of architectures scaled from one base for one device's latency predictor
+    (written by ``run_search.py scale`` through ``results.families``)."""
+
+    __tablename__ = "sfn_families"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    base_arch_hash: Mapped[str] = mapped_column(ForeignKey("sfn_architectures.arch_hash"))
+    base_source: Mapped[str] = mapped_column(Text)  # what --base was: preset / file / trial id
+    device: Mapped[str] = mapped_column(String(128), index=True)
+    predictor_version: Mapped[str] = mapped_column(String(128))
+    coefficients: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"depth", "width", "resolution"}
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # tolerance, rounding, search report
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    members: Mapped[list["FamilyMember"]] = relationship(
+        back_populates="family", order_by="FamilyMember.position", cascade="all, delete-orphan")
+
+
+class FamilyMember(Base):
+    """One member of a family: the architecture chosen for one target latency."""
+
+    __tablename__ = "sfn_family_members"
+    __table_args__ = (UniqueConstraint("family_id", "position",
+                                       name="uq_sfn_family_members_family_position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    family_id: Mapped[int] = mapped_column(ForeignKey("sfn_families.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # 0 = smallest target
+    arch_hash: Mapped[str] = mapped_column(ForeignKey("sfn_architectures.arch_hash"), index=True)
+    target_latency_ms: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)  # predicted on family.device
+    latency_std_ms: Mapped[float | None] = mapped_column(Float)
+    phi: Mapped[float | None] = mapped_column(Float)  # compound coefficient before fine-tuning
+    params: Mapped[int] = mapped_column(Integer)
+    gmacs: Mapped[float] = mapped_column(Float)
+
+    family: Mapped[Family] = relationship(back_populates="members")

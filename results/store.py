@@ -8,6 +8,11 @@ public method is one transaction via :meth:`ResultsStore.transaction`.
 Opening runs Alembic (programmatically, scripts shipped in ``results/migrations``) to create or
 upgrade the schema. A file that is not a results database is refused before anything is
 written to it.
+
+Errors a user can cause (a missing or foreign file, a schema that needs an upgrade, an unknown
+study or trial, a study name reused with other settings) are ``search_space.errors``
+UsageError / NotFoundError; a write through a read-only store is a PermissionError (a bug in
+the caller); other ValueErrors are broken invariants of the writer (bugs).
 """
 from __future__ import annotations
 
@@ -20,15 +25,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from sqlalchemy import create_engine, event, func, inspect, select
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import Select, create_engine, event, func, inspect, select
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+
+from search_space.costs import analytic_gmacs, analytic_params
+from search_space.errors import NotFoundError, UsageError
+from search_space.io import canonical_json, json_safe
+from search_space.lazy import lazy_import
+from search_space.spec import PRESETS, PUBLISHED, ArchSpec
 
 from .schema import (COMPLETED, FINAL_STATUSES, RUNNING, TABLE_PREFIX, TRAINING_RUN_STATUSES,
                      TRIAL_METRIC_COLUMNS, VERSION_TABLE, Architecture, Baseline, EpochMetric,
                      LatencyMeasurement, LatencyPrediction, Study, Trial, TrainingRun, utcnow)
-from . import families  # noqa: F401  (registers the family tables on Base; migration 0100)
+
+# Alembic is needed only when a database is opened (schema check / upgrade), not to build the
+# command line that imports this module.
+alembic_command = lazy_import("alembic.command")
+alembic_config = lazy_import("alembic.config")
+alembic_script = lazy_import("alembic.script")
+alembic_migration = lazy_import("alembic.runtime.migration")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_DB = "runs/results.db"
@@ -46,51 +63,19 @@ OPTUNA_TABLES = frozenset({
     "alembic_version"})
 
 
-class ResultsDBError(ValueError):
-    """The database cannot be used (not ours, too new, needs an upgrade in read-only mode)."""
-
-
-def canonical_json(obj: Any) -> str:
-    """Sorted-key compact JSON: equal dicts give equal text (used for hashes and keys)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def jsonable(obj: Any) -> Any:
-    """A JSON-safe copy: numpy/torch scalars -> Python numbers, NaN/inf -> None, tuples ->
-    lists, other unknown objects -> str. Drivers pass metrics straight from numpy/torch."""
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in obj]
-    item = getattr(obj, "item", None)  # numpy scalar, 0-d array, torch scalar tensor
-    if callable(item):
-        try:
-            return jsonable(item())
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    tolist = getattr(obj, "tolist", None)  # numpy arrays
-    if callable(tolist):
-        return jsonable(tolist())
-    return str(obj)
-
-
 def fidelity_key(fidelity: Mapping[str, Any]) -> str:
-    """The key under which proxy results with an identical budget can be reused."""
+    """The key under which proxy results with an identical budget can be reused: the canonical
+    JSON of the budget (``search_space.io.canonical_json``; stored in every study row, so its
+    text must never change for the same budget)."""
     return canonical_json(dict(fidelity))
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    return alembic_script.ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
 def _alembic_config(connection):
-    from alembic.config import Config
-    cfg = Config()
+    cfg = alembic_config.Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
     return cfg
@@ -139,8 +124,14 @@ class ResultsStore:
     """The results database. ``ResultsStore("runs/results.db")`` or any SQLAlchemy URL."""
 
     def __init__(self, db: str | os.PathLike = DEFAULT_DB, *, readonly: bool = False,
-                 echo: bool = False) -> None:
+                 create: bool | None = None, echo: bool = False) -> None:
+        """``readonly``: SQLite ``mode=ro``, no write can happen. ``create`` (default: not
+        ``readonly``): a missing SQLite file (and its directory) is created; else a missing
+        file is a NotFoundError."""
         self.readonly = readonly
+        self.create = (not readonly) if create is None else bool(create)
+        if self.create and readonly:
+            raise ValueError("ResultsStore: create=True needs a writable store")
         self.url = self._to_url(db)
         self.path = _sqlite_path(self.url)
         self._probe()  # refuse foreign files before anything can write to them
@@ -155,7 +146,7 @@ class ResultsStore:
             try:
                 return make_url(text)
             except ArgumentError as e:
-                raise ValueError(f"--db {text!r}: not a valid SQLAlchemy URL ({e})") from None
+                raise UsageError(f"--db {text!r}: not a valid SQLAlchemy URL ({e})") from None
         return make_url("sqlite:///" + os.path.abspath(text))
 
     def _probe(self) -> None:
@@ -163,21 +154,21 @@ class ResultsStore:
             return
         p = Path(self.path)
         if not p.exists():
-            if self.readonly:
-                raise FileNotFoundError(f"results database {self.path} does not exist "
-                                        "(a search creates it; pass --db PATH)")
+            if not self.create:
+                raise NotFoundError(f"--db {self.path}: no such results database (a search "
+                                    "creates it; run a search first, or pass --db PATH)")
             p.parent.mkdir(parents=True, exist_ok=True)
             return
         if p.is_dir():
-            raise ResultsDBError(f"results database {self.path} is a directory, not a file")
+            raise UsageError(f"results database {self.path} is a directory, not a file")
         if p.stat().st_size == 0:
             if self.readonly:
-                raise ResultsDBError(f"results database {self.path} is empty (no search wrote it)")
+                raise UsageError(f"results database {self.path} is empty (no search wrote it)")
             return
         with open(p, "rb") as f:
             head = f.read(len(SQLITE_MAGIC))
         if head != SQLITE_MAGIC:
-            raise ResultsDBError(f"{self.path} is not a SQLite database, so not a swiftformer-nas "
+            raise UsageError(f"{self.path} is not a SQLite database, so not a swiftformer-nas "
                                  "results database; refusing to touch it")
         # Read-only look at the tables: opening with mode=ro cannot change the file.
         try:
@@ -188,7 +179,7 @@ class ResultsStore:
             finally:
                 con.close()
         except sqlite3.DatabaseError as e:
-            raise ResultsDBError(f"{self.path} is not a readable SQLite database ({e}); "
+            raise UsageError(f"{self.path} is not a readable SQLite database ({e}); "
                                  "refusing to touch it") from None
         self._check_tables(tables)
 
@@ -198,7 +189,7 @@ class ResultsStore:
             return
         foreign = sorted(t for t in tables if not t.startswith(TABLE_PREFIX) and t not in OPTUNA_TABLES)
         if foreign or not (tables & OPTUNA_TABLES):
-            raise ResultsDBError(
+            raise UsageError(
                 f"{self.path or self.url.render_as_string(hide_password=True)} is not a "
                 f"swiftformer-nas results database (tables {sorted(tables)[:5]}...; no "
                 f"{VERSION_TABLE}); refusing to touch it")
@@ -239,36 +230,32 @@ class ResultsStore:
         return engine
 
     def _migrate(self) -> None:
-        from alembic import command
-        from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
-
         head = head_revision()
         with self.engine.connect() as conn:
             if self.path is None:
                 self._check_tables(set(inspect(conn).get_table_names()))
-            current = MigrationContext.configure(
+            current = alembic_migration.MigrationContext.configure(
                 conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
             conn.rollback()
         if current == head:
             return
-        known = {s.revision for s in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
+        known = {s.revision for s in
+                 alembic_script.ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
         where = self.path or self.url.render_as_string(hide_password=True)
         if current is not None and current not in known:
-            raise ResultsDBError(f"{where} has results schema revision {current}, newer than this "
+            raise UsageError(f"{where} has results schema revision {current}, newer than this "
                                  f"code knows (head {head}); upgrade swiftformer-nas")
         if self.readonly:
             if current is None:
-                raise ResultsDBError(f"{where} has no results tables yet (no search wrote it)")
-            raise ResultsDBError(f"{where} has results schema revision {current}, this code needs "
+                raise UsageError(f"{where} has no results tables yet (no search wrote it)")
+            raise UsageError(f"{where} has results schema revision {current}, this code needs "
                                  f"{head}; run: python run_search.py results-upgrade --db {where}")
         with self.engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), "head")
+            alembic_command.upgrade(_alembic_config(conn), "head")
 
     def revision(self) -> str | None:
-        from alembic.runtime.migration import MigrationContext
         with self.engine.connect() as conn:
-            return MigrationContext.configure(
+            return alembic_migration.MigrationContext.configure(
                 conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
     def close(self) -> None:
@@ -289,14 +276,14 @@ class ResultsStore:
 
     def _writable(self) -> None:
         if self.readonly:
-            raise ResultsDBError("results database opened read-only; writes are not allowed")
+            raise PermissionError("results database opened read-only; writes are not allowed")
 
     # -- studies -----------------------------------------------------------------------------
     def get_or_create_study(self, name: str, *, config: dict, seed: int, dataset_id: str,
                             fidelity: dict, device: str, code_version: str) -> int:
-        """Id of study ``name``; created if new. Same name with another setup -> ValueError."""
+        """Id of study ``name``; created if new. Same name with another setup -> UsageError."""
         self._writable()
-        config, fidelity = jsonable(config), jsonable(fidelity)
+        config, fidelity = json_safe(config), json_safe(fidelity)
         identity = {"config": config, "seed": int(seed), "dataset_id": dataset_id,
                     "fidelity": fidelity, "device": device}
         chash = hashlib.sha256(canonical_json(identity).encode()).hexdigest()
@@ -309,7 +296,7 @@ class ResultsStore:
                            "device": study.device}
                     diff = [k for k in identity
                             if canonical_json(identity[k]) != canonical_json(old[k])]
-                    raise ValueError(f"study {name!r} exists with a different {'/'.join(diff)}; "
+                    raise UsageError(f"study {name!r} exists with a different {'/'.join(diff)}; "
                                      "use a new study name or the original settings")
                 return study.id
             study = Study(name=name, config=config, config_hash=chash, seed=int(seed),
@@ -323,7 +310,8 @@ class ResultsStore:
         with self.transaction() as s:
             sid = s.scalar(select(Study.id).where(Study.name == name))
         if sid is None:
-            raise ValueError(f"study {name!r}: not in this database (see: run_search.py studies)")
+            raise NotFoundError(f"study {name!r}: not in this database "
+                                "(see: run_search.py studies)")
         return sid
 
     def studies(self) -> list[dict]:
@@ -356,7 +344,6 @@ class ResultsStore:
         h = spec.arch_hash
         with self.transaction() as s:
             if s.get(Architecture, h) is None:
-                from search_space.costs import analytic_gmacs, analytic_params
                 s.add(Architecture(arch_hash=h, spec_json=spec.canonical_json(),
                                    params=int(analytic_params(spec)),
                                    gmacs=float(analytic_gmacs(spec))))
@@ -368,11 +355,10 @@ class ResultsStore:
             return None if a is None else {"arch_hash": a.arch_hash, "spec": json.loads(a.spec_json),
                                            "params": a.params, "gmacs": a.gmacs}
 
-    def spec(self, arch_hash: str):
-        from search_space.spec import ArchSpec
+    def spec(self, arch_hash: str) -> ArchSpec:
         a = self.architecture(arch_hash)
         if a is None:
-            raise ValueError(f"architecture {arch_hash!r}: not in this database")
+            raise NotFoundError(f"architecture {arch_hash!r}: not in this database")
         return ArchSpec.from_dict(a["spec"])
 
     # -- trials ------------------------------------------------------------------------------
@@ -394,7 +380,7 @@ class ResultsStore:
             if s.get(Study, study_id) is None:
                 raise ValueError(f"study id {study_id}: not in this database")
             t = Trial(study_id=study_id, trial_key=trial_key, arch_hash=arch_hash,
-                      status=RUNNING, config=jsonable(config), seed=int(seed), full_budget=False)
+                      status=RUNNING, config=json_safe(config), seed=int(seed), full_budget=False)
             s.add(t)
             s.flush()
             return t.id
@@ -402,7 +388,7 @@ class ResultsStore:
     def log_epoch(self, trial_id: int, epoch: int, metrics: dict) -> None:
         """Record metrics after ``epoch``; logging the same epoch again replaces it."""
         self._writable()
-        clean = jsonable(dict(metrics))
+        clean = json_safe(dict(metrics))
         with self.transaction() as s:
             row = s.scalar(select(EpochMetric).where(EpochMetric.trial_id == trial_id,
                                                      EpochMetric.epoch == int(epoch)))
@@ -429,7 +415,7 @@ class ResultsStore:
                 raise ValueError(f"trial id {trial_id}: not in this database")
             arch = s.get(Architecture, t.arch_hash)
             t.status = status
-            metrics = jsonable(dict(metrics))
+            metrics = json_safe(dict(metrics))
             t.metrics = metrics
             for col in TRIAL_METRIC_COLUMNS:
                 v = _num(metrics.get(col))
@@ -439,13 +425,13 @@ class ResultsStore:
                 t.params = arch.params
             if t.gmacs is None:
                 t.gmacs = arch.gmacs
-            t.fidelity_reached = jsonable(dict(fidelity_reached or {}))
+            t.fidelity_reached = json_safe(dict(fidelity_reached or {}))
             ep = _num(t.fidelity_reached.get("epochs"))
             t.epochs_reached = None if ep is None else int(ep)
             t.full_budget = (status == COMPLETED
                              and reached_full_budget(t.study.fidelity, t.fidelity_reached))
             t.error = error
-            t.timings = jsonable(timings)
+            t.timings = json_safe(timings)
             t.finished_at = utcnow()
 
     def trials(self, study_id: int, status: str | None = None) -> list[dict]:
@@ -460,7 +446,7 @@ class ResultsStore:
         with self.transaction() as s:
             t = s.get(Trial, trial_id)
             if t is None:
-                raise ValueError(f"trial {trial_id}: not in this database")
+                raise NotFoundError(f"trial {trial_id}: not in this database")
             d = _trial_dict(t)
             d["study"] = t.study.name
             d["device"] = t.study.device
@@ -486,7 +472,7 @@ class ResultsStore:
             tid = s.scalar(select(Trial.id).where(Trial.study_id == sid,
                                                   Trial.trial_key == trial_key))
         if tid is None:
-            raise ValueError(f"trial {study}:{trial_key}: study {study!r} has no trial key "
+            raise NotFoundError(f"trial {study}:{trial_key}: study {study!r} has no trial key "
                              f"{trial_key!r}")
         return tid
 
@@ -501,11 +487,11 @@ class ResultsStore:
         payload = []
         for r in rows:
             d = {"study_id": study_id, "trial_key": r["trial_key"], "arch_hash": r["arch_hash"],
-                 "status": r.get("status", COMPLETED), "config": jsonable(r.get("config", {})),
+                 "status": r.get("status", COMPLETED), "config": json_safe(r.get("config", {})),
                  "seed": int(r.get("seed", 0)),
-                 "fidelity_reached": jsonable(r.get("fidelity_reached")),
+                 "fidelity_reached": json_safe(r.get("fidelity_reached")),
                  "full_budget": bool(r.get("full_budget", False)), "started_at": now,
-                 "finished_at": now, "metrics": jsonable(r.get("metrics"))}
+                 "finished_at": now, "metrics": json_safe(r.get("metrics"))}
             for col in TRIAL_METRIC_COLUMNS:
                 d[col] = _num(r.get(col))
             payload.append(d)
@@ -563,7 +549,6 @@ class ResultsStore:
     def ensure_baselines(self) -> None:
         """XS/S/L1/L3 rows (architecture + published ImageNet top-1 and iPhone 14 latency)."""
         self._writable()
-        from search_space.spec import PRESETS, PUBLISHED
         for name, spec in PRESETS.items():
             h = self.upsert_architecture(spec)
             with self.transaction() as s:
@@ -607,7 +592,7 @@ class ResultsStore:
         self._writable()
         with self.transaction() as s:
             r = TrainingRun(arch_hash=arch_hash, dataset_id=dataset_id, epochs=int(epochs),
-                            config=jsonable(config), study_id=study_id, status=RUNNING)
+                            config=json_safe(config), study_id=study_id, status=RUNNING)
             s.add(r)
             s.flush()
             return r.id
@@ -634,6 +619,23 @@ class ResultsStore:
                                                 "epochs", "status", "top1", "top5",
                                                 "checkpoint_path", "config", "error")}
                     for r in s.scalars(q)]
+
+
+def raw_rows(conn: Connection, q: Select) -> list[tuple]:
+    """Rows of a Core select as plain tuples, inside the caller's transaction. On SQLite through
+    the DB-API cursor (several times faster than SQLAlchemy rows at 1M rows); values still
+    travel as bound parameters."""
+    if conn.dialect.name != "sqlite":
+        return [tuple(r) for r in conn.execute(q)]
+    compiled = q.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    args = [params[name] for name in compiled.positiontup]  # "?" placeholders, in order
+    cur = conn.connection.driver_connection.cursor()
+    try:
+        cur.execute(str(compiled), args)
+        return cur.fetchall()
+    finally:
+        cur.close()
 
 
 def _trial_dict(t: Trial) -> dict:

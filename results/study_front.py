@@ -17,13 +17,14 @@ import math
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from search_space.errors import NotFoundError, UsageError
 
 from .pareto import REFERENCE_RULE, Objective, dominating, hypervolume, pareto_mask, reference_point
-from .schema import COMPLETED, Architecture, Baseline, LatencyPrediction, Study, Trial
-from .store import ResultsStore
+from .schema import (COMPLETED, TRIAL_STATUSES, Architecture, Baseline, LatencyPrediction, Study,
+                     Trial)
+from .store import ResultsStore, raw_rows
 
 FIDELITIES = ("full", "any")
 OBJECTIVES = (Objective("top1", "max"), Objective("latency_ms", "min"))
@@ -130,8 +131,8 @@ def _points(store: ResultsStore, st: dict, device: str, fidelity: str) -> _Point
         q = q.where(Trial.full_budget.is_(True))
     archs = select(Trial.arch_hash).where(Trial.study_id == st["id"]).distinct()
     with store.transaction() as s:
-        conn = s.connection()  # Core rows: no ORM bookkeeping per trial
-        rows = list(map(tuple, conn.execute(q).all()))
+        conn = s.connection()  # plain DB-API rows: no ORM or Row bookkeeping per trial
+        rows = raw_rows(conn, q)
         # One summary per architecture (many trials may share one), not one JSON parse per row.
         summary = {h: spec_summary(json.loads(j)) for h, j in conn.execute(
             select(Architecture.arch_hash, Architecture.spec_json)
@@ -187,6 +188,18 @@ def _baseline_markers(store: ResultsStore, st: dict, device: str,
     return out
 
 
+def _status_counts(store: ResultsStore, study_id: int) -> dict[str, int]:
+    """Trials of one study per status (lower-case keys), all of them, and the full-budget
+    COMPLETED ones (the counts ``ResultsStore.studies`` gives, for one study)."""
+    with store.transaction() as s:
+        by = dict(s.execute(select(Trial.status, func.count()).where(Trial.study_id == study_id)
+                            .group_by(Trial.status)).all())
+        full = s.scalar(select(func.count()).select_from(Trial).where(
+            Trial.study_id == study_id, Trial.status == COMPLETED, Trial.full_budget.is_(True)))
+    out = {k.lower(): by.get(k, 0) for k in TRIAL_STATUSES}
+    return out | {"trials": sum(by.values()), "full_budget": int(full)}
+
+
 def study_front(store: ResultsStore, study: str, device: str | None = None,
                fidelity: str = "full", cache: dict | None = None) -> dict:
     """What the scatter, front and hypervolume views share (computed once per data change when
@@ -227,12 +240,12 @@ def study_front(store: ResultsStore, study: str, device: str | None = None,
     for b in baselines:  # is the baseline dominated by the searched front?
         b["dominated_by_front"] = None if b["top1"] is None or b["latency_ms"] is None else bool(
             len(dominating(front_vals, (b["top1"], b["latency_ms"]), OBJECTIVES)))
-    ref_vals = [tuple(p) for p in cand.values.tolist()] + [
-        (b["top1"], b["latency_ms"]) for b in baselines
-        if b["top1"] is not None and b["latency_ms"] is not None]
-    ref = reference_point(np.array(ref_vals), OBJECTIVES) if ref_vals else None
+    ref_vals = np.vstack([cand.values, np.array(
+        [(b["top1"], b["latency_ms"]) for b in baselines
+         if b["top1"] is not None and b["latency_ms"] is not None], dtype=float).reshape(-1, 2)])
+    ref = reference_point(ref_vals, OBJECTIVES) if len(ref_vals) else None
     hv = hypervolume(cand.values, OBJECTIVES, ref) if len(cand) else 0.0
-    counts = next(r for r in store.studies() if r["id"] == st["id"])
+    counts = _status_counts(store, st["id"])
     view = {"study": st, "device": dev, "devices": devices, "fidelity": fidelity,
             "cand": cand, "on_front": on_front, "front": front, "baselines": baselines,
             "latency_source": pts.latency_source, "reference_point": ref,

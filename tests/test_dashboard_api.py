@@ -110,7 +110,7 @@ def filled(tmp_path_factory):
 def client(filled):
     from fastapi.testclient import TestClient
 
-    from results.dashboard import create_app
+    from results.dashboard.app import create_app
     app = create_app(filled[0], poll_seconds=0)
     with TestClient(app) as c:
         yield c
@@ -188,7 +188,7 @@ def test_front_json_and_csv(client, filled):
 
 
 def test_hypervolume_curve(client, filled):
-    from results.queries import Objective, hypervolume
+    from results.pareto import Objective, hypervolume
     _, exp = filled
     hv = client.get("/api/studies/demo/hypervolume").json()
     objs = [Objective("top1", "max"), Objective("latency_ms", "min")]
@@ -267,14 +267,15 @@ def test_readonly_and_updates_while_writing(filled, tmp_path):
 
     from fastapi.testclient import TestClient
 
-    from results.dashboard import create_app
+    from results.dashboard.app import create_app
     db = str(tmp_path / "live.db")
     shutil.copy(filled[0], db)
     app = create_app(db, poll_seconds=0)
     ro = app.state.store
-    with pytest.raises(Exception, match="read-only|readonly"):
+    from sqlalchemy.exc import OperationalError
+    with pytest.raises(PermissionError, match="read-only"):
         ro.ensure_baselines()
-    with ro.engine.connect() as conn, pytest.raises(Exception, match="readonly"):
+    with ro.engine.connect() as conn, pytest.raises(OperationalError, match="readonly"):
         conn.exec_driver_sql("CREATE TABLE sneaky (x INTEGER)")
     writer = ResultsStore(db)
     mode = sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0]
@@ -359,7 +360,7 @@ def test_dashboard_cli_validates_before_serving(tmp_path, capsys):
 def test_host_check_and_headers(filled):
     from fastapi.testclient import TestClient
 
-    from results.dashboard import LOOPBACK_HOSTS, create_app
+    from results.dashboard.app import LOOPBACK_HOSTS, create_app
     app = create_app(filled[0], poll_seconds=0, allowed_hosts=LOOPBACK_HOSTS)
     with TestClient(app, base_url="http://127.0.0.1:8050") as c:
         r = c.get("/")

@@ -278,7 +278,7 @@ def test_offline_report_in_browser(driver, tmp_path):
     """The report file draws the same scatter from its inlined data, with no server at all."""
     from selenium.webdriver.common.by import By
 
-    from results.dashboard import build_report
+    from results.dashboard.page import build_report
     from results.store import ResultsStore
 
     db = tmp_path / "results.db"

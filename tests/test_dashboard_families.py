@@ -39,7 +39,7 @@ def scaled(tmp_path_factory):
 def _client(db):
     from fastapi.testclient import TestClient
 
-    from results.dashboard import create_app
+    from results.dashboard.app import create_app
 
     return TestClient(create_app(db, poll_seconds=0))
 
@@ -140,7 +140,7 @@ def test_family_view_with_ladder_accuracy(scaled, tmp_path):
 
 
 def test_report_carries_family_views(scaled, tmp_path):
-    from results.dashboard import build_report
+    from results.dashboard.page import build_report
     from results.store import ResultsStore
 
     db, fam = scaled

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("sqlalchemy")
 
-from results.pareto import (Objective, baseline_comparison, hypervolume,  # noqa: E402
-                            pareto_mask, reference_point)
+from results.pareto import (REFERENCE_RULE, Objective, baseline_comparison,  # noqa: E402
+                            hypervolume, pareto_mask, reference_point)
 from results.queries import (TrialFilter, compare_baselines, parse_objectives,  # noqa: E402
                              pareto_front)
 from results.store import ResultsStore, fidelity_key  # noqa: E402
@@ -203,7 +203,7 @@ def _expected_front(truth, objs, keep):
     (TrialFilter(), lambda t: t["full"]),
     (TrialFilter(fidelity="any"), lambda t: t["status"] == "COMPLETED"),
     (TrialFilter(studies=("a",)), lambda t: t["full"] and t["study"] == "a"),
-    (TrialFilter(device="cpu"), lambda t: t["full"] and t["device"] == "cpu"),
+    (TrialFilter(study_latency_device="cpu"), lambda t: t["full"] and t["device"] == "cpu"),
     (TrialFilter(fidelity=fidelity_key(FID), studies=("b",)), lambda t: t["full"] and t["study"] == "b"),
 ])
 @pytest.mark.parametrize("objs", ["top1,latency_ms", "top1,latency_ms,params"])
@@ -218,20 +218,26 @@ def test_pareto_front_from_db(db, flt, keep, objs, sql_prune, monkeypatch):
     store = ResultsStore(path, readonly=True)
     res = pareto_front(store, objs, flt)
     o = parse_objectives(objs)
-    want, n = _expected_front(truth, o, keep)
+    # the front is made of the searched trials only; baselines are compared against it
+    want, n = _expected_front(truth, o, lambda t: keep(t) and not t.get("baseline"))
     assert {r["trial_id"] for r in res["front"]} == want
     assert res["n_considered"] == n
     # the front rows carry consistent values and sorted by the first objective (best first)
     firsts = [r[o[0].name] for r in res["front"]]
     assert firsts == sorted(firsts, reverse=o[0].direction == "max")
     assert res["hypervolume"] > 0 and len(res["reference_point"]) == len(o)
+    # the reference rule runs over the searched points and the baseline points
     vals = np.array([[t[x.name] for x in o] for t in truth if keep(t)])
     assert res["reference_point"] == pytest.approx(reference_point(vals, o))
+    assert res["reference_rule"] == REFERENCE_RULE
 
 
+@pytest.mark.parametrize("objs", ["top1,latency_ms", "top1,latency_ms,params"])
 @pytest.mark.parametrize("sql_prune", [False, True])
-def test_pareto_front_exact_with_baselines(db, sql_prune, monkeypatch):
-    """Exact front including the two baseline trials of study a."""
+def test_pareto_front_baselines_are_never_members(db, objs, sql_prune, monkeypatch):
+    """Study a has XS and S trials at full budget: they are listed as baselines with whether
+    the searched front dominates them, never on the front, and the hypervolume is the searched
+    front's (checked with a user-given reference against brute force)."""
     import results.queries as rq
     monkeypatch.setattr(rq, "SQL_PRUNE", sql_prune)
     if sql_prune:
@@ -239,17 +245,27 @@ def test_pareto_front_exact_with_baselines(db, sql_prune, monkeypatch):
         monkeypatch.setattr(rq, "_SQL_SAMPLE", 8)
     path, truth = db
     store = ResultsStore(path, readonly=True)
-    res = pareto_front(store, "top1,latency_ms", TrialFilter(studies=("a",)),
-                       reference=[0.0, 10.0])
-    rows = [t for t in truth if t["full"] and t["study"] == "a"]
-    assert sum(bool(t.get("baseline")) for t in rows) == 2
-    vals = np.array([[t["top1"], t["latency_ms"]] for t in rows])
-    mask = brute_front(vals, MAXMIN)
-    got_vals = sorted((r["top1"], r["latency_ms"]) for r in res["front"])
-    assert got_vals == sorted(map(tuple, vals[mask].tolist()))
+    o = parse_objectives(objs)
+    ref = [0.0, 10.0, 1e9][:len(o)]
+    res = pareto_front(store, objs, TrialFilter(studies=("a",)), reference=ref)
+    rows = [t for t in truth if t["full"] and t["study"] == "a" and not t.get("baseline")]
+    base = [t for t in truth if t["full"] and t["study"] == "a" and t.get("baseline")]
+    assert len(base) == 2
+    vals = np.array([[t[x.name] for x in o] for t in rows])
+    mask = brute_front(vals, o)
     assert {r["trial_id"] for r in res["front"]} == {t["id"] for t, m in zip(rows, mask) if m}
-    assert res["reference_point"] == [0.0, 10.0] and res["reference_rule"] == "user-given"
-    assert res["hypervolume"] == pytest.approx(hypervolume(vals, MAXMIN, [0.0, 10.0]))
+    assert not {r["trial_id"] for r in res["front"]} & {t["id"] for t in base}
+    front_vals = vals[mask]
+    by_trial = {b["trial_id"]: b for b in res["baselines"]}
+    for t in base:
+        b = by_trial[t["id"]]
+        assert b["baseline"] in ("XS", "S")
+        loss_b = np.array([t[x.name] * x.sign for x in o])
+        loss_f = front_vals * np.array([x.sign for x in o])
+        want = bool(np.any(np.all(loss_f <= loss_b, axis=1) & np.any(loss_f < loss_b, axis=1)))
+        assert b["dominated_by_front"] is want
+    assert res["reference_point"] == ref and res["reference_rule"] == "user-given"
+    assert res["hypervolume"] == pytest.approx(hypervolume(vals, o, ref))
 
 
 @pytest.mark.parametrize("version", [None, "v1"])
@@ -268,7 +284,7 @@ def test_pareto_front_latency_device(db, version, sql_prune, monkeypatch):
     res = pareto_front(store, "top1,latency_ms", flt)
     rows = [dict(t, latency_ms=pred[t["arch"]]) for t in truth
             if t["full"] and t["study"] == "a" and t["arch"] in pred]
-    want, n = _expected_front(rows, MAXMIN, lambda t: True)
+    want, n = _expected_front(rows, MAXMIN, lambda t: not t.get("baseline"))
     assert res["n_considered"] == n > 0
     assert {r["trial_id"] for r in res["front"]} == want
     for r in res["front"]:
@@ -350,8 +366,11 @@ def test_cli_formats(db, capsys):
     code, out, _ = _run(["pareto", "--db", path, "--study", "a", "--latency-device", "pixel7",
                          "--format", "json"], capsys)
     assert code == 0 and json.loads(out)["filter"]["latency_device"] == "pixel7"
-    code, out, _ = _run(["pareto", "--db", path, "--device", "cpu"], capsys)
+    code, out, _ = _run(["pareto", "--db", path, "--study-latency-device", "cpu"], capsys)
     assert code == 0 and "hypervolume" in out and "trial_id" in out.splitlines()[1]
+    with pytest.raises(SystemExit):  # no bare --device: the phone is a --latency-device
+        _run(["pareto", "--db", path, "--device", "cpu"], capsys)
+    assert "unrecognized arguments: --device" in capsys.readouterr().err
 
     code, out, _ = _run(["studies", "--db", path, "--format", "csv"], capsys)
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -386,6 +405,7 @@ def test_cli_formats(db, capsys):
     (["pareto", "--db", "{db}", "--predictor-version", "v1"], "needs --latency-device"),
     (["pareto", "--db", "{db}", "--latency-device", "tpu"], "no latency predictions"),
     (["pareto", "--db", "{foreign}"], "not a SQLite database"),
+    (["results-upgrade", "--db", "{missing}"], "no such results database"),
 ])
 def test_cli_errors_one_line(db, capsys, tmp_path, argv, msg):
     foreign = tmp_path / "x.txt"

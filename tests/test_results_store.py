@@ -15,8 +15,9 @@ sa = pytest.importorskip("sqlalchemy")
 pytest.importorskip("alembic")
 
 from results.schema import COMPLETED, FAILED, PRUNED, REJECTED, RUNNING, Base  # noqa: E402
-from results.store import (ResultsDBError, ResultsStore, fidelity_key,  # noqa: E402
-                           head_revision, reached_full_budget)
+from results.store import (ResultsStore, fidelity_key, head_revision,  # noqa: E402
+                           reached_full_budget)
+from search_space.errors import NotFoundError, UsageError  # noqa: E402
 from search_space.spec import PRESETS, PUBLISHED  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,9 +40,9 @@ def test_round_trip_and_idempotency(tmp_path):
     store = ResultsStore(tmp_path / "r.db")
     sid = _study(store)
     assert _study(store, code_version="newer") == sid  # resume: code version may move on
-    with pytest.raises(ValueError, match="different seed"):
+    with pytest.raises(UsageError, match="different seed"):
         _study(store, seed=1)
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(UsageError, match="different config"):
         _study(store, config={"sampler": "random"})
 
     spec = PRESETS["S"].replace(num_classes=10, resolution=64)
@@ -147,7 +148,7 @@ def test_round_trip_and_idempotency(tmp_path):
     # readers cannot write
     ro = ResultsStore(tmp_path / "r.db", readonly=True)
     assert len(ro.trials(sid)) == 5
-    with pytest.raises(ResultsDBError, match="read-only"):
+    with pytest.raises(PermissionError, match="read-only"):
         ro.log_epoch(t1, 5, {})
 
 
@@ -231,7 +232,7 @@ def test_migration_from_first_revision(tmp_path):
 
     # a reader cannot upgrade: it says exactly what to run and leaves the file alone
     before = _digest(path)
-    with pytest.raises(ResultsDBError, match="results-upgrade --db"):
+    with pytest.raises(UsageError, match="results-upgrade --db"):
         ResultsStore(path, readonly=True)
     assert _digest(path) == before
 
@@ -271,16 +272,34 @@ def test_foreign_file_refused_and_untouched(tmp_path, readonly):
     for path in _make_foreign(tmp_path):
         before = _digest(path)
         listing = sorted(os.listdir(tmp_path))
-        with pytest.raises(ResultsDBError, match="refusing to touch it|not a"):
+        with pytest.raises(UsageError, match="refusing to touch it|not a"):
             ResultsStore(path, readonly=readonly)
         assert _digest(path) == before, path.name
         assert sorted(os.listdir(tmp_path)) == listing  # no -wal/-shm/journal left behind
 
 
 def test_missing_db_readonly(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(NotFoundError, match="no such results database"):
         ResultsStore(tmp_path / "none.db", readonly=True)
     assert not (tmp_path / "none.db").exists()
+    # opened for writing without create (results-upgrade): refused too, nothing created
+    with pytest.raises(NotFoundError, match="no such results database"):
+        ResultsStore(tmp_path / "sub" / "none.db", create=False)
+    assert not (tmp_path / "sub").exists()
+
+
+def test_fidelity_key_text_is_stable():
+    """Studies store fidelity_key and proxy results are reused by equality of that text: the
+    same budget must give byte-identical keys across versions (this is the text written by
+    every earlier version: sorted keys, compact separators, floats in repr form)."""
+    budget = {"resolution": 64, "epochs": 4, "subset": "10pct", "lr": 0.1, "mixup": False,
+              "aug": None, "schedule": [1, 2.5], "extra": {"b": 1, "a": 1e-05}}
+    assert fidelity_key(budget) == (
+        '{"aug":null,"epochs":4,"extra":{"a":1e-05,"b":1},"lr":0.1,"mixup":false,'
+        '"resolution":64,"schedule":[1,2.5],"subset":"10pct"}')
+    # what a study row holds is the key of its stored (JSON-safe) budget
+    np = pytest.importorskip("numpy")
+    assert fidelity_key({"epochs": np.int64(4), "lr": np.float64(0.1)}) == '{"epochs":4,"lr":0.1}'
 
 
 def test_optuna_storage_in_same_file(tmp_path):

@@ -7,12 +7,6 @@ Create Date: 2026-11-23
 import sqlalchemy as sa
 from alembic import op
 
-# Alembic loads every revision script whenever a ResultsStore opens the database; importing the
-# models here registers sfn_families / sfn_family_members on results.schema.Base at that moment,
-# so the store's "migrated schema == ORM models" check sees them without any edit to
-# results/schema.py or results/store.py. (Nothing below uses the models: the DDL is frozen.)
-import results.families  # noqa: F401,E402
-
 revision = "0100_families"
 down_revision = "0002"
 branch_labels = None

@@ -1,6 +1,7 @@
 """CLI: ``dashboard`` (serve the results web page + JSON API) and ``report`` (offline HTML).
 
-Module-level imports stay light; FastAPI/uvicorn/plotly load inside the handlers.
+The web stack (FastAPI, uvicorn, plotly) loads on first use (``lazy_import``): the database is
+opened and every option checked before any of it is imported.
 """
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import ipaddress
 import os
 import sys
 
-DEFAULT_DB = "runs/results.db"
+from search_space.errors import UsageError
+from search_space.lazy import lazy_import
+
+from ..options import add_db_option, open_store
+
+app = lazy_import("results.dashboard.app")
+page = lazy_import("results.dashboard.page")
+uvicorn = lazy_import("uvicorn")
+
 DEFAULT_PORT = 8050
 
 
@@ -45,8 +54,7 @@ def _max_details(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="serve the results dashboard (web page + JSON API)")
-    p.add_argument("--db", default=DEFAULT_DB,
-                   help=f"results database, opened read-only (default {DEFAULT_DB})")
+    add_db_option(p, purpose="opened read-only")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
@@ -55,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_dashboard)
 
     p = sub.add_parser("report", help="write the dashboard as one self-contained offline HTML file")
-    p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
+    add_db_option(p, purpose="opened read-only")
     p.add_argument("--out", required=True, help="HTML file to write (e.g. report.html)")
     p.add_argument("--study", action="append", metavar="NAME",
                    help="only this study (repeatable; default all)")
@@ -65,46 +73,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_report)
 
 
-def _open(db: str):
-    from .store import ResultsStore
-    if "://" not in db and not os.path.exists(db):
-        raise FileNotFoundError(f"--db {db}: no such results database (run a search first, "
-                                "or pass --db PATH)")
-    return ResultsStore(db, readonly=True)
-
-
 def _dashboard(args) -> int:
     host = args.host
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
-        raise ValueError(f"--host {host!r}: expected an IP address such as 127.0.0.1 "
+        raise UsageError(f"--host {host!r}: expected an IP address such as 127.0.0.1 "
                          "or localhost") from None
-    store = _open(args.db)  # validate before importing the web stack
-    import uvicorn
-
-    from .dashboard import LOOPBACK_HOSTS, create_app
+    store = open_store(args.db, readonly=True)  # validate before importing the web stack
     # Host-header check against DNS rebinding; a wildcard bind accepts any name it is reached by.
     wildcard = host in ("0.0.0.0", "::")
-    hosts = ["*"] if wildcard else sorted(set(LOOPBACK_HOSTS) | {host, f"[{host}]"})
-    app = create_app(args.db, poll_seconds=args.poll_seconds, store=store, allowed_hosts=hosts)
+    hosts = ["*"] if wildcard else sorted(set(app.LOOPBACK_HOSTS) | {host, f"[{host}]"})
+    server = app.create_app(args.db, poll_seconds=args.poll_seconds, store=store,
+                            allowed_hosts=hosts)
     if not loopback:
         print(f"warning: binding {host}: the dashboard is reachable from other machines "
               "(read-only, no authentication)", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
     print(f"dashboard on http://{shown}:{args.port}/  (db {args.db}, read-only; Ctrl-C stops)",
           flush=True)
-    uvicorn.run(app, host=host, port=args.port, log_level="warning")
+    uvicorn.run(server, host=host, port=args.port, log_level="warning")
     return 0
 
 
 def _report(args) -> int:
     out = args.out
     if os.path.isdir(out):
-        raise ValueError(f"--out {out}: is a directory; give a file name such as report.html")
-    store = _open(args.db)
-    from .dashboard import build_report
-    path = build_report(store, out, studies=args.study, max_details=args.max_details,
-                        db_label=args.db)
+        raise UsageError(f"--out {out}: is a directory; give a file name such as report.html")
+    store = open_store(args.db, readonly=True)
+    path = page.build_report(store, out, studies=args.study, max_details=args.max_details,
+                             db_label=args.db)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, works offline)")
     return 0
