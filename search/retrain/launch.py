@@ -50,9 +50,7 @@ def export_source(cfg: ExportConfig) -> tuple[ArchSpec, Origin]:
     with open_store(cfg.db, readonly=True) as store:
         try:
             t = store.trial(cfg.trial)
-        except UsageError:
-            raise
-        except ValueError as e:  # the store's "trial N: not in this database"
+        except NotFoundError as e:  # the store's "trial N: not in this database"
             raise NotFoundError(f"--trial {cfg.trial}: {e}") from None
     proxy = {k: t.get(k) for k in ("top1", "top5", "latency_ms", "params", "gmacs")}
     return ArchSpec.from_dict(t["spec"]), Origin(
