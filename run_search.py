@@ -22,9 +22,9 @@ COMMAND_MODULES = (
     "results.cli",           # studies, pareto, compare, show
     "results.dashboard.cli", # dashboard, report
     "search.cli",            # search (and the default main job)
-    "search.fidelity_cli",   # fidelity
+    "search.fidelity.cli",   # fidelity
     "search.retrain.cli",    # export, retrain, evaluate
-    "search.scale_cli",      # scale, ladder, fit
+    "search.scaling.cli",    # scale, ladder, fit
 )
 
 
