@@ -36,7 +36,7 @@ FINAL_KEYS = ("top1", "top5", "val_loss", "train_loss", "epochs_done", "train_se
               "latency_ms", "latency_std_ms")
 # What each epoch leaves (sfn_epoch_metrics).
 EPOCH_KEYS = ("epoch", "top1", "top5", "val_loss", "train_loss", "lr", "epoch_seconds",
-              "seconds", "img_per_s")
+              "seconds", "img_per_s", "train_cpu_seconds")
 TIMING_KEYS = ("train_seconds", "zero_cost_seconds", "wall_seconds", "cpu_seconds")
 ZERO_COST_KEYS = ("synflow", "naswot", "grad_norm")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
