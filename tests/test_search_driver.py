@@ -469,12 +469,22 @@ def test_every_config_field_is_an_option_and_the_dataclass_holds_the_defaults():
             p.parse_args([old, "cpu"])
 
 
-def test_search_help_stays_light():
-    """`run_search.py --help` must not import torch, ray, optuna or matplotlib."""
-    code = ("import sys, run_search; run_search.build_parser(); "
+@pytest.mark.parametrize("argv", [
+    [],  # building the parser (`run_search.py --help`)
+    ["search", "--data", "/nonexistent", "--db", "/nonexistent/r.db"],  # failing validation
+    ["search", "--trials", "0"],
+])
+def test_help_and_bad_input_stay_light(argv):
+    """The command line and its validation import no torch, ray, optuna or matplotlib."""
+    code = ("import sys, run_search\n"
+            "rc = run_search.main(sys.argv[1:]) if len(sys.argv) > 1 else "
+            "(run_search.build_parser(), 0)[1]\n"
             "print(sorted(m for m in ('torch', 'ray', 'optuna', 'matplotlib') "
-            "if m in sys.modules))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "[]"
+            "if m in sys.modules))\n"
+            "sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+    if argv:  # one line naming the input, exit 2
+        assert r.returncode == 2 and r.stderr.startswith("error: ") \
+            and r.stderr.count("\n") == 1, r.stderr

@@ -23,7 +23,7 @@ from search_space.io import read_json
 from search_space.lazy import lazy_import
 
 from ..options import add_data_option, add_fidelity_option, add_torch_device_option, parse_fidelity
-from .config import SearchConfig, parse_space
+from .config import SearchConfig, parse_space, prepare
 
 driver = lazy_import("search.nas.driver")
 
@@ -102,9 +102,11 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 def search_command(args: argparse.Namespace, *,
                    wrap_trainable: Callable | None = None) -> int:
-    """Run the search the options describe; exit status 130 when it was interrupted."""
-    rep = driver.run_search(config_from_args(args), resume=bool(getattr(args, "resume", False)),
-                            wrap_trainable=wrap_trainable)
+    """Run the search the options describe; exit status 130 when it was interrupted.
+    Bad input fails before the driver (and with it torch and ray) is imported."""
+    resume = bool(getattr(args, "resume", False))
+    resolved = prepare(config_from_args(args), resume)
+    rep = driver.run_resolved(resolved, resume=resume, wrap_trainable=wrap_trainable)
     return 130 if rep.get("interrupted") else 0
 
 

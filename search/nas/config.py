@@ -261,6 +261,17 @@ def load_saved_config(study: str, out_root: str) -> SearchConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+def prepare(cfg: SearchConfig, resume: bool = False) -> ResolvedSearch:
+    """The validated search to run: ``cfg`` for a new study (refused when the study exists);
+    for ``resume`` the saved config with ``cfg``'s execution settings."""
+    if resume:
+        cfg = load_saved_config(cfg.study, cfg.out_root).with_execution(cfg)
+    elif (cfg.out_dir / CONFIG_FILE).exists():
+        raise UsageError(f"--study {cfg.study}: already exists in {cfg.out_dir}; use --resume to "
+                         "continue it or another --study name")
+    return resolve(cfg)
+
+
 def resolve(cfg: SearchConfig) -> ResolvedSearch:
     """Fail fast, before data and Ray: every check that is cheap, with one-line errors."""
     _check_settings(cfg)

@@ -38,7 +38,7 @@ from search_space.lazy import lazy_import
 from ..proxy.data import ProxyData, prepare_data
 from ..proxy.trial import TrialRecorder
 from .callback import StoreCallback
-from .config import CONFIG_FILE, SearchConfig, load_saved_config, resolve
+from .config import CONFIG_FILE, ResolvedSearch, SearchConfig, prepare
 from .context import SearchContext
 from .progress import Progress
 from .report import write_report
@@ -84,17 +84,6 @@ def plan_resources(cfg: SearchConfig, total_cpus: float) -> Resources:
     return Resources(float(cpt), max(1, int(cpt)), conc)
 
 
-def study_config(cfg: SearchConfig, resume: bool) -> SearchConfig:
-    """The config to run: ``cfg`` for a new study; the saved one (with ``cfg``'s execution
-    settings) for ``resume``."""
-    if resume:
-        return load_saved_config(cfg.study, cfg.out_root).with_execution(cfg)
-    if (cfg.out_dir / CONFIG_FILE).exists():
-        raise UsageError(f"--study {cfg.study}: already exists in {cfg.out_dir}; use --resume to "
-                         "continue it or another --study name")
-    return cfg
-
-
 def _open_study(cfg: SearchConfig, store: ResultsStore, data: ProxyData,
                 device: str) -> TrialRecorder:
     """The study's recorder (created, or reopened with the same identity: the store refuses
@@ -109,8 +98,17 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, stream: TextIO | None
                wrap_trainable: Callable[[Trainable], Trainable] | None = None) -> dict[str, Any]:
     """Validate, run the Tune search, write the report; returns the report dict (plus
     ``interrupted``). ``wrap_trainable`` wraps the Tune trainable (tests inject failures)."""
-    cfg = study_config(cfg, resume)
-    resolved = resolve(cfg)  # fail fast: everything below may be slow
+    return run_resolved(prepare(cfg, resume), resume=resume, stream=stream,
+                        wrap_trainable=wrap_trainable)
+
+
+def run_resolved(resolved: ResolvedSearch, *, resume: bool = False,
+                 stream: TextIO | None = None,
+                 wrap_trainable: Callable[[Trainable], Trainable] | None = None
+                 ) -> dict[str, Any]:
+    """:func:`run_search` for a config already validated by ``config.prepare`` (the command
+    line validates before it imports this module, which imports torch and ray)."""
+    cfg = resolved.config
     progress = Progress(cfg.n_trials + len(resolved.baselines), stream=stream)
     data = prepare_data(cfg.data, cfg.fidelity, cache_dir=str(Path(cfg.out_root) / "cache"))
     store = open_store(cfg.db, readonly=False)
