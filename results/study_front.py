@@ -6,8 +6,11 @@ show the same numbers. Definitions:
 
 * points: COMPLETED trials with a finite top-1 and a latency on the chosen device, in finish
   order ("full" fidelity: only trials that reached the study's whole proxy budget);
-* baselines: XS/S/L1/L3 (the published baseline architectures). They are compared against the
-  front, never members of it;
+* baselines: XS/S/L1/L3 (the published baseline architectures) and any other architecture the
+  search trained as a baseline (``--extra-arch``: trial keys starting with
+  :data:`BASELINE_TRIAL_PREFIX`). They are compared against the front, never members of it;
+* one point per architecture: a reused result (the same architecture recorded again) is the
+  first trial of that architecture, not a second point;
 * front and hypervolume: ``results.pareto`` over the searched points (top-1 max, latency min).
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .schema import (COMPLETED, TRIAL_STATUSES, Architecture, Baseline, LatencyP
 from .store import ResultsStore, raw_rows
 
 FIDELITIES = ("full", "any")
+BASELINE_TRIAL_PREFIX = "base-"  # the search's baseline trials: base-<name>-<arch_hash>
 OBJECTIVES = (Objective("top1", "max"), Objective("latency_ms", "min"))
 
 
@@ -188,6 +192,32 @@ def _baseline_markers(store: ResultsStore, st: dict, device: str,
     return out
 
 
+def _user_baseline_markers(in_study: list[dict], names: dict[str, str]) -> list[dict]:
+    """Baselines the user added to the search (``--extra-arch``): their own trials only."""
+    by_key: dict[str, dict] = {}
+    for p in in_study:
+        if p["arch_hash"] in names:
+            continue
+        name = p["trial_key"][len(BASELINE_TRIAL_PREFIX):].rsplit("-", 1)[0] or p["arch_hash"]
+        by_key[name] = {"name": name, "arch_hash": p["arch_hash"], "trial_id": p["trial_id"],
+                        "top1": p["top1"], "top1_source": "this study",
+                        "latency_ms": p["latency_ms"], "latency_source": p["latency_source"],
+                        "published_top1": None, "published_latency_ms": None,
+                        "published_device": None}
+    return list(by_key.values())
+
+
+def _first_of_each_arch(rows: list[tuple]) -> np.ndarray:
+    """Mask keeping the first row (finish order) of every architecture."""
+    seen: set[str] = set()
+    keep = np.zeros(len(rows), dtype=bool)
+    for i, r in enumerate(rows):
+        if r[2] not in seen:
+            seen.add(r[2])
+            keep[i] = True
+    return keep
+
+
 def _status_counts(store: ResultsStore, study_id: int) -> dict[str, int]:
     """Trials of one study per status (lower-case keys), all of them, and the full-budget
     COMPLETED ones (the counts ``ResultsStore.studies`` gives, for one study)."""
@@ -228,14 +258,16 @@ def study_front(store: ResultsStore, study: str, device: str | None = None,
                          f"{', '.join(devices)}")
     pts = _points(store, st, dev, fidelity)
     names = _baseline_names(store)
-    is_base = np.array([r[2] in names for r in pts.rows], dtype=bool)
-    cand = pts.subset(~is_base)
+    is_base = np.array([r[2] in names or r[1].startswith(BASELINE_TRIAL_PREFIX)
+                        for r in pts.rows], dtype=bool)
+    cand = pts.subset(~is_base & _first_of_each_arch(pts.rows))
     on_front = pareto_mask(cand.values, OBJECTIVES) if len(cand) else np.zeros(0, dtype=bool)
     front_idx = np.flatnonzero(on_front)
     front = [cand.point(i, True) for i in front_idx.tolist()]
     base_pts = [dict(pts.point(i), latency_source=pts.latency_source)
                 for i in np.flatnonzero(is_base).tolist()]
-    baselines = _baseline_markers(store, st, dev, base_pts, names)
+    baselines = (_baseline_markers(store, st, dev, base_pts, names)
+                 + _user_baseline_markers(base_pts, names))
     front_vals = cand.values[front_idx]
     for b in baselines:  # is the baseline dominated by the searched front?
         b["dominated_by_front"] = None if b["top1"] is None or b["latency_ms"] is None else bool(

@@ -310,7 +310,7 @@ def _context(tmp_path, study: str, budget=None, n_trials=3, db="r.db"):
     from search.nas.config import ResolvedSearch, SearchConfig, parse_fidelity_fields, parse_space
     from search.nas.context import SearchContext
     from search.nas.progress import Progress
-    from search.proxy.trial import TrialRecorder
+    from search.proxy.record import TrialRecorder
 
     cfg = SearchConfig(study=study, n_trials=n_trials, latency_budget_ms=budget,
                        fidelity=parse_fidelity_fields(TINY_FIDELITY), space=parse_space(TINY_SPACE),

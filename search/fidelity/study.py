@@ -9,7 +9,7 @@ thread counted).
 
 * measurement: :func:`run_study` trains in a process pool through the one path of
   ``search.proxy.trial`` (:func:`~search.proxy.trial.run_candidate` in the workers,
-  :meth:`~search.proxy.trial.TrialRecorder.record` in this process, the only writer of trial
+  :meth:`~search.proxy.record.TrialRecorder.record` in this process, the only writer of trial
   rows). Resumable: every finished training is a JSON file in ``<out>/cache/``, and a trial of
   study ``fidelity-<setting>`` in the results store;
 * report: :func:`summarize` (the fidelity/cost table as data), :func:`format_table`,
@@ -29,7 +29,8 @@ import numpy as np
 
 from search.proxy.data import ProxyData, prepare_data
 from search.proxy.train import NonFiniteLoss
-from search.proxy.trial import TrialRecorder, run_candidate
+from search.proxy.record import TrialRecorder
+from search.proxy.trial import run_candidate
 from search.proxy.zero_cost import zero_cost_scores
 from search_space.costs import analytic_params
 from search_space.errors import NotFoundError

@@ -7,7 +7,7 @@ Modules, bottom-up (no cycles; see ``.importlinter``):
 * ``progress`` -- the concise progress lines.
 * ``context`` -- :class:`SearchContext`, the driver-process state (store, predictor, data)
   injected into the searcher and the callback; every trial row goes through its
-  ``search.proxy.trial.TrialRecorder``.
+  ``search.proxy.record.TrialRecorder``.
 * ``searcher`` -- :class:`ArchSearcher`, Optuna inside a Tune ``Searcher``: baselines, latency
   budget, reuse of earlier trainings, pre-ranking, resume from its checkpoint.
 * ``callback`` -- :class:`StoreCallback`, records every Tune trial.

@@ -1,9 +1,9 @@
 """StoreCallback: the driver-side Tune callback that records every Tune trial.
 
-Through the injected context's :class:`~search.proxy.trial.TrialRecorder`: start (RUNNING),
+Through the injected context's :class:`~search.proxy.record.TrialRecorder`: start (RUNNING),
 one row per reported epoch, and the final status -- COMPLETED, PRUNED (stopped early by ASHA)
 or FAILED with the exception that ended it -- with the metrics of
-``search.proxy.trial.FINAL_KEYS``. Failures are results, not crashes: the search goes on.
+``search.proxy.record.FINAL_KEYS``. Failures are results, not crashes: the search goes on.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ray.tune import Callback
 
 from search_space.spec import ArchSpec
 
-from ..proxy.trial import FINAL_KEYS
+from ..proxy.record import FINAL_KEYS
 from .context import SearchContext
 
 # Ray's wrappers around the exception a trial raised (or around a dead worker).

@@ -6,7 +6,7 @@ be pickled -- the results store, the latency predictor, the data handle -- so bo
 it from their pickled state; a resumed run builds fresh ones around a fresh context (see
 ``search.nas.driver``).
 
-Every trial row goes through the context's one :class:`~search.proxy.trial.TrialRecorder`:
+Every trial row goes through the context's one :class:`~search.proxy.record.TrialRecorder`:
 Tune trials are written by the callback; suggestions that never become Tune trials (rejected
 over the budget, reused from an earlier training, pre-ranked out) are written here on the
 searcher's behalf. A key already final in the store is never written again (``--resume``).
@@ -17,10 +17,11 @@ import math
 from typing import Any, Mapping
 
 from results.store import fidelity_key, reached_full_budget
+from results.study_front import BASELINE_TRIAL_PREFIX
 from search_space.spec import ArchSpec
 
 from ..proxy.data import ProxyData
-from ..proxy.trial import TrialRecorder, fidelity_reached
+from ..proxy.record import TrialRecorder, fidelity_reached
 from ..proxy.zero_cost import zero_cost_scores
 from .config import ResolvedSearch
 from .progress import Progress, front_summary
@@ -164,7 +165,7 @@ class SearchContext:
     def baseline_config(self, name: str, spec_json: str) -> dict | None:
         """The trial config of a baseline, or None when it is final or reused from the store."""
         spec = ArchSpec.from_json(spec_json)
-        key = f"base-{name}-{spec.arch_hash}"
+        key = f"{BASELINE_TRIAL_PREFIX}{name}-{spec.arch_hash}"
         lat, std = self.latency(spec)
         if key in self.done_keys:
             return None

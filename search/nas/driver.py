@@ -36,7 +36,7 @@ from search_space.io import write_json_atomic
 from search_space.lazy import lazy_import
 
 from ..proxy.data import ProxyData, prepare_data
-from ..proxy.trial import TrialRecorder
+from ..proxy.record import TrialRecorder
 from .callback import StoreCallback
 from .config import CONFIG_FILE, ResolvedSearch, SearchConfig, prepare
 from .context import SearchContext

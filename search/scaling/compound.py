@@ -267,7 +267,6 @@ def _member_from_path(path: _Path, target: float, predictor, tolerance: float,
         if side.any():
             seeds.append(int(np.flatnonzero(side)[np.argmin(err[side])]))
     seeds = list(dict.fromkeys(int(i) for i in seeds))
-    cands: list[tuple[float, ArchSpec, float, dict]] = []
     specs, adjs, phis = [], [], []
     for i in seeds:
         nb, adj = _neighbours(path.specs[i])

@@ -8,7 +8,8 @@ from typing import Any, Callable, Mapping
 
 from search.proxy.data import ProxyData
 from search.proxy.fidelity import Fidelity
-from search.proxy.trial import TrialRecorder, train_and_record
+from search.proxy.record import TrialRecorder
+from search.proxy.trial import train_and_record
 from search_space.costs import analytic_gmacs, analytic_params
 from search_space.spec import PRESETS, ArchSpec
 
