@@ -9,8 +9,8 @@ show the same numbers. Definitions:
 * baselines: XS/S/L1/L3 (the published baseline architectures) and any other architecture the
   search trained as a baseline (``--extra-arch``: trial keys starting with
   :data:`BASELINE_TRIAL_PREFIX`). They are compared against the front, never members of it;
-* one point per architecture: a reused result (the same architecture recorded again) is the
-  first trial of that architecture, not a second point;
+* a reused result (the same architecture recorded again with the same numbers) is an identical
+  point: it changes neither the front's shape nor the hypervolume (views list it once);
 * front and hypervolume: ``results.pareto`` over the searched points (top-1 max, latency min).
 """
 from __future__ import annotations
@@ -207,17 +207,6 @@ def _user_baseline_markers(in_study: list[dict], names: dict[str, str]) -> list[
     return list(by_key.values())
 
 
-def _first_of_each_arch(rows: list[tuple]) -> np.ndarray:
-    """Mask keeping the first row (finish order) of every architecture."""
-    seen: set[str] = set()
-    keep = np.zeros(len(rows), dtype=bool)
-    for i, r in enumerate(rows):
-        if r[2] not in seen:
-            seen.add(r[2])
-            keep[i] = True
-    return keep
-
-
 def _status_counts(store: ResultsStore, study_id: int) -> dict[str, int]:
     """Trials of one study per status (lower-case keys), all of them, and the full-budget
     COMPLETED ones (the counts ``ResultsStore.studies`` gives, for one study)."""
@@ -260,7 +249,7 @@ def study_front(store: ResultsStore, study: str, device: str | None = None,
     names = _baseline_names(store)
     is_base = np.array([r[2] in names or r[1].startswith(BASELINE_TRIAL_PREFIX)
                         for r in pts.rows], dtype=bool)
-    cand = pts.subset(~is_base & _first_of_each_arch(pts.rows))
+    cand = pts.subset(~is_base)
     on_front = pareto_mask(cand.values, OBJECTIVES) if len(cand) else np.zeros(0, dtype=bool)
     front_idx = np.flatnonzero(on_front)
     front = [cand.point(i, True) for i in front_idx.tolist()]
