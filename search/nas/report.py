@@ -45,7 +45,6 @@ def build_report(store: ResultsStore, study: str) -> dict[str, Any]:
     front_vals = np.array([[f["top1"], f["latency_ms"]] for f in front], dtype=float)
     cand = view["cand"]
     baselines = [_baseline_row(b, front, front_vals) for b in view["baselines"]]
-    baselines += [_baseline_row(b, front, front_vals) for b in _user_baselines(rows)]
     counts: dict[str, int] = {}
     for t in rows:
         counts[t["status"]] = counts.get(t["status"], 0) + 1
@@ -76,20 +75,6 @@ def _front_rows(front: list[dict], by_key: dict[str, dict]) -> list[dict]:
                "spec": (t.get("config") or {}).get("spec")}
         out.append({k: row.get(k) for k in FRONT_FIELDS})
     return sorted(out, key=lambda f: (f["latency_ms"], -f["top1"]))
-
-
-def _user_baselines(rows: list[dict]) -> list[dict]:
-    """Baselines the user added (``--extra-arch``): not among the published markers."""
-    out = []
-    for t in rows:
-        cfg = t.get("config") or {}
-        if cfg.get("kind") == "baseline" and str(cfg.get("name", "")).startswith("user-") \
-                and t["status"] == "COMPLETED" and t["full_budget"]:
-            out.append({"name": cfg["name"], "trial_id": t["id"], "top1": t["top1"],
-                        "latency_ms": t["latency_ms"], "top1_source": "this study",
-                        "published_top1": None, "published_latency_ms": None,
-                        "published_device": None})
-    return out
 
 
 def _baseline_row(b: dict, front: list[dict], front_vals: np.ndarray) -> dict[str, Any]:
