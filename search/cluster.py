@@ -63,15 +63,17 @@ def _one_line(e: BaseException) -> str:
     return f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
 
 
-def init_ray(address: str | None) -> float:
-    """Start (or join) Ray quietly; returns the cluster's CPU count."""
+def init_ray(address: str | None, log_to_driver: bool = False) -> float:
+    """Start (or join) Ray quietly (``log_to_driver``: show the workers' prints here);
+    returns the cluster's CPU count."""
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if ray.is_initialized():
         return float(ray.cluster_resources().get("CPU", 1))
     if address:
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
+            ray.init(address=address, log_to_driver=log_to_driver,
+                     logging_level=logging.ERROR,
                      runtime_env={"working_dir": str(PROJECT_ROOT),
                                   "excludes": WORKING_DIR_EXCLUDES})
         except ConnectionError as e:  # no cluster there, or it refused us (token auth)
@@ -82,7 +84,8 @@ def init_ray(address: str | None) -> float:
         paths = [str(PROJECT_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(
             os.pathsep) if p]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=log_to_driver,
                  logging_level=logging.ERROR, object_store_memory=256 * 2 ** 20,
                  configure_logging=True)
     return float(ray.cluster_resources().get("CPU", 1))
@@ -101,6 +104,15 @@ def nodes_fitting(cpus: float, gpus: float, what: str) -> list[dict[str, Any]]:
     return [{"node_id": n["NodeID"], "ip": n.get("NodeManagerAddress", "?"),
              "cpus": n["Resources"].get("CPU", 0), "gpus": n["Resources"].get("GPU", 0)}
             for n in fit]
+
+
+def slots(nodes: list[dict[str, Any]], cpus: float, gpus: float) -> int:
+    """How many trials / workers of ``cpus`` CPUs and ``gpus`` GPUs the nodes hold at once."""
+    total = 0
+    for n in nodes:
+        by_gpu = n["gpus"] / gpus if gpus > 0 else float("inf")
+        total += int(min(n["cpus"] / cpus, by_gpu))
+    return total
 
 
 def _answer(fn: Callable[..., Any], args: tuple) -> dict[str, Any]:

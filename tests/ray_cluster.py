@@ -313,10 +313,15 @@ def search_argv(data: Path, out: Path, study: str, trials: int, *extra: str,
 
 
 def cli(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 600,
+        barrier: tuple[Path, int] | None = None,
         **popen: object) -> subprocess.CompletedProcess | subprocess.Popen:
     """``run_search.py ARGV`` in a subprocess (``popen`` given: started, not waited for; in
-    its own session so killing its group reaches everything it started)."""
+    its own session so killing its group reaches everything it started). ``barrier`` (dir,
+    nodes): through tests/cluster_barrier.py, the first trials wait until every node has one."""
     cmd = [sys.executable, str(ROOT / "run_search.py"), *argv]
+    if barrier is not None:
+        cmd = [sys.executable, str(ROOT / "tests" / "cluster_barrier.py"), str(barrier[0]),
+               str(barrier[1]), *argv]
     env = {**env, "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])}
     if popen:
         return subprocess.Popen(cmd, cwd=str(cwd), env=env, start_new_session=True, **popen)

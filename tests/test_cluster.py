@@ -12,7 +12,9 @@ two ``ray start --block`` processes, one CPU each, the second in its own mount n
 hides the driver's --out and one dataset) and runs a search with ``--address`` on it: trials
 ran on both nodes (node ids in the store), the second node built its own copy of the data
 cache, a dataset that node cannot read is refused before anything is written, and every
-process the cluster started is gone afterwards. The full proof (front identical to the local
+process the cluster started is gone afterwards. Its two trials wait for each other before
+training (tests/cluster_barrier.py): a one-second trial would otherwise finish before the
+second node's worker has even started, and Tune would reuse the warm worker for both. The full proof (front identical to the local
 search, kill + --resume with --storage, Ray Train retraining on both nodes killed and resumed)
 is bench/bench_cluster.py (figures in notes/cluster.md): too slow for the suite's budget.
 """
@@ -195,7 +197,8 @@ def test_search_on_a_two_node_cluster(tmp_path, images):
             assert not (out / "results.db").exists()
         t0 = time.monotonic()
         r = cli(search_argv(data, out, "two-nodes", 2, "--address", cluster.address,
-                            baseline=False), env, tmp_path)
+                            baseline=False), env, tmp_path,
+                barrier=(tmp_path / "shared" / "barrier", 2))
         wall = time.monotonic() - t0
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "on 2 node(s)" in r.stdout

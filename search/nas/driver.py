@@ -27,6 +27,7 @@ Layout: ``<out>/<study>/`` holds ``search_config.json``, ``pareto.txt``, ``paret
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -40,7 +41,7 @@ from search_space.errors import UsageError
 from search_space.io import write_json_atomic
 from search_space.lazy import lazy_import
 
-from ..cluster import ask_each_node, data_problem, init_ray, node_name, nodes_fitting
+from ..cluster import ask_each_node, data_problem, init_ray, node_name, nodes_fitting, slots
 from ..proxy.data import ProxyData, prepare_data
 from ..proxy.node_cache import CACHE_ENV
 from ..proxy.record import TrialRecorder
@@ -70,6 +71,10 @@ class Resources:
     cpus_per_trial: float
     threads: int          # torch intra-op threads per trial
     max_concurrent: int   # 0: as many as the cluster fits
+    # Trials the nodes hold at once: Tune keeps that many placement groups pending, so every
+    # node gets a trial at once (one pending trial at a time leaves nodes idle: a finished
+    # trial's reused actor takes the next one before another node's worker has started).
+    slots: int = 1
 
 
 def plan_resources(cfg: SearchConfig, total_cpus: float, total_gpus: float = 0.0) -> Resources:
@@ -131,9 +136,11 @@ def run_resolved(resolved: ResolvedSearch, *, resume: bool = False,
         data = prepare_data(os.path.abspath(cfg.data) if cfg.data else None, cfg.fidelity,
                             cache_dir=str(Path(cfg.out_root) / "cache"))
         nodes = _check_cluster(cfg, data, res)
+        res = dataclasses.replace(res, slots=slots(nodes, res.cpus_per_trial,
+                                                   cfg.gpus_per_trial))
         progress.line(f"ray up in {time.monotonic() - t0:.1f}s: {total_cpus:g} CPUs on "
-                      f"{nodes} node(s), {res.cpus_per_trial:g} CPU(s) x {res.threads} "
-                      f"thread(s) per trial, up to {res.max_concurrent or 'unlimited'} at once")
+                      f"{len(nodes)} node(s), {res.cpus_per_trial:g} CPU(s) x {res.threads} "
+                      f"thread(s) per trial, up to {res.max_concurrent or res.slots} at once")
         rep, interrupted = _search_with_store(resolved, data, res, progress, resume,
                                               wrap_trainable, stream)
     finally:
@@ -143,9 +150,9 @@ def run_resolved(resolved: ResolvedSearch, *, resume: bool = False,
     return rep
 
 
-def _check_cluster(cfg: SearchConfig, data: ProxyData, res: Resources) -> int:
-    """The number of nodes trials can run on. UsageError: resources no node has, or a node of
-    the cluster (``--address``) that can neither find the data cache nor read the dataset."""
+def _check_cluster(cfg: SearchConfig, data: ProxyData, res: Resources) -> list[dict]:
+    """The nodes trials can run on. UsageError: resources no node has, or a node of the
+    cluster (``--address``) that can neither find the data cache nor read the dataset."""
     nodes = nodes_fitting(res.cpus_per_trial, cfg.gpus_per_trial,
                           f"--cpus-per-trial {res.cpus_per_trial:g} --gpus-per-trial "
                           f"{cfg.gpus_per_trial:g}")
@@ -155,7 +162,7 @@ def _check_cluster(cfg: SearchConfig, data: ProxyData, res: Resources) -> int:
                 raise UsageError(f"--data {data.source}: not readable on {node_name(node)}: "
                                  f"{problem}; every node that runs trials needs the dataset at "
                                  f"this path, or its prepared cache under ${CACHE_ENV}")
-    return len(nodes)
+    return nodes
 
 
 def _search_with_store(resolved: ResolvedSearch, data: ProxyData, res: Resources,
@@ -223,7 +230,7 @@ def _fit(ctx: SearchContext, res: Resources, resume: bool, wrap: Callable | None
     """Run the Tuner; returns the number of Tune trials that neither finished nor failed."""
     cfg = ctx.cfg
     os.environ.update(TUNE_ENV)
-    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, res.max_concurrent or 1))
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, res.max_concurrent or res.slots))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trainable = build_trainable(ctx.data, cfg.fidelity, threads=res.threads,
                                 device=cfg.torch_device, cpus=res.cpus_per_trial,

@@ -42,7 +42,7 @@ from search_space.errors import UsageError
 from search_space.io import json_safe, write_json_atomic
 
 from ..cluster import (ask_each_node, check_address, init_ray, node_name, nodes_fitting,
-                       paths_problem, storage_problem)
+                       paths_problem, slots, storage_problem)
 from ..storage import join, local_fs, open_storage
 from .checkpoints import CHECKPOINT_NAME
 from .config import RayLaunch, RetrainJob
@@ -152,10 +152,7 @@ def _check_capacity(launch: RayLaunch) -> list[dict[str, Any]]:
     what = f"--cpus-per-worker {launch.cpus_per_worker:g} --gpus-per-worker " \
            f"{launch.gpus_per_worker:g}"
     nodes = nodes_fitting(launch.cpus_per_worker, launch.gpus_per_worker, what)
-    fits = 0
-    for n in nodes:
-        by_gpu = n["gpus"] / launch.gpus_per_worker if launch.gpus_per_worker else float("inf")
-        fits += int(min(n["cpus"] / launch.cpus_per_worker, by_gpu))
+    fits = slots(nodes, launch.cpus_per_worker, launch.gpus_per_worker)
     if fits < launch.num_workers:
         raise UsageError(f"--num-workers {launch.num_workers}: the Ray cluster holds {fits} "
                          f"worker(s) of {what}")
@@ -291,7 +288,7 @@ def retrain_on_ray(job: RetrainJob, launch: RayLaunch) -> int:
                          "add --resume to continue it, or give another --output")
     started = not ray.is_initialized()
     try:
-        init_ray(launch.address)
+        init_ray(launch.address, log_to_driver=True)  # rank 0's epoch lines
         nodes = _check_capacity(launch)
         if launch.address:
             check_nodes(job, run, nodes)
