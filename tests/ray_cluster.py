@@ -245,7 +245,7 @@ class LocalCluster:
             out |= n.pids()
         return out
 
-    def stop(self, grace: float = 15.0) -> set[int]:
+    def stop(self, grace: float = 5.0) -> set[int]:
         """Kill every process the cluster started (by PID); returns those still alive (none)."""
         pids = self.pids()
         _signal_all(pids, signal.SIGTERM)
