@@ -289,8 +289,10 @@ RETRAIN_COMMON = ["--torch-device", "cpu", "--workers", "0", "--batch-size", "4"
                   "--warmup-epochs", "0", "--no-lr-scale", "--lr", "1e-3"]
 
 
-def make_imagefolder(root: Path, classes: int = 2, train: int = 10, val: int = 6) -> Path:
-    """Random-ish 32 px JPEGs, one colour band per class (something to learn)."""
+def make_imagefolder(root: Path, classes: int = 2, train: int = 10, val: int = 6,
+                     shift: int = 80) -> Path:
+    """Random-ish 32 px JPEGs, one colour channel raised by ``shift`` per class (something to
+    learn; a small shift makes it hard enough that candidates differ in top-1)."""
     rng = np.random.default_rng(0)
     for split, n in (("train", train), ("val", val)):
         for c in range(classes):
@@ -298,7 +300,7 @@ def make_imagefolder(root: Path, classes: int = 2, train: int = 10, val: int = 6
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                img[..., c % 3] = np.clip(img[..., c % 3].astype(int) + 80, 0, 255)
+                img[..., c % 3] = np.clip(img[..., c % 3].astype(int) + shift, 0, 255)
                 Image.fromarray(img).save(d / f"{i:03d}.jpg", quality=90)
     return root
 

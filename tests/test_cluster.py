@@ -38,8 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_search  # noqa: E402
 from ray_cluster import (RAY, LocalCluster, alive, cli, hiding_supported,  # noqa: E402
                          make_imagefolder, search_argv, trial_rows)
+from search.cluster import slots  # noqa: E402
 from search.nas.config import SearchConfig  # noqa: E402
+from search.nas.driver import plan_resources  # noqa: E402
 from search.nas.storage import experiment_storage, fetch_searcher_state  # noqa: E402
+from search.nas.trainable import allocated_threads  # noqa: E402
 from search.proxy.data import prepare_data  # noqa: E402
 from search.proxy.fidelity import Fidelity  # noqa: E402
 from search.proxy.node_cache import CACHE_ENV, localize, node_data_problem  # noqa: E402
@@ -127,6 +130,18 @@ def test_resume_keeps_the_study_storage_unless_given():
     saved = SearchConfig(study="s", storage="s3://bucket/runs")
     assert saved.with_execution(SearchConfig(study="s")).storage == "s3://bucket/runs"
     assert saved.with_execution(SearchConfig(study="s", storage="/nfs/x")).storage == "/nfs/x"
+
+
+# -- resources ----------------------------------------------------------------------------------
+def test_trial_resources_threads_and_packing():
+    local = plan_resources(SearchConfig(study="r", gpus_per_trial=0.25), 16, 2)
+    assert (local.cpus_per_trial, local.threads, local.max_concurrent) == (1.0, 1, 8)  # 2/0.25
+    remote = plan_resources(SearchConfig(study="r", address="auto", cpus_per_trial=3.5), 64)
+    assert (remote.cpus_per_trial, remote.threads, remote.max_concurrent) == (3.5, 3, 0)
+    nodes = [{"cpus": 8, "gpus": 1}, {"cpus": 8, "gpus": 0}, {"cpus": 3, "gpus": 4}]
+    assert slots(nodes, 2, 0) == 4 + 4 + 1
+    assert slots(nodes, 2, 0.5) == 2 + 0 + 1  # fractional GPUs: two trials share one
+    assert allocated_threads(3) == 3  # outside a Tune trial: the planned threads
 
 
 # -- bad input: one line, exit 2, nothing written -------------------------------------------------

@@ -13,6 +13,7 @@ it read (``data_cache``) with every result, so the store says where each trial r
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 from search_space.io import json_safe
@@ -34,10 +35,10 @@ Trainable = Callable[..., None]
 def allocated_threads(default: int) -> int:
     """Torch threads for this trial: the CPUs Tune allocated to it (whole ones, at least 1);
     ``default`` outside a Tune trial."""
-    try:
-        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU")
-    except (RuntimeError, AttributeError):  # not inside a Tune session
-        cpus = None
+    with warnings.catch_warnings():  # outside a trial Ray warns and returns None
+        warnings.simplefilter("ignore")
+        resources = tune.get_context().get_trial_resources()
+    cpus = resources.required_resources.get("CPU") if resources is not None else None
     return max(1, int(cpus if cpus else default))
 
 
