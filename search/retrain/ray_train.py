@@ -8,8 +8,9 @@ the storage, records the run in the results database (the driver is its only wri
 (:func:`train_loop_per_worker`) runs ``search.retrain.loop.retrain_worker`` (the same loop as
 torchrun / Slurm; Ray set up the process group and the device) in a node-local run directory
 and, after every epoch, calls ``ray.train.report`` with a checkpoint: rank 0 uploads
-``checkpoint.pth`` and ``metrics.jsonl``, every rank its ``rank_logs/rank<r>.json`` and
-``nodes/rank<r>.json`` (node id, host, pid); Ray merges them into one checkpoint directory of
+``checkpoint.pth``, ``metrics.jsonl`` and ``progress.json``, every rank its
+``rank_logs/rank<r>.json`` and ``nodes/rank<r>.json`` (node id, host, pid, the epoch this
+launch started at); Ray merges them into one checkpoint directory of
 the storage. After the last epoch rank 0 uploads its whole run directory (``final.pth``,
 ``result.json``, exports), and the driver copies that checkpoint into ``--output``.
 
@@ -35,7 +36,7 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from search_space.errors import UsageError
@@ -53,6 +54,7 @@ from .record import finish_recorded_run, start_recorded_run
 
 RUN_FILE = "ray_run.json"  # <output>/ray_run.json: the run's name, storage and database row
 RANK0_FILES = (CHECKPOINT_NAME, "metrics.jsonl")  # what rank 0 uploads after each epoch
+PROGRESS_FILE = "progress.json"  # {"epoch": the last epoch in the checkpoint} (rank 0)
 
 
 # -- the worker --------------------------------------------------------------------------------
@@ -64,13 +66,14 @@ def _node_record(rank: int) -> dict[str, Any]:
 class EpochReporter:
     """Reports every epoch to Ray Train with this rank's files as (part of) the checkpoint."""
 
-    def __init__(self, run_dir: Path, rank: int) -> None:
+    def __init__(self, run_dir: Path, rank: int, start_epoch: int) -> None:
         self.run_dir, self.rank = run_dir, rank
-        write_json_atomic(run_dir / "nodes" / f"rank{rank}.json", _node_record(rank))
+        write_json_atomic(run_dir / "nodes" / f"rank{rank}.json",
+                          {**_node_record(rank), "start_epoch": start_epoch})
 
     def _rank_files(self) -> list[str]:
         files = [f"nodes/rank{self.rank}.json", f"rank_logs/rank{self.rank}.json"]
-        return (list(RANK0_FILES) if self.rank == 0 else []) + files
+        return (list(RANK0_FILES) + [PROGRESS_FILE] if self.rank == 0 else []) + files
 
     def _report(self, metrics: dict[str, Any], everything: bool = False) -> None:
         with tempfile.TemporaryDirectory(prefix="sfn-ckpt-") as staging:
@@ -85,6 +88,8 @@ class EpochReporter:
                              checkpoint=ray.train.Checkpoint.from_directory(staging))
 
     def epoch(self, metrics: dict[str, Any]) -> None:
+        if self.rank == 0:  # the epoch this checkpoint ends (read back by _restore)
+            write_json_atomic(self.run_dir / PROGRESS_FILE, {"epoch": metrics.get("epoch")})
         self._report(dict(metrics))
 
     def final(self, done: bool) -> None:
@@ -92,16 +97,20 @@ class EpochReporter:
         self._report({"done": done}, everything=True)
 
 
-def _restore(run_dir: Path, job: RetrainJob) -> str | None:
-    """The checkpoint this worker starts from: Ray's latest (copied here), else --resume FILE."""
+def _restore(run_dir: Path, job: RetrainJob) -> tuple[str | None, int]:
+    """The checkpoint this worker starts from -- Ray's latest (copied here), else --resume
+    FILE -- and the epoch it starts at (-1: unknown, from a --resume file)."""
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             if (Path(d) / CHECKPOINT_NAME).is_file():
                 run_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(Path(d) / CHECKPOINT_NAME, run_dir / CHECKPOINT_NAME)
-                return str(run_dir / CHECKPOINT_NAME)
-    return job.resume if job.resume not in (None, "auto") else None
+                done = json.loads((Path(d) / PROGRESS_FILE).read_text(encoding="utf-8"))
+                return str(run_dir / CHECKPOINT_NAME), int(done["epoch"]) + 1
+    if job.resume not in (None, "auto"):
+        return job.resume, -1
+    return None, 0
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -112,9 +121,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     local = Path(tempfile.mkdtemp(prefix=f"sfn-retrain-rank{rank}-"))
     try:
         run_dir = local / "run"
-        resume = _restore(run_dir, job)
+        resume, start_epoch = _restore(run_dir, job)
         job = dataclasses.replace(job, output=str(run_dir), resume=resume, record=False)
-        reporter = EpochReporter(run_dir, rank)
+        reporter = EpochReporter(run_dir, rank, start_epoch)
         result = retrain_worker(job, device=ray.train.torch.get_device(),
                                 on_epoch_end=reporter.epoch)
         reporter.final(done=bool(result.get("checkpoint")) if rank == 0 else False)
@@ -216,7 +225,8 @@ def _trainer(job: RetrainJob, launch: RayLaunch, run: RayRun) -> TorchTrainer:
         run_config=RunConfig(name=run.name, storage_path=run.storage_path,
                              storage_filesystem=run.filesystem,
                              failure_config=FailureConfig(max_failures=launch.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             logging_config=LoggingConfig(log_level="WARNING")))
 
 
 def _check_job(job: RetrainJob, launch: RayLaunch) -> None:
