@@ -92,9 +92,9 @@ def refused_on_node2(c: LocalCluster, d: dict[str, Path], a, fig: dict) -> None:
     env, n2 = c.client_env(), c.node_ids["sfn_node2"][:12]
     hidden, db = d["driver"] / "hidden-data", d["driver"] / "refused.db"
     cases = {
-        "search --data": (["search", "--study", "refused", "--data", str(hidden), "--db",
-                           str(db), "--out", str(d["driver"]), "--address", c.address,
-                           "--cpus-per-trial", "1"], f"--data {hidden}: not readable on node {n2}"),
+        "search --data": (search_argv(hidden, d["driver"], "refused", 2, "--address",
+                                      c.address, "--db", str(db)),
+                          f"--data {hidden}: not readable on node {n2}"),
         "retrain --ray --data": (["retrain", "--ray", "--address", c.address, "--arch",
                                   str(d["spec"]), "--data", str(hidden), "--db", str(db),
                                   "--output", str(d["retrain"] / "refused"), "--storage",
@@ -220,9 +220,11 @@ def _digests(out: Path) -> set[str]:
 
 
 def _wait_checkpoint(storage: Path, proc, timeout: float) -> bool:
+    """Until Ray Train's controller has registered a checkpoint (its snapshot file): an
+    uploaded checkpoint not yet registered is not one a resumed run starts from."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if glob.glob(str(storage / "retrain-*" / "checkpoint_*" / "checkpoint.pth")):
+        if glob.glob(str(storage / "retrain-*" / "checkpoint_manager_snapshot.json")):
             return True
         time.sleep(0.2)
     return False
