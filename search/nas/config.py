@@ -27,8 +27,10 @@ from search_space.io import json_safe, read_json
 from search_space.space import DEFAULT_SPACE, SearchSpace
 from search_space.spec import PRESETS, ArchSpec, SpecError, load_spec
 
+from ..cluster import check_address
 from ..options import TORCH_DEVICE_PATTERN
 from ..proxy.fidelity import DEFAULT_FIDELITY, Fidelity
+from .storage import experiment_storage
 
 STRATEGIES = ("nsga2", "tpe", "gp", "random")
 DEFAULT_BASELINES = ("XS", "S", "L1", "L3")
@@ -134,6 +136,14 @@ class SearchConfig:
     gpus_per_trial: float = field(default=0.0, metadata=_cli(
         "--gpus-per-trial", "GPUs per trial (default %(default)s)", "run", type=float,
         metavar="N"))
+    # Where Ray keeps the Tune experiment (trial states, the searcher's checkpoints every 2 s)
+    # that --resume reads back: None = <out>/<study>/tune; a directory (local, NFS) or a URI of
+    # any pyarrow / fsspec filesystem (s3://bucket/prefix, gs://, file:///dir). Only the driver
+    # touches it, so worker nodes need not reach it; the results database stays the driver's.
+    storage: str | None = field(default=None, metadata=_cli(
+        "--storage", "where the Tune experiment is kept for --resume: a directory or a "
+        "filesystem URI such as s3://bucket/prefix (default <out>/<study>/tune; a resumed "
+        "study keeps its own unless given)", "run", metavar="PATH_OR_URI"))
     # None: cores / cpus_per_trial locally, whatever fits on a cluster.
     max_concurrent: int | None = field(default=None, metadata=_cli(
         "--max-concurrent", "max trials at once (default: cores / cpus-per-trial locally)",
@@ -142,8 +152,8 @@ class SearchConfig:
     torch_device: str = field(default="auto", metadata=_shared("torch_device", "run"))
 
     EXECUTION: ClassVar[tuple[str, ...]] = (
-        "db", "out_root", "address", "cpus_per_trial", "gpus_per_trial", "max_concurrent",
-        "torch_device")
+        "db", "out_root", "address", "cpus_per_trial", "gpus_per_trial", "storage",
+        "max_concurrent", "torch_device")
 
     def identity(self) -> dict[str, Any]:
         """The study-defining fields as JSON values (stored with the study)."""
@@ -174,8 +184,12 @@ class SearchConfig:
         return cls(**kw)
 
     def with_execution(self, other: "SearchConfig") -> "SearchConfig":
-        """This study with ``other``'s execution settings (what ``--resume`` may change)."""
-        return dataclasses.replace(self, **{k: getattr(other, k) for k in self.EXECUTION})
+        """This study with ``other``'s execution settings (what ``--resume`` may change); a
+        ``storage`` not given keeps the study's own (that is where its experiment is)."""
+        changes = {k: getattr(other, k) for k in self.EXECUTION}
+        if other.storage is None:
+            changes["storage"] = self.storage
+        return dataclasses.replace(self, **changes)
 
     @property
     def out_dir(self) -> Path:
@@ -276,6 +290,9 @@ def resolve(cfg: SearchConfig) -> ResolvedSearch:
     """Fail fast, before data and Ray: every check that is cheap, with one-line errors."""
     _check_settings(cfg)
     _check_data(cfg.data)
+    check_address(cfg.address)
+    if cfg.storage is not None:
+        experiment_storage(cfg.storage, str(cfg.out_dir), cfg.study)  # UsageError: no such fs
     baselines = resolve_baselines(cfg.baseline_refs)
     device, predictor = _load_latency_device(cfg.latency_device)
     if cfg.latency_budget_ms is not None:
@@ -302,8 +319,10 @@ def _check_settings(cfg: SearchConfig) -> None:
         raise UsageError(f"--latency-budget-ms {b}: need a positive number")
     if cfg.cpus_per_trial is not None and not cfg.cpus_per_trial > 0:
         raise UsageError(f"--cpus-per-trial {cfg.cpus_per_trial}: need a positive number")
-    if not cfg.gpus_per_trial >= 0:
-        raise UsageError(f"--gpus-per-trial {cfg.gpus_per_trial}: need 0 or more")
+    g = cfg.gpus_per_trial
+    if not (g >= 0 and (g <= 1 or g == int(g))):
+        raise UsageError(f"--gpus-per-trial {g:g}: need 0, a fraction of one GPU (0.25: four "
+                         "trials share a GPU) or a whole number of GPUs")
     if cfg.max_concurrent is not None and cfg.max_concurrent < 1:
         raise UsageError(f"--max-concurrent {cfg.max_concurrent}: need at least 1")
     if not TORCH_DEVICE_PATTERN.fullmatch(cfg.torch_device):

@@ -15,15 +15,21 @@ that were running at that checkpoint run again under the same key and seed, unle
 already has their final row (then Optuna is told from the store). Completed trials are never
 trained twice.
 
-Layout: ``<out>/<study>/`` holds the Tune experiment (``tune/search/``),
-``search_config.json``, ``pareto.txt``, ``pareto.json`` and ``pareto.png``; the results
-database (default ``runs/results.db``) is shared by studies so proxy results are reused.
+On a cluster (``--address``) the driver joins it before opening the store, asks each node
+whether it can get the data (``search.nas.cluster``), and each trial uses its node's own copy
+of the data cache (``search.proxy.node_cache``); the results database is written by this
+process only.
+
+Layout: ``<out>/<study>/`` holds ``search_config.json``, ``pareto.txt``, ``pareto.json`` and
+``pareto.png`` and, without ``--storage``, the Tune experiment (``tune/search/``; with it,
+``<storage>/<study>/search/``, ``search.nas.storage``); the results database (default
+``runs/results.db``) is shared by studies so proxy results are reused.
 """
 from __future__ import annotations
 
-import glob
-import logging
+import dataclasses
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +41,9 @@ from search_space.errors import UsageError
 from search_space.io import write_json_atomic
 from search_space.lazy import lazy_import
 
+from ..cluster import ask_each_node, data_problem, init_ray, node_name, nodes_fitting, slots
 from ..proxy.data import ProxyData, prepare_data
+from ..proxy.node_cache import CACHE_ENV
 from ..proxy.record import TrialRecorder
 from .callback import StoreCallback
 from .config import CONFIG_FILE, ResolvedSearch, SearchConfig, prepare
@@ -43,16 +51,14 @@ from .context import SearchContext
 from .progress import Progress
 from .report import write_report
 from .searcher import ArchSearcher
+from .storage import EXPERIMENT, ExperimentStorage, experiment_storage, fetch_searcher_state
 from .trainable import Trainable, build_trainable
 
 ray = lazy_import("ray")
 tune = lazy_import("ray.tune")
 schedulers = lazy_import("ray.tune.schedulers")
-searchers = lazy_import("ray.tune.search")
 optuna = lazy_import("optuna")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENT = "search"  # the Tune experiment: <out>/<study>/tune/search/
 # Tune reads these when its controller is created: save the experiment state (trials +
 # searcher) every 2 s so a killed driver loses little; no per-trial CSV/JSON/TBX loggers (the
 # results store is the record); the legacy reporter, silent at verbose=0 (no Ray tables).
@@ -65,13 +71,19 @@ class Resources:
     cpus_per_trial: float
     threads: int          # torch intra-op threads per trial
     max_concurrent: int   # 0: as many as the cluster fits
+    # Trials the nodes hold at once: Tune keeps that many placement groups pending, so every
+    # node gets a trial at once (one pending trial at a time leaves nodes idle: a finished
+    # trial's reused actor takes the next one before another node's worker has started).
+    slots: int = 1
 
 
-def plan_resources(cfg: SearchConfig, total_cpus: float) -> Resources:
+def plan_resources(cfg: SearchConfig, total_cpus: float, total_gpus: float = 0.0) -> Resources:
     """Default on a local machine: one single-threaded trial per core. Proxy models are small
     (32 px): two intra-op threads scale poorly on them, and on a shared machine OpenMP threads
     spin at barriers while descheduled (measured in notes/search_driver.md). On a cluster the
-    default is 2 CPUs per trial."""
+    default is 2 CPUs per trial, and Tune packs as many trials as the nodes' CPUs and GPUs
+    hold (fractional --gpus-per-trial: several trials share a GPU). Torch threads per trial =
+    its whole CPUs (the trainable reads its actual allocation)."""
     cpt = cfg.cpus_per_trial
     if cpt is None:
         cpt = 1.0 if cfg.address is None else 2.0
@@ -79,6 +91,8 @@ def plan_resources(cfg: SearchConfig, total_cpus: float) -> Resources:
         conc = int(cfg.max_concurrent)
     elif cfg.address is None:
         conc = max(1, int(total_cpus // cpt))
+        if cfg.gpus_per_trial > 0:
+            conc = max(1, min(conc, int(total_gpus // cfg.gpus_per_trial)))
     else:
         conc = 0
     return Resources(float(cpt), max(1, int(cpt)), conc)
@@ -107,10 +121,55 @@ def run_resolved(resolved: ResolvedSearch, *, resume: bool = False,
                  wrap_trainable: Callable[[Trainable], Trainable] | None = None
                  ) -> dict[str, Any]:
     """:func:`run_search` for a config already validated by ``config.prepare`` (the command
-    line validates before it imports this module, which imports torch and ray)."""
+    line validates before it imports this module, which imports torch and ray).
+
+    Ray is up (or joined) and every node a trial fits on has been asked whether it can get the
+    data before the results store is opened: a bad cluster input writes nothing."""
     cfg = resolved.config
     progress = Progress(cfg.n_trials + len(resolved.baselines), stream=stream)
-    data = prepare_data(cfg.data, cfg.fidelity, cache_dir=str(Path(cfg.out_root) / "cache"))
+    t0 = time.monotonic()
+    started_ray = not ray.is_initialized()
+    try:
+        total_cpus = init_ray(cfg.address)
+        res = plan_resources(cfg, total_cpus, float(ray.cluster_resources().get("GPU", 0)))
+        # An absolute source: a trial on another node rebuilds the cache from the same path.
+        data = prepare_data(os.path.abspath(cfg.data) if cfg.data else None, cfg.fidelity,
+                            cache_dir=str(Path(cfg.out_root) / "cache"))
+        nodes = _check_cluster(cfg, data, res)
+        res = dataclasses.replace(res, slots=slots(nodes, res.cpus_per_trial,
+                                                   cfg.gpus_per_trial))
+        progress.line(f"ray up in {time.monotonic() - t0:.1f}s: {total_cpus:g} CPUs on "
+                      f"{len(nodes)} node(s), {res.cpus_per_trial:g} CPU(s) x {res.threads} "
+                      f"thread(s) per trial, up to {res.max_concurrent or res.slots} at once")
+        rep, interrupted = _search_with_store(resolved, data, res, progress, resume,
+                                              wrap_trainable, stream)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    rep["interrupted"] = interrupted
+    return rep
+
+
+def _check_cluster(cfg: SearchConfig, data: ProxyData, res: Resources) -> list[dict]:
+    """The nodes trials can run on. UsageError: resources no node has, or a node of the
+    cluster (``--address``) that can neither find the data cache nor read the dataset."""
+    nodes = nodes_fitting(res.cpus_per_trial, cfg.gpus_per_trial,
+                          f"--cpus-per-trial {res.cpus_per_trial:g} --gpus-per-trial "
+                          f"{cfg.gpus_per_trial:g}")
+    if cfg.address:
+        for node, problem in zip(nodes, ask_each_node(nodes, data_problem, data)):
+            if problem:
+                raise UsageError(f"--data {data.source}: not readable on {node_name(node)}: "
+                                 f"{problem}; every node that runs trials needs the dataset at "
+                                 f"this path, or its prepared cache under ${CACHE_ENV}")
+    return nodes
+
+
+def _search_with_store(resolved: ResolvedSearch, data: ProxyData, res: Resources,
+                       progress: Progress, resume: bool, wrap: Callable | None,
+                       stream: TextIO | None) -> tuple[dict[str, Any], bool]:
+    """Open the study, run the Tuner, write the report: (report, interrupted)."""
+    cfg = resolved.config
     store = open_store(cfg.db, readonly=False)
     try:
         recorder = _open_study(cfg, store, data, resolved.latency_device)
@@ -121,80 +180,49 @@ def run_resolved(resolved: ResolvedSearch, *, resume: bool = False,
                       f"{cfg.n_trials} candidates + {len(resolved.baselines)} baselines, latency "
                       f"on {resolved.latency_device}{budget}; data {data.source} "
                       f"({data.num_classes} classes); db {cfg.db}")
-        interrupted = _run_tune(ctx, resume, wrap_trainable)
+        interrupted = _run_tune(ctx, res, resume, wrap)
         rep = write_report(store, cfg.study, cfg.out_dir, db=cfg.db, stream=stream)
     finally:
         store.close()
-    rep["interrupted"] = interrupted
-    return rep
+    return rep, interrupted
 
 
-def _run_tune(ctx: SearchContext, resume: bool, wrap: Callable | None) -> bool:
-    """Ray up, the Tuner, Ray down; True when the search stopped before its end (^C)."""
+def _run_tune(ctx: SearchContext, res: Resources, resume: bool, wrap: Callable | None) -> bool:
+    """The Tuner; True when the search stopped before its end (^C)."""
     cfg = ctx.cfg
-    t0 = time.monotonic()
-    started_ray = not ray.is_initialized()
-    total_cpus = _init_ray(cfg)
-    res = plan_resources(cfg, total_cpus)
-    ctx.progress.line(f"ray up in {time.monotonic() - t0:.1f}s: {total_cpus:g} CPUs, "
-                      f"{res.cpus_per_trial:g} CPU(s) x {res.threads} thread(s) per trial, up to "
-                      f"{res.max_concurrent or 'unlimited'} at once")
-    try:
-        unfinished = _fit(ctx, res, resume, wrap)
-        finished = ctx.search_finished or ctx.candidates_final() >= cfg.n_trials
-        interrupted = not (finished and not unfinished)
-        if not interrupted:
-            ctx.close_orphans()
-        else:  # e.g. ^C: the searcher checkpoint and RUNNING rows stay for --resume
-            ctx.progress.line(f"search interrupted ({unfinished} trial(s) unfinished); continue "
-                              f"with: run_search.py search --study {cfg.study} --resume")
-    finally:
-        if started_ray:
-            ray.shutdown()
+    unfinished = _fit(ctx, res, resume, wrap)
+    finished = ctx.search_finished or ctx.candidates_final() >= cfg.n_trials
+    interrupted = not (finished and not unfinished)
+    if not interrupted:
+        ctx.close_orphans()
+    else:  # e.g. ^C: the searcher checkpoint and RUNNING rows stay for --resume
+        ctx.progress.line(f"search interrupted ({unfinished} trial(s) unfinished); continue "
+                          f"with: run_search.py search --study {cfg.study} --resume")
     return interrupted
 
 
-def _init_ray(cfg: SearchConfig) -> float:
-    """Start (or connect to) Ray quietly; returns the cluster's CPU count."""
-    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    if ray.is_initialized():
-        return float(ray.cluster_resources().get("CPU", 1))
-    if cfg.address:
-        try:
-            ray.init(address=cfg.address, log_to_driver=False, logging_level=logging.ERROR,
-                     runtime_env={"working_dir": str(PROJECT_ROOT),
-                                  "excludes": ["runs/", ".git/", "*.db", "__pycache__/"]})
-        except ConnectionError as e:  # no cluster there: the user's --address
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UsageError(f"--address {cfg.address}: no Ray cluster to connect to ({why})") \
-                from None
-    else:
-        # Workers must import this project: they inherit PYTHONPATH from the local raylet.
-        paths = [str(PROJECT_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(
-            os.pathsep) if p]
-        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR, object_store_memory=256 * 2 ** 20,
-                 configure_logging=True)
-    return float(ray.cluster_resources().get("CPU", 1))
-
-
-def _searcher(ctx: SearchContext, exp_path: Path, resume: bool) -> ArchSearcher:
+def _searcher(ctx: SearchContext, where: ExperimentStorage, resume: bool) -> ArchSearcher:
     """A searcher around ``ctx``; on resume with the state of the experiment's last searcher
-    checkpoint (none yet: a fresh searcher, the store still replays what finished)."""
+    checkpoint, copied from the storage (none yet: a fresh searcher, the store still replays
+    what finished)."""
     cfg = ctx.cfg
     searcher = ArchSearcher(ctx, cfg.space, cfg.strategy, cfg.seed, cfg.n_trials,
                             [(n, s.canonical_json()) for n, s in ctx.resolved.baselines],
                             prerank=cfg.prerank)
-    checkpoints = glob.glob(str(exp_path / searchers.Searcher.CKPT_FILE_TMPL.format("*")))
-    if resume and checkpoints:
-        searcher.restore_from_dir(str(exp_path))
-        ctx.progress.line(f"resuming: {len(ctx.done_keys)} trial(s) already final in the store, "
-                          f"{len(searcher.requeued)} were running at the last checkpoint")
-    elif resume:
-        ctx.progress.line(f"resuming without a searcher checkpoint: {len(ctx.done_keys)} "
-                          "trial(s) already final in the store are replayed from it")
+    if not resume:
+        return searcher
+    with tempfile.TemporaryDirectory(prefix="sfn-searcher-") as local:
+        state_dir = fetch_searcher_state(where, local)
+        if state_dir is not None:
+            searcher.restore_from_dir(state_dir)
+    if state_dir is not None:
+        ctx.progress.line(f"resuming from {where.shown}: {len(ctx.done_keys)} trial(s) already "
+                          f"final in the store, {len(searcher.requeued)} were running at the "
+                          "last checkpoint")
+    else:
+        ctx.progress.line(f"resuming without a searcher checkpoint in {where.shown}: "
+                          f"{len(ctx.done_keys)} trial(s) already final in the store are "
+                          "replayed from it")
     return searcher
 
 
@@ -202,12 +230,12 @@ def _fit(ctx: SearchContext, res: Resources, resume: bool, wrap: Callable | None
     """Run the Tuner; returns the number of Tune trials that neither finished nor failed."""
     cfg = ctx.cfg
     os.environ.update(TUNE_ENV)
-    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, res.max_concurrent or 1))
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, res.max_concurrent or res.slots))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trainable = build_trainable(ctx.data, cfg.fidelity, threads=res.threads,
                                 device=cfg.torch_device, cpus=res.cpus_per_trial,
                                 gpus=cfg.gpus_per_trial, wrap=wrap)
-    tune_dir = (cfg.out_dir / "tune").resolve()
+    where = experiment_storage(cfg.storage, str(cfg.out_dir), cfg.study)
     scheduler = None
     if cfg.asha:
         scheduler = schedulers.ASHAScheduler(
@@ -215,12 +243,13 @@ def _fit(ctx: SearchContext, res: Resources, resume: bool, wrap: Callable | None
             max_t=cfg.fidelity.epochs + 1, grace_period=1, reduction_factor=2)
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=_searcher(ctx, tune_dir / EXPERIMENT, resume),
+        tune_config=tune.TuneConfig(search_alg=_searcher(ctx, where, resume),
                                     scheduler=scheduler, num_samples=-1,
                                     max_concurrent_trials=res.max_concurrent or None,
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=EXPERIMENT, storage_path=str(tune_dir), callbacks=[StoreCallback(ctx)],
+            name=EXPERIMENT, storage_path=where.path, storage_filesystem=where.filesystem,
+            callbacks=[StoreCallback(ctx)],
             verbose=0, log_to_file=True,
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))

@@ -17,10 +17,11 @@ from search_space.spec import ArchSpec
 
 # What a finished proxy training leaves on its trial row (metrics JSON; the numeric ones that
 # are also columns -- top1, val_loss, latency_ms, ... -- become columns in results.store).
+# node_id / data_cache: the Ray node a search trial ran on and the data cache it read there.
 FINAL_KEYS = ("top1", "top5", "val_loss", "train_loss", "epochs_done", "train_seconds",
               "cpu_seconds", "synflow", "naswot", "grad_norm", "zero_cost_seconds",
               "wall_seconds", "epoch", "replayed", "img_per_s", "threads", "device",
-              "latency_ms", "latency_std_ms")
+              "latency_ms", "latency_std_ms", "node_id", "data_cache")
 # What each epoch leaves (sfn_epoch_metrics).
 EPOCH_KEYS = ("epoch", "top1", "top5", "val_loss", "train_loss", "lr", "epoch_seconds",
               "seconds", "img_per_s", "train_cpu_seconds")

@@ -19,9 +19,10 @@ from search_space.lazy import lazy_import
 
 from . import launch
 from .config import (CLIP_MODES, DISTILLATION_TYPES, MIXUP_MODES, EvaluateConfig, ExportConfig,
-                     Processes, RetrainConfig, RetrainJob, option)
+                     Processes, RayLaunch, RetrainConfig, RetrainJob, option)
 
 loop = lazy_import("search.retrain.loop")
+ray_train = lazy_import("search.retrain.ray_train")
 evaluate = lazy_import("search.retrain.evaluate")
 
 # argparse types of the config fields' annotations (everything else is taken as text).
@@ -146,6 +147,22 @@ def add_retrain_arguments(p: argparse.ArgumentParser) -> None:
     _add(e, RetrainJob, "export", "export the final model to ONNX and CoreML")
 
 
+def add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    """``retrain --ray`` and its options (not part of the recipe: not in export --extra)."""
+    g = p.add_argument_group("Ray Train (--ray: the same recipe under TorchTrainer, "
+                             "checkpointed through Ray's storage)")
+    g.add_argument("--ray", action="store_true", help="train with Ray Train workers on a local "
+                   "Ray or the cluster at --address; --resume continues from Ray's storage")
+    _add(g, RayLaunch, "address", "Ray cluster to join: auto, HOST:PORT of the head, "
+         "ray://HOST:10001 (default: start a local Ray)")
+    _add(g, RayLaunch, "num_workers", "training workers (ranks)")
+    _add(g, RayLaunch, "cpus_per_worker", "CPUs per worker (= its torch threads)", type=float)
+    _add(g, RayLaunch, "gpus_per_worker", "GPUs per worker (0: CPU workers with gloo)")
+    _add(g, RayLaunch, "storage", "where Ray keeps the checkpoints: a directory every node "
+         "sees or a URI such as s3://bucket/prefix (default: <output>/ray)")
+    _add(g, RayLaunch, "max_failures", "worker-group restarts from the last checkpoint")
+
+
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     _add(p, EvaluateConfig, "arch", "spec JSON file, inline JSON or preset XS/S/L1/L3 "
          "(official checkpoints)")
@@ -225,7 +242,23 @@ def _extra_job(cfg: ExportConfig, text: str) -> RetrainJob:
 
 
 # -- handlers -----------------------------------------------------------------------------------
+def ray_launch(args: argparse.Namespace) -> RayLaunch | None:
+    """The Ray Train launch of a ``retrain`` command line (None without --ray; its options
+    without --ray are a UsageError)."""
+    launch = _config(RayLaunch, args)
+    if getattr(args, "ray", False):
+        return launch
+    given = [option(f.name) for f in fields(RayLaunch)
+             if getattr(launch, f.name) != getattr(RayLaunch(), f.name)]
+    if given:
+        raise UsageError(f"{given[0]}: only with --ray")
+    return None
+
+
 def _retrain(args: argparse.Namespace) -> int:
+    launch = ray_launch(args)
+    if launch is not None:
+        return ray_train.retrain_on_ray(retrain_job(args), launch)
     return loop.retrain_main(retrain_job(args))
 
 
@@ -250,6 +283,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     rt = sub.add_parser("retrain", help="full-scale DDP training with the SwiftFormer recipe")
     add_retrain_arguments(rt)
+    add_ray_arguments(rt)
     rt.set_defaults(func=_retrain)
 
     ev = sub.add_parser("evaluate", help="top-1/top-5 of a checkpoint on an ImageFolder val set")

@@ -157,6 +157,38 @@ class Processes:
 
 
 @dataclass(frozen=True)
+class RayLaunch:
+    """``retrain --ray``: the same recipe under Ray Train's ``TorchTrainer``, one worker per
+    rank, on a local Ray or an existing cluster (``search.retrain.ray_train``)."""
+
+    # An existing cluster (auto, HOST:PORT, ray://HOST:10001); None = start a local Ray.
+    address: str | None = None
+    num_workers: int = 1  # training processes (= ranks); the global batch is this x batch
+    # CPUs per worker; its torch threads follow it (the data loaders' --workers come on top).
+    cpus_per_worker: float = 1.0
+    # GPUs per worker: 0 = CPU workers (gloo); 1 = one CUDA device each (NCCL, AMP); a
+    # fraction packs several workers on one GPU (for tests of the wiring, not for speed).
+    gpus_per_worker: float = 0.0
+    # Where Ray Train keeps the checkpoints (every epoch) and the final run; a resumed run
+    # reads its last checkpoint from here. None = <output>/ray, which only works when every
+    # node sees <output>; on a cluster give a directory they all mount (NFS) or a URI
+    # (s3://bucket/prefix): every worker uploads to it.
+    storage: str | None = None
+    # Worker-group restarts from the last checkpoint after a worker or node dies.
+    max_failures: int = 0
+
+    def __post_init__(self) -> None:
+        _at_least(self, ("num_workers",), 1)
+        _at_least(self, ("max_failures",), 0)
+        if not self.cpus_per_worker > 0:
+            raise UsageError(f"--cpus-per-worker {self.cpus_per_worker:g}: need a positive number")
+        g = self.gpus_per_worker
+        if not (g >= 0 and (g <= 1 or g == int(g))):
+            raise UsageError(f"--gpus-per-worker {g:g}: need 0, a fraction of one GPU or a whole "
+                             "number of GPUs")
+
+
+@dataclass(frozen=True)
 class RetrainJob:
     """One ``retrain`` invocation: the recipe plus what is trained, on what, and where to."""
 
