@@ -10,8 +10,8 @@ A. iPhone 14 (SwiftFormer paper Table 2) <-> iPhone 12 / 12 Pro (EfficientFormer
    MobileOne, RepViT, MobileNetV2 READMEs), both directions: calibrate the target from
    ``--n-cal`` of its rows with the other phone as prior (iPhone 14: the shipped calibration;
    iPhone 12: fitted here on all its rows, from the generic prior), predict its other rows.
-   ``--draws`` random draws plus the ``latency suggest`` draw (greedy D-optimal over the
-   target's rows under the prior).
+   ``--draws`` random draws plus the ``latency suggest`` draw (greedy Bayesian V-optimal
+   design over the target's rows under the prior).
 B. The local CPU as a device (onnxruntime, 1 thread, thread CPU time, min over interleaved
    rounds): ``--n-cal`` SwiftFormer specs chosen by ``latency suggest`` from a pool of random
    specs are measured and calibrate the CPU; ``--cpu-n`` random specs are measured and predicted.
@@ -189,7 +189,9 @@ def cpu_specs(args) -> tuple[list[ArchSpec], list[ArchSpec]]:
 
 
 def measure_cpu(args, specs: list[ArchSpec]) -> dict:
-    """Thread CPU time of onnxruntime (1 thread) per spec over interleaved rounds (cached)."""
+    """Thread CPU time of onnxruntime (1 thread) per spec over interleaved rounds, cached in
+    ``--cpu-cache``: a spec already measured in ``--cpu-rounds`` rounds is not measured again
+    (delete the cache for a fresh ground truth)."""
     from latency_models.backends import time_onnx_file
     from latency_models.export import export_onnx
 
@@ -198,25 +200,31 @@ def measure_cpu(args, specs: list[ArchSpec]) -> dict:
         with open(args.cpu_cache) as f:
             cache = json.load(f)
     onnx_dir = os.path.join(os.path.dirname(args.cpu_cache), "onnx")
-    for i, s in enumerate(specs):
+    for s in specs:
         path = os.path.join(onnx_dir, f"{s.arch_hash}.onnx")
         if not os.path.exists(path):
             export_onnx(s, path, check=False)
-        cache["specs"].setdefault(s.arch_hash, {"spec": s.to_dict(), "cpu_ms": []})
+        e = cache["specs"].setdefault(s.arch_hash, {"spec": s.to_dict(), "cpu_ms": []})
+        e.setdefault("rounds", len(e["cpu_ms"]) // max(args.runs, 1))
+    todo = [s for s in specs if cache["specs"][s.arch_hash]["rounds"] < args.cpu_rounds]
+    if not todo:
+        return cache
     rng = np.random.default_rng(args.seed)
-    first = os.path.join(onnx_dir, f"{specs[0].arch_hash}.onnx")
-    time_onnx_file(first, 1, 30, 1)             # process warm-up: a fresh process runs slower
+    time_onnx_file(os.path.join(onnx_dir, f"{todo[0].arch_hash}.onnx"), 1, 30, 1)  # warm-up
     cache["meta"]["uptime"].append(["start", uptime()])
     for rnd in range(args.cpu_rounds):
-        order = rng.permutation(len(specs))
-        for k, i in enumerate(order):
-            s = specs[i]
-            r = time_onnx_file(os.path.join(onnx_dir, f"{s.arch_hash}.onnx"), 1, args.warmup,
-                                args.runs)
-            cache["specs"][s.arch_hash]["cpu_ms"] += [round(t, 4) for t in r["cpu_times_ms"]]
+        for i in rng.permutation(len(todo)):
+            e = cache["specs"][todo[i].arch_hash]
+            if e["rounds"] >= args.cpu_rounds:
+                continue
+            r = time_onnx_file(os.path.join(onnx_dir, f"{todo[i].arch_hash}.onnx"), 1,
+                               args.warmup, args.runs)
+            e["cpu_ms"] += [round(t, 4) for t in r["cpu_times_ms"]]
+            e["rounds"] += 1
         cache["meta"]["uptime"].append([f"after round {rnd}", uptime()])
         write_json_atomic(args.cpu_cache, cache, indent=None)
-        print(f"CPU round {rnd + 1}/{args.cpu_rounds} done; {uptime()}", flush=True)
+        print(f"CPU round {rnd + 1}/{args.cpu_rounds} done ({len(todo)} specs); {uptime()}",
+              flush=True)
     return cache
 
 

@@ -119,7 +119,7 @@ def _register_evaluate(lsub) -> None:
 
 
 def _register_suggest(lsub) -> None:
-    s = lsub.add_parser("suggest", help="which models to measure on a new phone (D-optimal)",
+    s = lsub.add_parser("suggest", help="which models to measure on a new phone (greedy Bayesian design)",
                         description="Choose the SwiftFormer-space members and timm models whose "
                                     "latencies best pin down a new device's coefficients; "
                                     "write them as .mlpackage files and a CSV to fill in.")

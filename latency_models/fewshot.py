@@ -64,12 +64,26 @@ class FitConfig:
     # hyper-prior on sigma: log-normal around the prior device's misfit, sd 0.7 in log sigma
     # (a factor 2); without it 10 rows pick sigma -> 0 and intervals that never cover
     sigma_hyper_sd: float = 0.7
+    # hyper-priors on how far devices differ: log-normal around a group factor of x1.65
+    # (tau 0.5) and a term factor of x1.3 (tau 0.25) beyond its group, sd 0.5 in log tau.
+    # Without them the evidence of 10 rows happily picks tau_term = 2 (x7 per sd) and one
+    # outlier family (DeiT on the iPhone 14) drags the linear-layer cost up 3x, predicting
+    # ConvNeXt-T at 4x its latency.
+    tau_group_center: float = 0.5
+    tau_term_center: float = 0.25
+    tau_hyper_sd: float = 0.5
     scale_bound: float = math.log(1e4)   # the device may be 10^4 x slower or faster
     group_bound: float = math.log(10.0)  # a group moves at most 10x from prior x scale
     term_bound: float = math.log(4.0)    # a term moves at most 4x beyond its group
     # rows a candidate needs before it is considered (fewer cannot tell it from a simpler one)
     min_rows: tuple[tuple[str, int], ...] = (("scale", 2), ("groups", 4), ("full", 6))
     prefer_simpler: float = 0.02   # a richer candidate must beat the best by more than 2% LOO
+    # Robustness: Student-t likelihood (nu degrees of freedom) by iteratively re-weighted
+    # least squares (row weight (nu + 1) / (nu + r^2), r = residual / sigma), so a model the
+    # cost model cannot express (DeiT on the iPhone 14: 3-4x slower than ConvNeXt-T at equal
+    # MACs) cannot drag every coefficient toward it.
+    robust_nu: float = 2.0
+    robust_iters: int = 4
     kappa_max: float = 5.0         # interval calibration factor cap
     cov_rel_tol: float = 1e-8      # coefficient-covariance eigenvalues below this x max dropped
 
@@ -103,9 +117,12 @@ def _hyper_grid(name: str, cfg: FitConfig) -> list[tuple[float, float]]:
 
 
 def select_hyper(T: np.ndarray, logy: np.ndarray, theta0: np.ndarray, name: str,
-                 sigma0: float, cfg: FitConfig = DEFAULT_CONFIG) -> dict[str, float]:
+                 sigma0: float, cfg: FitConfig = DEFAULT_CONFIG,
+                 weights: np.ndarray | None = None) -> dict[str, float]:
     """(sigma, tau_g, tau_t) maximising log evidence + log hyper-prior(sigma), for the model
-    linearised at the prior's term shares (closed form: a Gaussian over the n rows)."""
+    linearised at the prior's term shares (closed form: a Gaussian over the n rows; row i has
+    noise variance sigma^2 / weights_i)."""
+    w = np.ones(len(logy)) if weights is None else weights
     p0 = T @ theta0
     W0 = T * theta0 / p0[:, None]                  # prior term shares; rows sum to 1
     r = logy - np.log(p0)
@@ -116,11 +133,14 @@ def select_hyper(T: np.ndarray, logy: np.ndarray, theta0: np.ndarray, name: str,
     combos = [(s, tg, tt) for s in cfg.sigma_grid for tg, tt in _hyper_grid(name, cfg)]
     S = np.array(combos)
     K = (base[None] + S[:, 1, None, None] ** 2 * G[None] + S[:, 2, None, None] ** 2 * Tt[None]
-         + S[:, 0, None, None] ** 2 * np.eye(n)[None])
+         + S[:, 0, None, None] ** 2 * np.diag(1.0 / w)[None])
     sign, logdet = np.linalg.slogdet(K)
     quad = np.einsum("i,kij,j->k", r, np.linalg.inv(K), r)
     log_ev = -0.5 * (quad + logdet + n * math.log(2 * math.pi))
     log_hp = -0.5 * ((np.log(S[:, 0]) - math.log(sigma0)) / cfg.sigma_hyper_sd) ** 2
+    for col, center in ((1, cfg.tau_group_center), (2, cfg.tau_term_center)):
+        on = S[:, col] > 0
+        log_hp[on] += -0.5 * ((np.log(S[on, col]) - math.log(center)) / cfg.tau_hyper_sd) ** 2
     best = int(np.argmax(log_ev + log_hp))
     s, tg, tt = combos[best]
     return {"sigma": float(s), "tau_group": float(tg), "tau_term": float(tt),
@@ -133,34 +153,46 @@ def _bounds(name: str, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
     return -ub, ub
 
 
-def fit_candidate(T: np.ndarray, logy: np.ndarray, theta0: np.ndarray, name: str,
-                  sigma0: float, cfg: FitConfig = DEFAULT_CONFIG) -> CandidateFit:
-    """Hyper-parameters by evidence, then the bounded MAP fit and its Laplace covariance."""
-    h = select_hyper(T, logy, theta0, name, sigma0, cfg)
-    sigma = h["sigma"]
+def _map(T, logy, theta0, name, h, w, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bounded MAP fit for hyper-parameters h and row weights w: (z, P, prior sds)."""
     P = P_FULL[:, _ACTIVE[name]]
     sd = _prior_sds(name, h["tau_group"], h["tau_term"], cfg)
     keep = sd > 0
     P, sd = P[:, keep], sd[keep]
     lb, ub = _bounds(name, cfg)
     lb, ub = lb[keep], ub[keep]
+    s_row = h["sigma"] / np.sqrt(w)
 
     def resid(z):
         yhat = T @ (theta0 * np.exp(P @ z))
-        return np.concatenate([(logy - np.log(yhat)) / sigma, z / sd])
+        return np.concatenate([(logy - np.log(yhat)) / s_row, z / sd])
 
     def jac(z):
         th = theta0 * np.exp(P @ z)
         W = T * th / (T @ th)[:, None]
-        return np.vstack([-(W @ P) / sigma, np.diag(1.0 / sd)])
+        return np.vstack([-(W @ P) / s_row[:, None], np.diag(1.0 / sd)])
 
     z0 = np.zeros(len(sd))
     z0[0] = np.clip(np.mean(logy - np.log(T @ theta0)), lb[0], ub[0])
     z = optimize.least_squares(resid, z0, jac=jac, bounds=(lb, ub), method="trf",
                                x_scale="jac").x
-    theta = theta0 * np.exp(P @ z)
+    return z, P, sd
+
+
+def fit_candidate(T: np.ndarray, logy: np.ndarray, theta0: np.ndarray, name: str,
+                  sigma0: float, cfg: FitConfig = DEFAULT_CONFIG) -> CandidateFit:
+    """Hyper-parameters by evidence, then the bounded MAP fit and its Laplace covariance,
+    re-weighting outlying rows (Student-t) ``cfg.robust_iters`` times."""
+    w = np.ones(len(logy))
+    for _ in range(max(cfg.robust_iters, 1)):
+        h = select_hyper(T, logy, theta0, name, sigma0, cfg, w)
+        z, P, sd = _map(T, logy, theta0, name, h, w, cfg)
+        theta = theta0 * np.exp(P @ z)
+        r = (logy - np.log(T @ theta)) / h["sigma"]
+        w = np.minimum(1.0, (cfg.robust_nu + 1) / (cfg.robust_nu + r ** 2))
+    sigma = h["sigma"]
     W = T * theta / (T @ theta)[:, None]
-    X = W @ P
+    X = (W @ P) * np.sqrt(w)[:, None]
     cov_z = np.linalg.inv(X.T @ X / sigma ** 2 + np.diag(1.0 / sd ** 2))
     return CandidateFit(name, theta, P @ cov_z @ P.T, sigma, h, z)
 

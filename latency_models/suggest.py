@@ -1,13 +1,15 @@
-"""Which models to measure on a new phone: greedy Bayesian D-optimal design.
+"""Which models to measure on a new phone: greedy Bayesian experimental design.
 
 Calibrating a device fits the log multipliers z = [a, b (groups), c (terms)] of a prior
 device's coefficients (``latency_models.fewshot``); a measured model i contributes one row
 x_i = shares_i @ P (its latency's split over the cost terms under the prior, mapped to z).
-``choose_rows`` picks, one at a time, the candidate that most increases
-log det(X^T X / sigma^2 + Lambda0^-1), Lambda0 = the fit's prior covariance of z: each pick is
-the model whose latency the current design predicts least well, so ten picks spread over what
-the cost terms can tell apart (attention-heavy, depthwise-heavy, tiny, large, rank-5 ...)
-instead of ten similar mid-size nets.
+``choose_rows`` picks, one at a time, the candidate that most reduces the mean posterior
+predictive variance of log latency over the candidates themselves (Bayesian V-optimality; the
+prior covariance of z is the fit's, Lambda0): each pick is the model whose measurement teaches
+most about the models one will predict, so ten picks spread over what the cost terms can tell
+apart (attention-heavy, depthwise-heavy, tiny, large, rank-5 ...) instead of ten similar
+mid-size nets -- and, unlike D-optimality (``criterion="D"``, which maximises log det of the
+posterior precision), do not chase the most unusual model in the pool.
 
 ``candidate_pool`` is what can be suggested: SwiftFormer-space members (analytic features) and
 the timm models whose CoreML op lists ship (``feature_cache``); ``write_template`` writes the
@@ -62,23 +64,36 @@ def design_rows(F: np.ndarray, prior: LatencyPredictor | None) -> np.ndarray:
     return W @ P_FULL
 
 
-def choose_rows(X: np.ndarray, n: int, start: Sequence[int] = ()) -> list[int]:
-    """Greedy Bayesian D-optimal: ``n`` row indices of X (rank-one updates of the posterior
-    covariance; ``start`` rows are taken as already measured)."""
+def _update(S: np.ndarray, x: np.ndarray) -> np.ndarray:
+    Sx = S @ x
+    return S - np.outer(Sx, Sx) / (DESIGN_SIGMA ** 2 + x @ Sx)
+
+
+def choose_rows(X: np.ndarray, n: int, start: Sequence[int] = (), criterion: str = "V",
+                target: np.ndarray | None = None) -> list[int]:
+    """Greedy Bayesian design: ``n`` row indices of X, one rank-one posterior update at a time
+    (``start`` rows count as already measured). "V" (default) picks the row that most reduces
+    the mean predictive variance of log latency over ``target`` (default: X itself, the models
+    the calibration should predict); "D" the row that most increases log det of the posterior
+    precision (pins the coefficients down, but favours unusual models)."""
+    if criterion not in ("V", "D"):
+        raise ValueError(f"criterion {criterion!r}: 'V' or 'D'")
     S = np.diag(_prior_sd(X.shape[1]) ** 2)
-    s2 = DESIGN_SIGMA ** 2
+    Y = X if target is None else target
+    for i in start:
+        S = _update(S, X[i])
     chosen: list[int] = []
-    for i in list(start):
-        x = X[i]
-        Sx = S @ x
-        S = S - np.outer(Sx, Sx) / (s2 + x @ Sx)
     for _ in range(min(n, len(X))):
-        gain = np.einsum("ij,jk,ik->i", X, S, X)
+        own = np.einsum("ij,jk,ik->i", X, S, X)
+        if criterion == "D":
+            gain = np.log1p(own / DESIGN_SIGMA ** 2)
+        else:
+            A = (Y @ S) @ X.T                       # covariances target x candidate
+            gain = np.sum(A * A, axis=0) / (DESIGN_SIGMA ** 2 + own)
         gain[list(start) + chosen] = -np.inf
         i = int(np.argmax(gain))
         chosen.append(i)
-        Sx = S @ X[i]
-        S = S - np.outer(Sx, Sx) / (s2 + X[i] @ Sx)
+        S = _update(S, X[i])
     return chosen
 
 
