@@ -21,10 +21,10 @@ COMMAND_MODULES = (
     "latency_models.cli",    # latency
     "results.cli",           # studies, pareto, compare, show
     "results.dashboard.cli", # dashboard, report
-    "search.cli",            # search (and the default main job)
-    "search.fidelity_cli",   # fidelity
+    "search.nas.cli",        # search (and the default main job)
+    "search.fidelity.cli",   # fidelity
     "search.retrain.cli",    # export, retrain, evaluate
-    "search.scale_cli",      # scale, ladder, fit
+    "search.scaling.cli",    # scale, ladder, fit
 )
 
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command is None:
-            # No sub-command: the main job. search.cli provides it once the search exists.
+            # No sub-command: the main job. search.nas.cli provides it once the search exists.
             for mod in reversed(modules):
                 if hasattr(mod, "default_main"):
                     return mod.default_main(args)

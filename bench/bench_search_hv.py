@@ -3,11 +3,12 @@
     /work/venv/bin/python bench/bench_search_hv.py [--trials 12] [--seeds 0 1 2]
         [--strategies nsga2 random] [--fidelity '{"epochs": 1, ...}']
 
-Runs the real driver (Ray Tune + Optuna + proxy training on the embedded data) once per
-(strategy, seed) into its own database under runs/bench_search_hv/ (so no run reuses another's
-proxy results), then reports the hypervolume of each run's candidates (proxy top-1 max,
-predicted iPhone 14 latency min) against ONE fixed reference point (top-1 0 %, latency
---ref-latency-ms), mean and spread per strategy, and wall time per run.
+Runs the real driver (search.nas: Ray Tune + Optuna + proxy training on the embedded data) once
+per (strategy, seed) into its own database under runs/bench_search_hv/ (so no run reuses
+another's proxy results), then reports the hypervolume (results.pareto) of each run's
+full-budget candidates (results.study_front; proxy top-1 max, predicted iPhone 14 latency min)
+against ONE fixed reference point (top-1 0 %, latency --ref-latency-ms), mean and spread per
+strategy, and wall time per run.
 """
 from __future__ import annotations
 
@@ -34,9 +35,11 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_search_hv")
     a = ap.parse_args()
 
-    from search.driver import SearchConfig, run_search
-    from search.report import hypervolume_of, study_points
+    from results.pareto import hypervolume
     from results.store import ResultsStore
+    from results.study_front import OBJECTIVES, study_front
+    from search.nas.config import SearchConfig, parse_fidelity_fields
+    from search.nas.driver import run_search
 
     print(f"uptime: {os.popen('uptime').read().strip()}", flush=True)
     out = Path(a.out)
@@ -48,21 +51,21 @@ def main() -> None:
             study = f"hv-{strat}-s{seed}"
             db = out / f"{study}.db"
             cfg = SearchConfig(study=study, strategy=strat, seed=seed, n_trials=a.trials,
-                               fidelity=json.loads(a.fidelity), baselines=[], db=str(db),
-                               out_root=str(out))
+                               fidelity=parse_fidelity_fields(json.loads(a.fidelity)),
+                               baselines=(), db=str(db), out_root=str(out))
             t0 = time.monotonic()
             with open(os.devnull, "w") as quiet:
                 run_search(cfg, stream=quiet)
             wall = time.monotonic() - t0
-            store = ResultsStore(str(db), readonly=True)
-            sid = store.study_id(study)
-            pts = study_points(store, sid)
-            hv = hypervolume_of(pts["candidates"], a.ref_latency_ms)
-            best = max((c["top1"] for c in pts["candidates"]), default=float("nan"))
-            store.close()
-            rows.append({"strategy": strat, "seed": seed, "hv": hv, "n": len(pts["candidates"]),
+            # The study's points as every view has them; one FIXED reference for all runs (the
+            # per-study reference rule would make runs incomparable).
+            with ResultsStore(str(db), readonly=True) as store:
+                vals = study_front(store, study)["cand"].values
+            hv = hypervolume(vals, OBJECTIVES, [0.0, a.ref_latency_ms]) if len(vals) else 0.0
+            best = float(vals[:, 0].max()) if len(vals) else float("nan")
+            rows.append({"strategy": strat, "seed": seed, "hv": hv, "n": len(vals),
                          "best_top1": best, "wall_s": wall})
-            print(f"{strat:<7} seed {seed}: HV {hv:8.3f}  candidates {len(pts['candidates'])}  "
+            print(f"{strat:<7} seed {seed}: HV {hv:8.3f}  candidates {len(vals)}  "
                   f"best top1 {best:5.2f}%  wall {wall:6.1f} s", flush=True)
     print(f"\nreference point: top1 0 %, latency {a.ref_latency_ms} ms; trials/run {a.trials}; "
           f"fidelity overrides {a.fidelity}")

@@ -61,7 +61,7 @@ def ray_tune(n: int, seed: int, concurrency: int) -> tuple[float, float]:
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.tune_searcher import SpaceFn
+    from search.nas.searcher import SpaceFn
     from search_space.space import DEFAULT_SPACE
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

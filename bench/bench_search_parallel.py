@@ -27,7 +27,8 @@ def main() -> None:
     ap.add_argument("--baselines", default="")
     ap.add_argument("--out", default="runs/bench_search_parallel")
     a = ap.parse_args()
-    from search.driver import SearchConfig, run_search
+    from search.nas.config import SearchConfig, parse_fidelity_fields
+    from search.nas.driver import run_search
 
     cores = os.cpu_count() or 1
     print(f"uptime: {os.popen('uptime').read().strip()}", flush=True)
@@ -39,8 +40,8 @@ def main() -> None:
     for label, cpt, conc in layouts:
         study = f"par-{int(cpt)}x{conc}"
         cfg = SearchConfig(study=study, strategy="random", seed=0, n_trials=a.trials,
-                           fidelity=json.loads(a.fidelity),
-                           baselines=[b for b in a.baselines.split(",") if b],
+                           fidelity=parse_fidelity_fields(json.loads(a.fidelity)),
+                           baselines=tuple(b for b in a.baselines.split(",") if b),
                            db=str(out / f"{study}.db"), out_root=str(out),
                            cpus_per_trial=cpt, max_concurrent=conc)
         t0 = time.monotonic()

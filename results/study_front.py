@@ -6,8 +6,11 @@ show the same numbers. Definitions:
 
 * points: COMPLETED trials with a finite top-1 and a latency on the chosen device, in finish
   order ("full" fidelity: only trials that reached the study's whole proxy budget);
-* baselines: XS/S/L1/L3 (the published baseline architectures). They are compared against the
-  front, never members of it;
+* baselines: XS/S/L1/L3 (the published baseline architectures) and any other architecture the
+  search trained as a baseline (``--extra-arch``: trial keys starting with
+  :data:`BASELINE_TRIAL_PREFIX`). They are compared against the front, never members of it;
+* a reused result (the same architecture recorded again with the same numbers) is an identical
+  point: it changes neither the front's shape nor the hypervolume (views list it once);
 * front and hypervolume: ``results.pareto`` over the searched points (top-1 max, latency min);
 * latency intervals: every predicted latency carries its predictor's std (trials store
   ``latency_std_ms``); a front member whose advantage over a baseline (it dominates the
@@ -32,6 +35,7 @@ from .schema import (COMPLETED, TRIAL_STATUSES, Architecture, Baseline, LatencyP
 from .store import ResultsStore, raw_rows
 
 FIDELITIES = ("full", "any")
+BASELINE_TRIAL_PREFIX = "base-"  # the search's baseline trials: base-<name>-<arch_hash>
 # A latency prediction's interval is +- INTERVAL_SIGMAS standard deviations (about 95% for a
 # calibrated predictor: `latency evaluate` reports the coverage of its calibration rows).
 INTERVAL_SIGMAS = 2.0
@@ -253,6 +257,23 @@ def _mark_intervals(front: list[dict], baselines: list[dict]) -> None:
                                           else not all(verdicts))
 
 
+def _user_baseline_markers(in_study: list[dict], names: dict[str, str]) -> list[dict]:
+    """Baselines the user added to the search (``--extra-arch``): their own trials only."""
+    by_key: dict[str, dict] = {}
+    for p in in_study:
+        if p["arch_hash"] in names:
+            continue
+        name = p["trial_key"][len(BASELINE_TRIAL_PREFIX):].rsplit("-", 1)[0] or p["arch_hash"]
+        by_key[name] = {"name": name, "arch_hash": p["arch_hash"], "trial_id": p["trial_id"],
+                        "top1": p["top1"], "top1_source": "this study",
+                        "latency_ms": p["latency_ms"], "latency_std_ms": p["latency_std_ms"],
+                        "latency_interval_ms": p["latency_interval_ms"],
+                        "latency_source": p["latency_source"],
+                        "published_top1": None, "published_latency_ms": None,
+                        "published_device": None}
+    return list(by_key.values())
+
+
 def _status_counts(store: ResultsStore, study_id: int) -> dict[str, int]:
     """Trials of one study per status (lower-case keys), all of them, and the full-budget
     COMPLETED ones (the counts ``ResultsStore.studies`` gives, for one study)."""
@@ -293,14 +314,16 @@ def study_front(store: ResultsStore, study: str, device: str | None = None,
                          f"{', '.join(devices)}")
     pts = _points(store, st, dev, fidelity)
     names = _baseline_names(store)
-    is_base = np.array([r[2] in names for r in pts.rows], dtype=bool)
+    is_base = np.array([r[2] in names or r[1].startswith(BASELINE_TRIAL_PREFIX)
+                        for r in pts.rows], dtype=bool)
     cand = pts.subset(~is_base)
     on_front = pareto_mask(cand.values, OBJECTIVES) if len(cand) else np.zeros(0, dtype=bool)
     front_idx = np.flatnonzero(on_front)
     front = [cand.point(i, True) for i in front_idx.tolist()]
     base_pts = [dict(pts.point(i), latency_source=pts.latency_source)
                 for i in np.flatnonzero(is_base).tolist()]
-    baselines = _baseline_markers(store, st, dev, base_pts, names)
+    baselines = (_baseline_markers(store, st, dev, base_pts, names)
+                 + _user_baseline_markers(base_pts, names))
     front_vals = cand.values[front_idx]
     for b in baselines:  # is the baseline dominated by the searched front?
         b["dominated_by_front"] = None if b["top1"] is None or b["latency_ms"] is None else bool(

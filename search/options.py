@@ -59,10 +59,13 @@ def _torch_device(text: str) -> str:
 
 
 def add_threads_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-                       default: int | None = None) -> None:
+                       default: int | None = None, default_text: str | None = None) -> None:
+    """``--threads N``; ``default_text`` says what an absent option means when the command
+    computes it (e.g. "cores / workers")."""
+    shown = f"default: {default_text}" if default_text else (
+        f"default {default}" if default else "default: torch's")
     parser.add_argument("--threads", type=_positive_int, default=default, metavar="N",
-                        help="torch intra-op threads per training process"
-                             + (f" (default {default})" if default else " (default: torch's)"))
+                        help=f"torch intra-op threads per training process ({shown})")
 
 
 def _positive_int(text: str) -> int:

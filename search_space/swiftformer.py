@@ -24,7 +24,7 @@ from timm.models.swiftformer import Block, ConvEncoder, Embedding
 
 from .spec import PRESETS, ArchSpec, SpecError, load_spec
 
-__all__ = ["SwiftFormerNAS", "build_model", "convert_official_state_dict", "load_checkpoint"]
+__all__ = ["SwiftFormerNAS", "build_model", "convert_official_state_dict"]
 
 
 class Stage(nn.Module):
@@ -241,21 +241,11 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
     return out
 
 
-def load_checkpoint(model: SwiftFormerNAS, path: str, strict: bool = True) -> None:
-    """Load an official, timm or our own checkpoint file (weights only, never pickled code)."""
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict", "model_ema"):
-        if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
-            sd = sd[key]
-            break
-    model.load_state_dict(convert_official_state_dict(sd), strict=strict)
-
-
 # -- timm registry ----------------------------------------------------------------------------
 def _create(spec: ArchSpec, pretrained: bool, **kwargs: Any) -> nn.Module:
     if pretrained:
         raise ValueError("pretrained weights are never downloaded: build the model, then "
-                         "load_checkpoint(model, path) with a file you have")
+                         "search_space.checkpoint.load_checkpoint(model, path) with a file you have")
     for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)
     changes = {k: kwargs.pop(k) for k in ("num_classes", "drop_path_rate", "resolution")

@@ -7,7 +7,9 @@ import timm
 import torch
 
 from search_space import PRESETS, TIMM_NAMES
-from search_space.swiftformer import build_model, convert_official_state_dict, load_checkpoint
+from search_space.checkpoint import CheckpointError, infer_spec, load_checkpoint
+from search_space.errors import NotFoundError
+from search_space.swiftformer import build_model, convert_official_state_dict
 
 KEYS_DIR = os.path.join(os.path.dirname(__file__), "data", "official_state_dict_keys")
 
@@ -65,11 +67,75 @@ def test_converter_is_pure_and_idempotent():
     assert "head_dist.weight" in once and not any(k.startswith("network") for k in once)
 
 
-def test_load_checkpoint_refuses_pickled_code(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo pwned",))
+class _Evil:
+    """Unpickling this runs code: it would create the sentinel file."""
+
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        return (open, (self.sentinel, "w"))
+
+
+def test_load_checkpoint_refuses_pickled_code_and_never_runs_it(tmp_path):
+    sentinel = tmp_path / "payload-ran"
     path = tmp_path / "evil.pth"
-    torch.save({"model": Evil()}, path)
-    with pytest.raises(Exception):
+    torch.save({"model": _Evil(sentinel)}, path)
+    assert not sentinel.exists()
+    with pytest.raises(CheckpointError, match=r"evil\.pth: refused: it holds pickled Python"):
         load_checkpoint(build_model(PRESETS["XS"]), str(path))
+    assert not sentinel.exists(), "the pickled payload ran: loading is not weights-only"
+
+
+@pytest.fixture(scope="module")
+def xs_model():
+    return build_model(PRESETS["XS"])
+
+
+def test_wrong_architecture_names_first_key_both_shapes_and_what_would_load(tmp_path, xs_model):
+    path = tmp_path / "s.pth"
+    torch.save(build_model(PRESETS["S"]).state_dict(), path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(xs_model, str(path))
+    msg = str(e.value)
+    assert f"checkpoint {path} does not fit this model" in msg
+    assert "key stages.1.downsample.proj.weight: file (64, 48, 3, 3) vs model (56, 48, 3, 3)" in msg
+    assert "(= preset S)" in msg and "\n" not in msg
+
+
+def test_other_head_size_says_which_num_classes(tmp_path, xs_model):
+    path = tmp_path / "xs3.pth"
+    torch.save({"model": build_model(PRESETS["XS"].replace(num_classes=3)).state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"head.weight: file \(3, 220\) vs model "
+                       r"\(1000, 220\).*= preset XS with num_classes=3"):
+        load_checkpoint(xs_model, str(path))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty file (0 bytes)"),
+    (b"just some text\n", "not a readable PyTorch weights file"),
+    (None, "not a readable PyTorch weights file"),  # a real checkpoint cut in half
+])
+def test_unreadable_files_are_one_line_errors(tmp_path, xs_model, content, message):
+    path = tmp_path / "bad.pth"
+    if content is None:
+        torch.save(xs_model.state_dict(), path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(xs_model, str(path))
+    assert str(e.value).startswith(f"checkpoint {path}: ") and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file_is_not_found(tmp_path, xs_model):
+    with pytest.raises(NotFoundError, match="no such file"):
+        load_checkpoint(xs_model, str(tmp_path / "none.pth"))
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_infer_spec_reads_the_architecture_back(name):
+    spec = PRESETS[name].replace(num_classes=7)
+    assert infer_spec(convert_official_state_dict(build_model(spec).state_dict())) == spec

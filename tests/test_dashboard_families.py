@@ -30,7 +30,7 @@ def scaled(tmp_path_factory):
     t = pred.predict(PRESETS["XS"])[0]
     db, out = str(tmp / "r.db"), tmp / "out"
     rc = main(["scale", "--base", "XS", "--targets", f"{t * 0.9:.4f},{t * 1.6:.4f},{t * 2.5:.4f}",
-               "--device", str(dev), "--coefficients", "1.2,1.1,1.15", "--db", db,
+               "--latency-device", str(dev), "--coefficients", "1.2,1.1,1.15", "--db", db,
                "--name", "xs-fam", "--out", str(out)])
     assert rc == 0
     return db, json.loads((out / "family.json").read_text())

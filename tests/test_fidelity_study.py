@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from search.fidelity_study import (bootstrap_over_seeds, extrapolate_top1, format_table,
-                                   kendall_tau, rank_report, spearman_rho)
+from search.fidelity.stats import (bootstrap_over_seeds, extrapolate_top1, kendall_tau,
+                                   rank_report, spearman_rho)
+from search.fidelity.study import format_table
 
 
 # -- statistics ----------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ def test_store_conflict_warns_and_the_sweep_goes_on(tmp_path):
     running); an edited free-text note is not a conflict at all."""
     from results.store import ResultsStore
     from search.proxy.fidelity import Fidelity
-    from search.fidelity_study import Setting, run_study
+    from search.fidelity.study import Setting, run_study
 
     data = _image_folder(tmp_path / "imgs")
     fid = Fidelity(classes=3, images_per_class=12, val_per_class=6, epochs=1, batch_size=8,
@@ -195,3 +196,35 @@ def test_store_conflict_warns_and_the_sweep_goes_on(tmp_path):
         assert len(store.trials(store.study_id("fidelity-tiny"))) == 4
     files = list((tmp_path / "fid" / "cache").rglob("*.json"))
     assert len(files) == 6  # every training kept in the cache the report reads
+
+
+def test_full_cifar10_settings_take_their_directory_from_the_command_line(tmp_path, capsys):
+    """No machine path in code: the sweep's full-CIFAR-10 settings read the directory given
+    with --cifar10; without it, naming one is refused with one line and 'all' skips them."""
+    import run_search
+    from search.proxy.fidelity import DEFAULT_FIDELITY
+    from search.fidelity.settings import SWEEP, default_setting, select_settings
+
+    needing = [s.name for s in SWEEP if s.needs_cifar10]
+    assert needing == ["i1000-e1", "i2000-e1", "i5000-e1"]
+    assert all(s.source is None for s in SWEEP)  # no directory baked into the sweep
+    for extra, msg in ((["--settings", "i2000-e1"], "give --cifar10 DIR"),
+                       (["--settings", "i1000-e1", "--cifar10", str(tmp_path / "nope")],
+                        "no such directory")):
+        rc = run_search.main(["fidelity", "--out", str(tmp_path / "o"), "--no-db"] + extra)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and msg in err[0], err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+    default = default_setting(DEFAULT_FIDELITY, name=None, source=None, from_option=False)
+    logs: list[str] = []
+    got = select_settings(["all"], default=default, log=logs.append)
+    assert [s.name for s in got] == [s.name for s in SWEEP if not s.needs_cifar10]
+    assert len(logs) == 1 and all(n in logs[0] for n in needing)
+    got = select_settings(["i1000-e1", "default", "i1000-e1"], default=default,
+                          cifar10=str(tmp_path))
+    assert [(s.name, s.source) for s in got] == [("i1000-e1", str(tmp_path)),
+                                                 (default.name, None)]
+    # a report of cached results trains nothing: no directory needed
+    got = select_settings(["i5000-e1"], default=default, need_data=False)
+    assert [s.name for s in got] == ["i5000-e1"]

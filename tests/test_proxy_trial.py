@@ -5,7 +5,8 @@ import pytest
 
 import search.proxy.train as train_mod
 from results.store import ResultsStore
-from search.proxy.trial import TrialRecorder, run_candidate, train_and_record
+from search.proxy.record import TrialRecorder
+from search.proxy.trial import run_candidate, train_and_record
 from test_proxy import FID, TINY, _NaNModel, toy  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.timeout(120)

@@ -112,3 +112,33 @@ def test_pareto_dashboard_and_report_agree(db, tmp_path, capsys):
     assert view["hypervolume"]["final"] == pytest.approx(hv, rel=1e-12)
     assert view["hypervolume"]["reference_point"] == ref
     assert {r["trial_id"] for r in view["front"]["rows"]} == front_ids
+
+
+def test_end_of_search_report_agrees(db):
+    """The hypervolume and front printed at the end of a search are study_front's."""
+    from search.nas.report import build_report
+
+    with ResultsStore(db, readonly=True) as store:
+        view = study_front(store, "s")
+        rep = build_report(store, "s")
+    assert rep["hypervolume"]["value"] == view["hypervolume"]
+    assert [rep["hypervolume"]["reference"]["top1"],
+            rep["hypervolume"]["reference"]["latency_ms"]] == view["reference_point"]
+    assert {f["trial_key"] for f in rep["front"]} == {p["trial_key"] for p in view["front"]}
+    assert {b["name"] for b in rep["baselines"]} == {b["name"] for b in view["baselines"]}
+
+
+def test_user_baselines_are_baselines_not_front_members(tmp_path):
+    """``--extra-arch`` baselines (trial keys base-<name>-<hash>) are compared, never members."""
+    path = str(tmp_path / "u.db")
+    with ResultsStore(path) as store:
+        store.ensure_baselines()
+        sid = store.get_or_create_study("u", config={}, seed=0, dataset_id="c10", fidelity=FID,
+                                        device=DEVICE, code_version="t")
+        a, b = DEFAULT_SPACE.sample_many(2, seed=5)
+        _trial(store, sid, "cand-0000-x", a, 50.0, 2.0)
+        _trial(store, sid, f"base-user-{b.arch_hash[:8]}-{b.arch_hash}", b, 60.0, 1.0)
+        view = study_front(store, "u")
+    assert [p["trial_key"] for p in view["front"]] == ["cand-0000-x"]
+    user = [x for x in view["baselines"] if x["name"] == f"user-{b.arch_hash[:8]}"]
+    assert len(user) == 1 and user[0]["top1"] == 60.0 and user[0]["dominated_by_front"] is False

@@ -282,7 +282,7 @@ def test_evaluate_matches_direct_computation(data, tmp_path, spec_file):
 
 def test_evaluate_official_checkpoint_layout(data, tmp_path):
     from search_space.spec import PRESETS
-    from search_space.swiftformer import load_checkpoint
+    from search_space.checkpoint import load_checkpoint
     from torchvision.datasets import ImageFolder
 
     ck = tmp_path / "SwiftFormer_XS.pth"

@@ -234,8 +234,8 @@ def test_cli_scale_end_to_end(tmp_path, capsys, predictor, device_file):
     db = str(tmp_path / "r.db")
     t = _xs_ms(predictor)
     targets = f"{t * 0.8:.4f},{t * 1.3:.4f}"
-    rc, out, err = _run(["scale", "--base", "XS", "--targets", targets, "--device", device_file,
-                         "--coefficients", "1.2,1.1,1.15", "--db", db, "--name", "xs-fam",
+    rc, out, err = _run(["scale", "--base", "XS", "--targets", targets, "--latency-device",
+                         device_file, "--coefficients", "1.2,1.1,1.15", "--db", db, "--name", "xs-fam",
                          "--out", str(tmp_path / "out")], capsys)
     assert rc == 0, err
     assert "saved family xs-fam" in out and "L3" in out
@@ -257,7 +257,7 @@ def test_cli_scale_end_to_end(tmp_path, capsys, predictor, device_file):
     ("trial:x", "trial:<id>"),
 ])
 def test_cli_bad_base(tmp_path, capsys, device_file, base, needle):
-    rc, out, err = _run(["scale", "--base", base, "--targets", "3", "--device", device_file,
+    rc, out, err = _run(["scale", "--base", base, "--targets", "3", "--latency-device", device_file,
                          "--db", str(tmp_path / "missing.db")], capsys)
     assert rc == 2 and needle in err and err.count("\n") == 1, err
     assert not (tmp_path / "missing.db").exists()
@@ -265,11 +265,11 @@ def test_cli_bad_base(tmp_path, capsys, device_file, base, needle):
 
 def test_cli_bad_targets_and_impossible(tmp_path, capsys, device_file):
     db = str(tmp_path / "r.db")
-    rc, _, err = _run(["scale", "--base", "XS", "--targets", "0.7,abc", "--device", device_file,
-                       "--db", db], capsys)
+    rc, _, err = _run(["scale", "--base", "XS", "--targets", "0.7,abc", "--latency-device",
+                       device_file, "--db", db], capsys)
     assert rc == 2 and "'abc' is not a number" in err
-    rc, _, err = _run(["scale", "--base", "XS", "--targets", "0.001", "--device", device_file,
-                       "--db", db, "--coefficients", "1.2,1.1,1.15"], capsys)
+    rc, _, err = _run(["scale", "--base", "XS", "--targets", "0.001", "--latency-device",
+                       device_file, "--db", db, "--coefficients", "1.2,1.1,1.15"], capsys)
     assert rc == 2 and "below the smallest member" in err and err.count("\n") == 1
 
 
@@ -282,12 +282,12 @@ def test_cli_trial_base(tmp_path, capsys, device_file):
                                         fidelity={"epochs": 1}, device="x", code_version="t")
         h = store.upsert_architecture(PRESETS["S"])
         tid = store.start_trial(sid, "k", h, config={}, seed=0)
-    rc, out, err = _run(["scale", "--base", f"trial:{tid}", "--targets", "4", "--device",
+    rc, out, err = _run(["scale", "--base", f"trial:{tid}", "--targets", "4", "--latency-device",
                          device_file, "--db", db, "--coefficients", "1.2,1.1,1.15", "--no-save",
                          "--out", str(tmp_path / "o")], capsys)
     assert rc == 0, err
     assert f"trial:{tid}" in out
-    rc, _, err = _run(["scale", "--base", "trial:999", "--targets", "4", "--device",
+    rc, _, err = _run(["scale", "--base", "trial:999", "--targets", "4", "--latency-device",
                        device_file, "--db", db], capsys)
     assert rc == 2 and "999" in err
 
@@ -307,7 +307,8 @@ def test_ladder_writes_trials_and_fit_reads_them(tmp_path, capsys, _restore_torc
     from results.store import ResultsStore
     from search.proxy.data import prepare_data
     from search.proxy.fidelity import Fidelity
-    from search.scale_cli import collect_points, run_ladder
+    from search.scaling.fit import collect_points
+    from search.scaling.ladder import run_ladder
 
     fid = Fidelity(classes=2, images_per_class=8, val_per_class=4, epochs=1, batch_size=8,
                    eval_batch_size=16)
@@ -326,7 +327,7 @@ def test_ladder_writes_trials_and_fit_reads_them(tmp_path, capsys, _restore_torc
                               "gmacs": analytic_gmacs(s)} for i, s in enumerate(specs)])
         fam = get_family(store, "tiny")
         res = run_ladder(store, fam, fidelity=fid, data=data, seed=0, log=lambda s: None,
-                         threads=1, train_device="cpu")
+                         threads=1, torch_device="cpu")
         assert len(res["trials"]) == 3
         trials = store.trials(res["study_id"])
         assert [t["status"] for t in trials] == ["COMPLETED"] * 3
@@ -336,7 +337,7 @@ def test_ladder_writes_trials_and_fit_reads_them(tmp_path, capsys, _restore_torc
                    for i, t in enumerate(trials))
         assert store.trial(trials[0]["id"])["epochs"]  # per-epoch metrics logged
         again = run_ladder(store, fam, fidelity=fid, data=data, seed=0, log=lambda s: None,
-                           threads=1, train_device="cpu")
+                           threads=1, torch_device="cpu")
         assert len(store.trials(res["study_id"])) == 3 and len(again["trials"]) == 3  # resumed
         pts = collect_points(store, None)
         assert sorted(r["gmacs"] for r in pts["rows"]) == sorted(
@@ -360,3 +361,44 @@ def test_flat_data_is_flagged_and_not_extrapolated():
     assert inside["supported"]  # inside the data a flat prediction is fine
     out = ft.extrapolate(3.0, max_ratio=2.0, max_ci=100)  # outside, but within 2x
     assert not out["supported"] and "no trend" in out["reason"]
+
+
+def test_cli_existing_name_refused_before_search(tmp_path, capsys, predictor, device_file):
+    db = str(tmp_path / "r.db")
+    t = _xs_ms(predictor)
+    argv = ["scale", "--base", "XS", "--targets", f"{t:.4f}", "--latency-device", device_file,
+            "--coefficients", "1.2,1.1,1.15", "--db", db, "--name", "taken"]
+    rc, _, err = _run(argv + ["--out", str(tmp_path / "first")], capsys)
+    assert rc == 0, err
+    rc, out, err = _run(argv + ["--out", str(tmp_path / "second")], capsys)
+    assert rc == 2 and "--name taken" in err and "already exists" in err
+    assert err.count("\n") == 1 and "family" not in out  # refused before the search
+    assert not (tmp_path / "second").exists()
+
+
+def test_cli_ladder_scales_then_trains(tmp_path, capsys, predictor, device_file,
+                                       _restore_torch_threads):
+    """`ladder --base` scales through the same library call as `scale`, then trains every
+    member through search.proxy.trial on the torch device asked for."""
+    from results.store import ResultsStore
+
+    db = str(tmp_path / "r.db")
+    t = _xs_ms(predictor)
+    fid = json.dumps({"classes": 2, "images_per_class": 8, "val_per_class": 4, "epochs": 1,
+                      "batch_size": 8, "eval_batch_size": 16})
+    rc, out, err = _run(["ladder", "--base", "XS", "--targets", f"{t * 0.8:.4f},{t:.4f}",
+                         "--latency-device", device_file, "--coefficients", "1.2,1.1,1.15",
+                         "--name", "lad", "--out", str(tmp_path / "fam"), "--db", db,
+                         "--fidelity", fid, "--torch-device", "cpu", "--threads", "1"], capsys)
+    assert rc == 0, err
+    assert "saved family lad" in out and "ladder study ladder-lad" in out
+    fam = json.loads((tmp_path / "fam" / "family.json").read_text())
+    with ResultsStore(db, readonly=True) as store:
+        study = next(s for s in store.studies() if s["name"] == "ladder-lad")
+        trials = store.trials(study["id"])
+    assert study["code_version"] and study["fidelity"]["images_per_class"] == 8
+    assert [t["trial_key"] for t in trials] == ["member0:seed0", "member1:seed0"]
+    assert [t["latency_ms"] for t in trials] == [m["latency_ms"] for m in fam["members"]]
+    assert all(t["status"] == "COMPLETED" and t["metrics"]["device"] == "cpu" for t in trials)
+    rc, _, err = _run(["ladder", "--db", db], capsys)
+    assert rc == 2 and "--family NAME" in err

@@ -1,9 +1,12 @@
-"""Search driver: fail-fast input checks, an end-to-end tiny search (budget rejections, injected
-failures, DB rows), and resume after the driver is killed with SIGKILL.
+"""Search driver (search.nas): fail-fast input checks, the CLI derived from SearchConfig, an
+end-to-end tiny search (budget rejections, injected failures, DB rows, the report's front and
+hypervolume = results.study_front's), and resume after the driver is killed with SIGKILL.
 
 The end-to-end tests run ``run_search.py search`` as a subprocess on a generated ImageFolder
 (2 classes, 32 px JPEGs) with a tiny fidelity and a tiny search space, so they exercise the
-real Ray Tune + Optuna + proxy-training path in well under a minute each on 2 cores.
+real Ray Tune + Optuna + proxy-training path in well under a minute each on 2 cores. Failures
+are injected by ``tests/nas_failures.py``, a trainable wrapper handed to run_search (no hook
+in production code).
 """
 from __future__ import annotations
 
@@ -62,6 +65,11 @@ def _env(**extra) -> dict:
     return env
 
 
+def _with_failures(plan: str, argv: list[str]) -> list[str]:
+    """The command running ``argv`` with failures injected (see tests/nas_failures.py)."""
+    return [sys.executable, str(ROOT / "tests" / "nas_failures.py"), plan, *argv]
+
+
 def _rows(db: Path, study: str) -> list[dict]:
     con = sqlite3.connect(str(db), timeout=30)  # read only in practice; WAL allows it mid-write
     con.row_factory = sqlite3.Row
@@ -82,13 +90,22 @@ def _rows(db: Path, study: str) -> list[dict]:
 # -- fail fast, before Ray ------------------------------------------------------------------
 @pytest.mark.parametrize("argv, needle", [
     (["search", "--data", "{tmp}"], "no train or val/ directory"),
-    (["search", "--device", "nokia-3310"], "--device 'nokia-3310': allowed"),
+    (["search", "--latency-device", "nokia-3310"], "--latency-device 'nokia-3310': allowed"),
+    (["search", "--latency-device", "nowhere/phone.json"], "no such calibration file"),
     (["search", "--latency-budget-ms", "0.001"], "no architecture of the space meets it"),
     (["search", "--extra-arch", '{"depths": [1, 2]}'], "missing required field"),
     (["search", "--extra-arch", '{"depths": [1,1,1,1], "widths": [16,16,32,32], '
       '"mlp_ratios": [2,2,2,2], "attn_blocks": [0,0,0,5]}'], "attn_blocks[3]=5"),
     (["search", "--strategy", "annealing"], "invalid choice"),
     (["search", "--fidelity", '{"epoch": 2}'], "unknown field"),
+    (["search", "--fidelity", '{"epochs": 0}'], "fidelity.epochs=0"),
+    (["search", "--space", '{"depth": [[1]]}'], "--space: unknown field"),
+    (["search", "--trials", "0"], "--trials 0: need at least 1"),
+    (["search", "--cpus-per-trial", "0"], "--cpus-per-trial 0.0: need a positive number"),
+    (["search", "--study", "a/b"], "--study 'a/b'"),
+    (["search", "--resume"], "--resume: give the --study NAME"),
+    (["search", "--study", "nothing-here", "--resume"], "nothing to resume"),
+    (["search", "--torch-device", "tpu"], "argument --torch-device: 'tpu': allowed auto"),
 ])
 def test_bad_input_fails_fast_with_one_line(tmp_path, capsys, argv, needle):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -101,7 +118,7 @@ def test_bad_input_fails_fast_with_one_line(tmp_path, capsys, argv, needle):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert needle in err, err
-    if "invalid choice" not in needle:
+    if "invalid" not in needle and "argument" not in needle:  # argparse's own: with usage
         assert len(err.splitlines()) == 1 and err.startswith("error: "), err
     import ray
     assert not ray.is_initialized()
@@ -118,9 +135,9 @@ def tiny_data(tmp_path_factory) -> Path:
 def _budget_for_space(q: float) -> float:
     """A latency budget at quantile q of the tiny space's predicted latencies."""
     from latency_models import load_predictor
-    from search.driver import build_space
+    from search.nas.config import parse_space
 
-    space = build_space(TINY_SPACE)
+    space = parse_space(TINY_SPACE)
     p = load_predictor()
     lats = sorted(p.predict(s)[0] for s in space.sample_many(200, seed=1))
     return float(lats[int(q * (len(lats) - 1))])
@@ -131,8 +148,7 @@ def test_search_end_to_end_budget_failures_and_rows(tmp_path, tiny_data):
     study = "e2e"
     argv = _args(tmp_path, tiny_data, study, trials=4,
                  extra=["--latency-budget-ms", f"{budget:.6f}", "--seed", "3"])
-    proc = subprocess.run([sys.executable, str(ROOT / "run_search.py"), *argv], cwd=tmp_path,
-                          env=_env(SWIFTFORMER_NAS_INJECT_FAILURE="1:raise,2:nan"),
+    proc = subprocess.run(_with_failures("1:raise,2:nan", argv), cwd=tmp_path, env=_env(),
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = _rows(tmp_path / "runs" / "results.db", study)
@@ -149,8 +165,8 @@ def test_search_end_to_end_budget_failures_and_rows(tmp_path, tiny_data):
         and "injected failure" in st[1]["error"]
     assert st[2]["status"] == "FAILED" and "NonFiniteLoss" in st[2]["error"]
     assert st[2]["n_epochs"] == 1  # its epoch-1 metrics were logged before it failed
-    from search.driver import build_space
-    space = build_space(TINY_SPACE)
+    from search.nas.config import parse_space
+    space = parse_space(TINY_SPACE)
     for i in (0, 3):
         r = st[i]
         assert r["status"] == "COMPLETED" and r["full_budget"] == 1
@@ -170,11 +186,23 @@ def test_search_end_to_end_budget_failures_and_rows(tmp_path, tiny_data):
     # the baseline trained with the same proxy
     base = [r for r in rows if r["config"].get("kind") == "baseline"]
     assert len(base) == 1 and base[0]["status"] == "COMPLETED" and base[0]["full_budget"] == 1
-    # report files
+    # report files: the front holds only full-budget completed trials, and front and
+    # hypervolume are results.study_front's (what `pareto --study` and the dashboard show)
     out = tmp_path / "runs" / study
     rep = json.loads((out / "pareto.json").read_text())
-    full_keys = {r["trial_key"] for r in cands if r["status"] == "COMPLETED"}
+    full_keys = {r["trial_key"] for r in rows if r["status"] == "COMPLETED" and r["full_budget"]}
     assert rep["front"] and {f["trial_key"] for f in rep["front"]} <= full_keys
+    from results.store import ResultsStore
+    from results.study_front import study_front
+    with ResultsStore(str(tmp_path / "runs" / "results.db"), readonly=True) as store:
+        view = study_front(store, study)
+    # (one row per architecture: a reused duplicate is the same point under a second key)
+    assert {f["trial_key"] for f in rep["front"]} <= {f["trial_key"] for f in view["front"]}
+    assert {f["arch_hash"] for f in rep["front"]} == {f["arch_hash"] for f in view["front"]}
+    assert rep["hypervolume"]["value"] == view["hypervolume"] > 0
+    assert [rep["hypervolume"]["reference"]["top1"],
+            rep["hypervolume"]["reference"]["latency_ms"]] == view["reference_point"]
+    assert f"hypervolume {view['hypervolume']:.3f}" in proc.stdout
     assert (out / "pareto.png").stat().st_size > 1000
     assert "Pareto front" in proc.stdout and "database:" in proc.stdout
 
@@ -187,8 +215,7 @@ def test_asha_stops_a_weak_trial_and_records_it_pruned(tmp_path, tiny_data):
     fid = {**TINY_FIDELITY, "epochs": 2}
     argv = _args(tmp_path, tiny_data, study, trials=3, extra=["--asha", "--seed", "0"])
     argv[argv.index("--fidelity") + 1] = json.dumps(fid)
-    proc = subprocess.run([sys.executable, str(ROOT / "run_search.py"), *argv], cwd=tmp_path,
-                          env=_env(SWIFTFORMER_NAS_INJECT_FAILURE="1:weak"),
+    proc = subprocess.run(_with_failures("1:weak", argv), cwd=tmp_path, env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = _rows(tmp_path / "runs" / "results.db", study)
@@ -275,22 +302,26 @@ class _FakeData:
     num_classes = 2
 
 
-def _context(tmp_path, study: str, budget=None, n_trials=3):
+def _context(tmp_path, study: str, budget=None, n_trials=3, db="r.db"):
+    """A SearchContext over a real store with a fake predictor and data (no Ray, no torch)."""
+    import io
+
     from results.store import ResultsStore
-    from search.driver import Progress, SearchConfig, SearchContext, build_fidelity, build_space
+    from search.nas.config import ResolvedSearch, SearchConfig, parse_fidelity_fields, parse_space
+    from search.nas.context import SearchContext
+    from search.nas.progress import Progress
+    from search.proxy.record import TrialRecorder
 
     cfg = SearchConfig(study=study, n_trials=n_trials, latency_budget_ms=budget,
-                       fidelity=TINY_FIDELITY, space=TINY_SPACE, baselines=[],
-                       db=str(tmp_path / "r.db"), out_root=str(tmp_path))
-    fid = build_fidelity(cfg.fidelity)
+                       fidelity=parse_fidelity_fields(TINY_FIDELITY), space=parse_space(TINY_SPACE),
+                       baselines=(), db=str(tmp_path / db), out_root=str(tmp_path))
     store = ResultsStore(cfg.db)
-    sid = store.get_or_create_study(study, config=cfg.identity(), seed=0,
-                                    dataset_id="fake-data", fidelity=fid.to_dict(),
-                                    device="fake", code_version="test")
-    resolved = {"space": build_space(TINY_SPACE), "fidelity": fid, "device": "fake",
-                "predictor": _FakePredictor(), "inject": {}}
-    import io
-    return SearchContext(cfg, resolved, store, sid, _FakeData(), Progress(n_trials, io.StringIO()))
+    recorder = TrialRecorder.for_study(store, study, config=cfg.identity(), seed=0,
+                                       dataset_id="fake-data", fidelity=cfg.fidelity.to_dict(),
+                                       device="fake")
+    resolved = ResolvedSearch(config=cfg, baselines=(), latency_device="fake",
+                              predictor=_FakePredictor())
+    return SearchContext(resolved, recorder, _FakeData(), Progress(n_trials, io.StringIO()))
 
 
 def test_baseline_result_reused_across_studies_same_data_and_fidelity(tmp_path):
@@ -302,7 +333,7 @@ def test_baseline_result_reused_across_studies_same_data_and_fidelity(tmp_path):
     assert cfg is not None  # nothing to reuse yet: it must be trained
     a.start(cfg["trial_key"], spec, cfg, cfg["seed"])
     a.finish(cfg["trial_key"], "COMPLETED", {"top1": 61.0, "latency_ms": cfg["latency_ms"]},
-             a.reached(TINY_FIDELITY["epochs"]))
+             epochs_done=TINY_FIDELITY["epochs"])
     b = _context(tmp_path, "second")
     assert b.baseline_config("tiny", spec.canonical_json()) is None  # reused, not retrained
     rows = b.store.trials(b.study_id)
@@ -314,17 +345,22 @@ def test_baseline_result_reused_across_studies_same_data_and_fidelity(tmp_path):
     assert c.baseline_config("tiny", spec.canonical_json()) is not None
 
 
+def _budget_searcher(tmp_path, n_trials=3):
+    from search.nas.searcher import ArchSearcher
+
+    ctx0 = _context(tmp_path, "probe", db="probe.db")
+    lats = sorted(_FakePredictor().predict(s)[0] for s in ctx0.space.sample_many(100, seed=0))
+    budget = lats[len(lats) // 3]
+    ctx = _context(tmp_path, "s", budget=budget, n_trials=n_trials)
+    return ctx, budget, ArchSearcher(ctx, ctx.space, "nsga2", 0, n_trials, [])
+
+
 def test_searcher_rejects_over_budget_without_trials_and_checkpoints(tmp_path):
     from ray.tune.search import Searcher
 
-    from search.tune_searcher import ArchSearcher
-    from search.driver import build_space
+    from search.nas.searcher import ArchSearcher
 
-    space = build_space(TINY_SPACE)
-    lats = sorted(_FakePredictor().predict(s)[0] for s in space.sample_many(100, seed=0))
-    budget = lats[len(lats) // 3]
-    ctx = _context(tmp_path, "s", budget=budget, n_trials=3)
-    searcher = ArchSearcher("s", space, "nsga2", 0, 3, [], context_fn=lambda _: ctx)
+    ctx, budget, searcher = _budget_searcher(tmp_path)
     configs = []
     for i in range(3):
         c = searcher.suggest(f"t{i}")
@@ -344,10 +380,111 @@ def test_searcher_rejects_over_budget_without_trials_and_checkpoints(tmp_path):
     searcher.on_trial_complete("t2", None, error=True)
     states = sorted(t.state.name for t in study.trials if t.state.name != "COMPLETE")
     assert states == ["FAIL", "PRUNED"]
-    # checkpoint round trip (what Tuner.restore does): counters and the Optuna study survive
+    # checkpoint round trip (what a resume does): counters and the Optuna study survive
     path = tmp_path / "searcher.pkl"
     searcher.save(str(path))
-    fresh = ArchSearcher("s", space, "nsga2", 0, 3, [], context_fn=lambda _: ctx)
+    fresh = ArchSearcher(ctx, ctx.space, "nsga2", 0, 3, [])
     fresh.restore(str(path))
     assert fresh.n_candidates == 3 and len(fresh.inner._ot_study.trials) == len(study.trials)
     assert fresh.suggest("t9") == Searcher.FINISHED
+
+
+def test_resumed_searcher_reruns_live_trials_and_tells_finished_ones_from_the_store(tmp_path):
+    """A resume restores the searcher's last checkpoint into a fresh searcher (fresh context):
+    trials live at the checkpoint run again with the same config, unless the store has their
+    final row (they finished after the checkpoint): then Optuna learns the stored result."""
+    import pickle
+
+    from ray.tune.search import Searcher
+    from search_space.spec import ArchSpec
+
+    from search.nas.context import SearchContext
+    from search.nas.searcher import ArchSearcher
+
+    ctx, _, searcher = _budget_searcher(tmp_path)
+    first = [searcher.suggest(f"t{i}") for i in range(2)]
+    for c in first:  # what the callback does when Tune starts them
+        ctx.start(c["trial_key"], ArchSpec.from_json(c["spec"]), c, c["seed"])
+    searcher.save_to_dir(str(tmp_path), session_str="2000-01-01_00-00-00")
+    # after the checkpoint, the first trial completed; then the driver was killed
+    ctx.finish(first[0]["trial_key"], "COMPLETED", {"top1": 42.0,
+               "latency_ms": first[0]["latency_ms"]}, epochs_done=TINY_FIDELITY["epochs"])
+    pickle.dumps(searcher)  # Tune pickles it into tuner.pkl: the context must stay out
+    fresh_ctx = SearchContext(ctx.resolved, type(ctx.recorder)(ctx.store, ctx.study_id, ctx.fid),
+                              ctx.data, ctx.progress)
+    fresh = ArchSearcher(fresh_ctx, ctx.space, "nsga2", 0, 3, [])
+    fresh.restore_from_dir(str(tmp_path))
+    again = fresh.suggest("n0")
+    assert again == first[1]  # same key, same seed, same spec
+    completed = [t for t in fresh.inner._ot_study.trials
+                 if t.state.name == "COMPLETE" and t.values[0] == 42.0]
+    assert len(completed) == 1  # Optuna learnt the stored result, nothing was retrained
+    third = fresh.suggest("n1")
+    assert third["index"] == 2 and fresh.suggest("n2") == Searcher.FINISHED
+    keys = [t["trial_key"] for t in ctx.store.trials(ctx.study_id)]
+    assert len(keys) == len(set(keys))
+
+
+# -- the command line is derived from SearchConfig ---------------------------------------------
+def _search_parser():
+    import argparse
+
+    from search.nas.cli import add_search_arguments
+
+    p = argparse.ArgumentParser()
+    add_search_arguments(p)
+    return p
+
+
+def test_every_config_field_is_an_option_and_the_dataclass_holds_the_defaults():
+    import dataclasses
+
+    from search.nas.cli import config_from_args
+    from search.nas.config import SearchConfig
+
+    p = _search_parser()
+    dests = {a.dest for a in p._actions}
+    assert {f.name for f in dataclasses.fields(SearchConfig)} <= dests
+    for f in dataclasses.fields(SearchConfig):
+        default = p.get_default(f.name)
+        if "shared" in f.metadata["cli"]:  # declared once elsewhere: the same value
+            assert default is None or default == f.default, f.name
+        else:  # no default restated in argparse
+            assert default == "==SUPPRESS==", f.name
+    cfg = config_from_args(p.parse_args([]))
+    assert dataclasses.replace(cfg, study="x") == SearchConfig(study="x")
+    assert cfg.study.startswith("search-")
+    cfg = config_from_args(p.parse_args([
+        "--study", "s1", "--latency-device", "iphone12-ane", "--torch-device", "cpu",
+        "--trials", "3", "--baselines", "XS, S", "--extra-arch", "L1", "--fidelity",
+        '{"epochs": 1}', "--space", '{"resolutions": [224]}', "--out", "o", "--db", "o/r.db"]))
+    assert (cfg.study, cfg.latency_device, cfg.torch_device, cfg.n_trials) == \
+        ("s1", "iphone12-ane", "cpu", 3)
+    assert cfg.baselines == ("XS", "S") and cfg.extra_archs == ("L1",)
+    assert cfg.fidelity.epochs == 1 and cfg.space.resolutions == (224,)
+    assert (cfg.out_root, cfg.db) == ("o", "o/r.db")
+    assert SearchConfig.from_dict(cfg.to_dict()) == cfg  # search_config.json round trip
+    for old in ("--device", "--train-device"):  # the phone and the torch device, renamed
+        with pytest.raises(SystemExit):
+            p.parse_args([old, "cpu"])
+
+
+@pytest.mark.parametrize("argv", [
+    [],  # building the parser (`run_search.py --help`)
+    ["search", "--data", "/nonexistent", "--db", "/nonexistent/r.db"],  # failing validation
+    ["search", "--trials", "0"],
+])
+def test_help_and_bad_input_stay_light(argv):
+    """The command line and its validation import no torch, ray, optuna or matplotlib."""
+    code = ("import sys, run_search\n"
+            "rc = run_search.main(sys.argv[1:]) if len(sys.argv) > 1 else "
+            "(run_search.build_parser(), 0)[1]\n"
+            "print(sorted(m for m in ('torch', 'ray', 'optuna', 'matplotlib') "
+            "if m in sys.modules))\n"
+            "sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+    if argv:  # one line naming the input, exit 2
+        assert r.returncode == 2 and r.stderr.startswith("error: ") \
+            and r.stderr.count("\n") == 1, r.stderr

@@ -100,3 +100,51 @@ def test_spec_file_that_is_not_utf8_names_the_file(tmp_path):
     p.write_bytes(b"\xff\xfe{")
     with pytest.raises(UsageError, match=rf"spec file {p}: not UTF-8 text"):
         load_spec(str(p))
+
+
+# Golden ids: every stored result is keyed by these. A change in canonical JSON (key order,
+# separators, float formatting) or in the hash would orphan every existing database row.
+GOLDEN_ARCH_HASH = {"XS": "cbb5515ad42403a6", "S": "e83365b10dc1ee5a", "L1": "d6bca2e5dcfdf3ee",
+                    "L3": "a83a11e0e6eaf774"}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN_ARCH_HASH))
+def test_arch_hash_golden_per_preset(name):
+    assert PRESETS[name].arch_hash == GOLDEN_ARCH_HASH[name]
+
+
+def test_canonical_json_golden():
+    assert PRESETS["XS"].canonical_json() == (
+        '{"attn_blocks":[1,1,1,1],"depths":[3,3,6,4],"distillation":true,"drop_path_rate":0.0,'
+        '"layer_scale_init":1e-05,"mlp_ratios":[4.0,4.0,4.0,4.0],"num_classes":1000,'
+        '"resolution":224,"widths":[48,56,112,220]}')
+
+
+@pytest.mark.parametrize("field, value, ok", [
+    ("drop_path_rate", 1.0, False), ("drop_path_rate", 0.999, True), ("drop_path_rate", 0.0, True),
+    ("drop_path_rate", -0.001, False), ("drop_path_rate", True, False),
+    ("layer_scale_init", 0.0, False), ("layer_scale_init", 10.0, True),
+    ("layer_scale_init", 10.001, False),
+    ("num_classes", 0, True), ("num_classes", -1, False), ("num_classes", True, False),
+    ("resolution", 32, True), ("resolution", 2048, True), ("resolution", 2080, False),
+    ("resolution", 48, False), ("resolution", 224.0, False),
+    ("distillation", 1, False), ("distillation", False, True),
+    ("depths", (1, 1, 1, 32), True), ("depths", (1, 1, 1, 33), False), ("depths", (0, 1, 1, 1), False),
+    ("depths", (True, 1, 1, 1), False),
+    ("widths", (8, 8, 8, 4096), True), ("widths", (6, 8, 8, 8), False),
+    ("widths", (8, 8, 8, 4097), False), ("widths", (50, 8, 8, 8), True), ("widths", (49, 8, 8, 8), False),
+    ("mlp_ratios", (0.5, 1, 1, 16), True), ("mlp_ratios", (0.49, 1, 1, 1), False),
+    ("mlp_ratios", (1, 1, 1, 16.01), False), ("mlp_ratios", (1, 1, 1, float("nan")), False),
+    ("attn_blocks", (0, 0, 0, 4), True), ("attn_blocks", (0, 0, 0, 5), False),
+    ("attn_blocks", (-1, 0, 0, 0), False),
+])
+def test_validation_boundaries(field, value, ok):
+    d = dict(XS.to_dict(), **{field: value})
+    if field == "widths" and value[0] in (50, 49, 6):
+        d["mlp_ratios"] = (4.0,) * 4
+    if ok:
+        assert getattr(ArchSpec.from_dict(d), field) == (tuple(value) if isinstance(value, tuple)
+                                                       else value)
+    else:
+        with pytest.raises(SpecError, match=field):
+            ArchSpec.from_dict(d)

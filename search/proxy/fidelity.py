@@ -13,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
+from search_space.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Fidelity:
@@ -72,8 +74,8 @@ class Fidelity:
 
     def __post_init__(self) -> None:
         # Validate now so a bad fidelity fails in the driver, not in trial 17 inside Ray.
-        def bad(name: str, allowed: str) -> ValueError:
-            return ValueError(f"fidelity.{name}={getattr(self, name)!r}: allowed {allowed}")
+        def bad(name: str, allowed: str) -> UsageError:  # a bad fidelity is bad user input
+            return UsageError(f"fidelity.{name}={getattr(self, name)!r}: allowed {allowed}")
 
         for name in ("classes", "images_per_class", "val_per_class", "epochs", "batch_size",
                      "eval_batch_size"):
@@ -109,11 +111,11 @@ class Fidelity:
     def from_dict(cls, d: Mapping[str, Any]) -> "Fidelity":
         """Missing fields take the defaults; unknown fields are an error (typos must not pass)."""
         if not isinstance(d, Mapping):
-            raise ValueError(f"fidelity: expected a JSON object, got {type(d).__name__}")
+            raise UsageError(f"fidelity: expected a JSON object, got {type(d).__name__}")
         allowed = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - allowed)
         if unknown:
-            raise ValueError(f"fidelity: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+            raise UsageError(f"fidelity: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
         d = dict(d)
         # JSON has one number type: accept 1.0 for int fields and 1 for float fields.
         for f in fields(cls):
@@ -133,7 +135,7 @@ class Fidelity:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"fidelity: not valid JSON ({e})") from None
+            raise UsageError(f"fidelity: not valid JSON ({e})") from None
         return cls.from_dict(d)
 
     @property

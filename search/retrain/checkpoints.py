@@ -3,7 +3,7 @@
 ``checkpoint.pth`` holds everything a resumed run needs to take exactly the steps an
 uninterrupted one takes (model, optimizer, scheduler, EMA, scaler, epoch, step, history, run
 id); ``final.pth`` only the weights and the spec (loadable with
-``search_space.swiftformer.load_checkpoint``) and, beside it, the deployment exports (ONNX and
+``search_space.checkpoint.load_checkpoint``) and, beside it, the deployment exports (ONNX and
 CoreML through ``latency_models.export``). Written through ``search_space.io`` (never a torn
 file) and read with ``torch.load(weights_only=True)`` (never pickled code).
 """
@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from latency_models.export import export_coreml, export_onnx
+from search_space.checkpoint import read_file
 from search_space.errors import UsageError
 from search_space.io import save_torch_atomic
 from search_space.spec import ArchSpec
@@ -80,7 +81,7 @@ def resume_path(resume: str | None, out: Path, rank: int) -> str | None:
 
 def restore(path: str, spec_json: str, state: TrainState) -> Progress:
     """Load a retrain checkpoint of this architecture into ``state``; return its progress."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = read_file(path, "--resume")
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
         raise UsageError(f"--resume {path}: not a retrain checkpoint (format {found!r})")

@@ -2,7 +2,7 @@
 
 Each rank evaluates a disjoint stride of the images and the counts are summed, so the result
 is exact at any world size. Official SwiftFormer checkpoints, timm's and ours all load
-(``search_space.swiftformer.load_checkpoint`` converts official key names).
+(``search_space.checkpoint`` reads them weights-only and converts official key names).
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from torchvision.datasets import ImageFolder
 from search_space.errors import NotFoundError, UsageError
 from search_space.io import write_json_atomic
 from search_space.spec import ArchSpec
-from search_space.swiftformer import build_model, load_checkpoint
+from search_space.checkpoint import load_state_dict_checked, read_file, state_dict_of
+from search_space.swiftformer import build_model
 
 from .config import EvaluateConfig, load_arch
 from .data import eval_loader, eval_transform, split_root
@@ -72,13 +73,13 @@ def _evaluate_entry(cfg: EvaluateConfig) -> None:
 
 
 def _load_weights(model: nn.Module, cfg: EvaluateConfig) -> None:
-    if not cfg.ema:
-        load_checkpoint(model, cfg.checkpoint)
-        return
-    sd = torch.load(cfg.checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(sd, dict) or not isinstance(sd.get("model_ema"), dict):
-        raise UsageError(f"--checkpoint {cfg.checkpoint}: has no EMA weights (drop --ema)")
-    model.load_state_dict(sd["model_ema"])
+    source = f"--checkpoint {cfg.checkpoint}"
+    obj = read_file(cfg.checkpoint, "--checkpoint")
+    if cfg.ema:
+        if not isinstance(obj, dict) or not isinstance(obj.get("model_ema"), dict):
+            raise UsageError(f"{source}: has no EMA weights (drop --ema)")
+        obj = obj["model_ema"]
+    load_state_dict_checked(model, state_dict_of(obj, source), source)
 
 
 def evaluate_worker(cfg: EvaluateConfig, device: torch.device | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
+from search_space.checkpoint import read_file, state_dict_of
 from search_space.errors import UsageError
 
 from .config import Recipe, RetrainConfig
@@ -64,11 +65,7 @@ def check_teacher_name(name: str) -> None:
 def load_teacher(name: str, path: str, num_classes: int, device: torch.device) -> nn.Module:
     """A timm model with user-supplied weights (weights_only; never downloaded), frozen."""
     teacher = timm.create_model(name, pretrained=False, num_classes=num_classes)
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict", "model_ema"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-            break
+    sd = state_dict_of(read_file(path, "--teacher-checkpoint"), f"--teacher-checkpoint {path}")
     try:
         teacher.load_state_dict(sd)
     except RuntimeError as e:

@@ -3,29 +3,40 @@
 It wraps Ray's ``OptunaSearch`` (multi-objective: maximise proxy top-1, minimise predicted
 latency) and adds what the plain searcher cannot do, all in the driver process:
 
-* the four baselines (XS/S/L1/L3) are emitted first, or reused from the store when the same
+* the baselines (XS/S/L1/L3) are emitted first, or reused from the store when the same
   architecture was already trained on the same dataset at the same fidelity;
 * every candidate's latency is predicted before it becomes a Tune trial; candidates over the
   budget are recorded REJECTED and told to Optuna as (top1=0, latency) so sampling moves away,
   without paying for a Ray trial;
 * an architecture already trained at this dataset + fidelity is not trained again: its stored
-  result is recorded for this study and told to Optuna (this is also what makes ``--resume``
-  exact for trials that completed after Tune's last experiment checkpoint);
+  result is recorded for this study and told to Optuna;
 * optional pre-ranking: ask ``prerank`` candidates, score them with zero-cost proxies, train the
   best, record the others PRUNED.
 
-Heavy driver-side objects (store, predictor, data) live in a per-process context looked up by
-study name (``search.driver.get_context``), so the searcher itself pickles into Tune's
-``tuner.pkl`` and searcher checkpoints.
+The driver injects the :class:`~search.nas.context.SearchContext` (store, predictor, data). Tune
+pickles the searcher into the experiment directory (``tuner.pkl`` at start, a searcher
+checkpoint every few seconds); the context never goes with it. To resume, the driver builds a
+fresh searcher around a fresh context and loads the checkpointed state with Tune's public
+``Searcher.restore_from_dir``. Trials that were running at the checkpoint are then emitted again
+with the same config (same key, same seed) -- or, when the store already has their final row
+(they finished after the checkpoint), told to Optuna from the store without training again.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
 
 from ray import cloudpickle
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+
+from search_space.lazy import lazy_import
+from search_space.space import SearchSpace
+
+from .config import STRATEGIES
+from .context import SearchContext
+
+optuna = lazy_import("optuna")
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +50,7 @@ MAX_SKIPS = 500
 class SpaceFn:
     """Define-by-run space for OptunaSearch; a plain class so it pickles with stdlib pickle."""
 
-    def __init__(self, space) -> None:
+    def __init__(self, space: SearchSpace) -> None:
         self.space = space
 
     def __call__(self, trial) -> None:
@@ -50,32 +61,26 @@ class SpaceFn:
 def make_sampler(strategy: str, seed: int, n_trials: int):
     """Optuna sampler for a strategy name. Population / startup sizes scale with the budget so
     a 12-trial search is not all random start-up."""
-    import optuna
-
+    startup = max(4, min(10, n_trials // 3))
     if strategy == "nsga2":
-        pop = max(4, min(50, n_trials // 3))
-        return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=max(4, min(50, n_trials // 3)),
+                                             seed=seed)
     if strategy == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, n_startup_trials=max(4, min(10, n_trials // 3)))
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup)
     if strategy == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=max(4, min(10, n_trials // 3)))
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"--strategy {strategy!r}: allowed nsga2, tpe, gp, random")
-
-
-from search.driver import STRATEGIES  # noqa: E402  (one list for CLI, validation, here)
+    raise ValueError(f"strategy {strategy!r}: allowed {', '.join(STRATEGIES)}")  # resolve() checked
 
 
 class ArchSearcher(Searcher):
     """Baselines first, then Optuna suggestions filtered by the latency budget (see module doc)."""
 
-    def __init__(self, study: str, space, strategy: str, seed: int, n_trials: int,
-                 baselines: list[tuple[str, str]], prerank: int = 0,
-                 context_fn: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, context: SearchContext, space: SearchSpace, strategy: str, seed: int,
+                 n_trials: int, baselines: list[tuple[str, str]], prerank: int = 0) -> None:
         super().__init__(metric=list(METRICS), mode=list(MODES))
-        self.study = study
+        self.context = context
         self.space = space
         self.seed = seed
         self.n_trials = n_trials
@@ -83,40 +88,39 @@ class ArchSearcher(Searcher):
         self.pending_baselines = list(baselines)  # [(name, spec_json)]
         self.n_candidates = 0     # candidates accounted for (trained, reused) -> budget
         self.n_suggested = 0      # Optuna asks, for unique inner ids
-        self.live: dict[str, dict] = {}  # tune trial id -> {"inner": id|None, "kind": ...}
-        self._context_fn = context_fn
+        # tune trial id -> {"inner": Optuna id | None (baseline), "config": the trial config}
+        self.live: dict[str, dict[str, Any]] = {}
+        self.requeued: list[dict[str, Any]] = []  # live at the checkpoint a resume started from
         self.inner = OptunaSearch(space=SpaceFn(space), metric=list(METRICS), mode=list(MODES),
                                   sampler=make_sampler(strategy, seed, n_trials), seed=None)
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _ctx(self):
-        if self._context_fn is None:
-            from search.driver import get_context
-            return get_context(self.study)
-        return self._context_fn(self.study)
-
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the space is fixed at construction; Tune's param_space is empty
 
     def _ask(self) -> tuple[str, dict]:
         self.n_suggested += 1
         inner_id = f"ask{self.n_suggested:05d}"
-        params = self.inner.suggest(inner_id)
-        return inner_id, params
+        return inner_id, self.inner.suggest(inner_id)
 
     def _tell(self, inner_id: str, result: dict | None, error: bool = False) -> None:
         self.inner.on_trial_complete(inner_id, result=result, error=error)
 
+    def _emit(self, trial_id: str, inner_id: str | None, config: dict) -> dict:
+        self.live[trial_id] = {"inner": inner_id, "config": config}
+        return config
+
     # -- Tune API ---------------------------------------------------------------------------
     def suggest(self, trial_id: str):
-        ctx = self._ctx()
+        ctx = self.context
+        config = self._next_requeued(trial_id)
+        if config is not None:
+            return config
         while self.pending_baselines:
             name, spec_json = self.pending_baselines.pop(0)
             cfg = ctx.baseline_config(name, spec_json)
-            if cfg is None:  # reused from the store, recorded by the context
-                continue
-            self.live[trial_id] = {"inner": None, "kind": "baseline"}
-            return cfg
+            if cfg is not None:  # None: reused from the store, recorded by the context
+                return self._emit(trial_id, None, cfg)
         skips = 0
         while self.n_candidates < self.n_trials:
             if skips >= MAX_SKIPS:
@@ -124,19 +128,8 @@ class ArchSearcher(Searcher):
                                   "stopping the search early")
                 self.n_trials = self.n_candidates
                 break
-            batch = []
-            for _ in range(max(1, self.prerank)):
-                inner_id, params = self._ask()
-                verdict = ctx.screen_candidate(params, self.n_candidates, inner_id)
-                if verdict["action"] == "train":
-                    batch.append((inner_id, params, verdict))
-                else:  # rejected over budget, a duplicate, or replayed after a crash
-                    self._tell(inner_id, verdict.get("tell"))
-                    if verdict["action"] == "reused":  # this index completed before a crash
-                        self.n_candidates += 1
-                        if self.n_candidates >= self.n_trials:
-                            break
-                    skips += 1
+            batch, skipped = self._screen_batch()
+            skips += skipped
             if not batch:
                 continue
             if self.n_candidates >= self.n_trials:  # the budget filled up with reused results
@@ -150,10 +143,38 @@ class ArchSearcher(Searcher):
             inner_id, params, verdict = batch[0]
             cfg = ctx.candidate_config(params, self.n_candidates, verdict)
             self.n_candidates += 1
-            self.live[trial_id] = {"inner": inner_id, "kind": "candidate"}
-            return cfg
+            return self._emit(trial_id, inner_id, cfg)
         ctx.search_finished = True
         return Searcher.FINISHED
+
+    def _screen_batch(self) -> tuple[list, int]:
+        """Ask max(1, prerank) suggestions; those to train, and how many were not."""
+        batch, skipped = [], 0
+        for _ in range(max(1, self.prerank)):
+            inner_id, params = self._ask()
+            verdict = self.context.screen_candidate(params, self.n_candidates, inner_id)
+            if verdict["action"] == "train":
+                batch.append((inner_id, params, verdict))
+                continue
+            self._tell(inner_id, verdict.get("tell"))  # rejected, duplicate or replayed
+            skipped += 1
+            if verdict["action"] == "reused":  # this index completed before a crash
+                self.n_candidates += 1
+                if self.n_candidates >= self.n_trials:
+                    break
+        return batch, skipped
+
+    def _next_requeued(self, trial_id: str) -> dict | None:
+        """After a resume: the next trial that was running at the checkpoint and has no final
+        row yet (emitted again, same config); those with one are told to Optuna from it."""
+        while self.requeued:
+            info = self.requeued.pop(0)
+            row = self.context.stored(info["config"]["trial_key"])
+            if row is None:
+                return self._emit(trial_id, info["inner"], info["config"])
+            if info["inner"] is not None:
+                self._tell(info["inner"], SearchContext.told(row), error=row["status"] == "FAILED")
+        return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # multi-objective Optuna takes no intermediate values
@@ -172,12 +193,15 @@ class ArchSearcher(Searcher):
 
     # -- checkpointing (Tune calls save/restore through save_to_dir/restore_from_dir) --------
     def get_state(self) -> dict:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("inner", "_context_fn")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("inner", "context")}
         return {"self": state, "inner": self.inner.__dict__.copy()}
 
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state["self"])
         self.inner.__dict__.update(state["inner"])
+        # This searcher serves a new Tune run: the trials live at the checkpoint are gone.
+        self.requeued = list(self.requeued) + list(self.live.values())
+        self.live = {}
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -189,5 +213,5 @@ class ArchSearcher(Searcher):
 
     def __getstate__(self) -> dict:
         d = self.__dict__.copy()
-        d["_context_fn"] = None  # driver-process objects never go into tuner.pkl
+        d["context"] = None  # driver-process objects never go into tuner.pkl
         return d

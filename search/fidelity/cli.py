@@ -1,0 +1,141 @@
+"""CLI of the proxy fidelity study: ``run_search.py fidelity ...``.
+
+Only this module sees argparse results: the handler validates every option into typed values
+(``settings``: light, no torch) before any training, then calls ``study`` (torch), which is
+loaded on first use so ``run_search.py --help`` stays light.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from results.options import add_db_option, open_store
+from search.options import (add_data_option, add_fidelity_option, add_threads_option,
+                            parse_fidelity)
+from search_space.errors import UsageError
+from search_space.io import dumps_json
+from search_space.lazy import lazy_import
+
+from . import settings as fsettings
+
+study = lazy_import("search.fidelity.study")  # torch: loaded only when something is trained
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr (looked up at each call: tests and callers may swap it)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in _csv(text)]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: allowed a comma-separated list of integers, "
+                         "e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r}: allowed distinct integers, at least one")
+    return seeds
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fidelity", help="measure how well a proxy setting ranks XS/S/L1/L3 like ImageNet",
+        description="Train the reference architectures under proxy settings over several seeds; "
+                    "report Kendall tau / Spearman rho against published ImageNet top-1 with a "
+                    "bootstrap interval over seeds, the cost in CPU-seconds, and the same for "
+                    "zero-cost scores. Results are cached in --out (resumable) and stored as "
+                    "studies 'fidelity-<setting>' in --db.")
+    p.add_argument("--settings", default="default",
+                   help="comma-separated names from the built-in sweep, 'all', or 'default' "
+                        "(a setting from --fidelity; DEFAULT_FIDELITY if that is absent). "
+                        "See --list.")
+    p.add_argument("--list", action="store_true", help="list the built-in sweep settings and exit")
+    add_fidelity_option(p)
+    p.add_argument("--name", default=None,
+                   help="name of the --fidelity setting (default: custom-<key>)")
+    add_data_option(p)
+    p.add_argument("--cifar10", metavar="DIR",
+                   help="the full CIFAR-10 as an ImageFolder root (train/<class>/, "
+                        "val/<class>/): the data of the sweep settings that need it "
+                        "(i1000-e1, i2000-e1, i5000-e1; refused without it, left out of 'all')")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--refs", default="XS,S,L1,L3", help="reference presets (default XS,S,L1,L3)")
+    p.add_argument("--workers", type=int, default=1, help="parallel training processes (default 1)")
+    add_threads_option(p, default_text="cores / workers")
+    p.add_argument("--out", default="runs/fidelity", help="cache + report directory")
+    p.add_argument("--cache-dir", default="runs/cache", help="proxy data cache")
+    add_db_option(p)
+    p.add_argument("--no-db", action="store_true", help="do not write the results store")
+    p.add_argument("--no-zero-cost", action="store_true", help="skip synflow/NASWOT/grad-norm")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: summarise what is cached in --out")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=handle)
+
+
+def _list() -> int:
+    for s in fsettings.SWEEP:
+        f = s.fidelity
+        data = "full CIFAR-10 (--cifar10)" if s.needs_cifar10 else s.source or "embedded"
+        print(f"{s.name:>16}  img/cls {f.images_per_class:>4}  epochs {f.epochs}  "
+              f"{f.resolution}px  bs {f.batch_size}  {s.epoch_rule:<13} {data}  {s.note}")
+    return 0
+
+
+def _selected(args: argparse.Namespace) -> list:
+    fidelity = parse_fidelity(args.fidelity)
+    default = fsettings.default_setting(fidelity, name=args.name, source=args.data,
+                                        from_option=bool(args.fidelity))
+    return fsettings.select_settings(_csv(args.settings), default=default,
+                                     cifar10=args.cifar10, need_data=not args.report_only,
+                                     log=log)
+
+
+def _train(args: argparse.Namespace, selected: list, seeds: list[int], refs: list[str],
+           threads: int) -> list[dict]:
+    kw = dict(refs=refs, out_dir=args.out, cache_dir=args.cache_dir, workers=args.workers,
+              threads=threads, zero_cost=not args.no_zero_cost, log=log)
+    if args.no_db:
+        return study.run_study(selected, seeds, store=None, **kw)
+    with open_store(args.db, readonly=False) as store:
+        store.ensure_baselines()
+        return study.run_study(selected, seeds, store=store, **kw)
+
+
+def handle(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list()
+    # validate everything before any heavy work
+    seeds = _seeds(args.seeds)
+    refs = list(fsettings.reference_specs(_csv(args.refs)))
+    if len(refs) < 2:
+        raise UsageError(f"--refs {args.refs!r}: need at least 2 references to rank")
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: allowed integers >= 1")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    selected = _selected(args)
+    if args.report_only:
+        results = study.load_cached(args.out)
+        if args.settings != "all":
+            want = {s.name for s in selected}
+            results = [r for r in results if r["setting"] in want]
+    else:
+        results = _train(args, selected, seeds, refs, threads)
+    results = [r for r in results if r["ref"] in refs and int(r["seed"]) in seeds]
+    known = {s.name: s for s in list(fsettings.SWEEP) + selected}
+    order = [known[n] for n in dict.fromkeys(r["setting"] for r in results) if n in known]
+    table = study.summarize(results, refs, order or None, n_boot=args.boot)
+    paths = study.write_report(table, refs, args.out)
+    if args.format == "json":
+        print(dumps_json(table, indent=1), end="")
+    else:
+        print(study.format_table(table, refs))
+        print(f"\nwritten: {paths['md']}, report.json" + (f", {paths['png']}" if paths["png"]
+                                                          else ""))
+    return 0

@@ -1,0 +1,196 @@
+"""End-of-search report: the Pareto table against the baselines, a PNG of the front, JSON.
+
+Computing (:func:`build_report`) is apart from drawing (:func:`render_table`,
+:func:`plot_front`) and writing (:func:`write_report`). The points, the front, the baseline
+markers and the hypervolume with its reference point all come from
+``results.study_front.study_front`` -- the same function behind ``run_search.py pareto
+--study``, the dashboard and the offline report -- so the number printed at the end of a search
+is the number every other view shows. Only trials COMPLETED at the study's full proxy budget
+are points (trials stopped early by ASHA or failed are counted, never plotted as front
+members). Baselines are the same architectures trained with the same proxy on the same data;
+published ImageNet top-1 and iPhone 14 latencies are shown beside them for orientation, never
+compared with proxy numbers.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from results.pareto import REFERENCE_RULE, dominating
+from results.store import ResultsStore
+from results.study_front import OBJECTIVES, study_front
+from search_space.io import save_figure_atomic, write_json_atomic, write_text_atomic
+from search_space.lazy import lazy_import
+
+mfigure = lazy_import("matplotlib.figure")
+
+FRONT_FIELDS = ("trial_key", "arch_hash", "top1", "latency_ms", "latency_std_ms", "gmacs",
+                "params", "seed", "spec")
+
+
+# ---------------------------------------------------------------------------------------------
+# computing
+# ---------------------------------------------------------------------------------------------
+def build_report(store: ResultsStore, study: str) -> dict[str, Any]:
+    """Front, candidates, baselines, hypervolume, counts and failures of ``study`` (on its own
+    latency device, full-budget trials only)."""
+    view = study_front(store, study)
+    rows = store.trials(view["study"]["id"])
+    by_key = {t["trial_key"]: t for t in rows}
+    front = _front_rows(view["front"], by_key)
+    front_vals = np.array([[f["top1"], f["latency_ms"]] for f in front], dtype=float)
+    cand = view["cand"]
+    baselines = [_baseline_row(b, front, front_vals) for b in view["baselines"]]
+    counts: dict[str, int] = {}
+    for t in rows:
+        counts[t["status"]] = counts.get(t["status"], 0) + 1
+    ref = view["reference_point"]
+    return {"study": study, "study_id": view["study"]["id"], "device": view["device"],
+            "counts": counts, "n_candidates_full": len(cand),
+            "failures": [(t["trial_key"], t.get("error") or "") for t in rows
+                         if t["status"] == "FAILED"],
+            "front": front,
+            "candidates": [{k: p[k] for k in ("trial_key", "top1", "latency_ms")}
+                           for p in map(cand.point, range(len(cand)))],
+            "baselines": baselines,
+            "hypervolume": {"value": view["hypervolume"], "rule": REFERENCE_RULE,
+                            "reference": None if ref is None else
+                            {"top1": ref[0], "latency_ms": ref[1]}}}
+
+
+def _front_rows(front: list[dict], by_key: dict[str, dict]) -> list[dict]:
+    """The front by latency, one row per architecture (a reused duplicate is the same point
+    under a second trial key: the first in finish order stands for it)."""
+    out, seen = [], set()
+    for p in front:
+        if p["arch_hash"] in seen:
+            continue
+        seen.add(p["arch_hash"])
+        t = by_key.get(p["trial_key"], {})
+        row = {**p, "latency_std_ms": t.get("latency_std_ms"), "seed": t.get("seed"),
+               "spec": (t.get("config") or {}).get("spec")}
+        out.append({k: row.get(k) for k in FRONT_FIELDS})
+    return sorted(out, key=lambda f: (f["latency_ms"], -f["top1"]))
+
+
+def _baseline_row(b: dict, front: list[dict], front_vals: np.ndarray) -> dict[str, Any]:
+    row = {k: b.get(k) for k in ("name", "trial_id", "top1", "latency_ms", "top1_source",
+                                 "published_top1", "published_latency_ms", "published_device")}
+    bt, bl = b.get("top1"), b.get("latency_ms")
+    row["dominated_by"] = []
+    if bt is None or bl is None or not len(front):
+        return row
+    for i in dominating(front_vals, (bt, bl), OBJECTIVES).tolist():
+        f = front[i]
+        row["dominated_by"].append({
+            "trial_key": f["trial_key"], "arch_hash": f["arch_hash"],
+            "d_top1": f["top1"] - bt, "d_latency_ms": f["latency_ms"] - bl,
+            "d_latency_pct": 100.0 * (f["latency_ms"] - bl) / bl})
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# drawing
+# ---------------------------------------------------------------------------------------------
+def _num(v: Any, fmt: str, missing: str = "-") -> str:
+    return format(v, fmt) if v is not None else missing
+
+
+def render_table(rep: dict[str, Any]) -> str:
+    k = max([28] + [len(f["trial_key"]) for f in rep["front"]])
+    lines = [f"Pareto front: {len(rep['front'])} of {rep['n_candidates_full']} candidates "
+             f"trained to the full proxy budget (proxy top-1 max, predicted latency on "
+             f"{rep['device']} min)",
+             f"{'trial':<{k}} {'top1 %':>7} {'lat ms':>7} {'±':>5} {'GMACs':>6} {'params':>10}"]
+    for f in rep["front"]:
+        params = f"{int(f['params']):,}" if f.get("params") is not None else "-"
+        lines.append(f"{f['trial_key']:<{k}} {f['top1']:>7.2f} {f['latency_ms']:>7.3f} "
+                     f"{_num(f.get('latency_std_ms'), '.2f'):>5} {_num(f.get('gmacs'), '.3f'):>6} "
+                     f"{params:>10}")
+    lines += ["", "Baselines, same proxy and data (published ImageNet top-1 / iPhone 14 ms "
+              "beside them, for orientation only):"]
+    w = max([4] + [len(b["name"]) for b in rep["baselines"]])
+    lines.append(f"{'name':<{w}} {'proxy top1':>10} {'pred ms':>8} {'pub top1':>8} {'pub ms':>7}  "
+                 "dominated by (Δtop1 pts, Δlatency)")
+    for b in rep["baselines"]:
+        lines.append(f"{b['name']:<{w}} {_num(b['top1'], '.2f', 'n/a'):>10} "
+                     f"{_num(b['latency_ms'], '.3f', 'n/a'):>8} "
+                     f"{_num(b['published_top1'], '.1f'):>8} "
+                     f"{_num(b['published_latency_ms'], '.1f'):>7}  {_dominance(b)}")
+    hv = rep["hypervolume"]
+    if hv["reference"] is not None:
+        lines.append(f"\nhypervolume {hv['value']:.3f} (reference top1 "
+                     f"{hv['reference']['top1']:.2f} %, latency "
+                     f"{hv['reference']['latency_ms']:.3f} ms: {hv['rule']})")
+    lines.append("trials: " + ", ".join(f"{k.lower()} {v}"
+                                        for k, v in sorted(rep["counts"].items())))
+    for key, err in rep["failures"][:10]:
+        lines.append(f"  failed {key}: {err[:150]}")
+    return "\n".join(lines)
+
+
+def _dominance(b: dict[str, Any]) -> str:
+    if b["top1"] is None:
+        return "(baseline not trained)"
+    if b["latency_ms"] is None:
+        return "(no latency on this device)"
+    if not b["dominated_by"]:
+        return "not dominated"
+    best = sorted(b["dominated_by"], key=lambda d: (-d["d_top1"], d["d_latency_ms"]))
+    parts = [f"{d['trial_key']} ({d['d_top1']:+.2f}, {d['d_latency_ms']:+.3f} ms / "
+             f"{d['d_latency_pct']:+.0f}%)" for d in best[:3]]
+    more = f" +{len(best) - 3} more" if len(best) > 3 else ""
+    return f"{len(best)}: " + ", ".join(parts) + more
+
+
+def plot_front(rep: dict[str, Any], path: Path, title: str = "") -> None:
+    """Candidates, the front (staircase) and the baselines; written atomically."""
+    fig = mfigure.Figure(figsize=(7, 4.5), dpi=120)  # no pyplot: no global state, no backend
+    ax = fig.subplots()
+    if rep["candidates"]:
+        ax.scatter([c["latency_ms"] for c in rep["candidates"]],
+                   [c["top1"] for c in rep["candidates"]], s=18, c="0.6",
+                   label="candidates (full proxy budget)")
+    if rep["front"]:
+        ax.plot([f["latency_ms"] for f in rep["front"]], [f["top1"] for f in rep["front"]],
+                "o-", c="tab:red", ms=5, drawstyle="steps-post", label="Pareto front")
+    for b in rep["baselines"]:
+        if b["top1"] is None or b["latency_ms"] is None:
+            continue
+        ax.scatter([b["latency_ms"]], [b["top1"]], marker="s", s=40, c="k")
+        ax.annotate(b["name"], (b["latency_ms"], b["top1"]), textcoords="offset points",
+                    xytext=(5, -10), fontsize=8)
+    ax.set_xlabel(f"predicted latency (ms, {rep['device']})")
+    ax.set_ylabel("proxy top-1 (%)")
+    ax.set_title(title or "search front vs SwiftFormer baselines (same proxy)", fontsize=10)
+    ax.grid(alpha=0.3)
+    # Below the axes: inside, "best" still covered a baseline (L3 sits bottom-right whenever
+    # the proxy reverses the ImageNet order).
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def write_report(store: ResultsStore, study: str, out_dir: Path, *, db: str,
+                 stream: TextIO | None = None) -> dict[str, Any]:
+    """Table to ``stream`` (stdout) and pareto.txt; pareto.json and pareto.png in ``out_dir``."""
+    out_dir = Path(out_dir)
+    rep = build_report(store, study)
+    png, txt, js = out_dir / "pareto.png", out_dir / "pareto.txt", out_dir / "pareto.json"
+    plot_front(rep, png, title=f"study {study}")
+    rep["files"] = {"table": str(txt), "json": str(js), "plot": str(png),
+                    "database": os.path.abspath(db)}
+    text = render_table(rep) + (
+        f"\n\nplot: {png}\ntable: {txt}\ndatabase: {os.path.abspath(db)} (study {study}; "
+        f"inspect with `run_search.py studies` / `pareto --study {study}`)")
+    write_text_atomic(txt, text + "\n")
+    write_json_atomic(js, rep)
+    print(text, file=stream or sys.stdout, flush=True)
+    return rep
