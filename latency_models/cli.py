@@ -27,6 +27,7 @@ from .features import FEATURE_NAMES, aggregate
 from .featurize import featurize, featurize_records
 from .fewshot import fit, fit_features
 from .options import DEFAULT_DEVICE, add_latency_device_option
+from .predictor import LatencyPredictor, prior_coef
 from .records import Record, read_records, write_records
 from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
 from .timm_models import is_spec_reference, is_timm_model
@@ -126,7 +127,8 @@ def _register_suggest(lsub) -> None:
     s.add_argument("--n", type=int, default=10, help="how many models (default 10)")
     s.add_argument("--out", required=True, help="directory for measure.csv, spec JSON files "
                                                 "and .mlpackage exports")
-    add_latency_device_option(s, purpose="the prior whose cost terms the design targets")
+    add_latency_device_option(s, purpose="the prior whose cost terms the design targets "
+                                         "('generic' = the hand-set ANE prior)")
     s.add_argument("--pool", type=int, default=1000,
                    help="random SwiftFormer-space members considered (default 1000)")
     s.add_argument("--seed", type=int, default=0)
@@ -427,7 +429,8 @@ def _suggest(args: argparse.Namespace) -> int:
     _check_positive("pool", args.pool, 0)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out!r}: exists and is not a directory")
-    prior = load_predictor(args.latency_device)
+    prior = (LatencyPredictor("generic-ane", prior_coef(None)) if args.latency_device == "generic"
+             else load_predictor(args.latency_device))
     cands, F = candidate_pool(args.pool, args.seed)
     X = design_rows(F, prior)
     rows = choose_rows(X, args.n)

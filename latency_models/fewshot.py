@@ -243,8 +243,9 @@ def _check(F: np.ndarray, y: np.ndarray) -> None:
 
 
 def choose(scores: dict[str, float], cfg: FitConfig = DEFAULT_CONFIG) -> str:
-    """The simplest candidate whose leave-one-out error is within ``prefer_simpler`` of the
-    best (so never worse than 'scale', the simplest, on the calibration rows)."""
+    """The simplest candidate whose leave-one-out error (mean absolute log error: one outlying
+    row does not decide) is within ``prefer_simpler`` of the best (so never worse than
+    'scale', the simplest, on the calibration rows)."""
     best = min(scores.values())
     return next(c for c in CANDIDATES if c in scores and
                 scores[c] <= best * (1 + cfg.prefer_simpler))
@@ -260,12 +261,13 @@ def _cov_factor(cov: np.ndarray, tol: float) -> np.ndarray:
 def _ranges(T: np.ndarray, y: np.ndarray, theta: np.ndarray) -> dict[str, Any]:
     shares = T * theta / (T @ theta)[:, None]
     return {"latency_ms": [float(y.min()), float(y.max())],
+            "term_max": T.max(axis=0).tolist(),
             "share_max": shares.max(axis=0).round(4).tolist()}
 
 
 def _loo_summary(err: np.ndarray, sd: np.ndarray, kappa: float = 1.0) -> dict[str, float]:
     rel = np.exp(-err) - 1.0                     # predicted / measured - 1
-    return {"rmse_log": float(np.sqrt(np.mean(err ** 2))),
+    return {"mae_log": float(np.mean(np.abs(err))), "rmse_log": float(np.sqrt(np.mean(err ** 2))),
             "mape": float(np.mean(np.abs(rel))),
             "rel_rmse": float(np.sqrt(np.mean(rel ** 2))),
             "coverage_2sigma": float(np.mean(np.abs(err) <= 2 * kappa * sd))}
@@ -284,7 +286,7 @@ def fit_features(F: np.ndarray, y: np.ndarray, device: str, prior: Any = None,
     need = dict(config.min_rows)
     usable = [c for c in candidates if len(y) >= need[c]] or ["scale"]
     runs = {c: loo(T, logy, theta0, c, sigma0, prior_cov, config) for c in usable}
-    scores = {c: float(np.sqrt(np.mean(e ** 2))) for c, (e, _) in runs.items()}
+    scores = {c: float(np.mean(np.abs(e))) for c, (e, _) in runs.items()}
     name = choose(scores, config)
     err, sd = runs[name]
     kappa = float(np.clip(np.sqrt(np.mean((err / sd) ** 2)), 1.0, config.kappa_max))

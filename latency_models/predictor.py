@@ -116,10 +116,11 @@ GENERIC_PRIOR = {"conv_gmacs": 0.25, "pwconv_gmacs": 0.25, "dwconv_gmacs": 2.5,
 GENERIC_SIGMA = 0.3          # how far (log) the hand-set prior's cost model misses a real model
 MIN_REL_STD = 0.03
 # A prediction extrapolates when its latency is outside [min / RANGE_FACTOR, max * RANGE_FACTOR]
-# of the calibration latencies, or a term makes up SHARE_MARGIN more of it than of any
-# calibration model.
+# of the calibration latencies, or a cost term that makes up at least SHARE_FLOOR of it exceeds
+# RANGE_FACTOR x the largest value that term had in the calibration set (0 if never exercised:
+# its coefficient is then the prior's, unchecked on this device).
 RANGE_FACTOR = 2.0
-SHARE_MARGIN = 0.15
+SHARE_FLOOR = 0.02
 
 
 def terms_matrix(F: np.ndarray) -> np.ndarray:
@@ -229,16 +230,16 @@ class LatencyPredictor:
         if not self.ranges:
             return out
         lo, hi = self.ranges["latency_ms"]
-        share_max = np.asarray(self.ranges["share_max"])
+        term_max = np.asarray(self.ranges["term_max"])
         shares = (T * self.coef) / np.maximum(ms, 1e-12)[:, None]
+        beyond = (T > RANGE_FACTOR * term_max[None, :]) & (shares >= SHARE_FLOOR)
         for i in range(len(ms)):
             why = []
             if ms[i] < lo / RANGE_FACTOR or ms[i] > hi * RANGE_FACTOR:
                 why.append(f"{ms[i]:.3g} ms is outside the calibrated {lo:.3g}-{hi:.3g} ms "
                            f"(x{RANGE_FACTOR:g})")
-            over = np.flatnonzero(shares[i] > share_max + SHARE_MARGIN)
-            why += [f"{TERM_NAMES[j]} is {shares[i, j]:.0%} of it (at most "
-                    f"{share_max[j]:.0%} in calibration)" for j in over]
+            why += [f"{TERM_NAMES[j]} = {T[i, j]:.3g} ({shares[i, j]:.0%} of it; at most "
+                    f"{term_max[j]:.3g} in calibration)" for j in np.flatnonzero(beyond[i])]
             out[i] = "; ".join(why)
         return out
 

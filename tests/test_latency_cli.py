@@ -228,15 +228,16 @@ def test_suggest_writes_a_template_that_calibrates(capsys, tmp_path, user_dir):
     for r in rows:
         assert r["model"].endswith(".json") == (out_dir / r["model"]).exists()
     from latency_models import load_predictor
-    from latency_models.featurize import featurize
+    from latency_models.featurize import featurize, timm_features
     from latency_models.userrecords import load_user_records
 
     recs = load_user_records(str(out_dir / "measure.csv"), device="d")
     assert recs.records == [] and len(recs.skipped) == 6          # nothing measured yet
     p = load_predictor()
-    for r in rows:                                                # "measure" and calibrate
-        ref = str(out_dir / r["model"]) if r["model"].endswith(".json") else r["model"]
-        r["latency_ms"] = f"{2.0 * p.predict(ref)[0]:.4f}"
+    for r in rows:            # "measure" (a phone exactly 2x slower than the prior), calibrate
+        f = featurize(str(out_dir / r["model"])) if r["model"].endswith(".json") else \
+            timm_features(r["model"], int(r["resolution"]))
+        r["latency_ms"] = f"{2.0 * p.predict_features(f[None])[0][0]:.4f}"
     with (out_dir / "measure.csv").open("w", newline="") as f:
         w = csv_mod.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -246,7 +247,6 @@ def test_suggest_writes_a_template_that_calibrates(capsys, tmp_path, user_dir):
     assert code == 0, err
     q = load_predictor("new-phone")
     assert q.predict("XS")[0] == pytest.approx(2.0 * p.predict("XS")[0], rel=0.05)
-    assert featurize is not None
 
 
 def test_predict_shows_interval_and_extrapolation(capsys, tmp_path, user_dir):
