@@ -10,8 +10,9 @@ A. iPhone 14 (SwiftFormer paper Table 2) <-> iPhone 12 / 12 Pro (EfficientFormer
    MobileOne, RepViT, MobileNetV2 READMEs), both directions: calibrate the target from
    ``--n-cal`` of its rows with the other phone as prior (iPhone 14: the shipped calibration;
    iPhone 12: fitted here on all its rows, from the generic prior), predict its other rows.
-   ``--draws`` random draws plus the ``latency suggest`` draw (greedy Bayesian V-optimal
-   design over the target's rows under the prior).
+   ``--draws`` random draws plus the ``latency suggest`` draw (greedy Bayesian D-optimal
+   design over the target's rows under the prior); and, on the same held-out third of the rows,
+   suggested vs random calibration sets.
 B. The local CPU as a device (onnxruntime, 1 thread, thread CPU time, min over interleaved
    rounds): ``--n-cal`` SwiftFormer specs chosen by ``latency suggest`` from a pool of random
    specs are measured and calibrate the CPU; ``--cpu-n`` random specs are measured and predicted.
@@ -96,6 +97,26 @@ def transfer(F, y, prior, n_cal: int, draws: int, seed: int) -> dict:
     return {"random": rows, "suggest": suggest, "suggest_rows": sug.tolist()}
 
 
+def paired_suggest(F, y, prior, n_cal: int, draws: int, seed: int) -> dict:
+    """Suggested vs random calibration sets on the SAME held-out rows: per draw a random third
+    of the rows is held out; 10 of the others are chosen by `suggest` or at random; both
+    calibrate ("ours") and predict the held-out third."""
+    rng = np.random.default_rng(seed + 100)
+    X = design_rows(F, prior)
+    out = {"suggest": [], "random": []}
+    for _ in range(draws):
+        ev = np.sort(rng.choice(len(y), len(y) // 3, replace=False))
+        pool = np.setdiff1d(np.arange(len(y)), ev)
+        sets = {"suggest": pool[choose_rows(X[pool], n_cal)],
+                "random": rng.choice(pool, n_cal, replace=False)}
+        for k, cal in sets.items():
+            p = fit_features(F[cal], y[cal], "target", prior)
+            out[k].append(metrics(*p.predict_features(F[ev])[:1], y[ev])["mape"])
+    s, r = np.array(out["suggest"]), np.array(out["random"])
+    return {"suggest_mape_median": float(np.median(s)), "random_mape_median": float(np.median(r)),
+            "suggest_better": int(np.sum(s < r)), "draws": draws}
+
+
 def summarise(res: dict) -> dict:
     """Median / worst over random draws per method and metric; the suggest draw; wins."""
     out: dict = {}
@@ -161,7 +182,12 @@ def phones(args) -> dict:
         s = summarise(res)
         print_table(f"{name}: calibrate on {args.n_cal} of {len(y)} rows, predict the other "
                     f"{len(y) - args.n_cal}; {args.draws} random draws + suggest", s)
-        out[name] = {"summary": s, "raw": res}
+        pair = paired_suggest(F, y, prior, args.n_cal, args.draws, args.seed)
+        print(f"same held-out third, {pair['draws']} draws: suggested 10 of the rest -> MAPE "
+              f"median {100 * pair['suggest_mape_median']:.1f}%, random 10 -> "
+              f"{100 * pair['random_mape_median']:.1f}%; suggested better in "
+              f"{pair['suggest_better']} of {pair['draws']}")
+        out[name] = {"summary": s, "raw": res, "paired_suggest": pair}
     for name, (F, y, _) in (("iPhone 14", t14), ("iPhone 12", t12)):
         pred = np.empty(len(y))
         sd = np.empty(len(y))
@@ -178,16 +204,16 @@ def phones(args) -> dict:
 # -- B: the local CPU -------------------------------------------------------------------------
 def cpu_specs(args) -> tuple[list[ArchSpec], list[ArchSpec], list[ArchSpec]]:
     """(``n_cal`` specs suggested under the generic prior -- `latency suggest --latency-device
-    generic`: a CPU is no phone -- by the default V criterion, the same by the D criterion,
+    generic`: a CPU is no phone -- by the default D criterion, the same by the V criterion,
     ``cpu_n`` random specs), the random ones disjoint from both."""
     pool = DEFAULT_SPACE.sample_many(args.pool, seed=args.seed + 1)
     X = design_rows(spec_features_many(pool), None)
-    sug_v = [pool[i] for i in choose_rows(X, args.n_cal)]
-    sug_d = [pool[i] for i in choose_rows(X, args.n_cal, criterion="D")]
-    taken = {s.arch_hash for s in sug_v + sug_d}
+    sug = [pool[i] for i in choose_rows(X, args.n_cal)]
+    sug_v = [pool[i] for i in choose_rows(X, args.n_cal, criterion="V")]
+    taken = {s.arch_hash for s in sug + sug_v}
     rand = [s for s in DEFAULT_SPACE.sample_many(args.cpu_n + 2 * args.n_cal, seed=args.seed)
             if s.arch_hash not in taken][:args.cpu_n]
-    return sug_v, sug_d, rand
+    return sug, sug_v, rand
 
 
 def measure_cpu(args, specs: list[ArchSpec]) -> dict:
@@ -232,30 +258,37 @@ def measure_cpu(args, specs: list[ArchSpec]) -> dict:
 
 def cpu(args) -> dict:
     prior = None if args.cpu_prior == "generic" else load_predictor(args.cpu_prior)
-    suggested, sug_d, rand = cpu_specs(args)
+    suggested, sug_v, rand = cpu_specs(args)
     if args.fit_only:
         with open(args.cpu_cache) as f:
             cache = json.load(f)
     else:
-        cache = measure_cpu(args, suggested + sug_d + rand)
-    specs = suggested + rand + sug_d
+        cache = measure_cpu(args, suggested + sug_v + rand)
+    specs = suggested + rand + sug_v
     y = np.array([np.min(cache["specs"][s.arch_hash]["cpu_ms"]) for s in specs])
     F = spec_features_many(specs)
     n_s, n_r = len(suggested), len(rand)
     cal, ev = np.arange(n_s), np.arange(n_s, n_s + n_r)
     res = {"suggest": evaluate_split(F, y, cal, ev, prior), "random": [],
-           "suggest_D": evaluate_split(F, y, np.arange(n_s + n_r, len(specs)), ev, prior)}
+           "suggest_V": evaluate_split(F, y, np.arange(n_s + n_r, len(specs)), ev, prior)}
     rng = np.random.default_rng(args.seed)
+    paired = []
     for _ in range(args.draws):     # for comparison: 10 random of the 140, predict the other 130
         c = np.sort(rng.choice(ev, args.n_cal, replace=False))
-        res["random"].append(evaluate_split(F, y, c, np.setdiff1d(ev, c), prior))
+        rest = np.setdiff1d(ev, c)
+        res["random"].append(evaluate_split(F, y, c, rest, prior))
+        paired.append(evaluate_split(F, y, cal, rest, prior)["ours"]["mape"])   # same rows
+    res["paired_suggest_mape"] = paired
     s = summarise(res)
     print_table(f"local CPU (onnxruntime, 1 thread, min thread-CPU time of "
                 f"{len(cache['specs'][specs[0].arch_hash]['cpu_ms'])} runs): calibrate on the "
                 f"{len(cal)} suggested specs, predict {len(ev)} random ones (suggest columns); "
                 f"random columns: 10 of the {len(ev)} -> the other {len(ev) - args.n_cal}", s)
-    d = res["suggest_D"]
-    print("suggest by the D criterion instead (same evaluation rows): " + ", ".join(
+    better = sum(a < b["ours"]["mape"] for a, b in zip(paired, res["random"]))
+    print(f"on the same 130 rows as each random draw: suggested set better in {better} of "
+          f"{len(paired)} (MAPE median {100 * np.median(paired):.1f}%)")
+    d = res["suggest_V"]
+    print("suggest by the V criterion instead (same evaluation rows): " + ", ".join(
         f"{m} MAPE {100 * d[m]['mape']:.1f}% +-10% {100 * d[m]['within10']:.0f}% tau "
         f"{d[m]['tau']:.3f}" for m in METHODS))
     return {"summary": s, "raw": res, "latency_ms_range": [float(y.min()), float(y.max())],

@@ -7,7 +7,7 @@ import pytest
 from latency_models.analytic import spec_features, spec_features_many, spec_ops
 from latency_models.features import FEATURE_NAMES, aggregate
 from search_space.space import DEFAULT_SPACE
-from search_space.spec import ArchSpec
+from search_space.spec import PRESETS, ArchSpec
 
 # Small specs that still exercise every code path: conv-only and all-attention stages,
 # fractional MLP widths, no distillation head, no classifier.
@@ -112,7 +112,7 @@ def test_shipped_op_lists_carry_the_ane_features():
     by = lambda f: dict(zip(FEATURE_NAMES, f))  # noqa: E731
     assert by(mv)["hirank_mbytes"] > 1 and by(mv)["chreduce_mbytes"] > 0.5
     assert by(deit)["bigsoftmax_mbytes"] > 0.5 and by(deit)["hirank_mbytes"] > 1
-    sf = by(spec_features(ArchSpec()))
+    sf = by(spec_features(PRESETS["L1"]))
     assert sf["hirank_mbytes"] == 0 and sf["bigsoftmax_mbytes"] == 0 and sf["gather_count"] == 0
 
 
