@@ -29,11 +29,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
-import numpy as np
-from scipy.stats import kendalltau
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # one core: the speed figure is per core
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from scipy.stats import kendalltau  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -61,6 +63,7 @@ def metrics(pred: np.ndarray, y: np.ndarray, sd: np.ndarray | None = None) -> di
     out = {"mape": float(np.mean(np.abs(rel))), "within10": float(np.mean(np.abs(rel) <= 0.1)),
            "tau": float(kendalltau(pred, y).statistic), "max_ape": float(np.max(np.abs(rel)))}
     out["cov2"] = None if sd is None else float(np.mean(np.abs(pred - y) <= 2 * sd))
+    out["rel_sd"] = None if sd is None else float(np.mean(sd / pred))   # interval half-width / 2
     return out
 
 
@@ -286,7 +289,8 @@ def cpu(args) -> dict:
                 f"random columns: 10 of the {len(ev)} -> the other {len(ev) - args.n_cal}", s)
     better = sum(a < b["ours"]["mape"] for a, b in zip(paired, res["random"]))
     print(f"on the same 130 rows as each random draw: suggested set better in {better} of "
-          f"{len(paired)} (MAPE median {100 * np.median(paired):.1f}%)")
+          f"{len(paired)} (MAPE median {100 * np.median(paired):.1f}%); mean relative std of "
+          f"the suggest calibration's predictions {100 * res['suggest']['ours']['rel_sd']:.1f}%")
     d = res["suggest_V"]
     print("suggest by the V criterion instead (same evaluation rows): " + ", ".join(
         f"{m} MAPE {100 * d[m]['mape']:.1f}% +-10% {100 * d[m]['within10']:.0f}% tau "
@@ -317,6 +321,7 @@ def main() -> int:
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-cpu", action="store_true")
+    ap.add_argument("--skip-phones", action="store_true")
     ap.add_argument("--fit-only", action="store_true", help="CPU: re-use the cached timings")
     ap.add_argument("--cpu-n", type=int, default=140)
     ap.add_argument("--pool", type=int, default=1000, help="CPU: specs suggest chooses from")
@@ -328,6 +333,7 @@ def main() -> int:
     ap.add_argument("--cpu-prior", default="iphone14-ane",
                     help="CPU: prior device of the fit ('generic' = hand-set)")
     ap.add_argument("--measure-only", action="store_true", help="CPU: measure, do not fit")
+    ap.add_argument("--speed-only", action="store_true", help="only the predict_arrays speed")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "latency", "fewshot.json"))
     args = ap.parse_args()
     print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S')}  {uptime()}", flush=True)
@@ -335,7 +341,12 @@ def main() -> int:
         measure_cpu(args, [s for part in cpu_specs(args) for s in part])
         print(f"measured; {uptime()}")
         return 0
-    out = {"args": vars(args), "uptime_start": uptime(), "phones": phones(args)}
+    if args.speed_only:
+        speed()
+        print(uptime())
+        return 0
+    out = {"args": vars(args), "uptime_start": uptime(),
+           "phones": None if args.skip_phones else phones(args)}
     if not args.skip_cpu:
         out["cpu"] = cpu(args)
     out["speed"] = speed()
