@@ -50,7 +50,9 @@ def build_report(store: ResultsStore, study: str) -> dict[str, Any]:
         counts[t["status"]] = counts.get(t["status"], 0) + 1
     ref = view["reference_point"]
     return {"study": study, "study_id": view["study"]["id"], "device": view["device"],
-            "counts": counts, "n_candidates_full": len(cand),
+            "counts": counts,
+            # architectures, not rows: a reused duplicate is the same candidate again
+            "n_candidates_full": len({r[2] for r in cand.rows}),
             "failures": [(t["trial_key"], t.get("error") or "") for t in rows
                          if t["status"] == "FAILED"],
             "front": front,
