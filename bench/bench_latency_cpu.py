@@ -109,7 +109,7 @@ def metrics(pred: np.ndarray, y: np.ndarray) -> dict:
 def evaluate(cache: dict, args) -> dict:
     from latency_models import load_predictor
     from latency_models.analytic import spec_features_many
-    from latency_models.predictor import fit_features
+    from latency_models.fewshot import fit_features
     from search_space.costs import analytic_gmacs
     from search_space.spec import ArchSpec
 
@@ -162,7 +162,7 @@ def evaluate(cache: dict, args) -> dict:
         A = np.stack([g[cal], np.ones(len(cal))], 1)
         coef, *_ = np.linalg.lstsq(A, y[cal], rcond=None)
         naive = metrics(coef[0] * g[ev] + coef[1], y[ev])
-        rows.append({"ours": ours, "naive": naive, "fit_s": fit_s, "lambda": p.meta["lambda_"]})
+        rows.append({"ours": ours, "naive": naive, "fit_s": fit_s, "candidate": p.meta["candidate"]})
     # A full fit (all specs) shows how well the model family can do at all.
     full = fit_features(F, y, "local-cpu-full", prior=prior)
     out = {"clock": args.clock, "n_specs": len(y), "n_cal": args.n_cal, "draws": args.draws, "prior": args.prior,
@@ -177,7 +177,7 @@ def evaluate(cache: dict, args) -> dict:
             out[f"{k}_{m}_first_draw"] = float(vals[0])
             out[f"{k}_{m}_p10"] = float(np.percentile(vals, 10))
     out["fit_s_median"] = float(np.median([r["fit_s"] for r in rows]))
-    out["lambdas"] = [r["lambda"] for r in rows]
+    out["candidates"] = [r["candidate"] for r in rows]
     return out
 
 

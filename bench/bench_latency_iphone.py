@@ -51,7 +51,7 @@ def few_shot(args) -> None:
     import latency_models as lm
     from latency_models.features import gmacs_of
     from latency_models.featurize import featurize_records
-    from latency_models.predictor import fit_features
+    from latency_models.fewshot import fit_features
     from latency_models.published import published_records
 
     recs = published_records(device_prefix=args.few_shot_device, source_contains="")
@@ -100,13 +100,15 @@ def main() -> int:
     args = ap.parse_args()
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
-    from latency_models.feature_cache import build_feature_cache, load_feature_cache
+    from latency_models.feature_cache import (EXTRA_MODELS, build_feature_cache,
+                                              load_feature_cache)
     from latency_models.featurize import featurize_records
-    from latency_models.predictor import fit_features
+    from latency_models.fewshot import fit_features
     from latency_models.published import calibrate_default, published_models, published_records
 
     if args.rebuild_cache:
-        build_feature_cache(published_models())
+        build_feature_cache(published_models() + [m for m in EXTRA_MODELS
+                                                  if m not in published_models()])
     if args.write_default:
         calibrate_default()
     recs = published_records()

@@ -45,7 +45,8 @@ def _stats(times_s: list[float], cpu_s: list[float] | None = None) -> dict[str, 
     if cpu_s is not None:
         cpu = np.asarray(cpu_s) * 1e3
         out.update(cpu_ms=float(np.median(cpu)), cpu_p25_ms=float(np.percentile(cpu, 25)),
-                   cpu_p75_ms=float(np.percentile(cpu, 75)))
+                   cpu_p75_ms=float(np.percentile(cpu, 75)),
+                   cpu_times_ms=[round(float(t), 4) for t in cpu])
     return out
 
 
@@ -109,7 +110,7 @@ def measure_torch_cpu(model_or_spec: Any, resolution: int | None = None, threads
 
 
 # -- onnxruntime CPU ---------------------------------------------------------------------------------
-def _time_onnx_file(path: str, threads: int, warmup: int, runs: int) -> dict[str, Any]:
+def time_onnx_file(path: str, threads: int, warmup: int, runs: int) -> dict[str, Any]:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -131,13 +132,13 @@ def measure_onnxruntime_cpu(model_or_path: Any, resolution: int | None = None, t
     if isinstance(model_or_path, str) and model_or_path.endswith(".onnx"):
         if not os.path.isfile(model_or_path):
             raise NotFoundError(f"{model_or_path}: no such .onnx file")
-        out = _time_onnx_file(model_or_path, threads, warmup, runs)
+        out = time_onnx_file(model_or_path, threads, warmup, runs)
         out["model"] = os.path.basename(model_or_path)
         return out
     with tempfile.TemporaryDirectory(prefix="latency-onnx-") as tmpdir:   # scratch export
         path = os.path.join(tmpdir, "model.onnx")
         export_onnx(model_or_path, path, resolution)
-        out = _time_onnx_file(path, threads, warmup, runs)
+        out = time_onnx_file(path, threads, warmup, runs)
     out["model"] = str(model_or_path)
     return out
 

@@ -22,13 +22,16 @@ from search_space.lazy import lazy_import
 from search_space.spec import load_spec
 
 from .coreml import COMPUTE_UNITS, coreml_ops
-from .devices import list_devices, load_predictor, user_calibration_path
+from .devices import device_files, load_predictor, shipped_devices, user_calibration_path
 from .features import FEATURE_NAMES, aggregate
-from .featurize import featurize_records
+from .featurize import featurize, featurize_records
+from .fewshot import fit, fit_features
 from .options import DEFAULT_DEVICE, add_latency_device_option
-from .predictor import fit, fit_features
+from .predictor import LatencyPredictor, prior_coef
 from .records import Record, read_records, write_records
+from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
 from .timm_models import is_spec_reference, is_timm_model
+from .userrecords import Loaded, accepted_forms, load_user_records
 
 backends = lazy_import("latency_models.backends")   # torch, onnxruntime, coremltools
 export = lazy_import("latency_models.export")       # torch, coremltools, onnxruntime
@@ -50,7 +53,8 @@ def register(sub) -> None:
     _register_calibrate(lsub)
     _register_evaluate(lsub)
     _register_export(lsub)
-    d = lsub.add_parser("devices", help="list calibrated devices")
+    _register_suggest(lsub)
+    d = lsub.add_parser("devices", help="list calibrated devices and the file each name uses")
     d.set_defaults(func=_devices)
 
 
@@ -84,28 +88,53 @@ def _register_measure(lsub) -> None:
 
 
 def _register_calibrate(lsub) -> None:
-    c = lsub.add_parser("calibrate", help="fit a device's predictor from measurement records")
-    c.add_argument("--records", required=True, help="CSV or JSON records (docs/latency.md)")
+    c = lsub.add_parser("calibrate", help="fit a device's predictor from measured latencies",
+                        description="Calibrate a device from a records CSV/JSON; "
+                                    "`model,latency_ms` columns are enough (docs/latency.md).")
+    c.add_argument("--records", required=True, help="CSV (, ; or tab) or JSON records")
     c.add_argument("--latency-device", required=True, metavar="NAME",
                    help="name of the device this calibrates (letters, digits, '-', '_', '.'); "
-                        "later found by `--latency-device NAME`")
+                        "later found by `--latency-device NAME`; also the device of rows "
+                        "without a device column")
     c.add_argument("--match", default=None, help="use only records whose device column contains "
                                                  "this")
     c.add_argument("--prior", default=None, help="reference device for few-shot fits "
                                                  "(default: the default device; 'generic' = hand-set)")
     c.add_argument("--out", default=None, help="calibration file (default: user dir/<NAME>.json)")
+    c.add_argument("--shadow-shipped", action="store_true",
+                   help="allow NAME to be a shipped device: your calibration then replaces it "
+                        "for every command (`latency devices` shows which file wins)")
     c.set_defaults(func=_calibrate)
 
 
 def _register_evaluate(lsub) -> None:
     e = lsub.add_parser("evaluate", help="accuracy of a predictor on measurement records")
     e.add_argument("--records", required=True)
-    add_latency_device_option(e, purpose="the predictor evaluated (without --loo)")
+    add_latency_device_option(e, purpose="the predictor evaluated (without --loo); also the "
+                                         "device of rows without a device column")
     e.add_argument("--match", default=None)
     e.add_argument("--loo", action="store_true", help="leave-one-out: recalibrate on the other "
                                                       "records for each row instead")
     e.add_argument("--prior", default=None, help="with --loo: reference device")
     e.set_defaults(func=_evaluate)
+
+
+def _register_suggest(lsub) -> None:
+    s = lsub.add_parser("suggest", help="which models to measure on a new phone (greedy Bayesian design)",
+                        description="Choose the SwiftFormer-space members and timm models whose "
+                                    "latencies best pin down a new device's coefficients; "
+                                    "write them as .mlpackage files and a CSV to fill in.")
+    s.add_argument("--n", type=int, default=10, help="how many models (default 10)")
+    s.add_argument("--out", required=True, help="directory for measure.csv, spec JSON files "
+                                                "and .mlpackage exports")
+    add_latency_device_option(s, purpose="the prior whose cost terms the design targets "
+                                         "('generic' = the hand-set ANE prior)")
+    s.add_argument("--pool", type=int, default=1000,
+                   help="random SwiftFormer-space members considered (default 1000)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-export", action="store_true",
+                   help="write the CSV and spec files only (no CoreML conversion)")
+    s.set_defaults(func=_suggest)
 
 
 def _register_export(lsub) -> None:
@@ -144,16 +173,6 @@ def _check_positive(name: str, value: int | None, minimum: int = 1) -> None:
         raise UsageError(f"--{name} {value}: must be >= {minimum}")
 
 
-def _select(records, match: str | None):
-    if match is None:
-        return records
-    sel = [r for r in records if match.lower() in r.device.lower()]
-    if not sel:
-        devices = sorted({r.device for r in records})
-        raise UsageError(f"--match {match!r}: no record's device contains it; devices: {devices}")
-    return sel
-
-
 def _load_prior(name: str | None):
     if name == "generic":
         return None
@@ -167,19 +186,25 @@ def _predict(args: argparse.Namespace) -> int:
     pred = load_predictor(args.latency_device)
     rows = []
     for ref, a in zip(args.arch, archs):
-        ms, sd = pred.predict(a)
-        row = {"arch": ref, "device": pred.device, "latency_ms": round(ms, 4), "std_ms": round(sd, 4)}
+        f = featurize(a)
+        ms, sd = (float(v[0]) for v in pred.predict_features(f[None]))
+        row = {"arch": ref, "device": pred.device, "latency_ms": round(ms, 4),
+               "std_ms": round(sd, 4), "interval_ms": [round(ms - 2 * sd, 4), round(ms + 2 * sd, 4)],
+               "extrapolation": pred.extrapolation(f[None])[0]}
         if args.breakdown:
             row["breakdown_ms"] = {k: round(v, 4) for k, v in pred.breakdown(a).items()}
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=1))
-    else:
-        for r in rows:
-            print(f"{r['arch']}: {r['latency_ms']:.3f} ms +- {r['std_ms']:.3f} on {r['device']} "
-                  f"(calibration {pred.version})")
-            for k, v in r.get("breakdown_ms", {}).items():
-                print(f"    {k:<14} {v:8.4f} ms")
+        return 0
+    for r in rows:
+        lo, hi = r["interval_ms"]
+        print(f"{r['arch']}: {r['latency_ms']:.3f} ms +- {r['std_ms']:.3f} (2-sigma {lo:.3f}-"
+              f"{hi:.3f}) on {r['device']} (calibration {pred.version})")
+        if r["extrapolation"]:
+            print(f"    warning: extrapolates beyond the calibration set: {r['extrapolation']}")
+        for k, v in r.get("breakdown_ms", {}).items():
+            print(f"    {k:<18} {v:8.4f} ms")
     return 0
 
 
@@ -256,61 +281,92 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate(args: argparse.Namespace) -> int:
+def _check_calibration_target(args: argparse.Namespace) -> str:
+    """The file a calibration will be written to; refuse a shipped name unless asked to."""
     name = args.latency_device
     if not DEVICE_NAME.fullmatch(name):
         raise UsageError(f"--latency-device {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     if args.out and not args.out.endswith(".json"):
         raise UsageError(f"--out {args.out!r}: must be a .json file")
-    records = _select(read_records(args.records), args.match)
-    if len(records) < 2:
-        raise UsageError(f"{args.records}: calibration needs at least 2 records, found "
-                         f"{len(records)}")
+    shipped = shipped_devices()
+    if args.out is None and name in shipped and not args.shadow_shipped:
+        raise UsageError(f"--latency-device {name!r} is a shipped calibration ({shipped[name]}); "
+                         "pick another name, or pass --shadow-shipped to replace it for every "
+                         "command")
+    return args.out or user_calibration_path(name)
+
+
+def _report_input(loaded: Loaded) -> None:
+    for line in loaded.skipped + loaded.merged:
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    out = _check_calibration_target(args)
+    name = args.latency_device
     prior = _load_prior(args.prior)
-    p = fit(records, name, prior=prior, meta={"records_file": os.path.abspath(args.records)})
-    if len(p.meta["records"]) < 2:
+    loaded = load_user_records(args.records, device=name, match=args.match)
+    _report_input(loaded)
+    models = {r.identity() for r in loaded.records}
+    if len(models) < 2:
+        raise UsageError(f"{args.records}: calibration needs at least 2 distinct measured "
+                         f"models, found {len(models)}")
+    p = fit(loaded.records, name, prior=prior, meta={"records_file": os.path.abspath(args.records)})
+    for s in p.meta["skipped"]:
+        print(f"warning: skipped {s}", file=sys.stderr)
+    if p.meta["n_records"] < 2:
         raise UsageError(f"{args.records}: fewer than 2 records could be featurised: "
                          f"{p.meta['skipped']}")
-    out = args.out or user_calibration_path(name)
+    shadowed = shipped_devices().get(name) if args.out is None else None
     p.save(out)
-    for s in p.meta["skipped"]:
-        print(f"skipped {s}", file=sys.stderr)
+    if shadowed:
+        print(f"WARNING: {out} now SHADOWS the shipped calibration {shadowed}: every "
+              f"--latency-device {name} (and searches using it) get yours. Delete {out} to "
+              "restore the shipped one.", file=sys.stderr)
     print(f"calibrated {name} on {p.meta['n_records']} records (prior {p.meta['prior']}, "
-          f"lambda {p.meta['lambda_']}): leave-one-out MAPE {100 * p.meta['loo_mape']:.1f}%, "
-          f"saved {out} (version {p.version})")
+          f"fit {p.meta['candidate']}): leave-one-out MAPE {100 * p.meta['loo_mape']:.1f}%, "
+          f"+-2 sigma coverage {100 * p.meta['loo_coverage_2sigma']:.0f}%, saved {out} "
+          f"(version {p.version})")
     return 0
 
 
-def _loo_predictions(F: np.ndarray, y: np.ndarray, prior) -> np.ndarray:
-    """Each row predicted by a calibration fitted on all the other rows."""
-    pred = np.empty(len(y))
+def _loo_predictions(F: np.ndarray, y: np.ndarray, prior) -> tuple[np.ndarray, np.ndarray]:
+    """Each row predicted (ms, std) by a calibration fitted on all the other rows."""
+    pred, sd = np.empty(len(y)), np.empty(len(y))
     for j in range(len(y)):
         keep = np.arange(len(y)) != j
-        pred[j] = fit_features(F[keep], y[keep], "loo", prior).predict_features(F[j:j + 1])[0][0]
-    return pred
+        ms, s = fit_features(F[keep], y[keep], "loo", prior).predict_features(F[j:j + 1])
+        pred[j], sd[j] = ms[0], s[0]
+    return pred, sd
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    records = _select(read_records(args.records), args.match)
+    loaded = load_user_records(args.records, device=args.latency_device, match=args.match)
+    _report_input(loaded)
+    records = loaded.records
     F, errs = featurize_records(records)
     ok = [i for i, e in enumerate(errs) if e is None]
     if len(ok) < (3 if args.loo else 1):
         raise UsageError(f"{args.records}: too few featurisable records ({len(ok)})")
     y = np.array([records[i].latency_ms for i in ok])
     if args.loo:
-        pred = _loo_predictions(F[ok], y, _load_prior(args.prior))
+        pred, sd = _loo_predictions(F[ok], y, _load_prior(args.prior))
+        why = ["" for _ in ok]
     else:
-        pred = load_predictor(args.latency_device).predict_features(F[ok])[0]
+        predictor = load_predictor(args.latency_device)
+        pred, sd = predictor.predict_features(F[ok])
+        why = predictor.extrapolation(F[ok])
     rel = (pred - y) / y
     for i, j in enumerate(ok):
-        print(f"{records[j].model:<40} measured {y[i]:8.3f}  predicted {pred[i]:8.3f}  "
-              f"error {100 * rel[i]:+6.1f}%")
+        print(f"{records[j].model:<40} measured {y[i]:8.3f}  predicted {pred[i]:8.3f} +- "
+              f"{sd[i]:7.3f}  error {100 * rel[i]:+6.1f}%{'  [extrapolates: ' + why[i] + ']' if why[i] else ''}")
     for i, e in enumerate(errs):
         if e is not None:
             print(f"{records[i].model:<40} skipped: {e}")
     tau = stats.kendalltau(pred, y).statistic if len(ok) > 1 else float("nan")
     print(f"n={len(ok)}  MAPE {100 * np.mean(np.abs(rel)):.1f}%  within 10%: "
-          f"{100 * np.mean(np.abs(rel) <= 0.1):.0f}%  Kendall tau {tau:.3f}"
+          f"{100 * np.mean(np.abs(rel) <= 0.1):.0f}%  Kendall tau {tau:.3f}  within +-2 sigma: "
+          f"{100 * np.mean(np.abs(pred - y) <= 2 * sd):.0f}%"
           f"{'  (leave-one-out)' if args.loo else ''}")
     return 0
 
@@ -357,9 +413,43 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    for d in list_devices():
-        p = load_predictor(d)
+    for name, f in sorted(device_files().items()):
+        p = load_predictor(f.path)
         n = p.meta.get("n_records", "?")
-        print(f"{d}{' (default)' if d == DEFAULT_DEVICE else ''}: version {p.version}, "
-              f"{n} records, leave-one-out MAPE {100 * p.meta.get('loo_mape', float('nan')):.1f}%")
+        print(f"{name}{' (default)' if name == DEFAULT_DEVICE else ''}: {f.source} {f.path}; "
+              f"version {p.version}, {n} records, leave-one-out MAPE "
+              f"{100 * p.meta.get('loo_mape', float('nan')):.1f}%")
+        if f.shadows:
+            print(f"    SHADOWS the shipped {f.shadows} (delete {f.path} to use the shipped one)")
+    return 0
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    _check_positive("n", args.n)
+    _check_positive("pool", args.pool, 0)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out!r}: exists and is not a directory")
+    prior = (LatencyPredictor("generic-ane", prior_coef(None)) if args.latency_device == "generic"
+             else load_predictor(args.latency_device))
+    cands, F = candidate_pool(args.pool, args.seed)
+    X = design_rows(F, prior)
+    rows = choose_rows(X, args.n)
+    chosen = [cands[i] for i in rows]
+    q = design_quality(X, rows)
+    packages = {}
+    if not args.no_export:
+        for c in chosen:
+            path = os.path.join(args.out, f"{c.name}.mlpackage")
+            export.export_coreml(c.spec if c.spec is not None else c.timm_name, path,
+                                 c.resolution)
+            packages[c.name] = f"{c.name}.mlpackage"
+            print(f"exported {path}", flush=True)
+    csv_path = write_template(args.out, chosen, packages)
+    ms = prior.predict_features(F[rows])[0]
+    for c, m in zip(chosen, ms):
+        print(f"{c.name:<28} predicted on {prior.device}: {m:7.3f} ms")
+    print(f"{len(chosen)} models (of {len(cands)} candidates; design log det {q['log_det']:.1f}, "
+          f"mean predictive sd {q['mean_pred_sd']:.3f} in log latency): fill in latency_ms in "
+          f"{csv_path}, then `run_search.py latency calibrate --records {csv_path} "
+          "--latency-device <your-phone>`")
     return 0

@@ -209,6 +209,49 @@ def _kernel_groups(op) -> tuple[int, int]:
     return kernel, (int(g.val) if g is not None and g.val is not None else 1)
 
 
+def _rank(op) -> int:
+    """Largest rank among the op's non-constant inputs and its outputs."""
+    ranks = [len(o.shape) for o in op.outputs if getattr(o, "shape", None) is not None]
+    for v in op.inputs.values():
+        for var in (v if isinstance(v, (list, tuple)) else [v]):
+            if getattr(var, "shape", None) is not None and getattr(var, "val", None) is None:
+                ranks.append(len(var.shape))
+    return max(ranks, default=0)
+
+
+# Reductions without an explicit axis input reduce over these (MIL defaults).
+_DEFAULT_AXES = {"softmax": (-1,), "layer_norm": None, "instance_norm": (-2, -1),
+                 "l2_norm": None}
+
+
+def _axes(op, rank: int) -> tuple[int, ...] | None:
+    """Reduced axes (non-negative) of a reduction / norm / softmax op, None for other ops."""
+    t = op.op_type
+    if not (t.startswith("reduce_") or t in _DEFAULT_AXES):
+        return None
+    for key in ("axes", "axis"):
+        v = op.inputs.get(key)
+        if v is not None and getattr(v, "val", None) is not None:
+            return tuple(int(a) % rank for a in np.atleast_1d(v.val).tolist())
+    default = _DEFAULT_AXES.get(t)
+    return tuple(range(rank)) if default is None else tuple(a % rank for a in default)
+
+
+def _reduction(op, rank: int) -> tuple[int, bool]:
+    """(elements reduced over, reduces over a non-innermost axis other than H,W pooling)."""
+    axes = _axes(op, rank)
+    x = op.inputs.get("x")
+    if axes is None or x is None or getattr(x, "shape", None) is None or rank == 0:
+        return 0, False
+    n = 1
+    for a in axes:
+        d = x.shape[a]
+        n *= int(d) if isinstance(d, (int, np.integer)) else 1
+    spatial = rank == 4 and set(axes) == {2, 3}
+    nonlast = any(a != rank - 1 for a in axes) and not spatial
+    return n, nonlast
+
+
 def _block_ops(block, out: list[OpCost]) -> None:
     for op in block.operations:
         for b in getattr(op, "blocks", []) or []:
@@ -218,8 +261,10 @@ def _block_ops(block, out: list[OpCost]) -> None:
         in_e, w_e = _input_elems(op)
         out_e = sum(_numel(o) for o in op.outputs)
         kernel, groups = _kernel_groups(op)
+        rank = _rank(op)
+        axis_len, nonlast = _reduction(op, rank)
         out.append(make_op(op.op_type, int(_macs(op, in_e, out_e)), int(in_e), int(out_e),
-                           int(w_e), kernel, groups))
+                           int(w_e), kernel, groups, rank, axis_len, nonlast))
 
 
 def program_ops(prog) -> list[OpCost]:

@@ -8,6 +8,7 @@ analytic path instead (identical op graph).
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import time
 from typing import Any, Callable
@@ -21,12 +22,22 @@ from search_space.spec import PRESETS
 from .analytic import spec_ops
 from .coreml import coreml_ops
 from .features import aggregate, gmacs_of, pack_ops, unpack_ops
-from .timm_models import SWIFTFORMER_TIMM
+from .timm_models import SWIFTFORMER_TIMM, default_resolution
+from .userdir import user_dir
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 FEATURE_CACHE = os.path.join(DATA_DIR, "published_features.json")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2   # 2: ops carry rank, reduced-axis length and non-innermost flag
 _CACHE: dict[str, Any] = {}  # path -> parsed cache (read once per process)
+
+
+# Models whose op lists also ship although no published latency table has them: candidates that
+# ``latency suggest`` may ask a user to measure, chosen for the Neural-Engine behaviour they
+# exercise (5-D unfold/fold + GroupNorm: MobileViTV2-0.5/0.75; large plain conv nets: ConvNeXt;
+# attention with gathered biases at 224 px: LeViT). Features only, never latencies.
+EXTRA_MODELS = (("mobilevitv2_050", 256), ("mobilevitv2_075", 256), ("convnext_atto", 224),
+                ("convnext_small", 224), ("levit_128s", 224), ("efficientformer_l1", 512),
+                ("mobilevitv2_050", 512), ("resnet18", 224))
 
 
 def cache_key(timm_name: str, resolution: int) -> str:
@@ -51,8 +62,9 @@ def cached_features(timm_name: str, resolution: int | None = None,
                     cache: dict[str, Any] | None = None) -> np.ndarray | None:
     """Cached feature vector of a timm model (None if it is not cached or did not convert)."""
     cache = cache or load_feature_cache()
-    if resolution is None:
+    if resolution is None:   # the entry at timm's default input size
         hits = [v for k, v in cache["models"].items() if k.split("@")[0] == timm_name]
+        hits.sort(key=lambda v: not v.get("default", False))
         entry = hits[0] if hits else None
     else:
         entry = cache["models"].get(cache_key(timm_name, int(resolution)))
@@ -64,7 +76,8 @@ def cached_features(timm_name: str, resolution: int | None = None,
 def _featurize_entry(name: str, res: int) -> dict[str, Any]:
     """One cache entry: the op list of (name, res), or the error that prevented it."""
     t0 = time.perf_counter()
-    entry: dict[str, Any] = {"timm_name": name, "resolution": res}
+    entry: dict[str, Any] = {"timm_name": name, "resolution": res,
+                             "default": res == default_resolution(name)}
     try:
         if name in SWIFTFORMER_TIMM:
             ops = spec_ops(PRESETS[SWIFTFORMER_TIMM[name]].replace(resolution=res))
@@ -84,7 +97,10 @@ def build_feature_cache(names_res: list[tuple[str, int]], path: str = FEATURE_CA
                         log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Convert each (timm_name, resolution) with coremltools and store its features (incremental:
     the file is rewritten after each model, so an interrupted build keeps what it did)."""
-    cache = load_feature_cache(path)
+    try:
+        cache = load_feature_cache(path)
+    except UsageError:               # an older format: rebuild from scratch
+        cache = {"format": CACHE_FORMAT, "models": {}}
     _CACHE.pop(path, None)
     for name, res in names_res:
         key = cache_key(name, res)
@@ -95,3 +111,53 @@ def build_feature_cache(names_res: list[tuple[str, int]], path: str = FEATURE_CA
             f"({entry['featurize_s']} s)")
         write_json_atomic(path, cache, indent=1)
     return cache
+
+
+# -- user conversions -------------------------------------------------------------------------
+USER_CACHE_NAME = "feature_cache.json"
+
+
+def coremltools_version() -> str:
+    """The installed coremltools version, without importing it (part of every user cache key:
+    another converter may emit another program)."""
+    try:
+        return importlib.metadata.version("coremltools")
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def user_cache_key(model: str, resolution: int | None) -> str:
+    return f"{model}@{resolution or 'default'}@coremltools-{coremltools_version()}"
+
+
+def user_cache_path() -> str:
+    return os.path.join(user_dir(), USER_CACHE_NAME)
+
+
+def _read_user_cache(path: str) -> dict[str, Any]:
+    if not os.path.exists(path):
+        return {"format": CACHE_FORMAT, "models": {}}
+    try:
+        cache = read_json(path, "user feature cache")
+    except UsageError:
+        return {"format": CACHE_FORMAT, "models": {}}   # unreadable: rebuilt as we go
+    if not isinstance(cache, dict) or cache.get("format") != CACHE_FORMAT:
+        return {"format": CACHE_FORMAT, "models": {}}
+    return cache
+
+
+def user_cached_features(key: str) -> np.ndarray | None:
+    """Features of a user model converted before (``user_cache_key``), or None."""
+    entry = _read_user_cache(user_cache_path())["models"].get(key)
+    return None if entry is None else aggregate(unpack_ops(entry["ops"]))
+
+
+def store_user_ops(key: str, ops: list, log: Callable[[str], Any] | None = None) -> None:
+    """Remember a conversion's op list in the user cache (rewritten atomically)."""
+    path = user_cache_path()
+    cache = _read_user_cache(path)
+    cache["models"][key] = {"ops": pack_ops(ops), "n_ops": len(ops),
+                            "stored": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json_atomic(path, cache, indent=1)
+    if log is not None:
+        log(f"converted {key.split('@')[0]} and cached its op list in {path}")

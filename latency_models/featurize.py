@@ -6,7 +6,8 @@ any other torch module a conversion. Light to import: a conversion loads torch o
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import os
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -14,19 +15,42 @@ from search_space.errors import UsageError
 from search_space.spec import ArchSpec, load_spec
 
 from .analytic import spec_features
-from .coreml import coreml_features
-from .feature_cache import cached_features
-from .features import N_FEATURES
+from .coreml import coreml_features, coreml_ops
+from .feature_cache import (cached_features, store_user_ops, user_cache_key,
+                            user_cached_features)
+from .features import N_FEATURES, aggregate
 from .records import Record
 from .timm_models import is_spec_reference
 
 
-def timm_features(name: str, resolution: int | None) -> np.ndarray:
-    """A timm model's features: from the shipped cache, else by converting it."""
+def timm_features(name: str, resolution: int | None,
+                  log: Callable[[str], Any] | None = None) -> np.ndarray:
+    """A timm model's features: from the shipped cache, else the user cache, else by converting
+    it (and remembering the op list in the user cache: the next run converts nothing)."""
     f = cached_features(name, resolution)
     if f is not None:
         return f
-    return coreml_features(name, resolution)
+    key = user_cache_key(name, resolution)
+    f = user_cached_features(key)
+    if f is not None:
+        return f
+    ops = coreml_ops(name, resolution)
+    store_user_ops(key, ops, log)
+    return aggregate(ops)
+
+
+def mlpackage_features(path: str) -> np.ndarray:
+    """Features of a saved .mlpackage (its program is read, not converted; cached by path and
+    modification time)."""
+    p = os.path.abspath(path)
+    stamp = os.stat(p).st_mtime_ns if os.path.exists(p) else 0
+    key = user_cache_key(f"mlpackage:{p}:{stamp}", None)
+    f = user_cached_features(key)
+    if f is not None:
+        return f
+    ops = coreml_ops(mlpackage=p)
+    store_user_ops(key, ops)
+    return aggregate(ops)
 
 
 def _record_features(record: Record) -> np.ndarray:
@@ -35,7 +59,9 @@ def _record_features(record: Record) -> np.ndarray:
         return spec_features(spec)
     if record.timm_name:
         return timm_features(record.timm_name, record.resolution)
-    raise UsageError(f"record {record.model!r}: no spec or timm_name to featurise")
+    if record.mlpackage:
+        return mlpackage_features(record.mlpackage)
+    raise UsageError(f"record {record.model!r}: no spec, timm_name or mlpackage to featurise")
 
 
 def featurize(obj: Any) -> np.ndarray:
@@ -50,8 +76,10 @@ def featurize(obj: Any) -> np.ndarray:
     if isinstance(obj, dict):
         return spec_features(ArchSpec.from_dict(obj))
     if isinstance(obj, str):
-        if is_spec_reference(obj):
+        if is_spec_reference(obj) and not obj.rstrip("/").endswith(".mlpackage"):
             return spec_features(load_spec(obj))
+        if obj.rstrip("/").endswith(".mlpackage"):
+            return mlpackage_features(obj)
         return timm_features(obj, None)
     # A torch module: convert. (Our own generator's modules use the analytic path.)
     spec = getattr(obj, "spec", None)

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from .devices import SHIPPED_DIR
 from .feature_cache import DATA_DIR, cached_features
 from .options import DEFAULT_DEVICE
-from .predictor import LatencyPredictor, fit
+from .fewshot import fit
+from .predictor import LatencyPredictor
 from .records import Record, parse_record
 from .timm_models import default_resolution
 
@@ -66,5 +67,5 @@ def calibrate_default(device: str = DEFAULT_DEVICE, path: str | None = None,
     path = path or os.path.join(SHIPPED_DIR, f"{device}.json")
     p.save(path)
     log(f"{device}: {len(p.meta['records'])} records, skipped {len(p.meta['skipped'])}, "
-        f"LOO MAPE {p.meta['loo_mape']:.3f}, lambda {p.meta['lambda_']}, saved {path}")
+        f"LOO MAPE {p.meta['loo_mape']:.3f}, candidate {p.meta['candidate']}, saved {path}")
     return p

@@ -1,21 +1,25 @@
 """Latency measurement records: the documented format and strict importers.
 
-One record = one measured latency of one model on one device. CSV (header row) or JSON (a list
-of objects, or {"records": [...]}) with these columns:
+One record = one measured latency of one model on one device. CSV (header row; ``,``, ``;`` or
+tab separated) or JSON (a list of objects, or {"records": [...]}) with these columns:
 
 =============  =========  ==============================================================
 column         required   meaning
 =============  =========  ==============================================================
-model          yes        display name ("SwiftFormer-XS", "my-candidate-3")
-spec           one of     ArchSpec JSON (SwiftFormer family; featurised analytically)
-timm_name      these two  timm model name (featurised from its CoreML conversion / cache)
-               (or model  a preset name XS/S/L1/L3 is also accepted in ``model``)
-device         yes        free text, e.g. "iPhone 14 (iOS 16)"
+model          yes        preset (XS/S/L1/L3), spec JSON file, timm model name, .mlpackage
+                          path or published display name ("MobileNet-v2x1.0"); any
+                          display name when spec / timm_name / mlpackage says what it is
+spec           no         ArchSpec JSON (SwiftFormer family; featurised analytically)
+timm_name      no         timm model name (featurised from its CoreML conversion / cache)
+mlpackage      no         path of the exported .mlpackage that was measured
+device         yes*       free text, e.g. "iPhone 14 (iOS 16)" (*or from --latency-device)
 os             no         e.g. "iOS 17.5"
 runtime        no         e.g. "CoreML (Xcode 15 performance report)", "torch 2.14.1 eager"
 compute_unit   no         e.g. "ALL", "CPU_AND_NE", "CPU"
 resolution     no         input side in pixels (default: the spec's / timm default)
-latency_ms     yes        median latency in milliseconds, > 0
+latency_ms     yes        median latency in milliseconds (a unit suffix "ms"/"us"/"s" and a
+                          decimal comma in ;-separated files are accepted); blank = not
+                          measured: the row is skipped with a warning
 std_ms         no         spread of the measurement (ms, >= 0)
 source         no         where the number comes from (paper, URL, "measured <date>")
 =============  =========  ==============================================================
@@ -29,9 +33,10 @@ import csv
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from search_space.errors import NotFoundError, UsageError
 from search_space.io import atomic_write
@@ -40,8 +45,17 @@ from search_space.spec import PRESETS, ArchSpec, SpecError
 from .timm_models import SWIFTFORMER_TIMM
 
 COLUMNS = ("model", "spec", "timm_name", "device", "os", "runtime", "compute_unit",
-           "resolution", "latency_ms", "std_ms", "source")
+           "resolution", "latency_ms", "std_ms", "source", "mlpackage")
 REQUIRED = ("model", "device", "latency_ms")
+# A single-image latency outside this range is a typo or a unit mistake (seconds for ms,
+# microseconds for ms), never a measurement: refused with the range in the message.
+LATENCY_RANGE_MS = (0.01, 100_000.0)
+# Two rows measuring the same model on the same device/runtime are averaged when they agree
+# within this fraction of their mean, refused otherwise.
+DUPLICATE_TOLERANCE = 0.15
+_UNITS = {"": 1.0, "ms": 1.0, "msec": 1.0, "us": 1e-3, "µs": 1e-3, "μs": 1e-3, "s": 1e3}
+_NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?|nan|inf)\s*"
+                     r"(ms|msec|us|µs|μs|s)?\s*$", re.IGNORECASE)
 
 
 class RecordError(UsageError):
@@ -61,11 +75,12 @@ class Record:
     resolution: int | None = None
     std_ms: float | None = None
     source: str = ""
+    mlpackage: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    row: int = 0              # CSV line / JSON record number it came from (0: not from a file)
 
     def to_row(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("extra")
         return {k: ("" if d[k] is None else d[k]) for k in COLUMNS}
 
     def arch_spec(self):
@@ -75,20 +90,75 @@ class Record:
             spec = ArchSpec.from_json(self.spec)
         elif self.timm_name in SWIFTFORMER_TIMM:
             spec = PRESETS[SWIFTFORMER_TIMM[self.timm_name]]
-        elif self.model.upper() in PRESETS:
+        elif not self.timm_name and not self.mlpackage and self.model.upper() in PRESETS:
             spec = PRESETS[self.model.upper()]
         if spec is not None and self.resolution and spec.resolution != self.resolution:
             spec = spec.replace(resolution=self.resolution)
         return spec
 
+    def identity(self) -> str:
+        """What was measured, independent of how the row names it (for duplicate detection)."""
+        spec = self.arch_spec()
+        if spec is not None:
+            return "spec:" + spec.canonical_json()
+        if self.timm_name:
+            return f"timm:{self.timm_name}@{self.resolution or ''}"
+        if self.mlpackage:
+            return "mlpackage:" + os.path.abspath(self.mlpackage)
+        return "model:" + self.model
 
-def _where(path: str, row: int, col: str) -> str:
+
+def where(path: str, row: int, col: str) -> str:
     # CSV rows are file line numbers (header = 1); JSON records are counted from 1.
     unit = "record" if str(path).lower().endswith(".json") else "row"
     return f"{path}: {unit} {row}, column '{col}'"
 
 
-def parse_record(d: dict[str, Any], path: str = "<records>", row: int = 0) -> Record:
+def parse_latency(raw: str, where: str, decimal_comma: bool = False) -> float:
+    """Milliseconds from '0.95', '0.95 ms', '950 us' ('0,95' with decimal_comma); range-checked."""
+    m = _NUMBER.match(raw)
+    if m is None or (not decimal_comma and "," in m.group(1)):
+        raise RecordError(f"{where}: {raw!r} is not a number (milliseconds; e.g. 0.95 or "
+                          "'0.95 ms')")
+    value = float(m.group(1).replace(",", ".")) * _UNITS[(m.group(2) or "").lower()]
+    lo, hi = LATENCY_RANGE_MS
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise RecordError(f"{where}: {raw!r} is not a plausible latency: must be a finite "
+                          f"number of milliseconds in {lo:g}..{hi:g}")
+    return value
+
+
+def _number(d: dict, col: str, path: str, row: int, check: Callable[[float], bool],
+            what: str) -> float | None:
+    v = d.get(col, "")
+    raw = "" if v is None else str(v).strip()
+    if not raw:
+        return None
+    try:
+        x = float(raw)
+    except ValueError:
+        raise RecordError(f"{where(path, row, col)}: {raw!r} is not a number") from None
+    if not math.isfinite(x) or not check(x):
+        raise RecordError(f"{where(path, row, col)}: {raw!r} must be {what}")
+    return x
+
+
+def _spec_column(d: dict, path: str, row: int, res: int | None) -> str:
+    raw = d.get("spec", "")
+    text = "" if raw is None else str(raw).strip()
+    if not isinstance(raw, dict) and not text:
+        return ""
+    try:
+        spec = ArchSpec.from_dict(raw) if isinstance(raw, dict) else ArchSpec.from_json(text)
+    except SpecError as e:
+        raise RecordError(f"{where(path, row, 'spec')}: {e}") from None
+    if res is not None and spec.resolution != res:
+        spec = spec.replace(resolution=res)
+    return spec.canonical_json()
+
+
+def parse_record(d: dict[str, Any], path: str = "<records>", row: int = 0,
+                 decimal_comma: bool = False) -> Record:
     """Validate one raw row (strings or JSON values) into a Record."""
     def text(col: str) -> str:
         v = d.get(col, "")
@@ -96,83 +166,76 @@ def parse_record(d: dict[str, Any], path: str = "<records>", row: int = 0) -> Re
 
     for col in REQUIRED:
         if not text(col):
-            raise RecordError(f"{_where(path, row, col)}: missing (required columns: {list(REQUIRED)})")
-    lat_raw = text("latency_ms")
-    try:
-        lat = float(lat_raw)
-    except ValueError:
-        raise RecordError(f"{_where(path, row, 'latency_ms')}: {lat_raw!r} is not a number") from None
-    if not math.isfinite(lat) or lat <= 0:
-        raise RecordError(f"{_where(path, row, 'latency_ms')}: {lat_raw!r} must be a finite number > 0")
-    std = None
-    if text("std_ms"):
-        try:
-            std = float(text("std_ms"))
-        except ValueError:
-            raise RecordError(f"{_where(path, row, 'std_ms')}: {text('std_ms')!r} is not a number") from None
-        if not math.isfinite(std) or std < 0:
-            raise RecordError(f"{_where(path, row, 'std_ms')}: {text('std_ms')!r} must be >= 0")
-    res = None
-    if text("resolution"):
-        try:
-            rf = float(text("resolution"))
-        except ValueError:
-            raise RecordError(f"{_where(path, row, 'resolution')}: {text('resolution')!r} is not a number") from None
-        if not rf.is_integer() or not 16 <= rf <= 4096:
-            raise RecordError(f"{_where(path, row, 'resolution')}: {text('resolution')!r} must be an "
-                              "integer number of pixels in 16..4096")
-        res = int(rf)
-    spec_json = ""
-    raw_spec = d.get("spec", "")
-    if isinstance(raw_spec, dict) or text("spec"):
-        try:
-            spec = ArchSpec.from_dict(raw_spec) if isinstance(raw_spec, dict) else \
-                ArchSpec.from_json(text("spec"))
-        except SpecError as e:
-            raise RecordError(f"{_where(path, row, 'spec')}: {e}") from None
-        if res is not None and spec.resolution != res:
-            spec = spec.replace(resolution=res)
-        spec_json = spec.canonical_json()
+            raise RecordError(f"{where(path, row, col)}: missing (required columns: {list(REQUIRED)})")
+    lat = parse_latency(text("latency_ms"), where(path, row, "latency_ms"), decimal_comma)
+    std = _number(d, "std_ms", path, row, lambda x: x >= 0, ">= 0")
+    rf = _number(d, "resolution", path, row, lambda x: x.is_integer() and 16 <= x <= 4096,
+                 "an integer number of pixels in 16..4096")
+    res = None if rf is None else int(rf)
     extra = {k: v for k, v in d.items() if k not in COLUMNS}
-    return Record(model=text("model"), device=text("device"), latency_ms=lat, spec=spec_json,
-                  timm_name=text("timm_name"), os=text("os"), runtime=text("runtime"),
-                  compute_unit=text("compute_unit"), resolution=res, std_ms=std,
-                  source=text("source"), extra=extra)
+    return Record(model=text("model"), device=text("device"), latency_ms=lat,
+                  spec=_spec_column(d, path, row, res), timm_name=text("timm_name"),
+                  os=text("os"), runtime=text("runtime"), compute_unit=text("compute_unit"),
+                  resolution=res, std_ms=std, source=text("source"),
+                  mlpackage=text("mlpackage"), extra=extra, row=row)
 
 
-def read_records(path: str) -> list[Record]:
-    """Read a CSV or JSON records file; raise RecordError on the first malformed row."""
+# -- reading files -------------------------------------------------------------------------------
+def _delimiter(header: str) -> str:
+    """',' unless the header line is clearly ';'- or tab-separated."""
+    for d in (";", "\t"):
+        if d in header and "," not in header:
+            return d
+    return ","
+
+
+def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str]:
+    """(row number, raw dict) of a CSV or JSON records file, and the CSV delimiter."""
     if not os.path.isfile(path):
         raise NotFoundError(f"{path}: no such records file (CSV or JSON)")
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RecordError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
     if path.lower().endswith(".json"):
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}: not valid JSON ({e})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RecordError(f"{path}: not valid JSON ({e})") from None
         rows = data.get("records") if isinstance(data, dict) else data
         if not isinstance(rows, list):
             raise RecordError(f"{path}: expected a JSON list of records or {{\"records\": [...]}}")
-        out = []
         for i, r in enumerate(rows, start=1):
             if not isinstance(r, dict):
                 raise RecordError(f"{path}: record {i}: expected an object, got {type(r).__name__}")
-            out.append(parse_record(r, path, i))
-        return out
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None:
-            raise RecordError(f"{path}: empty file (expected a CSV header with {list(REQUIRED)})")
-        missing = [c for c in REQUIRED if c not in reader.fieldnames]
-        if missing:
-            raise RecordError(f"{path}: header lacks required column(s) {missing}; "
-                              f"columns are {list(COLUMNS)}")
-        out = []
-        for line_no, r in enumerate(reader, start=2):  # header is line 1
-            if None in r:
-                raise RecordError(f"{path}: row {line_no}: more fields than header columns")
-            out.append(parse_record(r, path, line_no))
-        return out
+        return list(enumerate(rows, start=1)), ","
+    delim = _delimiter(text.split("\n", 1)[0])
+    reader = csv.DictReader(text.splitlines(), delimiter=delim)
+    if reader.fieldnames is None:
+        raise RecordError(f"{path}: empty file (expected a CSV header with {list(REQUIRED)})")
+    reader.fieldnames = [c.strip().lower() for c in reader.fieldnames]
+    out = []
+    for line_no, r in enumerate(reader, start=2):  # header is line 1
+        if None in r:
+            raise RecordError(f"{path}: row {line_no}: more fields than header columns")
+        out.append((line_no, r))
+    return out, delim
+
+
+def check_header(path: str, rows: list[tuple[int, dict]], required: tuple[str, ...]) -> None:
+    cols = set(rows[0][1]) if rows else set()
+    missing = [c for c in required if c not in cols]
+    if rows and missing:
+        raise RecordError(f"{path}: header lacks required column(s) {missing}; "
+                          f"columns are {list(COLUMNS)}")
+
+
+def read_records(path: str) -> list[Record]:
+    """Read a CSV or JSON records file strictly: every row needs model, device and latency_ms;
+    raise RecordError on the first malformed row."""
+    rows, delim = raw_rows(path)
+    check_header(path, rows, REQUIRED)
+    return [parse_record(r, path, i, decimal_comma=delim != ",") for i, r in rows]
 
 
 def write_records(records: Iterable[Record], path: str) -> None:

@@ -13,6 +13,7 @@ from search_space.spec import PRESETS
 
 timm = lazy_import("timm")
 timm_model_utils = lazy_import("timm.utils.model")
+torch = lazy_import("torch")
 
 # timm's SwiftFormer presets are built by our generator (identical op graph; no timm conversion).
 SWIFTFORMER_TIMM = {"swiftformer_xs": "XS", "swiftformer_s": "S", "swiftformer_l1": "L1",
@@ -47,11 +48,65 @@ def reparameterize(model):
         return model
 
 
+def _create(name: str, resolution: int, default: int):
+    """timm.create_model at ``resolution``: models with a fixed input size (ViTs, EfficientFormer
+    V2, MobileViT) take ``img_size``; fully convolutional ones refuse the keyword and need none."""
+    if resolution == default:
+        return timm.create_model(name, pretrained=False)
+    try:
+        return timm.create_model(name, pretrained=False, img_size=resolution)
+    except TypeError:
+        return timm.create_model(name, pretrained=False)
+
+
+def _resize_attention_biases(model, scale: float) -> int:
+    """Rebuild the relative-position attention biases of modules fixed to one token grid
+    (EfficientFormer's 7 x 7 at 224 px, which ignores ``img_size``) for a grid ``scale`` times
+    larger per side. Returns how many modules were resized."""
+    n = 0
+    for mod in model.modules():
+        idx = getattr(mod, "attention_bias_idxs", None)
+        if idx is None or not hasattr(mod, "attention_biases") or idx.dim() != 2:
+            continue
+        side = int(round(idx.shape[0] ** 0.5))
+        new = max(1, int(round(side * scale)))
+        if new == side:
+            continue
+        pos = torch.stack(torch.meshgrid(torch.arange(new), torch.arange(new),
+                                         indexing="ij")).flatten(1)
+        rel = (pos[..., :, None] - pos[..., None, :]).abs()
+        mod.attention_bias_idxs = rel[0] * new + rel[1]
+        mod.attention_biases = torch.nn.Parameter(
+            torch.zeros(mod.attention_biases.shape[0], new * new))
+        if hasattr(mod, "attention_bias_cache"):
+            mod.attention_bias_cache = {}
+        n += 1
+    return n
+
+
+def _runs_at(model, resolution: int) -> str | None:
+    """None if the model runs on a (1, 3, r, r) input, else the first line of the error."""
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, resolution, resolution))
+        return None
+    except (RuntimeError, ValueError, AssertionError) as e:
+        return (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
 def timm_model(name: str, resolution: int | None = None):
-    """(eval-mode untrained module, input resolution) of a timm model name."""
+    """(eval-mode untrained module, input resolution) of a timm model name, built for
+    ``resolution`` (default: its pretrained input size)."""
     if not is_timm_model(name):
         raise UsageError(f"model {name!r}: not a preset (XS/S/L1/L3), spec JSON file, "
                          "inline JSON or timm model name")
-    m = reparameterize(timm.create_model(name, pretrained=False))
-    res = resolution or int(m.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    return m.eval(), int(res)
+    default = default_resolution(name)
+    res = int(resolution or default)
+    m = _create(name, res, default).eval()
+    if res != default:
+        err = _runs_at(m, res)
+        if err is not None and _resize_attention_biases(m, res / default):
+            err = _runs_at(m, res)
+        if err is not None:
+            raise UsageError(f"timm model {name!r} cannot run at {res} px: {err}")
+    return reparameterize(m).eval(), res

@@ -17,6 +17,7 @@ from .options import add_db_option, open_store
 
 queries = lazy_import("results.queries")
 report = lazy_import("results.report")
+study_front = lazy_import("results.study_front")
 
 FORMATS = ("table", "json", "csv")
 
@@ -115,6 +116,9 @@ def _pareto(args) -> int:
     names = [o.name for o in objs]
     extra = [c for c in ("top1", "latency_ms", "params", "gmacs") if c not in names]
     cols = ["trial_id", "study", "trial_key", "arch_hash"] + names + extra
+    if any("latency_std_ms" in r for r in res["front"]):    # one study: intervals known
+        cols.insert(cols.index("latency_ms") + 1, "latency_std_ms")
+        cols.append("advantage_within_interval")
     print(report.render(args.format, res, res["front"], cols,
                         title=f"Pareto front over {', '.join(res['objectives'])}"
                               + (f" (study {res['study']})" if res["study"] else ""),
@@ -133,7 +137,14 @@ def _pareto_footer(res: dict, fidelity: str, names: list[str]) -> list[str]:
         vals = ", ".join(f"{n}={report.cell(b.get(n))}" for n in names)
         dom = {True: "dominated by the front", False: "not dominated by the front",
                None: "incomplete (not compared)"}[b["dominated_by_front"]]
+        if b["dominated_by_front"] and "dominated_beyond_interval" in b:
+            dom += {True: " beyond the latency interval", None: " (latency interval unknown)",
+                    False: " ONLY INSIDE the latency interval: the predictor cannot tell which "
+                           "is faster"}[b["dominated_beyond_interval"]]
         lines.append(f"baseline {b['baseline']}: {vals}; {dom}")
+    if any(r.get("advantage_within_interval") for r in res["front"]):
+        lines.append(f"advantage_within_interval: the member dominates these baselines only by "
+                     f"a latency gap inside +-{study_front.INTERVAL_SIGMAS:g} combined std (not resolved)")
     return lines
 
 

@@ -369,11 +369,15 @@ def _study_pareto(store: ResultsStore, study: str, flt: TrialFilter,
     front = sorted(v["front"], key=lambda p: (-p["top1"], p["latency_ms"], p["trial_id"]))
     rows = [{"trial_id": p["trial_id"], "study": study, "trial_key": p["trial_key"],
              "arch_hash": p["arch_hash"], "top1": p["top1"], "latency_ms": p["latency_ms"],
-             "params": p["params"], "gmacs": p["gmacs"]} for p in front]
+             "params": p["params"], "gmacs": p["gmacs"], "latency_std_ms": p["latency_std_ms"],
+             "latency_interval_ms": p["latency_interval_ms"],
+             "advantage_within_interval": p["advantage_within_interval"]} for p in front]
     baselines = [{"baseline": b["name"], "trial_id": b["trial_id"], "top1": b["top1"],
-                  "latency_ms": b["latency_ms"], "top1_source": b["top1_source"],
-                  "latency_source": b["latency_source"],
-                  "dominated_by_front": b["dominated_by_front"]} for b in v["baselines"]]
+                  "latency_ms": b["latency_ms"], "latency_std_ms": b["latency_std_ms"],
+                  "top1_source": b["top1_source"], "latency_source": b["latency_source"],
+                  "dominated_by_front": b["dominated_by_front"],
+                  "dominated_beyond_interval": b["dominated_beyond_interval"]}
+                 for b in v["baselines"]]
     out = {"study": study, "device": v["device"], "n_considered": len(cand),
            "n_front": len(rows), "front": rows, "baselines": baselines,
            "reference_point": None, "reference_rule": None, "hypervolume": None}

@@ -11,7 +11,12 @@ show the same numbers. Definitions:
   :data:`BASELINE_TRIAL_PREFIX`). They are compared against the front, never members of it;
 * a reused result (the same architecture recorded again with the same numbers) is an identical
   point: it changes neither the front's shape nor the hypervolume (views list it once);
-* front and hypervolume: ``results.pareto`` over the searched points (top-1 max, latency min).
+* front and hypervolume: ``results.pareto`` over the searched points (top-1 max, latency min);
+* latency intervals: every predicted latency carries its predictor's std (trials store
+  ``latency_std_ms``); a front member whose advantage over a baseline (it dominates the
+  baseline on the point estimates) rests on a latency difference inside
+  ``INTERVAL_SIGMAS`` combined standard deviations is listed in its
+  ``advantage_within_interval`` (:func:`advantage_within_interval` is the one rule).
 """
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ from .store import ResultsStore, raw_rows
 
 FIDELITIES = ("full", "any")
 BASELINE_TRIAL_PREFIX = "base-"  # the search's baseline trials: base-<name>-<arch_hash>
+# A latency prediction's interval is +- INTERVAL_SIGMAS standard deviations (about 95% for a
+# calibrated predictor: `latency evaluate` reports the coverage of its calibration rows).
+INTERVAL_SIGMAS = 2.0
 OBJECTIVES = (Objective("top1", "max"), Objective("latency_ms", "min"))
 
 
@@ -39,6 +47,43 @@ def _finite(v: Any) -> float | None:
         return None
     f = float(v)
     return f if math.isfinite(f) else None
+
+
+def latency_interval(ms: float | None, std: float | None,
+                     k: float = INTERVAL_SIGMAS) -> list[float] | None:
+    """[ms - k std, ms + k std] (None when either is unknown)."""
+    if _finite(ms) is None or _finite(std) is None:
+        return None
+    return [float(ms) - k * float(std), float(ms) + k * float(std)]
+
+
+def point_dominates(member: dict, baseline: dict) -> bool | None:
+    """Top-1 >= and latency <= (one strictly) on the point estimates; None if a value is
+    missing."""
+    vals = [_finite(member.get("top1")), _finite(member.get("latency_ms")),
+            _finite(baseline.get("top1")), _finite(baseline.get("latency_ms"))]
+    if any(v is None for v in vals):
+        return None
+    m_top1, m_ms, b_top1, b_ms = vals
+    return m_top1 >= b_top1 and m_ms <= b_ms and (m_top1 > b_top1 or m_ms < b_ms)
+
+
+def advantage_within_interval(member: dict, baseline: dict,
+                              k: float = INTERVAL_SIGMAS) -> bool | None:
+    """Whether ``member`` dominates ``baseline`` on the point estimates only by a latency
+    difference inside k combined standard deviations, i.e. the predictor cannot tell that the
+    member is the faster one. False when the member does not dominate the baseline, or does so
+    beyond the interval; None when a value or the member's std is unknown. A baseline without a
+    std (a published measurement) counts as exact."""
+    dom = point_dominates(member, baseline)
+    m_sd = _finite(member.get("latency_std_ms"))
+    if dom is None or (dom and m_sd is None):
+        return None
+    if not dom:
+        return False
+    b_sd = _finite(baseline.get("latency_std_ms")) or 0.0
+    gap = float(baseline["latency_ms"]) - float(member["latency_ms"])
+    return gap <= k * math.hypot(m_sd, b_sd)
 
 
 def _study(store: ResultsStore, name: str) -> dict:
@@ -92,7 +137,7 @@ def _baseline_names(store: ResultsStore) -> dict[str, str]:
 
 
 _ROW_FIELDS = ("trial_id", "trial_key", "arch_hash", "top1", "latency_ms", "params", "gmacs",
-               "epochs_reached")
+               "epochs_reached", "latency_std_ms")
 
 
 class _Points:
@@ -120,6 +165,7 @@ class _Points:
     def point(self, i: int, on_front: bool | None = None) -> dict:
         d = dict(zip(_ROW_FIELDS, self.rows[i]))
         d["arch"] = self.summary.get(d["arch_hash"], "?")
+        d["latency_interval_ms"] = latency_interval(d["latency_ms"], d["latency_std_ms"])
         if on_front is not None:
             d["on_front"] = on_front
         return d
@@ -128,7 +174,7 @@ class _Points:
 def _points(store: ResultsStore, st: dict, device: str, fidelity: str) -> _Points:
     """The study's COMPLETED trials with a finite top-1 and a latency on ``device``."""
     q = (select(Trial.id, Trial.trial_key, Trial.arch_hash, Trial.top1, Trial.latency_ms,
-                Trial.params, Trial.gmacs, Trial.epochs_reached)
+                Trial.params, Trial.gmacs, Trial.epochs_reached, Trial.latency_std_ms)
          .where(Trial.study_id == st["id"], Trial.status == COMPLETED, Trial.top1.is_not(None))
          .order_by(Trial.finished_at, Trial.id))
     if fidelity == "full":
@@ -147,7 +193,8 @@ def _points(store: ResultsStore, st: dict, device: str, fidelity: str) -> _Point
     else:
         other = _newest_predictions(store, device, archs)
         source = "newest prediction for the device"
-        rows = [r[:4] + (other[r[2]]["latency_ms"],) + r[5:] for r in rows if r[2] in other]
+        rows = [r[:4] + (other[r[2]]["latency_ms"],) + r[5:8] + (other[r[2]]["std_ms"],)
+                for r in rows if r[2] in other]
     pts = _Points(rows, summary, source)
     finite = np.all(np.isfinite(pts.values), axis=1)
     return pts if finite.all() else pts.subset(finite)
@@ -167,14 +214,15 @@ def _baseline_markers(store: ResultsStore, st: dict, device: str,
     for b in store.baselines():
         h = b["arch_hash"]
         row = {"name": b["name"], "arch_hash": h, "trial_id": None, "top1": None,
-               "top1_source": None, "latency_ms": None, "latency_source": None,
-               "published_top1": b["published_top1"],
+               "top1_source": None, "latency_ms": None, "latency_std_ms": None,
+               "latency_source": None, "published_top1": b["published_top1"],
                "published_latency_ms": b["published_latency_ms"],
                "published_device": b["latency_device"]}
         t = by_arch.get(h)
         if t is not None:
             row.update(trial_id=t["trial_id"], top1=t["top1"], top1_source="this study",
-                       latency_ms=t["latency_ms"], latency_source=t["latency_source"])
+                       latency_ms=t["latency_ms"], latency_std_ms=t["latency_std_ms"],
+                       latency_source=t["latency_source"])
         else:
             proxy = store.find_proxy_result(h, st["dataset_id"], st["fidelity_key"])
             if proxy is not None and _finite(proxy.get("top1")) is not None:
@@ -182,14 +230,31 @@ def _baseline_markers(store: ResultsStore, st: dict, device: str,
                            top1_source=f"study {proxy['study']} (same dataset and budget)")
                 if proxy.get("device") == device and _finite(proxy.get("latency_ms")) is not None:
                     row.update(latency_ms=float(proxy["latency_ms"]),
+                               latency_std_ms=_finite(proxy.get("latency_std_ms")),
                                latency_source=f"trial {proxy['id']}")
         if row["latency_ms"] is None and h in preds:
             row.update(latency_ms=float(preds[h]["latency_ms"]),
+                       latency_std_ms=_finite(preds[h]["std_ms"]),
                        latency_source=f"prediction {preds[h]['predictor_version']}")
         if row["latency_ms"] is None and device == b["latency_device"]:
             row.update(latency_ms=float(b["published_latency_ms"]), latency_source="published")
+        row["latency_interval_ms"] = latency_interval(row["latency_ms"], row["latency_std_ms"])
         out.append(row)
     return out
+
+
+def _mark_intervals(front: list[dict], baselines: list[dict]) -> None:
+    """Front members: ``advantage_within_interval`` = the baselines they dominate only inside
+    the latency interval. Baselines: ``dominated_beyond_interval`` = True if some member
+    dominates it by more than the interval, False if every member that dominates it does so
+    inside the interval, None if none dominates it (or a std is unknown)."""
+    for p in front:
+        p["advantage_within_interval"] = sorted(
+            b["name"] for b in baselines if advantage_within_interval(p, b))
+    for b in baselines:
+        verdicts = [advantage_within_interval(p, b) for p in front if point_dominates(p, b)]
+        b["dominated_beyond_interval"] = (None if not verdicts or None in verdicts
+                                          else not all(verdicts))
 
 
 def _user_baseline_markers(in_study: list[dict], names: dict[str, str]) -> list[dict]:
@@ -201,7 +266,9 @@ def _user_baseline_markers(in_study: list[dict], names: dict[str, str]) -> list[
         name = p["trial_key"][len(BASELINE_TRIAL_PREFIX):].rsplit("-", 1)[0] or p["arch_hash"]
         by_key[name] = {"name": name, "arch_hash": p["arch_hash"], "trial_id": p["trial_id"],
                         "top1": p["top1"], "top1_source": "this study",
-                        "latency_ms": p["latency_ms"], "latency_source": p["latency_source"],
+                        "latency_ms": p["latency_ms"], "latency_std_ms": p["latency_std_ms"],
+                        "latency_interval_ms": p["latency_interval_ms"],
+                        "latency_source": p["latency_source"],
                         "published_top1": None, "published_latency_ms": None,
                         "published_device": None}
     return list(by_key.values())
@@ -261,6 +328,7 @@ def study_front(store: ResultsStore, study: str, device: str | None = None,
     for b in baselines:  # is the baseline dominated by the searched front?
         b["dominated_by_front"] = None if b["top1"] is None or b["latency_ms"] is None else bool(
             len(dominating(front_vals, (b["top1"], b["latency_ms"]), OBJECTIVES)))
+    _mark_intervals(front, baselines)
     ref_vals = np.vstack([cand.values, np.array(
         [(b["top1"], b["latency_ms"]) for b in baselines
          if b["top1"] is not None and b["latency_ms"] is not None], dtype=float).reshape(-1, 2)])

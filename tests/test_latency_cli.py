@@ -3,6 +3,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,3 +106,158 @@ def test_calibrate_evaluate_round_trip(capsys, tmp_path):
     code, _, err = run(capsys, "latency", "calibrate", "--records", str(rec), "--latency-device",
                        "d")
     assert code == 2 and "row 7, column 'latency_ms'" in err
+
+
+# -- calibrate from what users have (issue 14) and bad input (issue 18) ---------------------
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    d = tmp_path / "user"
+    monkeypatch.setenv("SWIFTFORMER_NAS_LATENCY_DIR", str(d))
+    return d
+
+
+def _written(d):
+    return sorted(p.name for p in d.rglob("*")) if d.exists() else []
+
+
+def test_calibrate_from_model_and_latency_only(capsys, tmp_path, user_dir):
+    rec = tmp_path / "mine.csv"
+    rec.write_text("model;latency_ms\nXS;0,95 ms\nSwiftFormer-S;1,2\nL1;\nL3;2,9\n"
+                   "MobileNet-v2x1.0;1,1\n", encoding="utf-8")
+    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                         "--latency-device", "my-phone")
+    assert code == 0, err
+    assert f"warning: {rec}: row 4 ('L1'): blank latency_ms (not measured): skipped" in err
+    assert "calibrated my-phone on 4 records" in out and "coverage" in out
+    assert _written(user_dir) == ["my-phone.json"]
+    d = json.loads((user_dir / "my-phone.json").read_text())
+    assert d["meta"]["records"] == ["XS", "SwiftFormer-S", "L3", "MobileNet-v2x1.0"]
+    code, out, _ = run(capsys, "latency", "devices")
+    assert code == 0 and f"my-phone: user {user_dir / 'my-phone.json'}" in out
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("model,latency_ms\nXS,0.9\nmy-net,1.0\n", "row 3, column 'model': unknown model 'my-net'"),
+    ("model,latency_ms\nXS,0.9\nS,fast\n", "row 3, column 'latency_ms': 'fast' is not a number"),
+    ("model,latency_ms\nXS,0.9\nS,1e300\n", "is not a plausible latency: must be a finite number "
+                                            "of milliseconds in 0.01..100000"),
+    ("model,latency_ms\nXS,0.9\nXS,5.0\n", "rows 2, 3, column 'latency_ms': 'XS' measured 2 "
+                                           "times on 'my-phone' disagrees"),
+    ("model,latency_ms\nXS,0.9\nXS,0.9\n", "needs at least 2 distinct measured models, found 1"),
+    ("latency_ms\n0.9\n", "header lacks required column(s) ['model']"),
+])
+def test_calibrate_bad_input_one_line_nothing_written(capsys, tmp_path, user_dir, body, needle):
+    rec = tmp_path / "bad.csv"
+    rec.write_text(body)
+    code, _, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                       "--latency-device", "my-phone")
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[-1].startswith("error: ") and needle in lines[-1], err
+    assert _written(user_dir) == []
+
+
+def test_shipped_calibration_is_never_shadowed_silently(capsys, tmp_path, user_dir):
+    rec = tmp_path / "r.csv"
+    rec.write_text("model,latency_ms\nXS,0.9\nS,1.1\nL1,1.5\nL3,2.8\n")
+    code, _, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                       "--latency-device", "iphone14-ane")
+    assert code == 2 and "is a shipped calibration" in err and "--shadow-shipped" in err
+    assert _written(user_dir) == []
+    code, _, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                       "--latency-device", "iphone14-ane", "--shadow-shipped")
+    assert code == 0 and "SHADOWS the shipped calibration" in err
+    code, out, _ = run(capsys, "latency", "devices")
+    assert "iphone14-ane (default): user" in out and "SHADOWS the shipped" in out
+    from latency_models import devices
+
+    devices._WARNED.clear()
+    code, _, err = run(capsys, "latency", "predict", "XS")
+    assert code == 0 and "shadows the shipped" in err
+
+
+@pytest.mark.timeout(300)
+def test_user_conversions_are_cached(capsys, tmp_path, user_dir, monkeypatch):
+    """A timm model outside the shipped cache converts once; the second run converts nothing."""
+    rec = tmp_path / "r.csv"
+    rec.write_text("model,latency_ms,resolution\nXS,0.9,\nS,1.1,\nmobilenetv3_small_050,0.4,64\n")
+    argv = ("latency", "calibrate", "--records", str(rec), "--latency-device", "p", "--out")
+    code, _, err = run(capsys, *argv, str(tmp_path / "a.json"))
+    assert code == 0, err
+    cache = json.loads((user_dir / "feature_cache.json").read_text())
+    assert [k.split("@")[:2] for k in cache["models"]] == [["mobilenetv3_small_050", "64"]]
+    import latency_models.featurize as fz
+
+    def no_conversion(*a, **k):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(fz, "coreml_ops", no_conversion)
+    code, _, err = run(capsys, *argv, str(tmp_path / "b.json"))
+    assert code == 0, err
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["coef"] == b["coef"] and b["meta"]["skipped"] == []
+
+
+@pytest.mark.timeout(300)
+def test_mlpackage_rows_are_featurised_from_the_package(capsys, tmp_path, user_dir):
+    from latency_models.analytic import spec_features
+    from latency_models.export import export_coreml
+    from latency_models.featurize import featurize
+    from search_space.spec import ArchSpec
+
+    tiny = ArchSpec(depths=(1, 1, 1, 1), widths=(16, 16, 24, 32), mlp_ratios=(2.0,) * 4,
+                    attn_blocks=(0, 1, 0, 1), resolution=64, num_classes=10)
+    export_coreml(tiny, str(tmp_path / "tiny.mlpackage"))
+    np.testing.assert_allclose(featurize(str(tmp_path / "tiny.mlpackage")), spec_features(tiny),
+                               rtol=1e-9)
+    rec = tmp_path / "r.csv"
+    rec.write_text("model,latency_ms\ntiny.mlpackage,0.3\nXS,0.9\nS,1.1\n")
+    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                         "--latency-device", "p")
+    assert code == 0, err and "on 3 records" in out
+
+
+def test_suggest_writes_a_template_that_calibrates(capsys, tmp_path, user_dir):
+    out_dir = tmp_path / "sug"
+    code, out, err = run(capsys, "latency", "suggest", "--n", "6", "--out", str(out_dir),
+                         "--pool", "50", "--no-export")
+    assert code == 0, err
+    import csv as csv_mod
+
+    rows = list(csv_mod.DictReader((out_dir / "measure.csv").open()))
+    assert len(rows) == 6 and all(r["latency_ms"] == "" for r in rows)
+    for r in rows:
+        assert r["model"].endswith(".json") == (out_dir / r["model"]).exists()
+    from latency_models import load_predictor
+    from latency_models.featurize import featurize, timm_features
+    from latency_models.userrecords import load_user_records
+
+    recs = load_user_records(str(out_dir / "measure.csv"), device="d")
+    assert recs.records == [] and len(recs.skipped) == 6          # nothing measured yet
+    p = load_predictor()
+    for r in rows:            # "measure" (a phone exactly 2x slower than the prior), calibrate
+        f = featurize(str(out_dir / r["model"])) if r["model"].endswith(".json") else \
+            timm_features(r["model"], int(r["resolution"]))
+        r["latency_ms"] = f"{2.0 * p.predict_features(f[None])[0][0]:.4f}"
+    with (out_dir / "measure.csv").open("w", newline="") as f:
+        w = csv_mod.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    code, out, err = run(capsys, "latency", "calibrate", "--records",
+                         str(out_dir / "measure.csv"), "--latency-device", "new-phone")
+    assert code == 0, err
+    q = load_predictor("new-phone")
+    assert q.predict("XS")[0] == pytest.approx(2.0 * p.predict("XS")[0], rel=0.05)
+
+
+def test_predict_shows_interval_and_extrapolation(capsys, tmp_path, user_dir):
+    rec = tmp_path / "r.csv"
+    rec.write_text("model,latency_ms\nXS,0.7\nS,0.8\nL1,1.1\nL3,1.9\n")
+    code, _, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                       "--latency-device", "sf-only")
+    assert code == 0, err
+    code, out, err = run(capsys, "latency", "predict", "L1", "mobilevitv2_100",
+                         "--latency-device", "sf-only")
+    assert code == 0, err
+    l1, mv = out.split("\n")[0], out.split("mobilevitv2_100:")[1]
+    assert "2-sigma" in l1 and "warning" not in out.split("mobilevitv2_100:")[0]
+    assert "warning: extrapolates beyond the calibration set" in mv and "hirank_mbytes" in mv

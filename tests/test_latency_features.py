@@ -7,7 +7,7 @@ import pytest
 from latency_models.analytic import spec_features, spec_features_many, spec_ops
 from latency_models.features import FEATURE_NAMES, aggregate
 from search_space.space import DEFAULT_SPACE
-from search_space.spec import ArchSpec
+from search_space.spec import PRESETS, ArchSpec
 
 # Small specs that still exercise every code path: conv-only and all-attention stages,
 # fractional MLP widths, no distillation head, no classifier.
@@ -20,7 +20,8 @@ SPECS = [
 
 
 def _key(o):
-    return (o.op_type, o.klass, o.macs, o.in_elems, o.out_elems, o.weight_elems)
+    return (o.op_type, o.klass, o.macs, o.in_elems, o.out_elems, o.weight_elems, o.rank,
+            o.axis_len, o.nonlast)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=["dist-off", "headless"])
@@ -64,3 +65,68 @@ def test_timm_baseline_converts_and_featurises():
     # MobileNetV2 at 96 px: 300 MMACs at 224 px scale with (96/224)^2 -> ~0.055 GMACs.
     total = by["conv_gmacs"] + by["pwconv_gmacs"] + by["dwconv_gmacs"] + by["linear_gmacs"]
     assert 0.045 < total < 0.065
+
+
+def test_fast_plan_equals_the_emitters():
+    """The symbolic plan (monomials + memory-bound masks) reproduces every feature exactly,
+    headless and undistilled specs included."""
+    from latency_models.analytic import (SpecArrays, compile_plan, evaluate_plan,
+                                         features_of_arrays)
+    from latency_models.features import N_FEATURES
+
+    specs = DEFAULT_SPACE.sample_many(60, seed=4) + SPECS
+    A = SpecArrays.from_specs(specs)
+    exact = features_of_arrays(A)
+    fast = evaluate_plan(compile_plan(), A, np.eye(N_FEATURES), chunk=7)   # several chunks
+    np.testing.assert_allclose(fast, exact, rtol=1e-12, atol=1e-12)
+    low = FEATURE_NAMES.index("lowai_mbytes")
+    assert np.ptp(exact[:, low] / exact[:, FEATURE_NAMES.index("pwconv_act_mbytes")]) > 0.05
+
+
+def test_ane_features_read_ranks_axes_and_intensity():
+    from latency_models.features import make_op
+
+    ops = [make_op("reshape", 0, 100, 100, 0, rank=5),                    # unfold kind
+           make_op("softmax", 0, 256, 256, 0, rank=4, axis_len=256),      # large softmax
+           make_op("softmax", 0, 49, 49, 0, rank=4, axis_len=49),         # small softmax
+           make_op("reduce_mean", 0, 1000, 10, 0, rank=4, axis_len=100, nonlast=True),
+           make_op("reduce_mean", 0, 1000, 10, 0, rank=4, axis_len=100, nonlast=False),
+           make_op("conv", 64 * 10 * 2 - 1, 5, 5, 0, kernel=1),           # just memory-bound
+           make_op("conv", 64 * 10 * 2, 5, 5, 0, kernel=1),               # just compute-bound
+           make_op("gather", 0, 10, 10, 0)]
+    f = dict(zip(FEATURE_NAMES, aggregate(ops)))
+    assert f["hirank_mbytes"] == pytest.approx(400e-6)
+    assert f["bigsoftmax_mbytes"] == pytest.approx(1024e-6)
+    assert f["chreduce_mbytes"] == pytest.approx(2020e-6)
+    assert f["lowai_mbytes"] == pytest.approx(20e-6)
+    assert f["gather_count"] == 1 and f["layout_count"] == 1
+
+
+def test_shipped_op_lists_carry_the_ane_features():
+    """MobileViT-v2 (5-D unfold/fold, GroupNorm over channels) and DeiT (softmax over 197
+    tokens, a 5-D qkv permute) show what SwiftFormer does not; the shipped cache keeps ranks
+    and axes."""
+    from latency_models.feature_cache import cached_features
+
+    mv, deit = cached_features("mobilevitv2_100", 256), cached_features("deit_tiny_patch16_224")
+    by = lambda f: dict(zip(FEATURE_NAMES, f))  # noqa: E731
+    assert by(mv)["hirank_mbytes"] > 1 and by(mv)["chreduce_mbytes"] > 0.5
+    assert by(deit)["bigsoftmax_mbytes"] > 0.5 and by(deit)["hirank_mbytes"] > 1
+    sf = by(spec_features(PRESETS["L1"]))
+    assert sf["hirank_mbytes"] == 0 and sf["bigsoftmax_mbytes"] == 0 and sf["gather_count"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_timm_models_build_at_any_resolution():
+    """The image size reaches timm: EfficientFormer's fixed 7x7 attention biases are rebuilt
+    for 16x16 tokens at 512 px; fully convolutional models need nothing."""
+    import torch
+
+    from latency_models.timm_models import timm_model
+
+    m, res = timm_model("efficientformer_l1", 512)
+    assert res == 512
+    with torch.no_grad():
+        assert m(torch.zeros(1, 3, 512, 512)).shape == (1, 1000)
+    biases = [mod.attention_biases for mod in m.modules() if hasattr(mod, "attention_biases")]
+    assert biases and all(b.shape[-1] == 256 for b in biases)

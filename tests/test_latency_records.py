@@ -86,3 +86,108 @@ def test_shipped_published_table_parses():
     assert {"SwiftFormer-XS", "SwiftFormer-S", "SwiftFormer-L1", "SwiftFormer-L3"} <= names
     assert all(r.device.startswith("iPhone 14") for r in recs) and len(recs) >= 20
     assert isinstance(recs[0], Record)
+
+
+# -- calibration input as users have it (issue 14) and bad input (issue 18) ------------------
+def _user_csv(tmp_path, text, name="my.csv"):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+def test_model_and_latency_columns_are_enough(tmp_path):
+    from latency_models.userrecords import load_user_records
+
+    path = _user_csv(tmp_path, "model,latency_ms\nXS,0.95 ms\nSwiftFormer-L1,1.2\n"
+                               "MobileNet-v2x1.0,800 us\nL3,\n")
+    got = load_user_records(path, device="my-phone")
+    assert [r.model for r in got.records] == ["XS", "SwiftFormer-L1", "MobileNet-v2x1.0"]
+    assert [r.latency_ms for r in got.records] == [0.95, 1.2, 0.8]
+    assert {r.device for r in got.records} == {"my-phone"}
+    assert got.records[1].arch_spec().widths == (48, 96, 192, 384)   # display name -> L1
+    assert got.records[2].timm_name == "mobilenetv2_100"
+    assert got.skipped == [f"{path}: row 5 ('L3'): blank latency_ms (not measured): skipped"]
+
+
+def test_semicolon_separator_and_decimal_comma(tmp_path):
+    from latency_models.userrecords import load_user_records
+
+    path = _user_csv(tmp_path, "Model;Latency_ms\nXS;0,95 ms\nS;1,1\n")
+    got = load_user_records(path, device="d")
+    assert [r.latency_ms for r in got.records] == [0.95, 1.1]
+
+
+def test_unknown_model_is_named_with_the_accepted_forms(tmp_path):
+    from latency_models.userrecords import load_user_records
+
+    path = _user_csv(tmp_path, "model,latency_ms\nXS,1.0\nmy-secret-net,2.0\n")
+    with pytest.raises(RecordError) as e:
+        load_user_records(path, device="d")
+    assert str(e.value) == (
+        f"{path}: row 3, column 'model': unknown model 'my-secret-net': expected a preset "
+        "(XS, S, L1, L3), a spec JSON file, a .mlpackage path, a published model name (e.g. "
+        "'MobileNet-v2x1.0', 'MobileNet-v3-Large x0.75') or a timm model name")
+
+
+def test_spec_files_and_packages_resolve_next_to_the_csv(tmp_path):
+    from latency_models.userrecords import load_user_records
+
+    (tmp_path / "cand.json").write_text(json.dumps(
+        {"depths": [1, 1, 2, 1], "widths": [16, 24, 32, 48], "mlp_ratios": [2, 2, 3, 4],
+         "attn_blocks": [0, 1, 1, 1], "resolution": 128}))
+    (tmp_path / "m.mlpackage").mkdir()
+    path = _user_csv(tmp_path, "model,latency_ms\ncand.json,1.0\nm.mlpackage,2.0\n")
+    got = load_user_records(path, device="d")
+    assert got.records[0].arch_spec().resolution == 128
+    assert got.records[1].mlpackage == str(tmp_path / "m.mlpackage")
+    missing = _user_csv(tmp_path, "model,latency_ms\ngone.mlpackage,2.0\n", "b.csv")
+    with pytest.raises(RecordError, match=r"row 2, column 'model': 'gone.mlpackage': no such "
+                                          r"\.mlpackage"):
+        load_user_records(missing, device="d")
+
+
+@pytest.mark.parametrize("value", ["1e300", "0.0001", "5e9", "-2"])
+def test_implausible_latency_names_the_range(tmp_path, value):
+    path = _user_csv(tmp_path, f"model,latency_ms\nXS,{value}\n")
+    from latency_models.userrecords import load_user_records
+
+    with pytest.raises(RecordError) as e:
+        load_user_records(path, device="d")
+    assert str(e.value) == (f"{path}: row 2, column 'latency_ms': '{value}' is not a plausible "
+                            "latency: must be a finite number of milliseconds in 0.01..100000")
+
+
+def test_duplicates_are_averaged_or_refused(tmp_path):
+    from latency_models.userrecords import load_user_records
+
+    path = _user_csv(tmp_path, "model,latency_ms\nXS,0.9\nS,1.2\nSwiftFormer-XS,0.95\n")
+    got = load_user_records(path, device="d")
+    assert [r.model for r in got.records] == ["XS", "S"]
+    assert got.records[0].latency_ms == pytest.approx(0.925)
+    assert got.merged == [f"{path}: rows 2, 4: 'XS' measured 2 times (0.9, 0.95 ms): averaged "
+                          "to 0.925 ms"]
+    bad = _user_csv(tmp_path, "model,latency_ms\nXS,0.9\nS,1.2\nXS,5.0\n", "bad.csv")
+    with pytest.raises(RecordError) as e:
+        load_user_records(bad, device="d")
+    assert str(e.value) == (f"{bad}: rows 2, 4, column 'latency_ms': 'XS' measured 2 times on "
+                            "'d' disagrees (0.9, 5 ms, more than 15% of their mean apart): keep "
+                            "the right row or re-measure")
+    # The same row twice is one measurement, not two models.
+    twice = load_user_records(_user_csv(tmp_path, "model,latency_ms\nXS,0.9\nXS,0.9\n", "t.csv"),
+                              device="d")
+    assert len(twice.records) == 1
+
+
+def test_device_column_still_required_without_a_device(tmp_path):
+    from latency_models.userrecords import load_user_records
+
+    path = _user_csv(tmp_path, "model,latency_ms\nXS,1.0\n")
+    with pytest.raises(RecordError, match=r"header lacks required column\(s\) \['device'\]"):
+        load_user_records(path)
+
+
+def test_non_utf8_file_is_named(tmp_path):
+    p = tmp_path / "latin.csv"
+    p.write_bytes("model,device,latency_ms\nXS,t\xe9l\xe9phone,1.0\n".encode("latin-1"))
+    with pytest.raises(RecordError, match=r"latin.csv: not UTF-8 text"):
+        read_records(str(p))

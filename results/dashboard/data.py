@@ -73,8 +73,8 @@ def scatter_data(store: ResultsStore, study: str, device: str | None = None,
             "counts": v["counts"], "points": shown, "baselines": v["baselines"]}
 
 
-FRONT_COLUMNS = ("trial_id", "trial_key", "arch_hash", "top1", "latency_ms", "params", "gmacs",
-                 "epochs_reached", "arch")
+FRONT_COLUMNS = ("trial_id", "trial_key", "arch_hash", "top1", "latency_ms", "latency_std_ms",
+                 "advantage_within_interval", "params", "gmacs", "epochs_reached", "arch")
 
 
 def front_data(store: ResultsStore, study: str, device: str | None = None,

@@ -1,0 +1,361 @@
+#!/usr/bin/env python
+"""Few-shot latency calibration: transfer between the shipped iPhones, and the local CPU.
+
+One command (re-run it on a quiet machine for the CPU figures; --fit-only re-uses the cached
+CPU timings):
+
+    /work/venv/bin/python bench/bench_latency_fewshot.py [--draws 20] [--skip-cpu] [--fit-only]
+
+A. iPhone 14 (SwiftFormer paper Table 2) <-> iPhone 12 / 12 Pro (EfficientFormer, FastViT,
+   MobileOne, RepViT, MobileNetV2 READMEs), both directions: calibrate the target from
+   ``--n-cal`` of its rows with the other phone as prior (iPhone 14: the shipped calibration;
+   iPhone 12: fitted here on all its rows, from the generic prior), predict its other rows.
+   ``--draws`` random draws plus the ``latency suggest`` draw (greedy Bayesian D-optimal
+   design over the target's rows under the prior); and, on the same held-out third of the rows,
+   suggested vs random calibration sets.
+B. The local CPU as a device (onnxruntime, 1 thread, thread CPU time, min over interleaved
+   rounds): ``--n-cal`` SwiftFormer specs chosen by ``latency suggest`` from a pool of random
+   specs are measured and calibrate the CPU; ``--cpu-n`` random specs are measured and predicted.
+C. Speed of ``predict_arrays`` on 10^6 SwiftFormer specs (one core).
+
+Every split reports MAPE, share within +-10%, Kendall tau and +-2 sigma coverage of the
+calibrated predictor ("ours"), against prior x one scale factor ("scale", same rows) and a
+least-squares line in GMACs (same rows), in the same run. `uptime` is printed at start and end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # one core: the speed figure is per core
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from scipy.stats import kendalltau  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from latency_models import load_predictor  # noqa: E402
+from latency_models.analytic import SpecArrays, spec_features_many  # noqa: E402
+from latency_models.features import gmacs_of  # noqa: E402
+from latency_models.featurize import featurize_records  # noqa: E402
+from latency_models.fewshot import fit_features  # noqa: E402
+from latency_models.published import published_records  # noqa: E402
+from latency_models.suggest import choose_rows, design_rows  # noqa: E402
+from search_space.io import write_json_atomic  # noqa: E402
+from search_space.space import DEFAULT_SPACE  # noqa: E402
+from search_space.spec import ArchSpec  # noqa: E402
+
+METHODS = ("ours", "scale", "gmacs")
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def metrics(pred: np.ndarray, y: np.ndarray, sd: np.ndarray | None = None) -> dict:
+    rel = (pred - y) / y
+    out = {"mape": float(np.mean(np.abs(rel))), "within10": float(np.mean(np.abs(rel) <= 0.1)),
+           "tau": float(kendalltau(pred, y).statistic), "max_ape": float(np.max(np.abs(rel)))}
+    out["cov2"] = None if sd is None else float(np.mean(np.abs(pred - y) <= 2 * sd))
+    out["rel_sd"] = None if sd is None else float(np.mean(sd / pred))   # interval half-width / 2
+    return out
+
+
+def gmacs_line(g_cal, y_cal, g_ev) -> np.ndarray:
+    a, b = np.polyfit(g_cal, y_cal, 1)
+    return a * g_ev + b
+
+
+def evaluate_split(F, y, cal, ev, prior) -> dict:
+    """All three methods calibrated on rows ``cal``, evaluated on rows ``ev``."""
+    t0 = time.perf_counter()
+    ours = fit_features(F[cal], y[cal], "target", prior)
+    fit_s = time.perf_counter() - t0
+    scale = fit_features(F[cal], y[cal], "target", prior, candidates=("scale",))
+    g = gmacs_of(F)
+    pm, ps = ours.predict_features(F[ev])
+    sm, ss = scale.predict_features(F[ev])
+    out = {"ours": metrics(pm, y[ev], ps), "scale": metrics(sm, y[ev], ss),
+           "gmacs": metrics(gmacs_line(g[cal], y[cal], g[ev]), y[ev]),
+           "candidate": ours.meta["candidate"], "kappa": ours.kappa, "fit_s": fit_s,
+           "extrapolating": int(sum(bool(w) for w in ours.extrapolation(F[ev])))}
+    return out
+
+
+def transfer(F, y, prior, n_cal: int, draws: int, seed: int) -> dict:
+    """Random draws and the suggest draw of one direction."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(draws):
+        cal = np.sort(rng.choice(len(y), n_cal, replace=False))
+        rows.append(evaluate_split(F, y, cal, np.setdiff1d(np.arange(len(y)), cal), prior))
+    sug = np.array(sorted(choose_rows(design_rows(F, prior), n_cal)))
+    suggest = evaluate_split(F, y, sug, np.setdiff1d(np.arange(len(y)), sug), prior)
+    return {"random": rows, "suggest": suggest, "suggest_rows": sug.tolist()}
+
+
+def paired_suggest(F, y, prior, n_cal: int, draws: int, seed: int) -> dict:
+    """Suggested vs random calibration sets on the SAME held-out rows: per draw a random third
+    of the rows is held out; 10 of the others are chosen by `suggest` or at random; both
+    calibrate ("ours") and predict the held-out third."""
+    rng = np.random.default_rng(seed + 100)
+    X = design_rows(F, prior)
+    out = {"suggest": [], "random": []}
+    for _ in range(draws):
+        ev = np.sort(rng.choice(len(y), len(y) // 3, replace=False))
+        pool = np.setdiff1d(np.arange(len(y)), ev)
+        sets = {"suggest": pool[choose_rows(X[pool], n_cal)],
+                "random": rng.choice(pool, n_cal, replace=False)}
+        for k, cal in sets.items():
+            p = fit_features(F[cal], y[cal], "target", prior)
+            out[k].append(metrics(*p.predict_features(F[ev])[:1], y[ev])["mape"])
+    s, r = np.array(out["suggest"]), np.array(out["random"])
+    return {"suggest_mape_median": float(np.median(s)), "random_mape_median": float(np.median(r)),
+            "suggest_better": int(np.sum(s < r)), "draws": draws}
+
+
+def summarise(res: dict) -> dict:
+    """Median / worst over random draws per method and metric; the suggest draw; wins."""
+    out: dict = {}
+    for m in METHODS:
+        for k in ("mape", "within10", "tau", "cov2"):
+            vals = [r[m][k] for r in res["random"] if r[m][k] is not None]
+            if vals:
+                out[f"{m}_{k}_median"] = float(np.median(vals))
+                out[f"{m}_{k}_worst"] = float(max(vals) if k == "mape" else min(vals))
+            out[f"{m}_{k}_suggest"] = res["suggest"][m][k]
+    r = res["random"]
+    out["ours_worse_than_scale_draws"] = sum(x["ours"]["mape"] > x["scale"]["mape"] + 1e-9
+                                             for x in r)
+    out["suggest_beats_random_draws"] = sum(res["suggest"]["ours"]["mape"] < x["ours"]["mape"]
+                                            for x in r)
+    out["random_draws"] = len(r)
+    out["candidates"] = {c: sum(x["candidate"] == c for x in r) for c in
+                         ("scale", "groups", "full")}
+    return out
+
+
+def iphone_table(prefix: str, source: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Featurisable published rows of one phone; rows measuring the same model are averaged."""
+    recs = published_records(device_prefix=prefix, source_contains=source)
+    F, errs = featurize_records(recs)
+    by: dict[str, list] = {}
+    for r, f, e in zip(recs, F, errs):
+        if e is None:
+            by.setdefault(r.identity(), []).append((r, f))
+    names = [v[0][0].model for v in by.values()]
+    F = np.stack([v[0][1] for v in by.values()])
+    y = np.array([np.mean([r.latency_ms for r, _ in v]) for v in by.values()])
+    return F, y, names
+
+
+def print_table(title: str, s: dict) -> None:
+    print(f"\n{title}")
+    print(f"{'method':<8} {'MAPE med':>9} {'worst':>7} {'+-10% med':>10} {'tau med':>8} "
+          f"{'cov2 med':>9} | suggest: {'MAPE':>6} {'+-10%':>6} {'tau':>6} {'cov2':>6}")
+    for m in METHODS:
+        def f(k, pct=True):
+            v = s.get(k)
+            return "    -" if v is None else (f"{100 * v:5.1f}%" if pct else f"{v:5.3f}")
+        print(f"{m:<8} {f(f'{m}_mape_median'):>9} {f(f'{m}_mape_worst'):>7} "
+              f"{f(f'{m}_within10_median'):>10} {f(f'{m}_tau_median', False):>8} "
+              f"{f(f'{m}_cov2_median'):>9} | {f(f'{m}_mape_suggest'):>14} "
+              f"{f(f'{m}_within10_suggest'):>6} {f(f'{m}_tau_suggest', False):>6} "
+              f"{f(f'{m}_cov2_suggest'):>6}")
+    print(f"ours worse than scale in {s['ours_worse_than_scale_draws']} of {s['random_draws']} "
+          f"random draws; suggest draw beats {s['suggest_beats_random_draws']} of them; "
+          f"chosen fits {s['candidates']}")
+
+
+def phones(args) -> dict:
+    t14 = iphone_table("iPhone 14 (iOS 16)", "Table 2")
+    t12 = iphone_table("iPhone 12", "")
+    p14 = load_predictor("iphone14-ane")
+    p12 = fit_features(t12[0], t12[1], "iphone12-bench", None)
+    out = {"iphone14_rows": len(t14[1]), "iphone12_rows": len(t12[1])}
+    for name, (F, y, _), prior in (("iPhone 14 -> iPhone 12", t12, p14),
+                                   ("iPhone 12 -> iPhone 14", t14, p12)):
+        res = transfer(F, y, prior, args.n_cal, args.draws, args.seed)
+        s = summarise(res)
+        print_table(f"{name}: calibrate on {args.n_cal} of {len(y)} rows, predict the other "
+                    f"{len(y) - args.n_cal}; {args.draws} random draws + suggest", s)
+        pair = paired_suggest(F, y, prior, args.n_cal, args.draws, args.seed)
+        print(f"same held-out third, {pair['draws']} draws: suggested 10 of the rest -> MAPE "
+              f"median {100 * pair['suggest_mape_median']:.1f}%, random 10 -> "
+              f"{100 * pair['random_mape_median']:.1f}%; suggested better in "
+              f"{pair['suggest_better']} of {pair['draws']}")
+        out[name] = {"summary": s, "raw": res, "paired_suggest": pair}
+    for name, (F, y, _) in (("iPhone 14", t14), ("iPhone 12", t12)):
+        pred = np.empty(len(y))
+        sd = np.empty(len(y))
+        for i in range(len(y)):
+            k = np.arange(len(y)) != i
+            pred[i], sd[i] = (v[0] for v in fit_features(F[k], y[k], "loo", None)
+                              .predict_features(F[i:i + 1]))
+        out[f"{name} LOO (generic prior)"] = metrics(pred, y, sd)
+        print(f"{name} leave-one-out on all {len(y)} rows (generic prior): "
+              f"{json.dumps({k: round(v, 3) for k, v in metrics(pred, y, sd).items()})}")
+    return out
+
+
+# -- B: the local CPU -------------------------------------------------------------------------
+def cpu_specs(args) -> tuple[list[ArchSpec], list[ArchSpec], list[ArchSpec]]:
+    """(``n_cal`` specs suggested under the generic prior -- `latency suggest --latency-device
+    generic`: a CPU is no phone -- by the default D criterion, the same by the V criterion,
+    ``cpu_n`` random specs), the random ones disjoint from both."""
+    pool = DEFAULT_SPACE.sample_many(args.pool, seed=args.seed + 1)
+    X = design_rows(spec_features_many(pool), None)
+    sug = [pool[i] for i in choose_rows(X, args.n_cal)]
+    sug_v = [pool[i] for i in choose_rows(X, args.n_cal, criterion="V")]
+    taken = {s.arch_hash for s in sug + sug_v}
+    rand = [s for s in DEFAULT_SPACE.sample_many(args.cpu_n + 2 * args.n_cal, seed=args.seed)
+            if s.arch_hash not in taken][:args.cpu_n]
+    return sug, sug_v, rand
+
+
+def measure_cpu(args, specs: list[ArchSpec]) -> dict:
+    """Thread CPU time of onnxruntime (1 thread) per spec over interleaved rounds, cached in
+    ``--cpu-cache``: a spec already measured in ``--cpu-rounds`` rounds is not measured again
+    (delete the cache for a fresh ground truth)."""
+    from latency_models.backends import time_onnx_file
+    from latency_models.export import export_onnx
+
+    cache = {"specs": {}, "meta": {"uptime": []}}
+    if os.path.exists(args.cpu_cache):
+        with open(args.cpu_cache) as f:
+            cache = json.load(f)
+    onnx_dir = os.path.join(os.path.dirname(args.cpu_cache), "onnx")
+    for s in specs:
+        path = os.path.join(onnx_dir, f"{s.arch_hash}.onnx")
+        if not os.path.exists(path):
+            export_onnx(s, path, check=False)
+        e = cache["specs"].setdefault(s.arch_hash, {"spec": s.to_dict(), "cpu_ms": []})
+        e.setdefault("rounds", len(e["cpu_ms"]) // max(args.runs, 1))
+    todo = [s for s in specs if cache["specs"][s.arch_hash]["rounds"] < args.cpu_rounds]
+    if not todo:
+        return cache
+    rng = np.random.default_rng(args.seed)
+    time_onnx_file(os.path.join(onnx_dir, f"{todo[0].arch_hash}.onnx"), 1, 30, 1)  # warm-up
+    cache["meta"]["uptime"].append(["start", uptime()])
+    for rnd in range(args.cpu_rounds):
+        for i in rng.permutation(len(todo)):
+            e = cache["specs"][todo[i].arch_hash]
+            if e["rounds"] >= args.cpu_rounds:
+                continue
+            r = time_onnx_file(os.path.join(onnx_dir, f"{todo[i].arch_hash}.onnx"), 1,
+                               args.warmup, args.runs)
+            e["cpu_ms"] += [round(t, 4) for t in r["cpu_times_ms"]]
+            e["rounds"] += 1
+        cache["meta"]["uptime"].append([f"after round {rnd}", uptime()])
+        write_json_atomic(args.cpu_cache, cache, indent=None)
+        print(f"CPU round {rnd + 1}/{args.cpu_rounds} done ({len(todo)} specs); {uptime()}",
+              flush=True)
+    return cache
+
+
+def cpu(args) -> dict:
+    prior = None if args.cpu_prior == "generic" else load_predictor(args.cpu_prior)
+    suggested, sug_v, rand = cpu_specs(args)
+    if args.fit_only:
+        with open(args.cpu_cache) as f:
+            cache = json.load(f)
+    else:
+        cache = measure_cpu(args, suggested + sug_v + rand)
+    specs = suggested + rand + sug_v
+    y = np.array([np.min(cache["specs"][s.arch_hash]["cpu_ms"]) for s in specs])
+    F = spec_features_many(specs)
+    n_s, n_r = len(suggested), len(rand)
+    cal, ev = np.arange(n_s), np.arange(n_s, n_s + n_r)
+    res = {"suggest": evaluate_split(F, y, cal, ev, prior), "random": [],
+           "suggest_V": evaluate_split(F, y, np.arange(n_s + n_r, len(specs)), ev, prior)}
+    rng = np.random.default_rng(args.seed)
+    paired = []
+    for _ in range(args.draws):     # for comparison: 10 random of the 140, predict the other 130
+        c = np.sort(rng.choice(ev, args.n_cal, replace=False))
+        rest = np.setdiff1d(ev, c)
+        res["random"].append(evaluate_split(F, y, c, rest, prior))
+        paired.append(evaluate_split(F, y, cal, rest, prior)["ours"]["mape"])   # same rows
+    res["paired_suggest_mape"] = paired
+    s = summarise(res)
+    print_table(f"local CPU (onnxruntime, 1 thread, min thread-CPU time of "
+                f"{len(cache['specs'][specs[0].arch_hash]['cpu_ms'])} runs): calibrate on the "
+                f"{len(cal)} suggested specs, predict {len(ev)} random ones (suggest columns); "
+                f"random columns: 10 of the {len(ev)} -> the other {len(ev) - args.n_cal}", s)
+    better = sum(a < b["ours"]["mape"] for a, b in zip(paired, res["random"]))
+    print(f"on the same 130 rows as each random draw: suggested set better in {better} of "
+          f"{len(paired)} (MAPE median {100 * np.median(paired):.1f}%); mean relative std of "
+          f"the suggest calibration's predictions {100 * res['suggest']['ours']['rel_sd']:.1f}%")
+    d = res["suggest_V"]
+    print("suggest by the V criterion instead (same evaluation rows): " + ", ".join(
+        f"{m} MAPE {100 * d[m]['mape']:.1f}% +-10% {100 * d[m]['within10']:.0f}% tau "
+        f"{d[m]['tau']:.3f}" for m in METHODS))
+    return {"summary": s, "raw": res, "latency_ms_range": [float(y.min()), float(y.max())],
+            "uptime_log": cache["meta"]["uptime"]}
+
+
+# -- C: speed ---------------------------------------------------------------------------------
+def speed(n: int = 1_000_000) -> dict:
+    p = load_predictor("iphone14-ane")
+    A = SpecArrays.from_specs(DEFAULT_SPACE.sample_many(2000, seed=5))
+    A = A.take(np.random.default_rng(0).integers(0, len(A), n))
+    p.predict_arrays(A.take(slice(0, 1000)))            # warm (plan compiled, BLAS loaded)
+    t0, c0 = time.perf_counter(), time.process_time()
+    ms, sd = p.predict_arrays(A)
+    wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    print(f"\npredict_arrays: {n:,} SwiftFormer specs in {wall:.2f} s wall, {cpu_s:.2f} s CPU "
+          f"-> {n / wall:,.0f} specs/s wall, {n / cpu_s:,.0f} specs per CPU-second "
+          f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})")
+    return {"n": n, "wall_s": wall, "cpu_s": cpu_s, "per_s_wall": n / wall,
+            "per_cpu_s": n / cpu_s}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--n-cal", type=int, default=10)
+    ap.add_argument("--draws", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-cpu", action="store_true")
+    ap.add_argument("--skip-phones", action="store_true")
+    ap.add_argument("--fit-only", action="store_true", help="CPU: re-use the cached timings")
+    ap.add_argument("--cpu-n", type=int, default=140)
+    ap.add_argument("--pool", type=int, default=1000, help="CPU: specs suggest chooses from")
+    ap.add_argument("--cpu-rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=4, help="CPU: timed runs per spec per round")
+    ap.add_argument("--warmup", type=int, default=2, help="CPU: untimed runs per spec per round")
+    ap.add_argument("--cpu-cache", default=os.path.join(ROOT, "runs", "latency",
+                                                        "cpu_onnx_fewshot.json"))
+    ap.add_argument("--cpu-prior", default="iphone14-ane",
+                    help="CPU: prior device of the fit ('generic' = hand-set)")
+    ap.add_argument("--measure-only", action="store_true", help="CPU: measure, do not fit")
+    ap.add_argument("--speed-only", action="store_true", help="only the predict_arrays speed")
+    ap.add_argument("--out", default=os.path.join(ROOT, "runs", "latency", "fewshot.json"))
+    args = ap.parse_args()
+    print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S')}  {uptime()}", flush=True)
+    if args.measure_only:
+        measure_cpu(args, [s for part in cpu_specs(args) for s in part])
+        print(f"measured; {uptime()}")
+        return 0
+    if args.speed_only:
+        speed()
+        print(uptime())
+        return 0
+    out = {"args": vars(args), "uptime_start": uptime(),
+           "phones": None if args.skip_phones else phones(args)}
+    if not args.skip_cpu:
+        out["cpu"] = cpu(args)
+    out["speed"] = speed()
+    out["uptime_end"] = uptime()
+    print(f"end: {time.strftime('%Y-%m-%d %H:%M:%S')}  {out['uptime_end']}")
+    write_json_atomic(args.out, out, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Few-shot calibration that cannot run away: empirical-Bayes shrinkage toward a prior device.
+
+A new device's coefficients are the prior device's, each times a multiplier:
+
+    theta_j = prior_j * exp(a + b_group(j) + c_j)
+
+a global log speed factor ``a`` (weak prior: any device speed), one log multiplier per term
+group ``b`` (compute / memory / overhead / ANE; prior N(0, tau_g^2)) and one per term ``c``
+(prior N(0, tau_t^2)). Residuals are in log latency, i.e. relative errors: a 0.7 ms and a
+10 ms model count alike. Three candidate models:
+
+  scale   tau_g = tau_t = 0: prior x one speed factor
+  groups  tau_t = 0: prior x per-group factors
+  full    every term may move (still shrunk toward its group)
+
+For each candidate the hyper-parameters (sigma = misfit of the cost model on this device,
+tau_g, tau_t) maximise the marginal likelihood (type-II maximum likelihood, closed form for the
+model linearised at the prior's term shares) times a log-normal hyper-prior that keeps sigma
+near the prior device's misfit (10 rows cannot claim a perfect fit). The MAP coefficients then
+come from a bounded non-linear least-squares fit (a group moves at most ``group_bound``, a term
+at most ``term_bound`` beyond its group), and the candidate is chosen by leave-one-out error on
+the calibration rows, where every fold re-selects its own hyper-parameters: a richer candidate
+must beat a simpler one, so the chosen fit is never worse than prior x scale on its own data.
+
+The uncertainty (``predictor.LatencyPredictor``) is the Laplace posterior covariance of the
+log coefficients plus the prior device's own, plus sigma^2, times kappa: the factor that makes
+the leave-one-out standardised errors have unit variance (never below 1).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from search_space.errors import UsageError
+from search_space.lazy import lazy_import
+
+from .features import N_FEATURES
+from .featurize import featurize_records
+from .predictor import (GENERIC_PRIOR, GENERIC_SIGMA, GROUP_OF, GROUPS, MIN_REL_STD, N_TERMS,
+                        TERM_NAMES, LatencyPredictor, prior_coef, terms_matrix)
+
+optimize = lazy_import("scipy.optimize")
+
+CANDIDATES = ("scale", "groups", "full")          # simplest first
+N_GROUPS = len(GROUPS)
+# z = [a, b (groups), c (terms)]; u = P @ z are the log multipliers of the terms.
+P_FULL = np.hstack([np.ones((N_TERMS, 1)), np.eye(N_GROUPS)[GROUP_OF], np.eye(N_TERMS)])
+_ACTIVE = {"scale": np.arange(1), "groups": np.arange(1 + N_GROUPS),
+           "full": np.arange(1 + N_GROUPS + N_TERMS)}
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Hyper-parameter grids, priors and bounds of the few-shot fit."""
+    # log-space misfit sd candidates (2% .. 100%): the measurement noise plus what the cost
+    # model cannot express on this device
+    sigma_grid: tuple[float, ...] = tuple(np.geomspace(0.02, 1.0, 13).tolist())
+    # sd of the group / term log multipliers (x1.05 .. x7.4 per sd)
+    tau_grid: tuple[float, ...] = tuple(np.geomspace(0.05, 2.0, 9).tolist())
+    scale_sd: float = 3.0          # prior sd of the global log speed factor: any device speed
+    # hyper-prior on sigma: log-normal around the prior device's misfit, sd 0.7 in log sigma
+    # (a factor 2); without it 10 rows pick sigma -> 0 and intervals that never cover
+    sigma_hyper_sd: float = 0.7
+    # hyper-priors on how far devices differ: log-normal around a group factor of x1.65
+    # (tau 0.5) and a term factor of x1.3 (tau 0.25) beyond its group, sd 0.5 in log tau.
+    # Without them the evidence of 10 rows happily picks tau_term = 2 (x7 per sd) and one
+    # outlier family (DeiT on the iPhone 14) drags the linear-layer cost up 3x, predicting
+    # ConvNeXt-T at 4x its latency.
+    tau_group_center: float = 0.5
+    tau_term_center: float = 0.25
+    tau_hyper_sd: float = 0.5
+    scale_bound: float = math.log(1e4)   # the device may be 10^4 x slower or faster
+    group_bound: float = math.log(10.0)  # a group moves at most 10x from prior x scale
+    term_bound: float = math.log(4.0)    # a term moves at most 4x beyond its group
+    # rows a candidate needs before it is considered (fewer cannot tell it from a simpler one)
+    min_rows: tuple[tuple[str, int], ...] = (("scale", 2), ("groups", 4), ("full", 6))
+    prefer_simpler: float = 0.02   # a richer candidate must beat the best by more than 2% LOO
+    # Robustness: Student-t likelihood (nu degrees of freedom) by iteratively re-weighted
+    # least squares (row weight (nu + 1) / (nu + r^2), r = residual / sigma), so a model the
+    # cost model cannot express (DeiT on the iPhone 14: 3-4x slower than ConvNeXt-T at equal
+    # MACs) cannot drag every coefficient toward it.
+    robust_nu: float = 2.0
+    robust_iters: int = 4
+    kappa_max: float = 5.0         # interval calibration factor cap
+    cov_rel_tol: float = 1e-8      # coefficient-covariance eigenvalues below this x max dropped
+
+
+DEFAULT_CONFIG = FitConfig()
+
+
+@dataclass
+class CandidateFit:
+    """One candidate fitted on some rows: coefficients, the covariance of their logs, sigma."""
+    name: str
+    theta: np.ndarray
+    cov_u: np.ndarray        # (n_terms, n_terms) posterior covariance of the log multipliers
+    sigma: float
+    hyper: dict[str, float]
+    z: np.ndarray
+
+
+def _prior_sds(name: str, tau_g: float, tau_t: float, cfg: FitConfig) -> np.ndarray:
+    sd = np.concatenate([[cfg.scale_sd], np.full(N_GROUPS, tau_g), np.full(N_TERMS, tau_t)])
+    return sd[_ACTIVE[name]]
+
+
+def _hyper_grid(name: str, cfg: FitConfig) -> list[tuple[float, float]]:
+    taus = list(cfg.tau_grid)
+    if name == "scale":
+        return [(0.0, 0.0)]
+    if name == "groups":
+        return [(t, 0.0) for t in taus]
+    return [(tg, tt) for tg in taus for tt in taus]
+
+
+def select_hyper(T: np.ndarray, logy: np.ndarray, theta0: np.ndarray, name: str,
+                 sigma0: float, cfg: FitConfig = DEFAULT_CONFIG,
+                 weights: np.ndarray | None = None) -> dict[str, float]:
+    """(sigma, tau_g, tau_t) maximising log evidence + log hyper-prior(sigma), for the model
+    linearised at the prior's term shares (closed form: a Gaussian over the n rows; row i has
+    noise variance sigma^2 / weights_i)."""
+    w = np.ones(len(logy)) if weights is None else weights
+    p0 = T @ theta0
+    W0 = T * theta0 / p0[:, None]                  # prior term shares; rows sum to 1
+    r = logy - np.log(p0)
+    n = len(r)
+    Kg = (W0 @ np.eye(N_GROUPS)[GROUP_OF])
+    base = cfg.scale_sd ** 2 * np.ones((n, n))
+    G, Tt = Kg @ Kg.T, W0 @ W0.T
+    combos = [(s, tg, tt) for s in cfg.sigma_grid for tg, tt in _hyper_grid(name, cfg)]
+    S = np.array(combos)
+    K = (base[None] + S[:, 1, None, None] ** 2 * G[None] + S[:, 2, None, None] ** 2 * Tt[None]
+         + S[:, 0, None, None] ** 2 * np.diag(1.0 / w)[None])
+    sign, logdet = np.linalg.slogdet(K)
+    quad = np.einsum("i,kij,j->k", r, np.linalg.inv(K), r)
+    log_ev = -0.5 * (quad + logdet + n * math.log(2 * math.pi))
+    log_hp = -0.5 * ((np.log(S[:, 0]) - math.log(sigma0)) / cfg.sigma_hyper_sd) ** 2
+    for col, center in ((1, cfg.tau_group_center), (2, cfg.tau_term_center)):
+        on = S[:, col] > 0
+        log_hp[on] += -0.5 * ((np.log(S[on, col]) - math.log(center)) / cfg.tau_hyper_sd) ** 2
+    best = int(np.argmax(log_ev + log_hp))
+    s, tg, tt = combos[best]
+    return {"sigma": float(s), "tau_group": float(tg), "tau_term": float(tt),
+            "log_evidence": float(log_ev[best])}
+
+
+def _bounds(name: str, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
+    ub = np.concatenate([[cfg.scale_bound], np.full(N_GROUPS, cfg.group_bound),
+                         np.full(N_TERMS, cfg.term_bound)])[_ACTIVE[name]]
+    return -ub, ub
+
+
+def _map(T, logy, theta0, name, h, w, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bounded MAP fit for hyper-parameters h and row weights w: (z, P, prior sds)."""
+    P = P_FULL[:, _ACTIVE[name]]
+    sd = _prior_sds(name, h["tau_group"], h["tau_term"], cfg)
+    keep = sd > 0
+    P, sd = P[:, keep], sd[keep]
+    lb, ub = _bounds(name, cfg)
+    lb, ub = lb[keep], ub[keep]
+    s_row = h["sigma"] / np.sqrt(w)
+
+    def resid(z):
+        yhat = T @ (theta0 * np.exp(P @ z))
+        return np.concatenate([(logy - np.log(yhat)) / s_row, z / sd])
+
+    def jac(z):
+        th = theta0 * np.exp(P @ z)
+        W = T * th / (T @ th)[:, None]
+        return np.vstack([-(W @ P) / s_row[:, None], np.diag(1.0 / sd)])
+
+    z0 = np.zeros(len(sd))
+    z0[0] = np.clip(np.mean(logy - np.log(T @ theta0)), lb[0], ub[0])
+    z = optimize.least_squares(resid, z0, jac=jac, bounds=(lb, ub), method="trf",
+                               x_scale="jac").x
+    return z, P, sd
+
+
+def fit_candidate(T: np.ndarray, logy: np.ndarray, theta0: np.ndarray, name: str,
+                  sigma0: float, cfg: FitConfig = DEFAULT_CONFIG) -> CandidateFit:
+    """Hyper-parameters by evidence, then the bounded MAP fit and its Laplace covariance,
+    re-weighting outlying rows (Student-t) ``cfg.robust_iters`` times."""
+    w = np.ones(len(logy))
+    for _ in range(max(cfg.robust_iters, 1)):
+        h = select_hyper(T, logy, theta0, name, sigma0, cfg, w)
+        z, P, sd = _map(T, logy, theta0, name, h, w, cfg)
+        theta = theta0 * np.exp(P @ z)
+        r = (logy - np.log(T @ theta)) / h["sigma"]
+        w = np.minimum(1.0, (cfg.robust_nu + 1) / (cfg.robust_nu + r ** 2))
+    sigma = h["sigma"]
+    W = T * theta / (T @ theta)[:, None]
+    X = (W @ P) * np.sqrt(w)[:, None]
+    cov_z = np.linalg.inv(X.T @ X / sigma ** 2 + np.diag(1.0 / sd ** 2))
+    return CandidateFit(name, theta, P @ cov_z @ P.T, sigma, h, z)
+
+
+def predictive(fit: CandidateFit, T: np.ndarray, prior_cov: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(log latency, sd of log latency) of rows T under a candidate fit (kappa = 1)."""
+    ms = T @ fit.theta
+    W = T * fit.theta / ms[:, None]
+    var = np.einsum("ij,jk,ik->i", W, fit.cov_u + prior_cov, W) + fit.sigma ** 2
+    return np.log(ms), np.sqrt(var)
+
+
+def loo(T: np.ndarray, logy: np.ndarray, theta0: np.ndarray, name: str, sigma0: float,
+        prior_cov: np.ndarray, cfg: FitConfig = DEFAULT_CONFIG) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out (log error, predictive sd) per row: each fold re-selects its own
+    hyper-parameters and never sees its held-out row."""
+    n = len(logy)
+    err, sd = np.empty(n), np.empty(n)
+    for i in range(n):
+        keep = np.arange(n) != i
+        f = fit_candidate(T[keep], logy[keep], theta0, name, sigma0, cfg)
+        mu, s = predictive(f, T[i:i + 1], prior_cov)
+        err[i], sd[i] = logy[i] - mu[0], s[0]
+    return err, sd
+
+
+def _prior_parts(prior) -> tuple[np.ndarray, float, np.ndarray, str]:
+    """(coefficients, misfit sigma, covariance of its log coefficients, name) of a prior."""
+    theta0 = prior_coef(prior)
+    floor = 1e-4 * np.array([GENERIC_PRIOR[t] for t in TERM_NAMES])
+    theta0 = np.maximum(theta0, floor)      # a zero coefficient could never move
+    if isinstance(prior, LatencyPredictor):
+        L = prior.cov_factor
+        return theta0, max(prior.sigma, MIN_REL_STD), L @ L.T, prior.device
+    name = "generic-ane (hand-set)" if prior is None else "user"
+    return theta0, GENERIC_SIGMA, np.zeros((N_TERMS, N_TERMS)), name
+
+
+def _check(F: np.ndarray, y: np.ndarray) -> None:
+    if len(y) < 2:
+        raise UsageError(f"calibration needs at least 2 measured models, got {len(y)}")
+    if F.shape != (len(y), N_FEATURES) or not np.all(np.isfinite(F)):
+        raise UsageError("features: expected finite rows of length "
+                         f"{N_FEATURES} matching the latencies")
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise UsageError("latency_ms: every value must be a finite number > 0")
+
+
+def choose(scores: dict[str, float], cfg: FitConfig = DEFAULT_CONFIG) -> str:
+    """The simplest candidate whose leave-one-out error (mean absolute log error: one outlying
+    row does not decide) is within ``prefer_simpler`` of the best (so never worse than
+    'scale', the simplest, on the calibration rows)."""
+    best = min(scores.values())
+    return next(c for c in CANDIDATES if c in scores and
+                scores[c] <= best * (1 + cfg.prefer_simpler))
+
+
+def _cov_factor(cov: np.ndarray, tol: float) -> np.ndarray:
+    """L (n_terms x r) with L L^T = cov, eigenvalues below tol x max dropped."""
+    lam, U = np.linalg.eigh((cov + cov.T) / 2)
+    keep = lam > max(lam.max(), 0.0) * tol
+    return U[:, keep] * np.sqrt(lam[keep])
+
+
+def _ranges(T: np.ndarray, y: np.ndarray, theta: np.ndarray) -> dict[str, Any]:
+    shares = T * theta / (T @ theta)[:, None]
+    return {"latency_ms": [float(y.min()), float(y.max())],
+            "term_max": T.max(axis=0).tolist(),
+            "share_max": shares.max(axis=0).round(4).tolist()}
+
+
+def _loo_summary(err: np.ndarray, sd: np.ndarray, kappa: float = 1.0) -> dict[str, float]:
+    rel = np.exp(-err) - 1.0                     # predicted / measured - 1
+    return {"mae_log": float(np.mean(np.abs(err))), "rmse_log": float(np.sqrt(np.mean(err ** 2))),
+            "mape": float(np.mean(np.abs(rel))),
+            "rel_rmse": float(np.sqrt(np.mean(rel ** 2))),
+            "coverage_2sigma": float(np.mean(np.abs(err) <= 2 * kappa * sd))}
+
+
+def fit_features(F: np.ndarray, y: np.ndarray, device: str, prior: Any = None,
+                 meta: dict[str, Any] | None = None, config: FitConfig = DEFAULT_CONFIG,
+                 candidates: Sequence[str] = CANDIDATES) -> LatencyPredictor:
+    """Calibrate ``device`` from feature rows ``F`` and latencies ``y`` (ms), shrunk toward
+    ``prior`` (a LatencyPredictor, a {term: coef} dict, or None = the hand-set generic ANE)."""
+    F = np.atleast_2d(np.asarray(F, dtype=float))
+    y = np.asarray(y, dtype=float)
+    _check(F, y)
+    T, logy = terms_matrix(F), np.log(y)
+    theta0, sigma0, prior_cov, prior_name = _prior_parts(prior)
+    need = dict(config.min_rows)
+    usable = [c for c in candidates if len(y) >= need[c]] or ["scale"]
+    runs = {c: loo(T, logy, theta0, c, sigma0, prior_cov, config) for c in usable}
+    scores = {c: float(np.mean(np.abs(e))) for c, (e, _) in runs.items()}
+    name = choose(scores, config)
+    err, sd = runs[name]
+    kappa = float(np.clip(np.sqrt(np.mean((err / sd) ** 2)), 1.0, config.kappa_max))
+    f = fit_candidate(T, logy, theta0, name, sigma0, config)
+    summary = _loo_summary(err, sd, kappa)
+    moves = f.theta / (theta0 * math.exp(f.z[0]))
+    info = dict(meta or {})
+    info.update(
+        n_records=len(y), candidate=name, prior=prior_name, hyper=f.hyper, kappa=kappa,
+        speed_scale_vs_prior=float(math.exp(f.z[0])),
+        max_term_move=float(np.max(np.abs(np.log(moves)))),
+        loo={c: _loo_summary(*runs[c]) for c in usable}, loo_mape=summary["mape"],
+        loo_rel_rmse=summary["rel_rmse"], loo_coverage_2sigma=summary["coverage_2sigma"],
+        loo_coverage_2sigma_raw=_loo_summary(err, sd)["coverage_2sigma"])
+    return LatencyPredictor(device, f.theta, max(summary["rel_rmse"], MIN_REL_STD), info,
+                            sigma=f.sigma, cov_factor=_cov_factor(f.cov_u + prior_cov,
+                                                                  config.cov_rel_tol),
+                            kappa=kappa, ranges=_ranges(T, y, f.theta))
+
+
+def fit(records: Sequence, device: str, prior: Any = None, skip_unfeaturizable: bool = True,
+        **kw: Any) -> LatencyPredictor:
+    """Calibrate a device from measurement records (records.Record)."""
+    F, errs = featurize_records(records)
+    bad = [(r.model, e) for r, e in zip(records, errs) if e is not None]
+    if bad and not skip_unfeaturizable:
+        raise UsageError(f"record {bad[0][0]!r} cannot be featurised: {bad[0][1]}")
+    ok = np.array([e is None for e in errs], dtype=bool)
+    y = np.array([r.latency_ms for r in records])
+    meta = kw.pop("meta", {}) or {}
+    meta.update(records=[r.model for r, k in zip(records, ok) if k],
+                skipped=[f"{m}: {e}" for m, e in bad])
+    return fit_features(F[ok], y[ok], device, prior, meta=meta, **kw)

@@ -1,0 +1,144 @@
+"""Calibration input as users have it: ``model,latency_ms`` is enough.
+
+``load_user_records(path, device)`` reads a records file (``records`` format; the device column
+may be absent: the device comes from ``--latency-device``), resolves what each ``model`` names,
+skips unmeasured rows with a reason, and merges duplicate measurements:
+
+* ``model`` may be a preset (XS/S/L1/L3), a spec JSON file, a ``.mlpackage`` path (both
+  relative to the records file or the working directory), a published display name
+  ("MobileNet-v2x1.0") or a timm model name; anything else stops the import naming the file,
+  row, column and the accepted forms (unless the spec / timm_name / mlpackage columns say what
+  the model is);
+* a blank ``latency_ms`` skips the row with a warning naming it;
+* the same model measured twice on one device is averaged when the values agree within
+  ``records.DUPLICATE_TOLERANCE`` and refused otherwise (one row twice is one measurement).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+from search_space.spec import PRESETS, load_spec
+
+from .names import examples, timm_name_for
+from search_space.errors import UsageError
+
+from .records import (DUPLICATE_TOLERANCE, REQUIRED, Record, RecordError, check_header,
+                      parse_record, raw_rows, where)
+from .timm_models import is_timm_model
+
+
+@dataclass
+class Loaded:
+    """Records ready to fit, and what was left out or merged (one line each, for the user)."""
+    path: str
+    records: list[Record]
+    skipped: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
+
+
+def accepted_forms() -> str:
+    ex = ", ".join(repr(e) for e in examples(2))
+    return ("a preset (XS, S, L1, L3), a spec JSON file, a .mlpackage path, a published model "
+            f"name (e.g. {ex}) or a timm model name")
+
+
+def _local(path: str, ref: str) -> str | None:
+    """``ref`` as an existing path: next to the records file first, then as given."""
+    for cand in (os.path.join(os.path.dirname(os.path.abspath(path)), ref), ref):
+        if os.path.exists(cand):
+            return cand
+    return None
+
+
+def resolve_model(rec: Record, path: str) -> Record:
+    """Fill spec / timm_name / mlpackage from what ``model`` names, or raise naming it."""
+    if rec.spec or rec.timm_name or rec.mlpackage or rec.model.upper() in PRESETS:
+        return rec
+    ref, at = rec.model, where(path, rec.row, "model")
+    if ref.rstrip("/").endswith(".mlpackage"):
+        found = _local(path, ref.rstrip("/"))
+        if found is None:
+            raise RecordError(f"{at}: {ref!r}: no such .mlpackage")
+        return replace(rec, mlpackage=found)
+    if ref.endswith(".json") or ref.lstrip().startswith("{"):
+        found = ref if ref.lstrip().startswith("{") else _local(path, ref)
+        if found is None:
+            raise RecordError(f"{at}: {ref!r}: no such spec JSON file")
+        try:
+            spec = load_spec(found)
+        except UsageError as e:                  # SpecError, unreadable file
+            raise RecordError(f"{at}: {e}") from None
+        if rec.resolution:
+            spec = spec.replace(resolution=rec.resolution)
+        return replace(rec, spec=spec.canonical_json())
+    timm_name = timm_name_for(ref) or (ref if is_timm_model(ref) else None)
+    if timm_name is None:
+        raise RecordError(f"{at}: unknown model {ref!r}: expected {accepted_forms()}")
+    return replace(rec, timm_name=timm_name)
+
+
+def _blank(v) -> bool:
+    return v is None or not str(v).strip()
+
+
+def _parse_rows(path: str, device: str | None) -> Loaded:
+    rows, delim = raw_rows(path)
+    required = tuple(c for c in REQUIRED if c != "device" or device is None)
+    check_header(path, rows, required)
+    out = Loaded(path, [])
+    for i, raw in rows:
+        if all(_blank(v) for v in raw.values()):
+            continue                                   # an empty line
+        if device is not None and _blank(raw.get("device")):
+            raw = {**raw, "device": device}
+        if _blank(raw.get("latency_ms")) and not _blank(raw.get("model")):
+            out.skipped.append(f"{path}: row {i} ({str(raw['model']).strip()!r}): blank "
+                               "latency_ms (not measured): skipped")
+            continue
+        rec = parse_record(raw, path, i, decimal_comma=delim != ",")
+        out.records.append(resolve_model(rec, path))
+    return out
+
+
+def merge_duplicates(loaded: Loaded, tolerance: float = DUPLICATE_TOLERANCE) -> Loaded:
+    """One record per (model, device, runtime, compute unit): the mean of agreeing duplicates
+    (reported in ``merged``); duplicates further apart than ``tolerance`` x their mean raise."""
+    groups: dict[tuple, list[Record]] = {}
+    for r in loaded.records:
+        key = (r.identity(), r.device, r.runtime, r.compute_unit)
+        groups.setdefault(key, []).append(r)
+    out = []
+    for recs in groups.values():
+        if len(recs) == 1:
+            out.append(recs[0])
+            continue
+        ms = [r.latency_ms for r in recs]
+        mean = sum(ms) / len(ms)
+        rows = ", ".join(str(r.row) for r in recs)
+        values = ", ".join(f"{m:g}" for m in ms)
+        if (max(ms) - min(ms)) > tolerance * mean:
+            raise RecordError(
+                f"{loaded.path}: rows {rows}, column 'latency_ms': {recs[0].model!r} measured "
+                f"{len(recs)} times on {recs[0].device!r} disagrees ({values} ms, more than "
+                f"{tolerance:.0%} of their mean apart): keep the right row or re-measure")
+        out.append(replace(recs[0], latency_ms=mean, std_ms=(max(ms) - min(ms)) / 2))
+        loaded.merged.append(f"{loaded.path}: rows {rows}: {recs[0].model!r} measured "
+                             f"{len(recs)} times ({values} ms): averaged to {mean:.4g} ms")
+    return Loaded(loaded.path, out, loaded.skipped, loaded.merged)
+
+
+def select(loaded: Loaded, match: str | None) -> Loaded:
+    """Only the records whose device column contains ``match`` (case-insensitive)."""
+    if match is None:
+        return loaded
+    sel = [r for r in loaded.records if match.lower() in r.device.lower()]
+    if not sel:
+        devices = sorted({r.device for r in loaded.records})
+        raise UsageError(f"--match {match!r}: no record's device contains it; devices: {devices}")
+    return Loaded(loaded.path, sel, loaded.skipped, loaded.merged)
+
+
+def load_user_records(path: str, device: str | None = None, match: str | None = None) -> Loaded:
+    """Read, resolve, select (``match``) and de-duplicate a records file (module docstring)."""
+    return merge_duplicates(select(_parse_rows(path, device), match))
