@@ -22,14 +22,14 @@ import numpy as np
 
 from results.pareto import REFERENCE_RULE, dominating
 from results.store import ResultsStore
-from results.study_front import OBJECTIVES, study_front
+from results.study_front import INTERVAL_SIGMAS, OBJECTIVES, study_front
 from search_space.io import save_figure_atomic, write_json_atomic, write_text_atomic
 from search_space.lazy import lazy_import
 
 mfigure = lazy_import("matplotlib.figure")
 
 FRONT_FIELDS = ("trial_key", "arch_hash", "top1", "latency_ms", "latency_std_ms", "gmacs",
-                "params", "seed", "spec")
+                "params", "seed", "spec", "advantage_within_interval")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,8 +80,9 @@ def _front_rows(front: list[dict], by_key: dict[str, dict]) -> list[dict]:
 
 
 def _baseline_row(b: dict, front: list[dict], front_vals: np.ndarray) -> dict[str, Any]:
-    row = {k: b.get(k) for k in ("name", "trial_id", "top1", "latency_ms", "top1_source",
-                                 "published_top1", "published_latency_ms", "published_device")}
+    row = {k: b.get(k) for k in ("name", "trial_id", "top1", "latency_ms", "latency_std_ms",
+                                 "top1_source", "published_top1", "published_latency_ms",
+                                 "published_device", "dominated_beyond_interval")}
     bt, bl = b.get("top1"), b.get("latency_ms")
     row["dominated_by"] = []
     if bt is None or bl is None or not len(front):
@@ -107,12 +108,14 @@ def render_table(rep: dict[str, Any]) -> str:
     lines = [f"Pareto front: {len(rep['front'])} of {rep['n_candidates_full']} candidates "
              f"trained to the full proxy budget (proxy top-1 max, predicted latency on "
              f"{rep['device']} min)",
-             f"{'trial':<{k}} {'top1 %':>7} {'lat ms':>7} {'±':>5} {'GMACs':>6} {'params':>10}"]
+             f"{'trial':<{k}} {'top1 %':>7} {'lat ms':>7} {'±1σ':>5} {'GMACs':>6} {'params':>10}"
+             f"  beats only inside ±{INTERVAL_SIGMAS:g}σ latency"]
     for f in rep["front"]:
         params = f"{int(f['params']):,}" if f.get("params") is not None else "-"
+        unresolved = ",".join(f.get("advantage_within_interval") or []) or "-"
         lines.append(f"{f['trial_key']:<{k}} {f['top1']:>7.2f} {f['latency_ms']:>7.3f} "
                      f"{_num(f.get('latency_std_ms'), '.2f'):>5} {_num(f.get('gmacs'), '.3f'):>6} "
-                     f"{params:>10}")
+                     f"{params:>10}  {unresolved}")
     lines += ["", "Baselines, same proxy and data (published ImageNet top-1 / iPhone 14 ms "
               "beside them, for orientation only):"]
     w = max([4] + [len(b["name"]) for b in rep["baselines"]])
@@ -146,7 +149,9 @@ def _dominance(b: dict[str, Any]) -> str:
     parts = [f"{d['trial_key']} ({d['d_top1']:+.2f}, {d['d_latency_ms']:+.3f} ms / "
              f"{d['d_latency_pct']:+.0f}%)" for d in best[:3]]
     more = f" +{len(best) - 3} more" if len(best) > 3 else ""
-    return f"{len(best)}: " + ", ".join(parts) + more
+    caveat = (f" [only inside the ±{INTERVAL_SIGMAS:g}σ latency interval: not resolved]"
+              if b.get("dominated_beyond_interval") is False else "")
+    return f"{len(best)}: " + ", ".join(parts) + more + caveat
 
 
 def plot_front(rep: dict[str, Any], path: Path, title: str = "") -> None:
