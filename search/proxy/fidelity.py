@@ -13,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
+from search_space.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Fidelity:
@@ -72,8 +74,8 @@ class Fidelity:
 
     def __post_init__(self) -> None:
         # Validate now so a bad fidelity fails in the driver, not in trial 17 inside Ray.
-        def bad(name: str, allowed: str) -> ValueError:
-            return ValueError(f"fidelity.{name}={getattr(self, name)!r}: allowed {allowed}")
+        def bad(name: str, allowed: str) -> UsageError:
+            return UsageError(f"fidelity.{name}={getattr(self, name)!r}: allowed {allowed}")
 
         for name in ("classes", "images_per_class", "val_per_class", "epochs", "batch_size",
                      "eval_batch_size"):
@@ -109,11 +111,11 @@ class Fidelity:
     def from_dict(cls, d: Mapping[str, Any]) -> "Fidelity":
         """Missing fields take the defaults; unknown fields are an error (typos must not pass)."""
         if not isinstance(d, Mapping):
-            raise ValueError(f"fidelity: expected a JSON object, got {type(d).__name__}")
+            raise UsageError(f"fidelity: expected a JSON object, got {type(d).__name__}")
         allowed = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - allowed)
         if unknown:
-            raise ValueError(f"fidelity: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+            raise UsageError(f"fidelity: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
         d = dict(d)
         # JSON has one number type: accept 1.0 for int fields and 1 for float fields.
         for f in fields(cls):
@@ -133,7 +135,7 @@ class Fidelity:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"fidelity: not valid JSON ({e})") from None
+            raise UsageError(f"fidelity: not valid JSON ({e})") from None
         return cls.from_dict(d)
 
     @property
@@ -155,3 +157,27 @@ class Fidelity:
 
 
 DEFAULT_FIDELITY = Fidelity()
+
+# -- named presets (``--fidelity NAME``; JSON may start from one: {"preset": NAME, ...}) ----------
+# A preset is only a name for a Fidelity: trials store the Fidelity itself (and its key), so a
+# preset changing later never relabels old results.
+FIDELITY_PRESETS: dict[str, Fidelity] = {
+    # The embedded CIFAR-10 subset on CPU = DEFAULT_FIDELITY (10 classes x 500 images, 32 px,
+    # 2 epochs, batch 64: 156 optimizer steps). Cost on 1 idle core (1 thread, the search's
+    # layout): ~12 CPU-s for XS, ~55 CPU-s for L3 with this engine (notes/search_proxy.md;
+    # linear in images x epochs); the 15 MB cache builds in ~1 s from the bundled archive.
+    "cpu-cifar": DEFAULT_FIDELITY,
+    # ImageNet on one GPU: --data pointing at an ImageFolder copy of ImageNet-1k (train/<wnid>/,
+    # val/<wnid>/: the val images sorted into class folders). 100 classes evenly spaced over
+    # the sorted wnids (the first 100 would be almost all animals), the first 300 train and 50
+    # val images per class (30,000 + 5,000; top-1 standard error ~0.7 points near 50%), decoded
+    # once at 128 px into a 1.7 GB uint8 cache by a process pool over all cores (JPEG draft
+    # mode: ~1-2 ms per image and core). 128 px keeps the network's 4x4 last stage; 10 epochs
+    # of batch 256 = 1,170 AdamW steps (warmup 1 epoch), random crop after 16-px padding (the
+    # CPU preset's 1/8 of the side) + flip. Cost: bench/gpu_engine.py measures the engine at
+    # this preset (notes/search_proxy.md: img/s per preset model on an H200, bf16 +
+    # channels_last); a mid-size candidate trains in well under a minute there.
+    "imagenet-gpu": Fidelity(classes=100, images_per_class=300, val_per_class=50, resolution=128,
+                             epochs=10, batch_size=256, lr=2e-3, warmup_epochs=1.0,
+                             crop_padding=16, eval_batch_size=500, bn_recal_images=2048),
+}
