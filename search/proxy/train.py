@@ -83,6 +83,8 @@ class EngineChoice:
     # Steps between host syncs for the non-finite-loss check (1 = every step; on CPU a sync
     # is free, on CUDA each one drains the launch queue).
     check_every: int
+    # cuDNN autotuning per new convolution shape (every trial is a new architecture).
+    cudnn_benchmark: bool = False
 
 
 def choose_engine(device_type: str, capability: tuple[int, int] | None = None) -> EngineChoice:
@@ -250,9 +252,16 @@ _MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN) * 255
 _STD = torch.tensor(IMAGENET_DEFAULT_STD) * 255
 
 
+_MEAN_STD: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def normalize(x: torch.Tensor, channels_last: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 NHWC -> normalised float NCHW (channels_last strides come for free from NHWC)."""
-    x = (x.to(dtype) - _MEAN.to(x.device, dtype)) / _STD.to(x.device, dtype)
+    key = (x.device, dtype)
+    if key not in _MEAN_STD:  # once per device: no host-to-device copy per batch
+        _MEAN_STD[key] = (_MEAN.to(x.device, dtype), _STD.to(x.device, dtype))
+    mean, std = _MEAN_STD[key]
+    x = (x.to(dtype) - mean) / std
     x = x.permute(0, 3, 1, 2)
     return x if channels_last else x.contiguous()
 
@@ -385,6 +394,8 @@ def _setup(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, seed: int, devic
     engine = engine_for(dev)
     if channels_last is None:
         channels_last = engine.channels_last
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = engine.cudnn_benchmark
     torch.manual_seed(seed)
     model = prepare_model(build_model(proxy_spec(spec, data, fidelity)), dev, engine, channels_last)
     n = len(data.train_y)
