@@ -1,8 +1,9 @@
 """Peak memory of one proxy trial, phase by phase, in a fresh process -- as a Ray trial worker runs it.
 
-  python bench/bench_memory.py                         # XS and L3 at cpu-cifar, default vs recommended env
-  python bench/bench_memory.py --ray                   # the same body inside a Ray task (a real worker)
-  python bench/bench_memory.py --models L3 --env MALLOC_ARENA_MAX=2 --env MALLOC_TRIM_THRESHOLD_=0
+  python bench/bench_memory.py                         # XS and L3 at cpu-cifar, one fresh worker each
+  python bench/bench_memory.py --reuse --models XS,L1,L3,random:3   # one worker, six trials in turn
+  python bench/bench_memory.py --ray --reuse ...       # the same body inside a Ray task (a real worker)
+  python bench/bench_memory.py --models L3 --env MALLOC_ARENA_MAX=2 --no-triton --no-release
 
 Every configuration runs in a fresh child process (``python bench/bench_memory.py --child``, or a
 ``ray.remote`` task with ``runtime_env={"env_vars": ...}`` under ``--ray``), which goes through
@@ -34,7 +35,6 @@ sys.path.insert(0, ROOT)
 
 from search.options import parse_fidelity  # noqa: E402  (light: no torch)
 from search.proxy.data import ProxyData, prepare_data  # noqa: E402
-from search.proxy.worker_env import WORKER_ENV  # noqa: E402
 
 STATUS_KEYS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "Threads")
 
@@ -80,54 +80,61 @@ class Meter:
 
 
 def trial_body(job: dict) -> list[dict]:
-    """The phases of one trial worker; returns the per-phase rows. Runs in a fresh process."""
+    """The phases of a trial worker, for each spec of ``job["specs"]`` in turn (several = one
+    worker reused for several trials, as Tune's reuse_actors=True does); returns the rows."""
     m = Meter()
     m.start()
     m.end("python")
+    if job.get("no_triton"):
+        sys.modules.setdefault("triton", None)  # import triton -> ImportError: torch skips it
     if job.get("ray_imports"):
         import ray  # noqa: F401
         import ray.tune  # noqa: F401
     import torch
 
     import search.proxy.train as train_mod
+    import search.proxy.zero_cost as zc_mod
     from search.proxy.fidelity import Fidelity
-    from search.proxy.zero_cost import zero_cost_scores
     from search_space.spec import ArchSpec
     from search_space.swiftformer import build_model
     m.end("import")
 
+    if job.get("no_release"):  # measure what release_memory() saves
+        train_mod.release_memory = zc_mod.release_memory = lambda: None
     fid = Fidelity.from_dict(job["fidelity"])
     data = ProxyData(**job["data"])
-    spec = ArchSpec.from_json(job["spec"])
-    for name in ("train_x", "train_y", "val_x", "val_y"):
-        getattr(data, name).sum()  # touch every page, as training will
-    build_model(train_mod.proxy_spec(spec, data, fid))
-    m.end("prepare")
-
-    zero_cost_scores(spec, data, seed=0)
-    m.end("zero-cost")
-
+    rows: list[dict] = []
     real_recal, real_eval = train_mod.recalibrate_bn, train_mod.evaluate
+    for i, spec_json in enumerate(job["specs"]):
+        tag = f"{i + 1}:" if len(job["specs"]) > 1 else ""
+        spec = ArchSpec.from_json(spec_json)
+        for name in ("train_x", "train_y", "val_x", "val_y"):
+            getattr(data, name).sum()  # touch every page, as training will
+        build_model(train_mod.proxy_spec(spec, data, fid))
+        m.end(tag + "prepare")
+        zc_mod.zero_cost_scores(spec, data, seed=0)
+        m.end(tag + "zero-cost")
 
-    def recal(*a, **k):
-        m.end("train")  # the epoch's training steps end here
-        return real_recal(*a, **k)
+        def recal(*a, **k):
+            m.end(tag + "train")  # the epoch's training steps end here
+            return real_recal(*a, **k)
 
-    def evaluate(*a, **k):
+        def evaluate(*a, **k):
+            try:
+                return real_eval(*a, **k)
+            finally:
+                m.end(tag + "eval")  # recalibration + evaluation
+
+        train_mod.recalibrate_bn, train_mod.evaluate = recal, evaluate
         try:
-            return real_eval(*a, **k)
+            r = train_mod.train_proxy(spec, fid, data, seed=0, device="cpu", threads=1)
         finally:
-            m.end("eval")  # recalibration + evaluation
-
-    train_mod.recalibrate_bn, train_mod.evaluate = recal, evaluate
-    try:
-        r = train_mod.train_proxy(spec, fid, data, seed=0, device="cpu", threads=1)
-    finally:
-        train_mod.recalibrate_bn, train_mod.evaluate = real_recal, real_eval
-    rows = m.result()
-    rows.append({"phase": "result", "top1": r["top1"], "cpu_seconds": r["cpu_seconds"],
-                 "torch_threads": torch.get_num_threads()})
-    return rows
+            train_mod.recalibrate_bn, train_mod.evaluate = real_recal, real_eval
+        m.end(tag + "after")
+        rows.append({"phase": "result", "trial": i + 1, "arch": spec.arch_hash, "top1": r["top1"],
+                     "cpu_seconds": r["cpu_seconds"], "params_m": r["params"] / 1e6,
+                     "torch_threads": torch.get_num_threads()})
+    return m.result() + rows
 
 
 def in_thread(fn, *args):
@@ -172,8 +179,8 @@ def print_rows(title: str, rows: list[dict]) -> None:
     print(f"  {'phase':10} {'peak RSS':>9} {'RSS end':>8} {'anon':>7} {'file':>7} {'threads':>7}")
     for r in rows:
         if r["phase"] == "result":
-            print(f"  top-1 {r['top1']:.1f}%, {r['cpu_seconds']:.0f} CPU-s, torch threads "
-                  f"{r['torch_threads']}")
+            print(f"  trial {r['trial']}: {r['arch']} {r['params_m']:.1f} M params, top-1 "
+                  f"{r['top1']:.1f}%, {r['cpu_seconds']:.0f} CPU-s, torch threads {r['torch_threads']}")
             continue
         print(f"  {r['phase']:10} {r['peak_mb']:8.0f}M {r['rss_mb']:7.0f}M {r['anon_mb']:6.0f}M "
               f"{r['file_mb']:6.0f}M {r['threads']:7d}")
@@ -197,28 +204,42 @@ def main() -> int:
         print(json.dumps(in_thread(trial_body, json.loads(sys.stdin.read()))))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="XS,L3", help="presets or spec JSON files, comma-separated")
+    ap.add_argument("--models", default="XS,L3", help="presets, spec JSON files, or random:N (N specs "
+                    "sampled from DEFAULT_SPACE, seed 0), comma-separated")
+    ap.add_argument("--reuse", action="store_true", help="all models in ONE worker in turn, as Tune "
+                    "with reuse_actors=True (the search driver's setting); default one fresh worker each")
+    ap.add_argument("--no-release", action="store_true", help="disable release_memory() (to measure it)")
+    ap.add_argument("--no-triton", action="store_true", help="make triton unimportable before torch is "
+                    "imported (what a CPU-only worker could do in a setup hook)")
     ap.add_argument("--fidelity", default=None, help="preset name or JSON (as --fidelity)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                    help="environment of the measured process (repeatable); default: run each "
-                         "model with the inherited environment and with WORKER_ENV")
+                    help="extra environment of the measured process (repeatable), e.g. "
+                         "MALLOC_ARENA_MAX=2")
     ap.add_argument("--ray", action="store_true", help="run the body in Ray tasks (real workers)")
     ap.add_argument("--cache", default="runs/cache")
     a = ap.parse_args()
+    from search_space.space import DEFAULT_SPACE
     from search_space.spec import PRESETS, load_spec
 
     print(f"bench_memory {time.strftime('%Y-%m-%d %H:%M:%S')}; uptime: "
           f"{os.popen('uptime').read().strip()}")
     fid = parse_fidelity(a.fidelity)
     data = prepare_data(None, fid, cache_dir=a.cache)
-    envs = [parse_env(a.env)] if a.env else [{}, dict(WORKER_ENV)]
-    jobs = []
+    envs = [parse_env(a.env)]
+    specs = []
     for name in a.models.split(","):
-        spec = PRESETS[name] if name in PRESETS else load_spec(name)
+        if name.startswith("random:"):
+            specs += [(s.arch_hash, s) for s in DEFAULT_SPACE.sample_many(int(name[7:]), seed=0)]
+        else:
+            specs.append((name, PRESETS[name] if name in PRESETS else load_spec(name)))
+    groups = [specs] if a.reuse else [[s] for s in specs]
+    jobs = []
+    for group in groups:
         for env in envs:
-            job = {"spec": spec.canonical_json(), "fidelity": fid.to_dict(),
-                   "data": {k: v for k, v in data.__getstate__().items() if k != "_arrays"}}
-            jobs.append((name, job, env))
+            job = {"specs": [s.canonical_json() for _, s in group], "fidelity": fid.to_dict(),
+                   "data": {k: v for k, v in data.__getstate__().items() if k != "_arrays"},
+                   "no_release": a.no_release, "no_triton": a.no_triton}
+            jobs.append(("+".join(n for n, _ in group), job, env))
     if a.ray:
         results = run_ray([(job, env) for _, job, env in jobs])
     else:

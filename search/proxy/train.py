@@ -310,7 +310,7 @@ class _Batches:
         return out
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def recalibrate_bn(model: torch.nn.Module, data: ProxyData, n_images: int, batch_size: int,
                    device: torch.device, channels_last: bool = False) -> None:
     """Re-estimate BatchNorm running stats from ``n_images`` train images (cumulative mean).
@@ -342,7 +342,7 @@ def recalibrate_bn(model: torch.nn.Module, data: ProxyData, n_images: int, batch
             m.momentum = mom
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def evaluate(model: torch.nn.Module, data: ProxyData, fidelity: Fidelity, device: torch.device,
              channels_last: bool = False) -> tuple[float, float]:
     """(top-1 %, mean cross-entropy without smoothing) on the cached val split.
