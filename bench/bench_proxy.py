@@ -40,6 +40,7 @@ def presets(a) -> None:
     from search.proxy.train import train_proxy
     from search_space.spec import PRESETS, PUBLISHED
 
+    print(json.dumps(machine_info()), flush=True)
     fid = parse_fidelity(a.fidelity)
     data = prepare_data(None, fid, cache_dir=a.cache)
     print(f"fidelity {fid.key}: {fid.to_json()}")
