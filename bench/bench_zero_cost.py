@@ -1,9 +1,10 @@
 """Rank correlation of zero-cost scores with proxy accuracy over random specs.
 
-  python bench/bench_zero_cost.py [--n 16] [--seed 0] [--threads 1] [--fidelity JSON]
+  python bench/bench_zero_cost.py [--n 16] [--seed 0] [--threads 1] [--fidelity NAME|JSON]
 
 Samples n specs from DEFAULT_SPACE, computes zero_cost_scores and trains each at the fidelity
-(default DEFAULT_FIDELITY on the embedded set), then prints Kendall tau and Spearman rho of each
+(a preset name or JSON as --fidelity; default cpu-cifar on the embedded set), then prints
+Kendall tau and Spearman rho of each
 score -- and of parameter count, the usual baseline such proxies must beat -- with proxy top-1.
 Rows are appended to runs/bench_zero_cost.jsonl as they finish.
 """
@@ -20,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
 from search.proxy.data import prepare_data  # noqa: E402
-from search.proxy.fidelity import DEFAULT_FIDELITY, Fidelity  # noqa: E402
+from search.options import parse_fidelity  # noqa: E402
 from search.proxy.train import train_proxy  # noqa: E402
 from search.proxy.zero_cost import zero_cost_scores  # noqa: E402
 from search_space.costs import analytic_params  # noqa: E402
@@ -40,7 +41,7 @@ def main() -> int:
 
     torch.set_num_threads(a.threads)
     os.system("uptime")
-    fid = Fidelity.from_json(a.fidelity) if a.fidelity else DEFAULT_FIDELITY
+    fid = parse_fidelity(a.fidelity)
     data = prepare_data(None, fid, cache_dir=a.cache)
     specs = DEFAULT_SPACE.sample_many(a.n, seed=a.seed)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)

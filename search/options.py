@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 
 from search_space.errors import UsageError
 from search_space.io import read_json
 
-from .proxy.fidelity import DEFAULT_FIDELITY, Fidelity
+from .proxy.fidelity import DEFAULT_FIDELITY, FIDELITY_PRESETS, Fidelity
 
 TORCH_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+# A bare word (no path separator, no extension) given to --fidelity is meant as a preset name.
+PRESET_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
 def add_data_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -22,27 +25,45 @@ def add_data_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -
 
 
 def add_fidelity_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    parser.add_argument("--fidelity", metavar="JSON_OR_FILE",
-                        help="proxy-training fidelity: a JSON object or file of "
+    parser.add_argument("--fidelity", metavar="NAME|JSON|FILE",
+                        help="proxy-training fidelity: a preset (" + ", ".join(FIDELITY_PRESETS)
+                             + "; default cpu-cifar), or a JSON object or file of "
                              "search.proxy.fidelity.Fidelity fields overriding the default, "
-                             "e.g. '{\"epochs\": 2}'")
+                             "e.g. '{\"epochs\": 2}'; a \"preset\" key picks the preset the "
+                             "fields override, e.g. '{\"preset\": \"imagenet-gpu\", \"epochs\": 5}'")
+
+
+def _presets_line() -> str:
+    return "presets: " + ", ".join(FIDELITY_PRESETS) + " (or a JSON object or file of Fidelity fields)"
 
 
 def parse_fidelity(text: str | None, base: Fidelity = DEFAULT_FIDELITY) -> Fidelity:
-    """``--fidelity``: None -> ``base``; inline JSON or a JSON file -> ``base`` with overrides.
-    Every error is one line naming the option."""
+    """``--fidelity``: None -> ``base``; a preset name -> that preset; inline JSON or a JSON
+    file -> ``base`` (or the preset its ``"preset"`` key names) with the other keys as field
+    overrides. Every error is one line naming the option (UsageError)."""
     if text is None or not text.strip():
         return base
-    if text.lstrip().startswith("{"):
+    text = text.strip()
+    if text in FIDELITY_PRESETS:
+        return FIDELITY_PRESETS[text]
+    if text.startswith("{"):
         try:
             overrides = json.loads(text)
         except json.JSONDecodeError as e:
             raise UsageError(f"--fidelity: not valid JSON ({e.msg} at column {e.colno})") from None
+    elif PRESET_NAME_PATTERN.fullmatch(text) and not os.path.exists(text):
+        raise UsageError(f"--fidelity {text!r}: no such preset; {_presets_line()}")
     else:
         overrides = read_json(text, "--fidelity")
     if not isinstance(overrides, dict):
         raise UsageError(f"--fidelity: expected a JSON object of Fidelity fields, got "
                          f"{type(overrides).__name__}")
+    overrides = dict(overrides)
+    preset = overrides.pop("preset", None)
+    if preset is not None:
+        if not isinstance(preset, str) or preset not in FIDELITY_PRESETS:
+            raise UsageError(f"--fidelity: \"preset\": {preset!r} is no preset; {_presets_line()}")
+        base = FIDELITY_PRESETS[preset]
     return Fidelity.from_dict({**base.to_dict(), **overrides})
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from search_space.lazy import lazy_import
+from search_space.errors import NotFoundError, UsageError
 from search_space.io import atomic_directory, canonical_json, remove_stale_temporaries
+from search_space.lazy import lazy_import
 
 from .fidelity import Fidelity
 
@@ -107,11 +108,11 @@ def _list_images(d: str) -> list[str]:
 
 def _check_root(root: str) -> None:
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"data source {root}: not a directory (expected an ImageFolder "
+        raise NotFoundError(f"data source {root}: not a directory (expected an ImageFolder "
                                 "root with train/<class>/*.jpg and val/<class>/*.jpg)")
     for split in ("train", "val"):
         if not os.path.isdir(os.path.join(root, split)):
-            raise ValueError(f"data source {root}: missing {split}/ (expected an ImageFolder root "
+            raise UsageError(f"data source {root}: missing {split}/ (expected an ImageFolder root "
                              "with train/<class>/*.jpg and val/<class>/*.jpg)")
 
 
@@ -119,7 +120,7 @@ def _select_imagefolder(root: str, fid: Fidelity) -> tuple[list[str], dict[str, 
     """Chosen classes and, per split, relative file paths in label order. Validates counts."""
     train_classes = sorted(e.name for e in os.scandir(os.path.join(root, "train")) if e.is_dir())
     if len(train_classes) < fid.classes:
-        raise ValueError(f"data source {root}: train/ has {len(train_classes)} class folders, "
+        raise UsageError(f"data source {root}: train/ has {len(train_classes)} class folders, "
                          f"fidelity.classes={fid.classes} needs at least that many")
     classes = spread_classes(train_classes, fid.classes)
     chosen: dict[str, list[str]] = {"train": [], "val": []}
@@ -127,11 +128,11 @@ def _select_imagefolder(root: str, fid: Fidelity) -> tuple[list[str], dict[str, 
         for c in classes:
             d = os.path.join(root, split, c)
             if not os.path.isdir(d):
-                raise ValueError(f"data source {root}: missing {split}/{c}/ (val/ must have the "
+                raise UsageError(f"data source {root}: missing {split}/{c}/ (val/ must have the "
                                  "same class folders as train/)")
             files = _list_images(d)
             if len(files) < n:
-                raise ValueError(f"data source {d}: {len(files)} images, fidelity needs {n} per class")
+                raise UsageError(f"data source {d}: {len(files)} images, fidelity needs {n} per class")
             chosen[split] += [f"{split}/{c}/{f}" for f in files[:n]]
     return classes, chosen
 
@@ -154,8 +155,12 @@ def _decode(args: tuple[str, int]) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
 
 
-def _decode_many(paths: list[str], res: int, workers: int) -> np.ndarray:
-    out = np.empty((len(paths), res, res, 3), dtype=np.uint8)
+def _decode_many(paths: list[str], res: int, workers: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode ``paths`` into ``out`` (a new array if None; the cache file's memmap when
+    building a cache, so a large subset never sits in the builder's memory), ``workers``
+    processes in parallel."""
+    if out is None:
+        out = np.empty((len(paths), res, res, 3), dtype=np.uint8)
     jobs = [(p, res) for p in paths]
     if workers <= 1 or len(paths) < 256:
         for i, j in enumerate(jobs):
@@ -175,16 +180,25 @@ def _resize_array(x: np.ndarray, res: int) -> np.ndarray:
 
 
 # -- the cache ------------------------------------------------------------------------------------
-def _write_cache(final: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+def _write_cache(final: str, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                 decode: dict[str, tuple[list[str], int, int]] | None = None) -> None:
     """Write the arrays and meta.json under a temporary name, then rename into place.
 
+    ``decode`` maps array names to (image paths, resolution, workers): those are decoded in
+    parallel straight into their .npy files (opened as memmaps; the same bytes np.save writes).
     Temporaries of builders that died (a killed run) are removed first: a decoded ImageNet
-    subset is hundreds of megabytes.
+    subset is gigabytes.
     """
     remove_stale_temporaries(os.path.dirname(final))
     with atomic_directory(final) as tmp:
         for name, a in arrays.items():
             np.save(os.path.join(tmp, f"{name}.npy"), a)
+        for name, (paths, res, workers) in (decode or {}).items():
+            out = np.lib.format.open_memmap(os.path.join(tmp, f"{name}.npy"), mode="w+",
+                                            dtype=np.uint8, shape=(len(paths), res, res, 3))
+            _decode_many(paths, res, workers, out)
+            out.flush()
+            del out
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1, sort_keys=True)
 
@@ -217,7 +231,7 @@ def prepare_data(source: str | None, fidelity: Fidelity, cache_dir: str = "runs/
     subset = fidelity.subset_dict()
     if source is None:
         if not os.path.isfile(EMBEDDED_PATH):
-            raise FileNotFoundError(f"embedded dataset {EMBEDDED_PATH}: missing (rebuild it with "
+            raise NotFoundError(f"embedded dataset {EMBEDDED_PATH}: missing (rebuild it with "
                                     "search/proxy/embedded/build_embedded.py)")
         identity = {"embedded": _embedded_digest()}
         src_name = "embedded:cifar10"
@@ -241,7 +255,7 @@ def prepare_data(source: str | None, fidelity: Fidelity, cache_dir: str = "runs/
             with np.load(EMBEDDED_PATH) as z:
                 all_classes = [str(c) for c in z["classes"]]
                 if fidelity.classes > len(all_classes):
-                    raise ValueError(f"fidelity.classes={fidelity.classes}: the embedded set has "
+                    raise UsageError(f"fidelity.classes={fidelity.classes}: the embedded set has "
                                      f"{len(all_classes)} classes")
                 classes = spread_classes(all_classes, fidelity.classes)
                 arrays: dict[str, np.ndarray] = {}
@@ -251,25 +265,24 @@ def prepare_data(source: str | None, fidelity: Fidelity, cache_dir: str = "runs/
                     for label, c in enumerate(classes):
                         ci = np.flatnonzero(y == all_classes.index(c))  # stored in sorted-name order
                         if len(ci) < n:
-                            raise ValueError(f"fidelity.{'images' if split == 'train' else 'val'}"
+                            raise UsageError(f"fidelity.{'images' if split == 'train' else 'val'}"
                                              f"_per_class={n}: the embedded set has {len(ci)} "
                                              f"{split} images per class")
                         idx.append(ci[:n])
                     sel = np.concatenate(idx)
                     arrays[f"{split}_x"] = _resize_array(x[sel], res)
                     arrays[f"{split}_y"] = np.repeat(np.arange(len(classes), dtype=np.int64), n)
-                files = None
+                files, decode = None, None
         else:
             workers = workers if workers is not None else (os.cpu_count() or 1)
-            arrays = {}
+            arrays, decode = {}, {}
             for split, n in (("train", fidelity.images_per_class), ("val", fidelity.val_per_class)):
-                paths = [os.path.join(root, p) for p in chosen[split]]
-                arrays[f"{split}_x"] = _decode_many(paths, res, workers)
+                decode[f"{split}_x"] = ([os.path.join(root, p) for p in chosen[split]], res, workers)
                 arrays[f"{split}_y"] = np.repeat(np.arange(len(classes), dtype=np.int64), n)
             files = chosen
         meta = {"dataset_id": dataset_id, "source": src_name, "classes": classes,
                 "subset": subset, "cache_version": CACHE_VERSION, "files": files}
-        _write_cache(final, arrays, meta)
+        _write_cache(final, arrays, meta, decode)
 
     with open(os.path.join(final, "meta.json"), encoding="utf-8") as f:
         meta = json.load(f)

@@ -157,3 +157,31 @@ class Fidelity:
 
 
 DEFAULT_FIDELITY = Fidelity()
+
+# -- named presets (``--fidelity NAME``; JSON may start from one: {"preset": NAME, ...}) ----------
+# A preset is only a name for a Fidelity: trials store the Fidelity itself (and its key), so a
+# preset changing later never relabels old results.
+FIDELITY_PRESETS: dict[str, Fidelity] = {
+    # The embedded CIFAR-10 subset on CPU = DEFAULT_FIDELITY (10 classes x 500 images, 32 px,
+    # 2 epochs, batch 64: 156 optimizer steps). Cost (1 thread, the search's layout; measured
+    # 2026-11-30 on a shared 2-core AMD EPYC at sgemm 46 GFLOP/s per thread, about half its idle
+    # figure, notes/search_proxy.md): XS 21, S 29, L1 41, L3 88 CPU-s per training incl. BN
+    # recalibration and eval; linear in images x epochs. The 15 MB cache builds in ~1 s from
+    # the bundled archive.
+    "cpu-cifar": DEFAULT_FIDELITY,
+    # ImageNet on one GPU: --data pointing at an ImageFolder copy of ImageNet-1k (train/<wnid>/,
+    # val/<wnid>/: the val images sorted into class folders). 100 classes evenly spaced over
+    # the sorted wnids (the first 100 would be almost all animals), the first 300 train and 50
+    # val images per class (30,000 + 5,000; top-1 standard error ~0.7 points near 50%), decoded
+    # once at 128 px into a 1.7 GB uint8 cache by a process pool over all cores. 128 px keeps
+    # the network's last stage at 4x4; 10 epochs of batch 256 = 1,170 AdamW steps (warmup 1
+    # epoch), random crop after 16-px padding (the CPU preset's 1/8 of the side) + flip.
+    # Cost: not measured yet (no GPU in the session that added it); bench/gpu_engine.py measures
+    # img/s per preset model and the 10-epoch cost on generated data. FLOP estimate: a mid-size
+    # candidate (~0.33 GMAC at 128 px) needs ~2 GFLOP per training image, 300,000 images =
+    # 0.6 PFLOP: 6-12 s at 5-10% of an H200's ~1 PFLOP/s bf16 peak; networks this small are
+    # usually bound by kernel launches and memory traffic instead, so expect up to a minute.
+    "imagenet-gpu": Fidelity(classes=100, images_per_class=300, val_per_class=50, resolution=128,
+                             epochs=10, batch_size=256, lr=2e-3, warmup_epochs=1.0,
+                             crop_padding=16, eval_batch_size=500, bn_recal_images=2048),
+}

@@ -1,21 +1,33 @@
 """Proxy training: train one candidate at a stated Fidelity on a ProxyData cache.
 
 The loop is deliberately plain (no DataLoader, no worker processes): the cache is a uint8
-memmap already at the training resolution, so a batch is one fancy-index copy, and the
-augmentation (random crop after zero padding + horizontal flip) is done in torch on the whole
-uint8 batch, on the training device. bench/bench_proxy.py measures that this is never the
-bottleneck. Optimiser, schedule and loss are timm's (AdamW without weight decay on norms and
-biases, per-step cosine with linear warmup, label-smoothing cross-entropy).
+memmap already at the training resolution, so a batch is one fancy-index copy (on CUDA into a
+pinned staging buffer, then an asynchronous copy), and the augmentation (random crop after zero
+padding + horizontal flip) is done in torch on the whole uint8 batch, on the training device.
+Optimiser, schedule and loss are timm's (AdamW without weight decay on norms and biases, fused
+kernel; per-step cosine with linear warmup; label-smoothing cross-entropy).
+
+How it runs on a device -- autocast dtype, GradScaler, memory format, pinned staging, fused
+AdamW, convolutions as matrix products, how often the host syncs -- is one decision,
+:func:`choose_engine`, a pure function of the device type and CUDA capability (tested with
+fakes on machines without a GPU). These choices change speed, not what a proxy accuracy means,
+so they are not part of the Fidelity key (see fidelity.py). Measurements: notes/search_proxy.md,
+bench/bench_proxy.py (CPU, against timm in a plain loop), bench/gpu_engine.py (GPU).
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import gc
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.loss import LabelSmoothingCrossEntropy
@@ -29,7 +41,8 @@ from .data import ProxyData
 from .fidelity import Fidelity
 
 __all__ = ["NonFiniteLoss", "train_proxy", "evaluate", "recalibrate_bn", "augment_batch", "normalize",
-           "resolve_device", "proxy_spec"]
+           "resolve_device", "proxy_spec", "EngineChoice", "choose_engine", "engine_for",
+           "prepare_model", "MatmulConv2d", "release_memory"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -50,6 +63,166 @@ def proxy_spec(spec: ArchSpec, data: ProxyData, fidelity: Fidelity) -> ArchSpec:
     return spec.replace(num_classes=data.num_classes, resolution=fidelity.resolution)
 
 
+# -- how the loop runs on a device ---------------------------------------------------------------
+@dataclass(frozen=True)
+class EngineChoice:
+    """Execution settings for one device (speed only: none of them is part of the Fidelity)."""
+
+    # Autocast dtype; None = plain float32. bf16 needs no loss scaling; fp16 does.
+    autocast_dtype: torch.dtype | None
+    grad_scaler: bool
+    # NHWC activations: on CUDA what tensor cores want; on CPU measured faster too (oneDNN),
+    # and the uint8 NHWC batch becomes a channels_last tensor without a copy.
+    channels_last: bool
+    # Batches gathered into page-locked host buffers and copied asynchronously.
+    pin_memory: bool
+    # One fused AdamW kernel (torch >= 2.4 on CPU and CUDA) instead of a per-tensor loop.
+    fused_adamw: bool
+    # Convolutions oneDNN is slow at on CPU (1x1, tiny inputs) as matrix products (MatmulConv2d).
+    conv_matmul: bool
+    # Steps between host syncs for the non-finite-loss check (1 = every step; on CPU a sync
+    # is free, on CUDA each one drains the launch queue).
+    check_every: int
+    # cuDNN autotuning per new convolution shape (every trial is a new architecture).
+    cudnn_benchmark: bool = False
+
+
+def choose_engine(device_type: str, capability: tuple[int, int] | None = None) -> EngineChoice:
+    """The execution settings for a device type ("cpu", "cuda", "mps") and, for CUDA, its
+    compute capability (major, minor).
+
+    * CUDA >= 8.0 (Ampere, Hopper, ...): bf16 autocast, no scaler -- bf16 has float32's range.
+    * older CUDA (Volta 7.0, Turing 7.5): fp16 autocast + GradScaler (bf16 would be emulated).
+    * CPU: float32 (bf16 autocast on CPU changes the numbers of the default search), 1x1 and
+      tiny-input convolutions as matrix products (measured faster, notes/search_proxy.md),
+      fused AdamW.
+    * MPS: float32, no fused optimizer (kept conservative: never measured here).
+    """
+    if device_type == "cuda":
+        if capability is None:
+            raise ValueError("choose_engine('cuda') needs the device's compute capability")
+        bf16 = tuple(capability) >= (8, 0)
+        return EngineChoice(autocast_dtype=torch.bfloat16 if bf16 else torch.float16,
+                            grad_scaler=not bf16, channels_last=True, pin_memory=True,
+                            fused_adamw=True, conv_matmul=False, check_every=50)
+    if device_type == "cpu":
+        return EngineChoice(autocast_dtype=None, grad_scaler=False, channels_last=True,
+                            pin_memory=False, fused_adamw=True, conv_matmul=True, check_every=1)
+    return EngineChoice(autocast_dtype=None, grad_scaler=False, channels_last=True,
+                        pin_memory=False, fused_adamw=False, conv_matmul=False, check_every=1)
+
+
+def engine_for(device: torch.device) -> EngineChoice:
+    """:func:`choose_engine` for a real device (queries the CUDA capability)."""
+    cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    return choose_engine(device.type, cap)
+
+
+def _autocast(device: torch.device, engine: EngineChoice):
+    if engine.autocast_dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=engine.autocast_dtype)
+
+
+def _amp(device: torch.device):
+    """(autocast context factory, GradScaler or None) for ``device`` (see :func:`choose_engine`)."""
+    engine = engine_for(device)
+    scaler = torch.amp.GradScaler(device.type) if engine.grad_scaler else None
+    return _autocast(device, engine), scaler
+
+
+@functools.lru_cache(maxsize=None)
+def _depthwise_taps(h: int, w: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a k x k, stride-1, 'same'-padded depthwise conv on an h x w input: the kernel tap
+    linking input pixel p to output pixel o, as (index[o, p], mask[o, p]) over h*w pixels."""
+    r, hw = k // 2, h * w
+    index = torch.zeros(hw, hw, dtype=torch.long)
+    mask = torch.zeros(hw, hw)
+    for o in range(hw):
+        for p in range(hw):
+            a, b = p // w - o // w + r, p % w - o % w + r
+            if 0 <= a < k and 0 <= b < k:
+                index[o, p], mask[o, p] = a * k + b, 1.0
+    return index, mask
+
+
+class MatmulConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` that computes the shapes oneDNN handles slowly on CPU as matrix products.
+
+    Three exact rewrites (the same linear map; floats differ in the last bits, another
+    summation order), each on channels_last input only, where the pixels x channels matrix is a
+    permuted view without a copy; any other case runs the convolution:
+
+    * 1x1, stride 1 (the MLPs' pointwise layers): ``F.linear`` over the pixels.
+    * one output pixel (the last downsampling of a 32-px proxy, 2x2 -> 1x1): ``F.linear`` of the
+      flattened input with the kernel taps that touch it.
+    * depthwise 'same' conv on at most 2x2 pixels (the last two stages at 32 px): each output
+      pixel is a per-channel weighted sum of the input pixels, one broadcast product + sum.
+
+    Same parameters, buffers and state_dict keys as the Conv2d it replaces (only the class of an
+    existing module is swapped, see :func:`prepare_model`). Measured per step: notes/search_proxy.md.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.stride(1) != 1 or self.padding_mode != "zeros" or self.dilation != (1, 1):
+            return super().forward(x)
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if self.groups == 1:
+            if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+                y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
+                return y.permute(0, 3, 1, 2)
+            if (h + 2 * ph - kh) // sh == 0 and (w + 2 * pw - kw) // sw == 0 \
+                    and ph + h <= kh and pw + w <= kw:
+                taps = self.weight[:, :, ph:ph + h, pw:pw + w].permute(0, 2, 3, 1).flatten(1)
+                y = F.linear(x.permute(0, 2, 3, 1).reshape(n, h * w * c), taps, self.bias)
+                return y.view(n, 1, 1, -1).permute(0, 3, 1, 2)
+        elif self.groups == c == self.out_channels and h * w <= 4 and kh == kw \
+                and (sh, sw) == (1, 1) and ph == pw == kh // 2:
+            index, mask = _depthwise_taps(h, w, kh)
+            m = self.weight.flatten(1)[:, index.to(x.device)] * mask.to(x.device, x.dtype)  # C,HWo,HWi
+            y = (x.permute(0, 2, 3, 1).reshape(n, 1, h * w, c) * m.permute(1, 2, 0)).sum(2)
+            if self.bias is not None:
+                y = y + self.bias
+            return y.view(n, h, w, c).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+def prepare_model(model: nn.Module, device: torch.device, engine: EngineChoice,
+                  channels_last: bool | None = None) -> nn.Module:
+    """Move ``model`` to ``device`` in the engine's memory format; on CPU swap its plain
+    ``nn.Conv2d`` modules for :class:`MatmulConv2d` (in place; weights untouched)."""
+    model = model.to(device)
+    if channels_last is None:
+        channels_last = engine.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        if engine.conv_matmul:
+            for m in model.modules():
+                if type(m) is nn.Conv2d:
+                    m.__class__ = MatmulConv2d
+    return model
+
+
+try:  # glibc: give freed heap pages back to the OS between trials (see release_memory)
+    _LIBC = ctypes.CDLL("libc.so.6")
+    _MALLOC_TRIM = _LIBC.malloc_trim
+except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+    _MALLOC_TRIM = None
+
+
+def release_memory() -> None:
+    """Collect garbage and return the freed heap to the OS (glibc ``malloc_trim``).
+
+    A trial worker is reused for many trials of different architectures; without this the
+    freed activations, gradients and optimizer states of the previous trial stay mapped in
+    glibc's arenas and the worker's resident memory only grows (notes/search_proxy.md)."""
+    gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+# -- data ----------------------------------------------------------------------------------------
 def augment_batch(x: torch.Tensor, gen: torch.Generator, padding: int, hflip: bool) -> torch.Tensor:
     """Random crop after zero padding + random horizontal flip of a uint8 NHWC batch.
 
@@ -60,17 +233,17 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, padding: int, hflip: bo
     b, h, w, _ = x.shape
     if padding > 0:
         xp = F.pad(x, (0, 0, padding, padding, padding, padding))  # pads W and H of NHWC
-        dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
-        dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
+        dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device, non_blocking=True)
+        dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device, non_blocking=True)
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # B,H,1
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # B,1,W
         if hflip:
-            flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+            flip = (torch.rand(b, generator=gen) < 0.5).to(x.device, non_blocking=True)
             # Flipping = reading columns right-to-left; folded into the same gather.
             cols = torch.where(flip[:, None, None], cols.flip(-1), cols)
         return xp[torch.arange(b, device=x.device)[:, None, None], rows, cols]
     if hflip:
-        flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        flip = (torch.rand(b, generator=gen) < 0.5).to(x.device, non_blocking=True)
         return torch.where(flip[:, None, None, None], x.flip(2), x)
     return x
 
@@ -79,26 +252,62 @@ _MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN) * 255
 _STD = torch.tensor(IMAGENET_DEFAULT_STD) * 255
 
 
+_MEAN_STD: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def normalize(x: torch.Tensor, channels_last: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 NHWC -> normalised float NCHW (channels_last strides come for free from NHWC)."""
-    x = (x.to(dtype) - _MEAN.to(x.device, dtype)) / _STD.to(x.device, dtype)
+    key = (x.device, dtype)
+    if key not in _MEAN_STD:  # once per device: no host-to-device copy per batch
+        _MEAN_STD[key] = (_MEAN.to(x.device, dtype), _STD.to(x.device, dtype))
+    mean, std = _MEAN_STD[key]
+    x = (x.to(dtype) - mean) / std
     x = x.permute(0, 3, 1, 2)
     return x if channels_last else x.contiguous()
 
 
-def _batch(arr: np.ndarray, idx: np.ndarray) -> torch.Tensor:
-    # Sorted indices read the memmap in file order (page-cache friendly); order within a
-    # batch does not matter to the gradient.
-    return torch.from_numpy(np.ascontiguousarray(arr[np.sort(idx)]))
+class _Batches:
+    """Rows of a uint8 memmap, gathered and moved to the device.
 
+    CPU: one fancy-index copy. CUDA: gathered into one of two page-locked buffers and copied
+    asynchronously; a buffer is reused only after the copy out of it has finished (an event),
+    so the gather of the next batch overlaps the GPU's work on this one."""
 
-def _amp(device: torch.device):
-    """(autocast context factory, GradScaler or None): bf16 if supported, else fp16 + scaler."""
-    if device.type != "cuda":
-        return contextlib.nullcontext, None
-    if torch.cuda.is_bf16_supported():
-        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
-    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+    def __init__(self, array: np.ndarray, device: torch.device, pin: bool, max_rows: int) -> None:
+        self.array, self.device = array, device
+        dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
+        self.bufs = [torch.empty((max_rows,) + array.shape[1:], dtype=dtype).pin_memory()
+                     for _ in range(2)] if pin else []
+        self.events: list = [None, None]
+        self.turn = 0
+
+    def take(self, idx: np.ndarray) -> torch.Tensor:
+        """Rows ``idx`` (sorted: the memmap is read in file order)."""
+        if not self.bufs:
+            return torch.from_numpy(np.ascontiguousarray(self.array[idx])).to(self.device)
+        buf = self._free_buffer(len(idx))
+        np.take(self.array, idx, axis=0, out=buf.numpy(), mode="clip")
+        return self._send(buf)
+
+    def range(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop``."""
+        if not self.bufs:
+            return torch.from_numpy(np.array(self.array[start:stop])).to(self.device)
+        buf = self._free_buffer(stop - start)
+        np.copyto(buf.numpy(), self.array[start:stop])
+        return self._send(buf)
+
+    def _free_buffer(self, rows: int) -> torch.Tensor:
+        if self.events[self.turn] is not None:
+            self.events[self.turn].synchronize()  # the copy out of it has finished
+        return self.bufs[self.turn][:rows]
+
+    def _send(self, buf: torch.Tensor) -> torch.Tensor:
+        out = buf.to(self.device, non_blocking=True)
+        self.events[self.turn] = torch.cuda.Event()
+        self.events[self.turn].record()
+        self.turn ^= 1
+        return out
 
 
 @torch.no_grad()
@@ -118,12 +327,14 @@ def recalibrate_bn(model: torch.nn.Module, data: ProxyData, n_images: int, batch
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the recalibration batches
     model.train()
-    autocast, _ = _amp(device)
+    engine = engine_for(device)
+    autocast = _autocast(device, engine)
+    batches = _Batches(data.train_x, device, engine.pin_memory, batch_size)
     try:
         # Batches are shuffled across classes (a class-pure batch would skew batch statistics).
         order = idx[np.random.default_rng(0).permutation(len(idx))]
         for s in range(0, len(order), batch_size):
-            xb = torch.from_numpy(np.array(data.train_x[np.sort(order[s:s + batch_size])])).to(device)
+            xb = batches.take(np.sort(order[s:s + batch_size]))
             with autocast():
                 model(normalize(xb, channels_last))
     finally:
@@ -134,20 +345,117 @@ def recalibrate_bn(model: torch.nn.Module, data: ProxyData, n_images: int, batch
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: ProxyData, fidelity: Fidelity, device: torch.device,
              channels_last: bool = False) -> tuple[float, float]:
-    """(top-1 %, mean cross-entropy without smoothing) on the cached val split."""
+    """(top-1 %, mean cross-entropy without smoothing) on the cached val split.
+
+    Sums stay on the device (float64 loss sum, as Python floats before) and are read once."""
     model.eval()
-    autocast, _ = _amp(device)
+    engine = engine_for(device)
+    autocast = _autocast(device, engine)
     vx, vy = data.val_x, data.val_y
-    n, correct, loss_sum = len(vy), 0, 0.0
-    for s in range(0, n, fidelity.eval_batch_size):
-        xb = torch.from_numpy(np.array(vx[s:s + fidelity.eval_batch_size])).to(device)
-        yb = torch.from_numpy(np.array(vy[s:s + fidelity.eval_batch_size])).to(device)
+    bs = fidelity.eval_batch_size
+    batches = _Batches(vx, device, engine.pin_memory, bs)
+    labels = torch.from_numpy(np.array(vy)).to(device)
+    n = len(vy)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for s in range(0, n, bs):
+        xb, yb = batches.range(s, min(s + bs, n)), labels[s:s + bs]
         with autocast():
             out = model(normalize(xb, channels_last))
         out = out.float()
-        loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
-        correct += (out.argmax(1) == yb).sum().item()
-    return 100.0 * correct / n, loss_sum / n
+        loss_sum += F.cross_entropy(out, yb, reduction="sum").double()
+        correct += (out.argmax(1) == yb).sum()
+    return 100.0 * correct.item() / n, loss_sum.item() / n
+
+
+# -- training --------------------------------------------------------------------------------------
+@dataclass
+class _Setup:
+    """Everything one training run holds (built by _setup, used by _train_epoch)."""
+
+    dev: torch.device
+    engine: EngineChoice
+    channels_last: bool
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: CosineLRScheduler
+    loss_fn: nn.Module
+    scaler: object
+    steps_per_epoch: int
+    bs: int
+    gen: torch.Generator
+    labels: torch.Tensor
+    batches: _Batches
+
+
+def _setup(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, seed: int, device: str,
+           channels_last: bool | None) -> _Setup:
+    dev = resolve_device(device)
+    engine = engine_for(dev)
+    if channels_last is None:
+        channels_last = engine.channels_last
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = engine.cudnn_benchmark
+    torch.manual_seed(seed)
+    model = prepare_model(build_model(proxy_spec(spec, data, fidelity)), dev, engine, channels_last)
+    n = len(data.train_y)
+    bs = min(fidelity.batch_size, n)
+    steps_per_epoch = n // bs  # drop the ragged last batch: BN hates a batch of 1-3 images
+    total_steps = steps_per_epoch * fidelity.epochs
+    warmup_steps = min(int(round(fidelity.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
+    opt = create_optimizer_v2(model, "adamw", lr=fidelity.lr, weight_decay=fidelity.weight_decay,
+                              **({"fused": True} if engine.fused_adamw else {}))
+    sched = CosineLRScheduler(opt, t_initial=total_steps, lr_min=fidelity.min_lr,
+                              warmup_t=warmup_steps, warmup_lr_init=fidelity.warmup_lr,
+                              t_in_epochs=False)
+    loss_fn = LabelSmoothingCrossEntropy(fidelity.label_smoothing) if fidelity.label_smoothing > 0 \
+        else torch.nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler(dev.type) if engine.grad_scaler else None
+    return _Setup(dev=dev, engine=engine, channels_last=channels_last, model=model, opt=opt,
+                  sched=sched, loss_fn=loss_fn, scaler=scaler, steps_per_epoch=steps_per_epoch,
+                  bs=bs, gen=torch.Generator().manual_seed(seed),  # shuffles + augmentation
+                  labels=torch.from_numpy(np.array(data.train_y, dtype=np.int64)),
+                  batches=_Batches(data.train_x, dev, engine.pin_memory, bs))
+
+
+def _train_epoch(s: _Setup, spec: ArchSpec, fidelity: Fidelity, epoch: int, step: int) -> tuple[int, torch.Tensor]:
+    """One epoch of optimizer steps; returns (global step, summed loss on the device).
+
+    Non-finite losses are checked every ``engine.check_every`` steps (every step on CPU, where
+    the check costs nothing); on CUDA a NaN is thus reported up to check_every-1 steps late."""
+    s.model.train()
+    autocast = _autocast(s.dev, s.engine)
+    perm = torch.randperm(len(s.labels), generator=s.gen).numpy()
+    loss_sum = torch.zeros((), device=s.dev)
+    finite = torch.ones((), dtype=torch.bool, device=s.dev)
+    for b in range(s.steps_per_epoch):
+        idx = np.sort(perm[b * s.bs:(b + 1) * s.bs])
+        xb = s.batches.take(idx)
+        yb = s.labels[idx].to(s.dev, non_blocking=True)
+        xb = augment_batch(xb, s.gen, fidelity.crop_padding, fidelity.hflip)
+        with autocast():
+            out = s.model(normalize(xb, s.channels_last))
+            loss = s.loss_fn(out.float(), yb)
+        finite &= torch.isfinite(loss)
+        if (b + 1) % s.engine.check_every == 0 or b + 1 == s.steps_per_epoch:
+            if not finite:
+                first = max(b + 2 - s.engine.check_every, 1)
+                where = f"step {b + 1}" if first == b + 1 else f"steps {first}-{b + 1}"
+                raise NonFiniteLoss(f"arch {spec.arch_hash}: training loss {loss.item()} at epoch "
+                                    f"{epoch}, {where}/{s.steps_per_epoch} "
+                                    f"(lr {s.opt.param_groups[0]['lr']:.3g})")
+        s.opt.zero_grad(set_to_none=True)
+        if s.scaler is not None:
+            s.scaler.scale(loss).backward()
+            s.scaler.step(s.opt)
+            s.scaler.update()
+        else:
+            loss.backward()
+            s.opt.step()
+        step += 1
+        s.sched.step_update(step)
+        loss_sum += loss.detach()
+    return step, loss_sum
 
 
 def train_proxy(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: int,
@@ -157,106 +465,51 @@ def train_proxy(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: in
 
     The model is built with num_classes = data.num_classes and resolution = fidelity.resolution.
     After every epoch ``report`` gets {"epoch", "top1", "val_loss", "train_loss", "img_per_s",
-    "seconds", "epoch_seconds", "lr"} (seconds = wall time since training started; img_per_s =
-    training images per second of that epoch, eval excluded). Raises NonFiniteLoss as soon as a
-    training loss is NaN/inf. ``threads`` sets torch's intra-op threads for this process.
-    channels_last None = on (CUDA and CPU alike: on 2 CPU cores it trained XS/S/L1/L3 1.25/1.21/
-    1.15/1.03x faster per CPU-second, notes/search_proxy.md; the uint8 NHWC batch becomes a
-    channels_last tensor without a copy).
+    "seconds", "epoch_seconds", "train_cpu_seconds", "lr"} (seconds = wall time since training
+    started; img_per_s = training images per second of that epoch, BN recalibration and eval
+    excluded). Raises NonFiniteLoss when a training loss is NaN/inf. ``threads`` sets torch's
+    intra-op threads for this process. channels_last None = the engine's choice (on for CPU and
+    CUDA, :func:`choose_engine`).
     """
     if data.resolution != fidelity.resolution:
         raise ValueError(f"data resolution {data.resolution} != fidelity.resolution "
                          f"{fidelity.resolution}: prepare_data with this fidelity")
-    dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(int(threads))
-    if channels_last is None:
-        channels_last = True
-    torch.manual_seed(seed)
-    pspec = proxy_spec(spec, data, fidelity)
-    model = build_model(pspec).to(dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    n_params = sum(p.numel() for p in model.parameters())
-
-    tx, ty = data.train_x, data.train_y
-    n = len(ty)
-    bs = min(fidelity.batch_size, n)
-    steps_per_epoch = n // bs  # drop the ragged last batch: BN hates a batch of 1-3 images
-    total_steps = steps_per_epoch * fidelity.epochs
-    warmup_steps = min(int(round(fidelity.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
-
-    opt = create_optimizer_v2(model, "adamw", lr=fidelity.lr, weight_decay=fidelity.weight_decay)
-    sched = CosineLRScheduler(opt, t_initial=total_steps, lr_min=fidelity.min_lr,
-                              warmup_t=warmup_steps, warmup_lr_init=fidelity.warmup_lr,
-                              t_in_epochs=False)
-    loss_fn = LabelSmoothingCrossEntropy(fidelity.label_smoothing) if fidelity.label_smoothing > 0 \
-        else torch.nn.CrossEntropyLoss()
-    autocast, scaler = _amp(dev)
-    gen = torch.Generator().manual_seed(seed)  # shuffles + augmentation, independent of init
-    labels = torch.from_numpy(np.array(ty, dtype=np.int64))  # small; a writable copy
-
+    s = _setup(spec, fidelity, data, seed, device, channels_last)
+    n_params = sum(p.numel() for p in s.model.parameters())
     history: list[dict] = []
-    t_start = time.perf_counter()
-    cpu_start = time.process_time()  # this process's CPU time: robust to a shared machine's load
-    step = 0
-    train_time = 0.0
-    train_loss = float("nan")
+    t_start, cpu_start = time.perf_counter(), time.process_time()  # CPU time: robust to load
+    step, train_time, n_img = 0, 0.0, s.steps_per_epoch * s.bs
     for epoch in range(1, fidelity.epochs + 1):
-        model.train()
-        t_ep = time.perf_counter()
-        c_ep = time.process_time()
-        perm = torch.randperm(n, generator=gen).numpy()
-        loss_sum = torch.zeros((), device=dev)
-        for b in range(steps_per_epoch):
-            idx = perm[b * bs:(b + 1) * bs]
-            idx = np.sort(idx)
-            xb = torch.from_numpy(np.ascontiguousarray(tx[idx])).to(dev, non_blocking=True)
-            yb = labels[idx].to(dev, non_blocking=True)
-            xb = augment_batch(xb, gen, fidelity.crop_padding, fidelity.hflip)
-            with autocast():
-                out = model(normalize(xb, channels_last))
-                loss = loss_fn(out.float(), yb)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"arch {spec.arch_hash}: training loss {loss.item()} at epoch "
-                                    f"{epoch}, step {b + 1}/{steps_per_epoch} (lr {opt.param_groups[0]['lr']:.3g})")
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            step += 1
-            sched.step_update(step)
-            loss_sum += loss.detach()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        ep_train = time.perf_counter() - t_ep
-        ep_cpu = time.process_time() - c_ep
+        t_ep, c_ep = time.perf_counter(), time.process_time()
+        step, loss_sum = _train_epoch(s, spec, fidelity, epoch, step)
+        if s.dev.type == "cuda":
+            torch.cuda.synchronize(s.dev)
+        ep_train, ep_cpu = time.perf_counter() - t_ep, time.process_time() - c_ep
         train_time += ep_train
-        train_loss = loss_sum.item() / max(steps_per_epoch, 1)
-        recalibrate_bn(model, data, fidelity.bn_recal_images, fidelity.eval_batch_size, dev,
-                       channels_last)
-        top1, val_loss = evaluate(model, data, fidelity, dev, channels_last)
+        train_loss = loss_sum.item() / max(s.steps_per_epoch, 1)
+        recalibrate_bn(s.model, data, fidelity.bn_recal_images, fidelity.eval_batch_size, s.dev,
+                       s.channels_last)
+        top1, val_loss = evaluate(s.model, data, fidelity, s.dev, s.channels_last)
         if not math.isfinite(val_loss):
             # Eval-mode BN with diverged running stats can blow up even if the last loss was finite.
             raise NonFiniteLoss(f"arch {spec.arch_hash}: validation loss {val_loss} at epoch {epoch}")
         now = time.perf_counter()
         m = {"epoch": epoch, "top1": top1, "val_loss": val_loss, "train_loss": train_loss,
-             "img_per_s": steps_per_epoch * bs / max(ep_train, 1e-9), "seconds": now - t_start,
+             "img_per_s": n_img / max(ep_train, 1e-9), "seconds": now - t_start,
              "epoch_seconds": now - t_ep, "train_cpu_seconds": ep_cpu,
-             "lr": opt.param_groups[0]["lr"]}
+             "lr": s.opt.param_groups[0]["lr"]}
         history.append(m)
         if report is not None:
             report(dict(m))
-
-    last = history[-1]
-    return {"top1": last["top1"], "val_loss": last["val_loss"], "train_loss": train_loss,
-            "epochs_done": len(history), "train_seconds": time.perf_counter() - t_start,
-            "cpu_seconds": time.process_time() - cpu_start,
-            "img_per_s": steps_per_epoch * bs * len(history) / max(train_time, 1e-9),
-            "params": n_params, "device": str(dev), "threads": torch.get_num_threads(),
-            "channels_last": bool(channels_last), "seed": seed, "arch_hash": spec.arch_hash,
-            "fidelity_key": fidelity.key, "dataset_id": data.dataset_id, "history": history}
+    result = {"top1": top1, "val_loss": val_loss, "train_loss": train_loss,
+              "epochs_done": len(history), "train_seconds": time.perf_counter() - t_start,
+              "cpu_seconds": time.process_time() - cpu_start,
+              "img_per_s": n_img * len(history) / max(train_time, 1e-9),
+              "params": n_params, "device": str(s.dev), "threads": torch.get_num_threads(),
+              "channels_last": bool(s.channels_last), "seed": seed, "arch_hash": spec.arch_hash,
+              "fidelity_key": fidelity.key, "dataset_id": data.dataset_id, "history": history}
+    del s
+    release_memory()
+    return result
