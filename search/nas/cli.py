@@ -70,18 +70,9 @@ def _json_object(text: str, what: str) -> dict:
     return d
 
 
-def _fidelity(text: str):
-    try:
-        return parse_fidelity(text)
-    except UsageError:
-        raise
-    except ValueError as e:  # Fidelity's own field checks raise plain ValueErrors
-        raise UsageError(f"--fidelity: {e}") from None
-
-
 # How an option's text becomes a field value (options not listed are used as parsed).
 CONVERT: dict[str, Callable[[Any], Any]] = {
-    "fidelity": _fidelity,
+    "fidelity": parse_fidelity,
     "space": lambda text: parse_space(_json_object(text, "--space")),
     "baselines": lambda text: tuple(b.strip() for b in text.split(",") if b.strip()),
     "extra_archs": tuple,

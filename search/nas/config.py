@@ -175,7 +175,7 @@ class SearchConfig:
                              f"allowed {sorted(allowed)}")
         kw = dict(d)
         if "fidelity" in kw:
-            kw["fidelity"] = parse_fidelity_fields(kw["fidelity"], what)
+            kw["fidelity"] = parse_fidelity_fields(kw["fidelity"])
         if "space" in kw:
             kw["space"] = parse_space(kw["space"], what)
         for k in ("baselines", "extra_archs"):
@@ -232,15 +232,12 @@ def _tuples(v: Any) -> Any:
     return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
-def parse_fidelity_fields(overrides: Mapping[str, Any] | None,
-                          what: str = "--fidelity") -> Fidelity:
-    """DEFAULT_FIDELITY with field overrides; one-line UsageError naming ``what``."""
+def parse_fidelity_fields(overrides: Mapping[str, Any] | None) -> Fidelity:
+    """DEFAULT_FIDELITY with field overrides (Fidelity's own checks are one-line UsageErrors
+    naming the field)."""
     if not overrides:
         return DEFAULT_FIDELITY
-    try:
-        return Fidelity.from_dict({**DEFAULT_FIDELITY.to_dict(), **overrides})
-    except (TypeError, ValueError) as e:  # Fidelity validates itself with plain ValueErrors
-        raise UsageError(f"{what}: {e}") from None
+    return Fidelity.from_dict({**DEFAULT_FIDELITY.to_dict(), **overrides})
 
 
 def resolve_baselines(refs: tuple[str, ...]) -> tuple[tuple[str, ArchSpec], ...]:
