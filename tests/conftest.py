@@ -1,11 +1,6 @@
 import os
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 # Keep tests single-threaded-ish and deterministic on 2-core machines.
 os.environ.setdefault("OMP_NUM_THREADS", "2")

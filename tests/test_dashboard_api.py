@@ -14,7 +14,6 @@ import random
 import re
 import sqlite3
 import threading
-import time
 
 import pytest
 
@@ -299,11 +298,10 @@ def test_readonly_and_updates_while_writing(filled, tmp_path):
                 writer.finish_trial(tid, "COMPLETED", metrics={"top1": 1.0, "latency_ms": 9.0},
                                     fidelity_reached=FIDELITY)
                 done.set()
-            t0 = time.monotonic()
             th = threading.Thread(target=write)
             th.start()
-            th.join(timeout=20)
-            assert done.is_set() and time.monotonic() - t0 < 10  # not blocked by the reader
+            th.join(timeout=60)
+            assert done.is_set()  # the writer committed while the read transaction was open
         s1 = c.get("/api/stamp").json()
         assert s1["stamp"] != s0["stamp"] and s1["trials"] == s0["trials"] + 1
         assert c.get("/api/studies/demo/scatter").json()["n_considered"] == n0 + 1
@@ -355,6 +353,7 @@ def test_dashboard_cli_validates_before_serving(tmp_path, capsys):
                             "--host", "not a host"]) == 2
     with pytest.raises(SystemExit):
         run_search.main(["dashboard", "--port", "70000"])
+    assert "argument --port: 70000 is outside 1..65535" in capsys.readouterr().err
 
 
 def test_host_check_and_headers(filled):

@@ -16,6 +16,7 @@ from results.pareto import (REFERENCE_RULE, Objective, baseline_comparison,  # n
 from results.queries import (TrialFilter, compare_baselines, parse_objectives,  # noqa: E402
                              pareto_front)
 from results.store import ResultsStore, fidelity_key  # noqa: E402
+from search_space.errors import UsageError  # noqa: E402
 from search_space.spec import PRESETS  # noqa: E402
 
 MAXMIN = [Objective("top1", "max"), Objective("latency_ms", "min")]
@@ -128,9 +129,12 @@ def test_baseline_comparison_matches_brute_force(seed):
 def test_parse_objectives_errors():
     assert parse_objectives("top1,latency_ms") == MAXMIN
     assert parse_objectives(["top1:min", "params"])[0].direction == "min"
-    for bad in ("top1", "top1,accuracy", "top1,latency_ms:up", "top1,top1",
-                "a,b,c,d", "top1,latency_ms,params,gmacs"):
-        with pytest.raises(ValueError):
+    for bad, why in (("top1", "give 2 or 3"), ("top1,accuracy", "'accuracy': allowed top1"),
+                     ("top1,latency_ms:up", "direction must be min or max"),
+                     ("top1,top1", "each objective at most once"),
+                     ("a,b,c,d", "'a': allowed top1"),
+                     ("top1,latency_ms,params,gmacs", "give 2 or 3")):
+        with pytest.raises(UsageError, match=why):
             parse_objectives(bad)
 
 

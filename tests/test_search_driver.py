@@ -436,7 +436,7 @@ def _search_parser():
     return p
 
 
-def test_every_config_field_is_an_option_and_the_dataclass_holds_the_defaults():
+def test_every_config_field_is_an_option_and_the_dataclass_holds_the_defaults(capsys):
     import dataclasses
 
     from search.nas.cli import config_from_args
@@ -467,6 +467,7 @@ def test_every_config_field_is_an_option_and_the_dataclass_holds_the_defaults():
     for old in ("--device", "--train-device"):  # the phone and the torch device, renamed
         with pytest.raises(SystemExit):
             p.parse_args([old, "cpu"])
+        assert f"unrecognized arguments: {old} cpu" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -27,7 +28,7 @@ def test_hash_distinguishes_architectures():
 
 def test_frozen_and_tuples():
     assert isinstance(ArchSpec.from_dict(XS.to_dict()).depths, tuple)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         XS.depths = (1, 1, 1, 1)
 
 
