@@ -195,6 +195,8 @@ def _searcher(ctx: SearchContext, exp_path: Path, resume: bool) -> ArchSearcher:
     elif resume:
         ctx.progress.line(f"resuming without a searcher checkpoint: {len(ctx.done_keys)} "
                           "trial(s) already final in the store are replayed from it")
+    if resume:
+        searcher.replay_store()
     return searcher
 
 
