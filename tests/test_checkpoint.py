@@ -1,5 +1,12 @@
 """Official checkpoints (synthesized with exactly their keys and shapes) load through a pure,
-idempotent converter; loading uses torch.load(weights_only=True)."""
+idempotent converter; loading uses torch.load(weights_only=True).
+
+Models that only receive a full state dict are built on the meta device and take the tensors
+with ``load_state_dict(assign=True)`` (no weight init: seconds per preset on a loaded machine),
+and logits are compared at 64 px (SwiftFormer has no positional embedding: the resolution does
+not change which weights are used).
+"""
+import functools
 import os
 
 import pytest
@@ -30,31 +37,49 @@ def official_state_dict(name: str, seed: int = 0) -> dict:
     return sd
 
 
+@functools.lru_cache(maxsize=None)
+def official(name: str) -> dict:
+    """``official_state_dict(name)``, synthesized once per module (tests must not modify it)."""
+    return official_state_dict(name)
+
+
+def _on_meta(make):
+    with torch.device("meta"):
+        return make().eval()
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_official_layout_loads_strict_and_matches_timm_filter(name, tmp_path):
-    sd = official_state_dict(name)
-    conv = convert_official_state_dict(sd)
-    ours = build_model(PRESETS[name]).eval()
-    ours.load_state_dict(conv, strict=True)
+def test_official_layout_loads_strict_and_matches_timm_filter(name):
+    sd = official(name)
+    ours = _on_meta(lambda: build_model(PRESETS[name]))
+    ours.load_state_dict(convert_official_state_dict(sd), strict=True, assign=True)
     # independent cross-check: timm's own filter for official checkpoints on timm's model
-    ref = timm.create_model(TIMM_NAMES[name]).eval()
     from timm.models.swiftformer import checkpoint_filter_fn
-    ref.load_state_dict(checkpoint_filter_fn(sd, ref), strict=True)
-    x = torch.randn(1, 3, 224, 224)
+    ref = _on_meta(lambda: timm.create_model(TIMM_NAMES[name]))
+    ref.load_state_dict(checkpoint_filter_fn(sd, ref), strict=True, assign=True)
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         a, b = ours(x), ref(x)
     assert (a - b).abs().max() / b.abs().max() < 1e-5
-    # and through a file, wrapped like the official release ({"model": state_dict})
+
+
+def test_official_file_loads_through_load_checkpoint(tmp_path):
+    """Through a file, wrapped like the official release ({"model": state_dict}), into a real
+    (initialised) model: the same logits as the converted state dict gives."""
+    sd = official("XS")
     path = tmp_path / "ckpt.pth"
     torch.save({"model": sd}, path)
-    fresh = build_model(PRESETS[name]).eval()
-    load_checkpoint(fresh, str(path))
+    model = build_model(PRESETS["XS"]).eval()
+    load_checkpoint(model, str(path))
+    ref = _on_meta(lambda: build_model(PRESETS["XS"]))
+    ref.load_state_dict(convert_official_state_dict(sd), strict=True, assign=True)
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(fresh(x), a)
+        assert torch.equal(model(x), ref(x))
 
 
 def test_converter_is_pure_and_idempotent():
-    sd = official_state_dict("XS")
+    sd = official("XS")
     before = {k: v.clone() for k, v in sd.items()}
     once = convert_official_state_dict(sd)
     twice = convert_official_state_dict(once)
@@ -138,4 +163,6 @@ def test_missing_file_is_not_found(tmp_path, xs_model):
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_infer_spec_reads_the_architecture_back(name):
     spec = PRESETS[name].replace(num_classes=7)
-    assert infer_spec(convert_official_state_dict(build_model(spec).state_dict())) == spec
+    assert infer_spec(convert_official_state_dict(_on_meta(lambda: build_model(spec))
+                                                  .state_dict())) == spec
+    assert infer_spec(convert_official_state_dict(official(name))) == PRESETS[name]

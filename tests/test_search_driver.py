@@ -308,6 +308,26 @@ def test_resume_without_checkpoint_replays_final_candidates_from_the_store(tmp_p
     assert {after[k]["status"] for k in set(after) - set(rows_before)} <= {"REJECTED"}
 
 
+def test_driver_resume_queues_the_stored_candidates_for_replay(tmp_path):
+    """The driver's searcher for --resume (no searcher checkpoint in the experiment directory)
+    has Optuna ask the stored candidates again first, in index order; a new run does not."""
+    from search_space.spec import ArchSpec
+
+    from search.nas import driver
+
+    ctx, _, first = _budget_searcher(tmp_path)
+    made = [first.suggest(f"t{i}") for i in range(2)]
+    for c in made:
+        ctx.start(c["trial_key"], ArchSpec.from_json(c["spec"]), c, c["seed"])
+    fresh = _fresh_context(ctx)
+    resumed = driver._searcher(fresh, tmp_path / "no-experiment", resume=True)
+    waiting = [t.system_attrs["fixed_params"] for t in resumed.inner._ot_study.trials
+               if t.state.name == "WAITING"]  # enqueued, not asked yet
+    assert waiting == [c["params"] for c in made]
+    new = driver._searcher(_fresh_context(ctx), tmp_path / "no-experiment", resume=False)
+    assert not new.inner._ot_study.trials
+
+
 STRATEGY_SAMPLERS = {"nsga2": "NSGAIISampler", "tpe": "TPESampler", "gp": "GPSampler",
                      "random": "RandomSampler"}
 
