@@ -40,6 +40,8 @@ def _find(env: str, *names: str) -> str | None:
     return None
 
 
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(180)]
+
 CHROMIUM = _find("SFN_CHROMIUM", "chromium", "chromium-browser")
 CHROMEDRIVER = _find("SFN_CHROMEDRIVER", "chromedriver")
 

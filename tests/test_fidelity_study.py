@@ -107,6 +107,9 @@ def _image_folder(root, classes=3, n_train=12, n_val=6):
     return str(root)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_end_to_end_cli_store_and_resume(tmp_path, capsys):
     import run_search
     from results.store import ResultsStore

@@ -44,9 +44,24 @@ def test_code_version_is_git_describe_or_unknown(monkeypatch, tmp_path):
     monkeypatch.setattr(record_mod, "PROJECT_ROOT", tmp_path)  # not a git checkout
     assert code_version() == "unknown"
 
+    def failing_git(*a, **k):  # an error exit, even with something on stdout
+        return subprocess.CompletedProcess(a, 128, stdout="fatal-ish\n", stderr="")
+    monkeypatch.setattr(record_mod.subprocess, "run", failing_git)
+    assert code_version() == "unknown"
+
+    def silent_git(*a, **k):
+        return subprocess.CompletedProcess(a, 0, stdout="  \n", stderr="")
+    monkeypatch.setattr(record_mod.subprocess, "run", silent_git)
+    assert code_version() == "unknown"
+
     def no_git(*a, **k):
         raise FileNotFoundError("git")
     monkeypatch.setattr(record_mod.subprocess, "run", no_git)
+    assert code_version() == "unknown"
+
+    def hung_git(*a, **k):
+        raise subprocess.TimeoutExpired(a, 10)
+    monkeypatch.setattr(record_mod.subprocess, "run", hung_git)
     assert code_version() == "unknown"
 
 
@@ -69,6 +84,8 @@ def test_for_study_creates_reopens_and_refuses_another_identity(tmp_path, monkey
             ("s", 7, "d1", "cpu", "v-test")
         with pytest.raises(UsageError, match="study 's'"):
             TrialRecorder.for_study(store, "s", **{**STUDY, "seed": 8})
+        with pytest.raises(UsageError, match="study 's'"):
+            TrialRecorder.for_study(store, "s", **{**STUDY, "config": {"kind": "other"}})
         with pytest.raises(UsageError, match="study 's'"):
             TrialRecorder.for_study(store, "s", **{**STUDY, "fidelity": {**FID, "epochs": 3}})
         other = TrialRecorder.for_study(store, "t", **STUDY)

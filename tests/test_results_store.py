@@ -367,6 +367,7 @@ _READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 def test_one_writer_many_readers_two_processes(tmp_path):
     db, ready, go, done = (str(tmp_path / n) for n in ("c.db", "ready", "go", "done"))
     n = 80

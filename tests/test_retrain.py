@@ -77,6 +77,8 @@ def _metrics(out: Path) -> list[dict]:
 
 
 # -- DDP ----------------------------------------------------------------------------------------
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
 def test_two_process_gloo_ddp_one_epoch(data, spec_file, tmp_path):
     out = tmp_path / "run"
     rc = run_search.main(["retrain", "--arch", str(spec_file), "--data", str(data),
