@@ -229,7 +229,10 @@ def test_pareto_front_from_db(db, flt, keep, objs, sql_prune, monkeypatch):
     # the front rows carry consistent values and sorted by the first objective (best first)
     firsts = [r[o[0].name] for r in res["front"]]
     assert firsts == sorted(firsts, reverse=o[0].direction == "max")
-    assert res["hypervolume"] > 0 and len(res["reference_point"]) == len(o)
+    assert len(res["reference_point"]) == len(o)
+    front_vals = np.array([[r[x.name] for x in o] for r in res["front"]], dtype=float)
+    assert res["hypervolume"] == pytest.approx(hypervolume(front_vals, o, res["reference_point"]))
+    assert res["hypervolume"] > 0
     # the reference rule runs over the searched points and the baseline points
     vals = np.array([[t[x.name] for x in o] for t in truth if keep(t)])
     assert res["reference_point"] == pytest.approx(reference_point(vals, o))
