@@ -54,7 +54,7 @@ MODULE_KINDS = {nn.Conv2d: "conv", nn.Linear: "linear", nn.BatchNorm2d: "bn", nn
                 nn.GELU: "gelu"}
 
 
-def _module_ops(spec) -> collections.Counter:
+def _module_ops(spec, resolution: int | None = None) -> collections.Counter:
     """(kind, input elements, output elements, parameters) of every conv / linear / BN /
     activation module the built model runs in one batch-1 forward pass (on the meta device:
     shapes only, no weights, no arithmetic)."""
@@ -73,19 +73,70 @@ def _module_ops(spec) -> collections.Counter:
         if type(mod) in MODULE_KINDS:
             mod.register_forward_hook(hook)
     with torch.no_grad():
-        model(torch.zeros(1, 3, spec.resolution, spec.resolution, device="meta"))
+        r = resolution or spec.resolution
+        model(torch.zeros(1, 3, r, r, device="meta"))
     return collections.Counter(seen)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.arch_hash)
+HEADS = [SPECS[2].replace(num_classes=0), SPECS[2].replace(num_classes=1, distillation=False)]
+
+
+@pytest.mark.parametrize("spec", SPECS + HEADS, ids=lambda s: s.arch_hash)
 def test_op_table_shapes_are_the_built_models(spec):
     kinds = set(MODULE_KINDS.values()) | {"dwconv"}
     table = collections.Counter((o.kind, o.in_elems, o.out_elems, o.params)
                                 for o in op_table(spec) if o.kind in kinds)
     assert table == _module_ops(spec)
+    assert all(type(v) is int for o in op_table(spec) for v in o[3:])  # counts, not floats
 
 
-# Parameter-free ops per kind/block/stage: [count, MACs, params, input elements, output elements]
+def test_op_table_at_another_resolution_is_that_forward():
+    """The resolution override (latency features at other input sizes), also at a size where
+    the stride-2 convolutions meet odd maps (100 -> 50 -> 25 -> 13 -> 7 -> 4)."""
+    spec = SPECS[2]
+    kinds = set(MODULE_KINDS.values()) | {"dwconv"}
+    for r in (100, 160):
+        table = collections.Counter((o.kind, o.in_elems, o.out_elems, o.params)
+                                    for o in op_table(spec, r) if o.kind in kinds)
+        assert table == _module_ops(spec.replace(resolution=160) if r == 160 else spec, r)
+    assert analytic_gmacs(spec, 160) == analytic_gmacs(spec.replace(resolution=160))
+
+
+def test_preset_totals_exactly():
+    """Parameters are the published counts; MACs the fvcore counts at 224 px (exact integers:
+    GMACs are MACs / 1e9)."""
+    params = {"XS": 3_475_360, "S": 6_092_128, "L1": 12_057_920, "L3": 28_494_736}
+    macs = {"XS": 605_483_572, "S": 988_135_904, "L1": 1_600_353_792, "L3": 4_014_991_104}
+    for name, spec in PRESETS.items():
+        assert analytic_params(spec) == params[name]
+        assert analytic_gmacs(spec) == macs[name] / 1e9
+
+
+# Per kind/block/stage: [count, MACs, params, input elements, output elements]. The parameter-
+# free ops of two specs, and for one of them also the module ops (their numbers are checked
+# against the model above; here their stage and block labels, which the latency features use).
+GOLDEN_MODULE_OPS = {
+    "4d3ea880128b6b72": {
+        "bn/attn/0": [4, 12288, 192, 6144, 6144], "bn/attn/1": [2, 2048, 128, 1024, 1024],
+        "bn/attn/2": [2, 1536, 384, 768, 768], "bn/conv/3": [1, 256, 256, 128, 128],
+        "bn/down/1": [1, 1024, 64, 512, 512], "bn/down/2": [1, 768, 192, 384, 384],
+        "bn/down/3": [1, 256, 256, 128, 128], "bn/head/4": [1, 256, 256, 128, 128],
+        "bn/stem/-1": [2, 9216, 72, 4608, 4608], "conv/attn/0": [8, 737280, 11856, 21504, 21504],
+        "conv/attn/1": [4, 98304, 6304, 2560, 2560],
+        "conv/attn/2": [4, 294912, 74304, 2304, 2304],
+        "conv/conv/3": [2, 98304, 98816, 512, 512], "conv/down/1": [1, 110592, 6944, 1536, 512],
+        "conv/down/2": [1, 110592, 27744, 512, 384],
+        "conv/down/3": [1, 110592, 110720, 384, 128],
+        "conv/stem/-1": [2, 248832, 2952, 6144, 4608],
+        "dwconv/attn/0": [2, 27648, 480, 3072, 3072], "dwconv/attn/1": [1, 4608, 320, 512, 512],
+        "dwconv/attn/2": [1, 3456, 960, 384, 384], "dwconv/conv/3": [1, 1152, 1280, 128, 128],
+        "gelu/attn/0": [4, 0, 0, 15360, 15360], "gelu/attn/1": [2, 0, 0, 1536, 1536],
+        "gelu/attn/2": [2, 0, 0, 1536, 1536], "gelu/conv/3": [1, 0, 0, 384, 384],
+        "linear/attn/0": [8, 294912, 4800, 12288, 12288],
+        "linear/attn/1": [4, 65536, 4224, 2048, 2048],
+        "linear/attn/2": [4, 147456, 37248, 1536, 1536],
+        "linear/head/4": [2, 256000, 258000, 256, 2000], "relu/stem/-1": [2, 0, 0, 4608, 4608]},
+}
 GOLDEN_ELEMENTWISE = {
     "4d3ea880128b6b72": {  # 32 px: 8x8 tokens in stage 0, 1x1 in stage 3 (no attention there)
         "add/attn/0": [8, 0, 0, 24576, 12288], "add/attn/1": [4, 0, 0, 4096, 2048],
@@ -122,3 +173,15 @@ def test_op_table_parameter_free_ops_golden(arch_hash):
                 g[i] += v
     assert dict(got) == GOLDEN_ELEMENTWISE[arch_hash]
     assert {o.kind for o in op_table(spec)} <= set(OP_KINDS)
+
+
+@pytest.mark.parametrize("arch_hash", list(GOLDEN_MODULE_OPS))
+def test_op_table_module_ops_golden_labels(arch_hash):
+    (spec,) = [s for s in SPECS if s.arch_hash == arch_hash]
+    got = collections.defaultdict(lambda: [0, 0, 0, 0, 0])
+    for o in op_table(spec):
+        if o.kind not in ("add", "mul", "l2norm", "reduce", "matmul"):
+            g = got[f"{o.kind}/{o.block}/{o.stage}"]
+            for i, v in enumerate((1, o.macs, o.params, o.in_elems, o.out_elems)):
+                g[i] += v
+    assert dict(got) == GOLDEN_MODULE_OPS[arch_hash]
