@@ -137,10 +137,14 @@ def first_mismatch(want: Mapping[str, torch.Tensor], got: Mapping[str, torch.Ten
 def load_state_dict_checked(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], source: str,
                             strict: bool = True) -> None:
     """``model.load_state_dict(sd)``; a mismatch is a CheckpointError naming the first differing
-    key with both shapes and what the file holds."""
+    key with both shapes and what the file holds. Not ``strict``: missing and extra keys are
+    allowed, a key present in both with other shapes is not."""
     sd = convert_official_state_dict(dict(sd))
-    problem = first_mismatch(model.state_dict(), sd)
-    if problem is not None and (strict or "shape" in problem and "vs model" in problem):
+    want = model.state_dict()
+    if not strict:
+        want = {k: v for k, v in want.items() if k in sd}
+    problem = first_mismatch(want, sd if strict else {k: sd[k] for k in want})
+    if problem is not None:
         held = infer_spec(sd)
         hint = f"; the file holds {describe_spec(held)}" if held is not None else ""
         raise CheckpointError(f"{source} does not fit this model: {problem}{hint}")

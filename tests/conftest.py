@@ -1,14 +1,12 @@
 import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-# Keep tests single-threaded-ish and deterministic on 2-core machines.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One intra-op thread per process (set before torch is imported; subprocesses inherit it).
+# The tests' models are small, and on a shared 2-core machine a second OpenMP thread spins at
+# barriers while descheduled: a 64-px SwiftFormer forward took 8 s with 2 threads at load 10
+# and 0.2 s with 1. Export OMP_NUM_THREADS to choose otherwise.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

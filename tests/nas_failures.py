@@ -1,30 +1,37 @@
-"""Test helper: ``run_search.py`` with failures injected into chosen candidates.
+"""Test helper: ``run_search.py search`` with failures injected and training starts counted.
 
-    python tests/nas_failures.py "1:raise,2:nan,3:weak" search --study ... (run_search.py args)
+    python tests/nas_failures.py [--starts FILE] [--checkpoint-period S] PLAN search ...
+        (PLAN e.g. "0:flat,1:raise,2:nan,3:weak"; the rest: run_search.py search options;
+        PYTHONPATH must name the repository root)
 
-Candidate #1 raises RuntimeError before training, #2 raises NonFiniteLoss right after its first
-epoch's report, #3 reports top-1 0 after every epoch (so a scheduler such as ASHA stops it
-deterministically); indices start at 0. The failures come from a trainable wrapper handed to
-``search.nas.driver.run_search`` (``wrap_trainable``): production code has no hook for them.
-The wrapper is defined in this script (``__main__``), so Ray pickles it by value into its
-workers; inside a worker it swaps ``search.nas.trainable.run_candidate`` for the duration of
-one trial.
+The plan names candidates by index (from 0): "raise" raises RuntimeError before training;
+"nan" reports top-1 50 after its first epoch, then raises NonFiniteLoss; "weak" reports top-1 0
+after every epoch; "flat" reports top-1 50 after every epoch and trains on. What a scheduler
+such as ASHA sees is then fixed (it stops "weak", never "flat"), whatever the tiny proxy
+happens to score; the final result each trial records is its real one. An empty plan injects
+nothing. ``--starts FILE`` appends the key of every trial that starts training (candidates and
+baselines) to FILE, one line per start, so a test sees directly what was (re)trained.
+``--checkpoint-period S`` has Tune save its experiment state (with the searcher's checkpoint)
+every S seconds instead of the driver's 2: with a long period only the state saved at the
+start exists when the driver is killed, so a resume must replay what finished from the store.
+
+Both come from a trainable wrapper handed to ``search.nas.driver.run_search``
+(``wrap_trainable``): production code has no hook for them. In a worker the wrapper swaps
+``search.nas.trainable.run_candidate`` for the duration of one trial. Run as a script, the
+wrapper lives in ``__main__`` and Ray pickles it by value; tests that import this module and
+search in-process register it for pickling by value.
 """
 from __future__ import annotations
 
 import functools
-import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import run_search
+import search.nas.trainable as trainable_mod
+from search.nas import cli, driver
+from search.proxy.train import NonFiniteLoss
 
-import run_search  # noqa: E402
-import search.nas.trainable as trainable_mod  # noqa: E402
-from search.nas import cli  # noqa: E402
-from search.proxy.train import NonFiniteLoss  # noqa: E402
-
-KINDS = ("raise", "nan", "weak")
+KINDS = ("raise", "nan", "weak", "flat")
 
 
 def parse_plan(text: str) -> dict[int, str]:
@@ -32,7 +39,7 @@ def parse_plan(text: str) -> dict[int, str]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         idx, _, kind = part.partition(":")
         if not idx.isdigit() or kind not in KINDS:
-            raise SystemExit(f"plan {text!r}: expected e.g. '1:raise,2:nan,3:weak'")
+            raise SystemExit(f"plan {text!r}: expected e.g. '0:flat,1:raise,2:nan,3:weak'")
         plan[int(idx)] = kind
     return plan
 
@@ -41,8 +48,7 @@ def faulty(real, kind: str):
     """``run_candidate`` whose per-epoch callback misbehaves as ``kind`` says."""
     def run(spec, fidelity, data, *, on_epoch=None, **kw):
         def hook(m: dict) -> None:
-            if kind == "weak":
-                m = {**m, "top1": 0.0}
+            m = {**m, "top1": 0.0 if kind == "weak" else 50.0}
             on_epoch(m)
             if kind == "nan":
                 raise NonFiniteLoss(f"injected non-finite loss after epoch {m.get('epoch', 1)}")
@@ -50,11 +56,15 @@ def faulty(real, kind: str):
     return run
 
 
-def inject(plan: dict[int, str]):
-    """A ``wrap_trainable`` for run_search: the plan's failures, everything else untouched."""
+def inject(plan: dict[int, str], starts: str | None = None):
+    """A ``wrap_trainable`` for run_search: the plan's failures, everything else untouched;
+    with ``starts``, every trial's key appended to that file as it starts."""
     def wrap(fn):
         @functools.wraps(fn)
         def trial(config, **kw):
+            if starts:
+                with open(starts, "a", encoding="utf-8") as f:  # one short append per start
+                    f.write(config["trial_key"] + "\n")
             kind = plan.get(config.get("index")) if config.get("kind") == "candidate" else None
             if kind == "raise":
                 raise RuntimeError(f"injected failure for candidate {config['index']}")
@@ -70,13 +80,29 @@ def inject(plan: dict[int, str]):
     return wrap
 
 
+def read_starts(path) -> list[str]:
+    """The trial keys ``--starts`` recorded, in start order (none: the file never appeared)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().split()
+    except FileNotFoundError:
+        return []
+
+
 def main(argv: list[str]) -> int:
+    opts = {"--starts": None, "--checkpoint-period": None}
+    while argv and argv[0] in opts:
+        opts[argv[0]], argv = argv[1], argv[2:]
+    if opts["--checkpoint-period"] is not None:
+        driver.TUNE_ENV["TUNE_GLOBAL_CHECKPOINT_S"] = opts["--checkpoint-period"]
+    starts = opts["--starts"]
     plan = parse_plan(argv[0])
     parser, _ = run_search.build_parser()
     args = parser.parse_args(argv[1:])
     if args.command != "search":
-        raise SystemExit("usage: nas_failures.py PLAN search [run_search.py search options]")
-    return cli.search_command(args, wrap_trainable=inject(plan))
+        raise SystemExit("usage: nas_failures.py [--starts FILE] [--checkpoint-period S] PLAN "
+                         "search [options]")
+    return cli.search_command(args, wrap_trainable=inject(plan, starts))
 
 
 if __name__ == "__main__":

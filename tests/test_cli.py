@@ -3,6 +3,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # the installed command line in fresh processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -28,8 +32,9 @@ def test_arch_show_bad_spec_one_line_error(tmp_path):
     p.write_text(json.dumps({"depths": [2, 2, 4], "widths": [32, 64, 128, 192],
                              "mlp_ratios": [3, 3, 4, 2], "attn_blocks": [0, 1, 2, 3]}))
     r = run("arch", "show", str(p))
-    assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "depths" in r.stderr and "allowed" not in r.stdout
+    assert r.returncode == 2 and r.stdout == ""  # the error goes to stderr, nothing else
+    assert r.stderr == (f"error: spec file {p}: depths=[2, 2, 4]: need exactly 4 values "
+                        "(one per stage)\n")
 
 
 def test_space_describe():

@@ -14,7 +14,6 @@ import random
 import re
 import sqlite3
 import threading
-import time
 
 import pytest
 
@@ -214,7 +213,11 @@ def test_trial_detail(client, filled):
     assert d["arch_hash"] == p["arch_hash"] and d["focus_trial_id"] == p["trial_id"]
     assert len(d["stages"]) == 4 and sum(s["depth"] for s in d["stages"]) == sum(d["spec"]["depths"])
     assert all(s["blocks"].count("attn") == s["attn_blocks"] for s in d["stages"])
-    assert d["params"] > 0 and d["gmacs"] > 0
+    from search_space.costs import analytic_gmacs, analytic_params
+    from search_space.spec import ArchSpec
+    spec = ArchSpec.from_dict(d["spec"])
+    assert d["params"] == analytic_params(spec)
+    assert d["gmacs"] == pytest.approx(analytic_gmacs(spec))
     devs = {x["device"] for x in d["latency"]}
     assert DEVICE in devs and OTHER_DEVICE in devs  # c0 is an even index: both devices
     t = next(t for t in d["trials"] if t["id"] == p["trial_id"])
@@ -299,11 +302,10 @@ def test_readonly_and_updates_while_writing(filled, tmp_path):
                 writer.finish_trial(tid, "COMPLETED", metrics={"top1": 1.0, "latency_ms": 9.0},
                                     fidelity_reached=FIDELITY)
                 done.set()
-            t0 = time.monotonic()
             th = threading.Thread(target=write)
             th.start()
-            th.join(timeout=20)
-            assert done.is_set() and time.monotonic() - t0 < 10  # not blocked by the reader
+            th.join(timeout=60)
+            assert done.is_set()  # the writer committed while the read transaction was open
         s1 = c.get("/api/stamp").json()
         assert s1["stamp"] != s0["stamp"] and s1["trials"] == s0["trials"] + 1
         assert c.get("/api/studies/demo/scatter").json()["n_considered"] == n0 + 1
@@ -355,6 +357,7 @@ def test_dashboard_cli_validates_before_serving(tmp_path, capsys):
                             "--host", "not a host"]) == 2
     with pytest.raises(SystemExit):
         run_search.main(["dashboard", "--port", "70000"])
+    assert "argument --port: 70000 is outside 1..65535" in capsys.readouterr().err
 
 
 def test_host_check_and_headers(filled):

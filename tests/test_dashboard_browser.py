@@ -40,6 +40,8 @@ def _find(env: str, *names: str) -> str | None:
     return None
 
 
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(180)]
+
 CHROMIUM = _find("SFN_CHROMIUM", "chromium", "chromium-browser")
 CHROMEDRIVER = _find("SFN_CHROMEDRIVER", "chromedriver")
 
@@ -47,8 +49,7 @@ if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
     pytest.skip("chromium/chromedriver not installed (run .ci/install_browser.sh); "
                 "the test runs whenever CI is set", allow_module_level=True)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
-from test_dashboard_api import FIDELITY, fill_db  # noqa: E402
+from test_dashboard_api import FIDELITY, fill_db  # noqa: E402  (tests/ is on sys.path)
 
 
 def _free_port() -> int:

@@ -31,7 +31,7 @@ def test_tau_rho_match_scipy_on_fixed_arrays():
         x, y = rng.normal(size=7), rng.normal(size=7)
         assert kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
         assert spearman_rho(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="equal-length sequences of >= 2, got 2, 3"):
         kendall_tau([1, 2], [1, 2, 3])
 
 
@@ -87,7 +87,7 @@ def test_learning_curve_extrapolation_recovers_power_law():
     t = np.array([1, 2, 3])
     top1 = 100 - 50 * t ** -0.5
     assert extrapolate_top1(t, top1, 16) == pytest.approx(100 - 50 / 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least two epochs of history"):
         extrapolate_top1([1], [10.0], 5)
 
 
@@ -107,6 +107,9 @@ def _image_folder(root, classes=3, n_train=12, n_val=6):
     return str(root)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_end_to_end_cli_store_and_resume(tmp_path, capsys):
     import run_search
     from results.store import ResultsStore

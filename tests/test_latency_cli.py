@@ -1,14 +1,10 @@
 """`run_search.py latency ...`: good paths and one-line errors (exit 2) for bad input."""
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import run_search  # noqa: E402
+import run_search
 
 GOOD = ("model,device,latency_ms,source\nXS,phone-x,1.0,m\nS,phone-x,1.3,m\nL1,phone-x,2.0,m\n"
         "L3,phone-x,3.9,m\nmobilenetv2_100,other,1.0,m\n")

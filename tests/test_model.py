@@ -12,24 +12,33 @@ PUBLISHED_PARAMS = {"XS": 3_475_360, "S": 6_092_128, "L1": 12_057_920, "L3": 28_
 PUBLISHED_GMACS = {"XS": 0.605, "S": 0.988, "L1": 1.600, "L3": 4.015}
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
-    """Every parameter and BN statistic random (layer scales too: at 1e-5 attention is invisible).
-    Weights are scaled by 1/sqrt(fan_in) so activations stay O(1) through the whole network."""
+def random_state(model: torch.nn.Module, seed: int = 0) -> dict:
+    """A state dict for ``model`` with every parameter and BN statistic random (layer scales
+    too: at 1e-5 attention is invisible). Weights are scaled by 1/sqrt(fan_in) so activations
+    stay O(1) through the whole network. ``model`` may live on the meta device."""
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            r = torch.randn(t.shape, generator=g)
-            if name.endswith("running_var"):
-                r = 1.0 + torch.rand(t.shape, generator=g)
-            elif name.endswith("gamma"):
-                r = 0.5 + 0.5 * torch.rand(t.shape, generator=g)
-            elif t.dim() >= 2:
-                r = r / max(t[0].numel(), 1) ** 0.5
-            else:
-                r = 0.1 * r + (1.0 if name.endswith("norm.weight") or name.endswith("norm1.weight") else 0.0)
-            t.copy_(r)
+    out = {}
+    for name, t in model.state_dict().items():
+        if not t.is_floating_point():
+            out[name] = torch.zeros(t.shape, dtype=t.dtype)
+            continue
+        r = torch.randn(t.shape, generator=g)
+        if name.endswith("running_var"):
+            r = 1.0 + torch.rand(t.shape, generator=g)
+        elif name.endswith("gamma"):
+            r = 0.5 + 0.5 * torch.rand(t.shape, generator=g)
+        elif t.dim() >= 2:
+            r = r / max(t[0].numel(), 1) ** 0.5
+        else:
+            r = 0.1 * r + (1.0 if name.endswith("norm.weight") or name.endswith("norm1.weight") else 0.0)
+        out[name] = r
+    return out
+
+
+def _on_meta(make):
+    """A model without weight init (its weights come from load_state_dict(assign=True))."""
+    with torch.device("meta"):
+        return make().eval()
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -44,17 +53,19 @@ def test_params_and_gmacs_match_published(name):
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_timm_weights_load_both_ways_with_identical_logits(name):
-    ours = build_model(PRESETS[name]).eval()
-    ref = timm.create_model(TIMM_NAMES[name]).eval()
-    randomize_(ref, seed=1)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(2, 3, 224, 224)
+    ours = _on_meta(lambda: build_model(PRESETS[name]))
+    ref = _on_meta(lambda: timm.create_model(TIMM_NAMES[name]))
+    ref.load_state_dict(random_state(ref, seed=1), strict=True, assign=True)
+    ours.load_state_dict({k: v.clone() for k, v in ref.state_dict().items()}, strict=True,
+                         assign=True)
+    x = torch.randn(2, 3, 64, 64)  # no positional embedding: any multiple of 32 uses every weight
     with torch.no_grad():
         a, b = ours(x), ref(x)
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
     # and the reverse: ours randomized -> timm
-    randomize_(ours, seed=2)
-    ref.load_state_dict(ours.state_dict(), strict=True)
+    ours.load_state_dict(random_state(ours, seed=2), strict=True, assign=True)
+    ref.load_state_dict({k: v.clone() for k, v in ours.state_dict().items()}, strict=True,
+                        assign=True)
     with torch.no_grad():
         a, b = ours(x), ref(x)
     rel = (a - b).abs().max() / b.abs().max()

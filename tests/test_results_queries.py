@@ -16,6 +16,7 @@ from results.pareto import (REFERENCE_RULE, Objective, baseline_comparison,  # n
 from results.queries import (TrialFilter, compare_baselines, parse_objectives,  # noqa: E402
                              pareto_front)
 from results.store import ResultsStore, fidelity_key  # noqa: E402
+from search_space.errors import UsageError  # noqa: E402
 from search_space.spec import PRESETS  # noqa: E402
 
 MAXMIN = [Objective("top1", "max"), Objective("latency_ms", "min")]
@@ -128,9 +129,12 @@ def test_baseline_comparison_matches_brute_force(seed):
 def test_parse_objectives_errors():
     assert parse_objectives("top1,latency_ms") == MAXMIN
     assert parse_objectives(["top1:min", "params"])[0].direction == "min"
-    for bad in ("top1", "top1,accuracy", "top1,latency_ms:up", "top1,top1",
-                "a,b,c,d", "top1,latency_ms,params,gmacs"):
-        with pytest.raises(ValueError):
+    for bad, why in (("top1", "give 2 or 3"), ("top1,accuracy", "'accuracy': allowed top1"),
+                     ("top1,latency_ms:up", "direction must be min or max"),
+                     ("top1,top1", "each objective at most once"),
+                     ("a,b,c,d", "'a': allowed top1"),
+                     ("top1,latency_ms,params,gmacs", "give 2 or 3")):
+        with pytest.raises(UsageError, match=why):
             parse_objectives(bad)
 
 
@@ -225,7 +229,10 @@ def test_pareto_front_from_db(db, flt, keep, objs, sql_prune, monkeypatch):
     # the front rows carry consistent values and sorted by the first objective (best first)
     firsts = [r[o[0].name] for r in res["front"]]
     assert firsts == sorted(firsts, reverse=o[0].direction == "max")
-    assert res["hypervolume"] > 0 and len(res["reference_point"]) == len(o)
+    assert len(res["reference_point"]) == len(o)
+    front_vals = np.array([[r[x.name] for x in o] for r in res["front"]], dtype=float)
+    assert res["hypervolume"] == pytest.approx(hypervolume(front_vals, o, res["reference_point"]))
+    assert res["hypervolume"] > 0
     # the reference rule runs over the searched points and the baseline points
     vals = np.array([[t[x.name] for x in o] for t in truth if keep(t)])
     assert res["reference_point"] == pytest.approx(reference_point(vals, o))

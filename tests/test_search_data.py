@@ -128,12 +128,34 @@ def test_embedded_default(tmp_path):
     assert os.path.getsize(EMBEDDED_PATH) <= 20e6
 
 
-SHARED = "/work/shared/datasets/cifar10"
+# The shipped subset, pinned: its sha256 (documented in search/proxy/embedded/README.md) and
+# the file list inside it (first 500 train / 100 val files per class by sorted name).
+EMBEDDED_SHA256 = "2d80ec374683cd44170d29a4053f3d2d7a154efde860e74e1cd047f2e323aec3"
+# Where the CIFAR-10 ImageFolder JPEGs it was built from live, when a machine has them.
+SOURCE_ENV = "SFN_CIFAR10_JPEGS"
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED), reason="CIFAR-10 JPEG source not on this machine")
-def test_embedded_matches_its_source():
+def test_embedded_is_the_documented_subset():
+    import hashlib
+
+    assert hashlib.sha256(open(EMBEDDED_PATH, "rb").read()).hexdigest() == EMBEDDED_SHA256
+    readme = os.path.join(os.path.dirname(EMBEDDED_PATH), "README.md")
+    assert EMBEDDED_SHA256 in open(readme, encoding="utf-8").read()
     with np.load(EMBEDDED_PATH) as z:
-        assert str(z["train_files"][501]) == "train/automobile/0001.jpg"
-        ref = np.asarray(Image.open(os.path.join(SHARED, "train/automobile/0001.jpg")).convert("RGB"))
-        np.testing.assert_array_equal(z["train_x"][501], ref)
+        classes = [str(c) for c in z["classes"]]
+        assert classes == sorted(classes) and len(classes) == 10
+        assert [str(f) for f in z["train_files"]] == [
+            f"train/{c}/{i:04d}.jpg" for c in classes for i in range(500)]
+        assert [str(f) for f in z["val_files"]] == [
+            f"val/{c}/{i:04d}.jpg" for c in classes for i in range(100)]
+
+
+@pytest.mark.skipif(not os.environ.get(SOURCE_ENV), reason=f"set {SOURCE_ENV} to the CIFAR-10 "
+                    "ImageFolder JPEGs the embedded subset was built from")
+def test_embedded_matches_its_source():
+    src = os.environ[SOURCE_ENV]
+    with np.load(EMBEDDED_PATH) as z:
+        for split, i in (("train", 501), ("train", 4999), ("val", 0), ("val", 999)):
+            name = str(z[f"{split}_files"][i])
+            ref = np.asarray(Image.open(os.path.join(src, name)).convert("RGB"))
+            np.testing.assert_array_equal(z[f"{split}_x"][i], ref, err_msg=name)

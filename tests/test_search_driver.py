@@ -1,30 +1,25 @@
-"""Search driver (search.nas): fail-fast input checks, the CLI derived from SearchConfig, an
-end-to-end tiny search (budget rejections, injected failures, DB rows, the report's front and
-hypervolume = results.study_front's), and resume after the driver is killed with SIGKILL.
+"""Search driver (search.nas) without Ray trials: fail-fast input checks, the CLI derived from
+SearchConfig, the searcher (budget rejections, strategies, zero-cost pre-ranking, checkpoint
+and resume replay) and the context's reuse of stored results, over a real results store.
 
-The end-to-end tests run ``run_search.py search`` as a subprocess on a generated ImageFolder
-(2 classes, 32 px JPEGs) with a tiny fidelity and a tiny search space, so they exercise the
-real Ray Tune + Optuna + proxy-training path in well under a minute each on 2 cores. Failures
-are injected by ``tests/nas_failures.py``, a trainable wrapper handed to run_search (no hook
-in production code).
+The end-to-end searches (real Ray Tune trials, SIGKILL and resume) are in
+tests/test_search_e2e.py; the helpers here (tiny data, space, fidelity, argv) serve both.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import run_search
 
-import run_search  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_FIDELITY = {"classes": 2, "images_per_class": 8, "val_per_class": 4, "epochs": 1,
                  "batch_size": 8, "eval_batch_size": 8, "warmup_epochs": 0.0}
@@ -63,11 +58,6 @@ def _env(**extra) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     env.update(extra)
     return env
-
-
-def _with_failures(plan: str, argv: list[str]) -> list[str]:
-    """The command running ``argv`` with failures injected (see tests/nas_failures.py)."""
-    return [sys.executable, str(ROOT / "tests" / "nas_failures.py"), plan, *argv]
 
 
 def _rows(db: Path, study: str) -> list[dict]:
@@ -110,7 +100,6 @@ def _rows(db: Path, study: str) -> list[dict]:
 def test_bad_input_fails_fast_with_one_line(tmp_path, capsys, argv, needle):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     argv += ["--db", str(tmp_path / "r.db"), "--out", str(tmp_path / "runs")]
-    t0 = time.monotonic()
     try:
         code = run_search.main(argv)
     except SystemExit as e:  # argparse choice errors exit by themselves
@@ -123,15 +112,9 @@ def test_bad_input_fails_fast_with_one_line(tmp_path, capsys, argv, needle):
     import ray
     assert not ray.is_initialized()
     assert not (tmp_path / "r.db").exists()  # nothing written before validation passed
-    assert time.monotonic() - t0 < 30
 
 
-# -- end to end -----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return make_imagefolder(tmp_path_factory.mktemp("imgs"))
-
-
+# -- end to end: tests/test_search_e2e.py (real Ray Tune trials) ---------------------------
 def _budget_for_space(q: float) -> float:
     """A latency budget at quantile q of the tiny space's predicted latencies."""
     from latency_models import load_predictor
@@ -141,151 +124,6 @@ def _budget_for_space(q: float) -> float:
     p = load_predictor()
     lats = sorted(p.predict(s)[0] for s in space.sample_many(200, seed=1))
     return float(lats[int(q * (len(lats) - 1))])
-
-
-def test_search_end_to_end_budget_failures_and_rows(tmp_path, tiny_data):
-    budget = _budget_for_space(0.5)
-    study = "e2e"
-    argv = _args(tmp_path, tiny_data, study, trials=4,
-                 extra=["--latency-budget-ms", f"{budget:.6f}", "--seed", "3"])
-    proc = subprocess.run(_with_failures("1:raise,2:nan", argv), cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = _rows(tmp_path / "runs" / "results.db", study)
-    by = {}
-    for r in rows:
-        by.setdefault(r["status"], []).append(r)
-    assert not by.get("RUNNING")
-    cands = [r for r in rows if r["config"].get("kind") == "candidate"
-             and r["config"].get("index") is not None]
-    assert sorted(r["config"]["index"] for r in cands) == [0, 1, 2, 3]
-    st = {r["config"]["index"]: r for r in cands}
-    # injected failures: recorded FAILED with their cause, the search went on
-    assert st[1]["status"] == "FAILED" and "RuntimeError" in st[1]["error"] \
-        and "injected failure" in st[1]["error"]
-    assert st[2]["status"] == "FAILED" and "NonFiniteLoss" in st[2]["error"]
-    assert st[2]["n_epochs"] == 1  # its epoch-1 metrics were logged before it failed
-    from search.nas.config import parse_space
-    space = parse_space(TINY_SPACE)
-    for i in (0, 3):
-        r = st[i]
-        assert r["status"] == "COMPLETED" and r["full_budget"] == 1
-        assert r["n_epochs"] == TINY_FIDELITY["epochs"]
-        assert r["latency_ms"] <= budget + 1e-9
-        assert 0.0 <= r["top1"] <= 100.0
-        # re-evaluable: the recorded params rebuild the recorded architecture, seed recorded
-        assert space.from_params(r["config"]["params"]).arch_hash == r["arch_hash"]
-        assert r["seed"] == r["config"]["seed"] and r["seed"] is not None
-        for zc in ("synflow", "naswot", "grad_norm"):
-            assert r[zc] is not None
-    # budget: rejected before training, never trained, recorded with the reason
-    rejected = by.get("REJECTED", [])
-    assert rejected, "a median budget should reject some suggestions"
-    for r in rejected:
-        assert r["latency_ms"] > budget and r["n_epochs"] == 0 and "budget" in r["error"]
-    # the baseline trained with the same proxy
-    base = [r for r in rows if r["config"].get("kind") == "baseline"]
-    assert len(base) == 1 and base[0]["status"] == "COMPLETED" and base[0]["full_budget"] == 1
-    # report files: the front holds only full-budget completed trials, and front and
-    # hypervolume are results.study_front's (what `pareto --study` and the dashboard show)
-    out = tmp_path / "runs" / study
-    rep = json.loads((out / "pareto.json").read_text())
-    full_keys = {r["trial_key"] for r in rows if r["status"] == "COMPLETED" and r["full_budget"]}
-    assert rep["front"] and {f["trial_key"] for f in rep["front"]} <= full_keys
-    from results.store import ResultsStore
-    from results.study_front import study_front
-    with ResultsStore(str(tmp_path / "runs" / "results.db"), readonly=True) as store:
-        view = study_front(store, study)
-    # (one row per architecture: a reused duplicate is the same point under a second key)
-    assert {f["trial_key"] for f in rep["front"]} <= {f["trial_key"] for f in view["front"]}
-    assert {f["arch_hash"] for f in rep["front"]} == {f["arch_hash"] for f in view["front"]}
-    assert rep["hypervolume"]["value"] == view["hypervolume"] > 0
-    assert [rep["hypervolume"]["reference"]["top1"],
-            rep["hypervolume"]["reference"]["latency_ms"]] == view["reference_point"]
-    assert f"hypervolume {view['hypervolume']:.3f}" in proc.stdout
-    assert (out / "pareto.png").stat().st_size > 1000
-    assert "Pareto front" in proc.stdout and "database:" in proc.stdout
-
-
-def test_asha_stops_a_weak_trial_and_records_it_pruned(tmp_path, tiny_data):
-    """--asha: candidate #1 reports top-1 0 after epoch 1 (test hook), below every earlier
-    trial at ASHA's first rung, so ASHA stops it. It must be stored PRUNED with the epochs it
-    ran and the reason, count as not full budget, and stay off the front; the others complete."""
-    study = "asha"
-    fid = {**TINY_FIDELITY, "epochs": 2}
-    argv = _args(tmp_path, tiny_data, study, trials=3, extra=["--asha", "--seed", "0"])
-    argv[argv.index("--fidelity") + 1] = json.dumps(fid)
-    proc = subprocess.run(_with_failures("1:weak", argv), cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = _rows(tmp_path / "runs" / "results.db", study)
-    cands = {r["config"]["index"]: r for r in rows if r["config"].get("kind") == "candidate"
-             and r["config"].get("index") is not None}
-    assert sorted(cands) == [0, 1, 2]
-    weak = cands[1]
-    assert weak["status"] == "PRUNED" and "ASHA" in weak["error"], weak
-    assert weak["full_budget"] == 0 and 1 <= weak["n_epochs"] < fid["epochs"]
-    for i in (0, 2):
-        assert cands[i]["status"] == "COMPLETED" and cands[i]["full_budget"] == 1
-        assert cands[i]["n_epochs"] == fid["epochs"]
-    rep = json.loads((tmp_path / "runs" / study / "pareto.json").read_text())
-    assert weak["trial_key"] not in {f["trial_key"] for f in rep["front"]}
-
-
-def test_resume_after_sigkill_no_rerun_no_duplicates(tmp_path, tiny_data):
-    study = "resume"
-    db = tmp_path / "runs" / "results.db"
-    argv = _args(tmp_path, tiny_data, study, trials=6, extra=["--seed", "5"])
-    cmd = [sys.executable, str(ROOT / "run_search.py"), *argv]
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # own process group: Ray's processes too
-    before = None
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-            if not db.exists():
-                continue
-            try:
-                rows = _rows(db, study)
-            except sqlite3.Error:
-                continue
-            done = [r for r in rows if r["status"] == "COMPLETED"
-                    and r["config"].get("kind") == "candidate"]
-            if len(done) >= 1:  # kill as soon as something completed: most is still to do
-                before = rows
-                break
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        log.close()
-    assert before is not None, (tmp_path / "first.log").read_text()[-3000:]
-    assert proc.returncode == -signal.SIGKILL, "the driver should have been killed mid-run"
-    before = _rows(db, study)  # the state the killed driver left
-    done_before = {r["trial_key"]: r for r in before if r["status"] == "COMPLETED"}
-    assert len([r for r in done_before.values() if r["config"].get("kind") == "candidate"]) < 6
-
-    res = subprocess.run([sys.executable, str(ROOT / "run_search.py"), "search", "--study",
-                          study, "--resume", "--db", str(db), "--out", str(tmp_path / "runs")],
-                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    after = _rows(db, study)
-    keys = [r["trial_key"] for r in after]
-    assert len(keys) == len(set(keys))  # (study, trial_key) unique: no duplicated rows
-    assert not [r for r in after if r["status"] == "RUNNING"]
-    cands = [r for r in after if r["config"].get("kind") == "candidate"
-             and r["config"].get("index") is not None and r["status"] == "COMPLETED"]
-    # exactly the budget of 6 candidates, one per index, none twice
-    assert sorted(r["config"]["index"] for r in cands) == [0, 1, 2, 3, 4, 5], \
-        [(r["trial_key"], r["status"]) for r in after]
-    for key, r0 in done_before.items():
-        r1 = next(r for r in after if r["trial_key"] == key)
-        # not re-run: same final row, same finish time, same epoch rows
-        assert (r1["status"], r1["finished_at"], r1["top1"], r1["n_epochs"]) == \
-            (r0["status"], r0["finished_at"], r0["top1"], r0["n_epochs"])
-    assert (tmp_path / "runs" / study / "pareto.png").exists()
 
 
 # -- driver-side logic without Ray trials (fast) ----------------------------------------------
@@ -425,6 +263,167 @@ def test_resumed_searcher_reruns_live_trials_and_tells_finished_ones_from_the_st
     assert len(keys) == len(set(keys))
 
 
+def _fresh_context(ctx):
+    """What a resumed driver builds: a new context (and recorder) over the same store."""
+    from search.nas.context import SearchContext
+
+    return SearchContext(ctx.resolved, type(ctx.recorder)(ctx.store, ctx.study_id, ctx.fid),
+                         ctx.data, ctx.progress)
+
+
+def test_resume_without_checkpoint_replays_final_candidates_from_the_store(tmp_path):
+    """Killed before the searcher's first checkpoint: the resumed driver's fresh searcher has
+    Optuna suggest the stored candidates again (``replay_store``, as the driver does on
+    resume); those already final are told to Optuna from their rows and never emitted (= never
+    trained) again, an interrupted one runs again under its own key, index and seed."""
+    from ray.tune.search import Searcher
+    from search_space.spec import ArchSpec
+
+    from search.nas.searcher import ArchSearcher
+
+    ctx, _, first = _budget_searcher(tmp_path, n_trials=4)
+    c0, c1, c2 = first.suggest("t0"), first.suggest("t1"), first.suggest("t2")
+    for c in (c0, c1, c2):
+        ctx.start(c["trial_key"], ArchSpec.from_json(c["spec"]), c, c["seed"])
+    # c1 finished first (told to Optuna in another order than a replay would), c2 was running
+    ctx.finish(c1["trial_key"], "COMPLETED", {"top1": 42.0, "latency_ms": c1["latency_ms"]},
+               epochs_done=TINY_FIDELITY["epochs"])
+    ctx.finish(c0["trial_key"], "FAILED", {"latency_ms": c0["latency_ms"]}, epochs_done=0,
+               error="RuntimeError: boom")
+    rows_before = {t["trial_key"]: t for t in ctx.store.trials(ctx.study_id)}
+
+    fresh = ArchSearcher(_fresh_context(ctx), ctx.space, "nsga2", 0, 4, [])
+    assert fresh.replay_store() == 3
+    emitted = [fresh.suggest("n0"), fresh.suggest("n1")]
+    assert fresh.suggest("n2") == Searcher.FINISHED  # the budget of 4
+    assert emitted[0] == c2  # interrupted: runs again, same key, index and seed
+    assert emitted[1]["index"] == 3 and emitted[1]["trial_key"] not in rows_before
+    told = [t for t in fresh.inner._ot_study.trials if t.state.name != "RUNNING"]
+    completed = [t.values for t in told if t.state.name == "COMPLETE" and t.values[0] != 0.0]
+    assert completed == [[42.0, c1["latency_ms"]]]  # the stored result, as Optuna learnt it
+    assert [t.params for t in told if t.state.name == "PRUNED"] == [c0["params"]]  # failed
+    after = {t["trial_key"]: t for t in ctx.store.trials(ctx.study_id)}
+    assert all(after[k]["finished_at"] == r["finished_at"] for k, r in rows_before.items())
+    # new rows: only rejections of the new suggestions for index 3 (the replay wrote none)
+    assert {after[k]["status"] for k in set(after) - set(rows_before)} <= {"REJECTED"}
+
+
+def test_driver_resume_queues_the_stored_candidates_for_replay(tmp_path):
+    """The driver's searcher for --resume (no searcher checkpoint in the experiment directory)
+    has Optuna ask the stored candidates again first, in index order; a new run does not."""
+    from search_space.spec import ArchSpec
+
+    from search.nas import driver
+
+    ctx, _, first = _budget_searcher(tmp_path)
+    made = [first.suggest(f"t{i}") for i in range(2)]
+    for c in made:
+        ctx.start(c["trial_key"], ArchSpec.from_json(c["spec"]), c, c["seed"])
+    fresh = _fresh_context(ctx)
+    resumed = driver._searcher(fresh, tmp_path / "no-experiment", resume=True)
+    waiting = [t.system_attrs["fixed_params"] for t in resumed.inner._ot_study.trials
+               if t.state.name == "WAITING"]  # enqueued, not asked yet
+    assert waiting == [c["params"] for c in made]
+    new = driver._searcher(_fresh_context(ctx), tmp_path / "no-experiment", resume=False)
+    assert not new.inner._ot_study.trials
+
+
+STRATEGY_SAMPLERS = {"nsga2": "NSGAIISampler", "tpe": "TPESampler", "gp": "GPSampler",
+                     "random": "RandomSampler"}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGY_SAMPLERS))
+def test_strategy_option_selects_the_optuna_sampler_seeded(tmp_path, strategy):
+    """--strategy reaches the searcher as that Optuna sampler, which takes told results (the
+    fifth suggestion is past every sampler's random start-up of 4 at this budget); the same
+    seed gives the same suggestions, another seed others."""
+    from search.nas.cli import config_from_args
+    from search.nas.searcher import ArchSearcher, make_sampler
+
+    cfg = config_from_args(_search_parser().parse_args(["--strategy", strategy]))
+    assert cfg.strategy == strategy
+    ctx = _context(tmp_path, "s", n_trials=5)
+
+    def run(seed: int, n: int = 5) -> list[dict]:
+        searcher = ArchSearcher(ctx, ctx.space, cfg.strategy, seed, 5, [])
+        assert type(searcher.inner._ot_study.sampler).__name__ == STRATEGY_SAMPLERS[strategy]
+        out = []
+        for i in range(n):
+            c = searcher.suggest(f"t{i}")
+            out.append(c["params"])
+            top1 = float(sum(v for k, v in c["params"].items() if k.startswith("w")) % 97)
+            searcher.on_trial_complete(f"t{i}", {"top1": top1, "latency_ms": c["latency_ms"],
+                                                 "final": True})
+        assert [t.state.name for t in searcher.inner._ot_study.trials] == ["COMPLETE"] * n
+        return out
+
+    first = run(11)
+    assert run(11, 4) == first[:4]
+    assert run(12, 4) != first[:4]
+    with pytest.raises(ValueError, match="strategy 'annealing': allowed nsga2, tpe, gp, random"):
+        make_sampler("annealing", 0, 5)
+
+
+def _zero_cost_key(v: float) -> float:
+    return -v if math.isfinite(v) else math.inf  # higher is better; non-finite ranks last
+
+
+def _expected_winner(scores: list[dict]) -> int:
+    """Brute force of the pre-ranking rule: lowest sum over synflow and naswot of each
+    candidate's rank (number of candidates ranked before it; ties by ask order)."""
+    total = []
+    for i, s in enumerate(scores):
+        r = 0
+        for m in ("synflow", "naswot"):
+            ki = _zero_cost_key(s[m])
+            r += sum(_zero_cost_key(o[m]) < ki or (j < i and _zero_cost_key(o[m]) == ki)
+                     for j, o in enumerate(scores))
+        total.append((r, i))
+    return min(total)[1]
+
+
+def test_prerank_trains_the_best_zero_cost_rank_and_records_the_rest(tmp_path, monkeypatch):
+    """--prerank K: K suggestions are scored (zero-cost proxies, stubbed here to known values),
+    the best mean rank is emitted with its scores, the others are recorded PRUNED with theirs,
+    told to Optuna as pruned and never emitted."""
+    from ray.tune.search import Searcher
+    from search_space.spec import ArchSpec
+
+    import search.nas.context as context_mod
+    from search.nas.searcher import ArchSearcher
+
+    def fake_scores(spec, data, seed):
+        syn = float("nan") if spec.widths[1] == 24 else float(sum(spec.widths))
+        return {"synflow": syn, "naswot": -float(spec.num_blocks) + spec.widths[3] / 100.0,
+                "grad_norm": 1.0}
+
+    monkeypatch.setattr(context_mod, "zero_cost_scores", fake_scores)
+    ctx = _context(tmp_path, "pre", n_trials=2)
+    searcher = ArchSearcher(ctx, ctx.space, "random", 4, 2, [], prerank=3)
+    for index in range(2):
+        c = searcher.suggest(f"t{index}")
+        inner = searcher.live[f"t{index}"]["inner"]
+        asks = {f"ask{3 * index + k:05d}" for k in (1, 2, 3)}  # this suggestion's batch
+        assert c["index"] == index and inner in asks
+        losers = [t for t in ctx.store.trials(ctx.study_id, status="PRUNED")
+                  if t["trial_key"].split("-")[1] in asks]
+        assert len(losers) == 2
+        batch = sorted([(inner, ArchSpec.from_json(c["spec"]))] + [
+            (t["trial_key"].split("-")[1], ArchSpec.from_json(t["config"]["spec"]))
+            for t in losers], key=lambda x: x[0])  # ask order
+        scores = [fake_scores(spec, None, 0) for _, spec in batch]
+        assert batch[_expected_winner(scores)][0] == inner
+        assert c["zero_cost"] == pytest.approx(fake_scores(ArchSpec.from_json(c["spec"]), None,
+                                                           0), nan_ok=True)
+        for t in losers:
+            assert t["error"] == "pre-ranked out by zero-cost scores (kept 1 of 3)"
+            assert t["metrics"]["naswot"] == t["config"]["zero_cost"]["naswot"]
+            assert t["epochs_reached"] == 0 and t["seed"] == 0
+    assert searcher.suggest("t2") == Searcher.FINISHED
+    states = [t.state.name for t in searcher.inner._ot_study.trials]
+    assert sorted(states) == ["PRUNED"] * 4 + ["RUNNING"] * 2  # losers told, winners live
+
+
 # -- the command line is derived from SearchConfig ---------------------------------------------
 def _search_parser():
     import argparse
@@ -436,7 +435,7 @@ def _search_parser():
     return p
 
 
-def test_every_config_field_is_an_option_and_the_dataclass_holds_the_defaults():
+def test_every_config_field_is_an_option_and_the_dataclass_holds_the_defaults(capsys):
     import dataclasses
 
     from search.nas.cli import config_from_args
@@ -467,6 +466,7 @@ def test_every_config_field_is_an_option_and_the_dataclass_holds_the_defaults():
     for old in ("--device", "--train-device"):  # the phone and the torch device, renamed
         with pytest.raises(SystemExit):
             p.parse_args([old, "cpu"])
+        assert f"unrecognized arguments: {old} cpu" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [

@@ -82,5 +82,5 @@ def test_optuna_define_by_run():
 def test_attn_count_modes():
     assert [attn_count(m, 5) for m in ("none", "last1", "last2", "all")] == [0, 1, 2, 5]
     assert attn_count("last2", 1) == 1
-    with pytest.raises(SpecError):
+    with pytest.raises(SpecError, match="attention mode 'first': allowed"):
         attn_count("first", 3)

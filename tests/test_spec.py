@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -27,7 +28,7 @@ def test_hash_distinguishes_architectures():
 
 def test_frozen_and_tuples():
     assert isinstance(ArchSpec.from_dict(XS.to_dict()).depths, tuple)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         XS.depths = (1, 1, 1, 1)
 
 
@@ -148,3 +149,77 @@ def test_validation_boundaries(field, value, ok):
     else:
         with pytest.raises(SpecError, match=field):
             ArchSpec.from_dict(d)
+
+
+# -- messages, serialisation and helpers, exactly ---------------------------------------------
+@pytest.mark.parametrize("change, message", [
+    (dict(depths=None), "depths=None: need a list of 4 values (one per stage)"),
+    (dict(depths=(3, 3, 6)), "depths=[3, 3, 6]: need exactly 4 values (one per stage)"),
+    (dict(widths=(47, 56, 112, 220)), "widths[0]=47: must be even (the stem uses widths[0]/2)"),
+    (dict(attn_blocks=(1, 1, 7, 1)), "attn_blocks[2]=7: allowed integers 0..depths[2]=6 "
+     "(number of trailing attention blocks; 0 = none, depth = all)"),
+    (dict(depths=(0, 3, 6, 4)), "depths[0]=0: allowed integers 1..32"),
+    (dict(widths=(48, 4, 112, 220)), "widths[1]=4: allowed integers 8..4096"),
+    (dict(mlp_ratios=(4, 4, 40, 4)), "mlp_ratios[2]=40.0: allowed numbers 0.5..16.0"),
+    (dict(resolution=100), "resolution=100: allowed multiples of 32 in 32..2048"),
+    (dict(num_classes=-3), "num_classes=-3: allowed integers >= 0 (0 = no head)"),
+    (dict(distillation=1), "distillation=1: allowed true or false"),
+    (dict(drop_path_rate=1.0), "drop_path_rate=1.0: allowed numbers in [0, 1)"),
+    (dict(layer_scale_init=0.0), "layer_scale_init=0.0: allowed numbers in (0, 10]"),
+])
+def test_validation_messages_exactly(change, message):
+    with pytest.raises(SpecError) as e:
+        XS.replace(**change)
+    assert str(e.value) == message
+
+
+def test_extreme_but_valid_specs():
+    # the narrowest stage with the largest ratio, and the widest with the smallest
+    s = ArchSpec(depths=(1, 1, 1, 32), widths=(8, 8, 4096, 8), mlp_ratios=(16, 0.5, 0.5, 16),
+                 attn_blocks=(0, 1, 0, 32), resolution=2048, num_classes=0)
+    assert [s.hidden_dim(i) for i in range(4)] == [128, 4, 2048, 128]
+    assert s.num_blocks == 35 and s.block_kinds(3) == ("attn",) * 32
+
+
+def test_hidden_dim_truncates_like_timm():
+    assert [XS.hidden_dim(i) for i in range(4)] == [192, 224, 448, 880]
+    s = XS.replace(widths=(18, 40, 72, 104), mlp_ratios=(2.5, 3.0, 4.0, 3.3))
+    assert [s.hidden_dim(i) for i in range(4)] == [45, 120, 288, 343]  # int(104 * 3.3) = 343
+
+
+def test_to_json_sorted_and_indented():
+    assert XS.to_json() == json.dumps(XS.to_dict(), sort_keys=True)
+    assert XS.to_json().startswith('{"attn_blocks": [1, 1, 1, 1], "depths": [3, 3, 6, 4]')
+    pretty = XS.to_json(indent=2)
+    assert pretty.startswith('{\n  "attn_blocks": [\n    1,') and ArchSpec.from_json(pretty) == XS
+
+
+def test_from_dict_and_from_json_refuse_non_objects():
+    with pytest.raises(SpecError) as e:
+        ArchSpec.from_dict([1, 2])
+    assert str(e.value) == "spec: expected a JSON object, got list"
+    with pytest.raises(SpecError, match="spec: expected a JSON object, got int"):
+        ArchSpec.from_json("3")
+
+
+def test_preset_by_any_case_and_unknown():
+    from search_space.spec import preset
+
+    assert preset("xs") is PRESETS["XS"] and preset("L3") is PRESETS["L3"]
+    with pytest.raises(SpecError) as e:
+        preset("XL")
+    assert str(e.value) == "preset 'XL': allowed ['L1', 'L3', 'S', 'XS']"
+
+
+def test_load_spec_messages_and_inline_with_spaces(tmp_path):
+    assert load_spec("  " + PRESETS["S"].to_json()) == PRESETS["S"]
+    with pytest.raises(SpecError) as e:
+        load_spec("nonexistent.json")
+    assert str(e.value) == ("architecture 'nonexistent.json': not a preset (XS/S/L1/L3), an "
+                            "existing spec JSON file, or inline JSON")
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({"depths": [1, 1, 1]}))
+    with pytest.raises(SpecError) as e:
+        load_spec(str(p))
+    assert str(e.value) == f"spec file {p}: spec: missing required field(s) ['widths', " \
+        "'mlp_ratios', 'attn_blocks']"

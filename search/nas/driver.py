@@ -223,6 +223,7 @@ def _searcher(ctx: SearchContext, where: ExperimentStorage, resume: bool) -> Arc
         ctx.progress.line(f"resuming without a searcher checkpoint in {where.shown}: "
                           f"{len(ctx.done_keys)} trial(s) already final in the store are "
                           "replayed from it")
+    searcher.replay_store()
     return searcher
 
 

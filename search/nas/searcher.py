@@ -176,6 +176,24 @@ class ArchSearcher(Searcher):
                 self._tell(info["inner"], SearchContext.told(row), error=row["status"] == "FAILED")
         return None
 
+    def replay_store(self) -> int:
+        """On resume: have Optuna suggest again, first and in index order, the candidates the
+        store has rows for (final or interrupted) that this searcher does not account for --
+        all of them without a checkpoint, those suggested after it otherwise. Each then gets
+        its own index, key and seed again: a final one is told to Optuna from its row, an
+        interrupted one runs again. Without this, results told in another order than in the
+        killed run steer the sampler elsewhere, and a candidate index that had finished would
+        be given to another architecture. Returns how many were queued."""
+        requeued = {info["config"]["trial_key"] for info in self.requeued}
+        rows = [t for t in self.context.store.trials(self.context.study_id)
+                if (t.get("config") or {}).get("kind") == "candidate"
+                and t["config"].get("index") is not None
+                and t["config"]["index"] >= self.n_candidates
+                and t["config"].get("params") is not None and t["trial_key"] not in requeued]
+        for t in sorted(rows, key=lambda t: t["config"]["index"]):
+            self.inner._ot_study.enqueue_trial(dict(t["config"]["params"]))
+        return len(rows)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # multi-objective Optuna takes no intermediate values
 
