@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from search_space.errors import NotFoundError, UsageError
+from search_space.io import check_writable_file
 from search_space.lazy import lazy_import
 from search_space.spec import load_spec
 
@@ -262,6 +263,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise UsageError(f"--latency-device {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     if args.out and not args.out.endswith(".json"):
         raise UsageError(f"--out {args.out!r}: must be a .json file")
+    check_writable_file(args.out or user_calibration_path(name), "--out")
     records = _select(read_records(args.records), args.match)
     if len(records) < 2:
         raise UsageError(f"{args.records}: calibration needs at least 2 records, found "

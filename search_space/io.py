@@ -101,6 +101,42 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# output locations, checked before any work (nothing is created by a check)
+# ---------------------------------------------------------------------------------------------
+def _nearest_existing(p: Path) -> Path:
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_writable_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path`` is a directory this user can write in, or one that can be created (its nearest
+    existing ancestor is a writable directory). One-line UsageError naming ``what`` otherwise;
+    nothing is created."""
+    p = Path(os.path.abspath(path))
+    near = _nearest_existing(p)
+    if os.path.islink(near) and not near.exists():
+        raise UsageError(f"{what} {path}: {near} is a broken symbolic link or a symlink loop")
+    if not near.is_dir():
+        where = "" if near == p else f" ({near} is a file)"
+        raise UsageError(f"{what} {path}: not a directory{where}")
+    if not os.access(near, os.W_OK | os.X_OK):
+        where = "" if near == p else f" ({near} is not writable, so it cannot be created)"
+        raise UsageError(f"{what} {path}: not writable by this user{where}")
+    return p
+
+
+def check_writable_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` can be written (atomically: a temporary beside it, renamed over it): it is not
+    a directory and its directory is writable or can be created. Nothing is created."""
+    p = Path(os.path.abspath(path))
+    if p.is_dir():
+        raise UsageError(f"{what} {path}: is a directory; give a file name")
+    check_writable_dir(p.parent, what)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
 # atomic writes
 # ---------------------------------------------------------------------------------------------
 def temp_path_for(final: str | os.PathLike) -> Path:

@@ -146,8 +146,9 @@ def _run_tune(ctx: SearchContext, resume: bool, wrap: Callable | None) -> bool:
         if not interrupted:
             ctx.close_orphans()
         else:  # e.g. ^C: the searcher checkpoint and RUNNING rows stay for --resume
-            ctx.progress.line(f"search interrupted ({unfinished} trial(s) unfinished); continue "
-                              f"with: run_search.py search --study {cfg.study} --resume")
+            ctx.progress.line(f"search interrupted ({ctx.running()} trial(s) unfinished); "
+                              "continue with: run_search.py search --study "
+                              f"{cfg.study} --resume")
     finally:
         if started_ray:
             ray.shutdown()

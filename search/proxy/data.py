@@ -21,16 +21,18 @@ from typing import Any
 
 import numpy as np
 
+from search_space.errors import UsageError
 from search_space.lazy import lazy_import
 from search_space.io import atomic_directory, canonical_json, remove_stale_temporaries
 
+from . import images
 from .fidelity import Fidelity
 
 Image = lazy_import("PIL.Image")
 
 EMBEDDED_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded",
                              "cifar10_subset.npz")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+IMAGE_EXTS = images.IMAGE_EXTS
 CACHE_VERSION = 1  # bump when the decode/resize recipe changes: old caches stop matching
 ARRAYS = ("train_x", "train_y", "val_x", "val_y")
 
@@ -102,24 +104,18 @@ def spread_classes(all_classes: list[str], n: int) -> list[str]:
 
 
 def _list_images(d: str) -> list[str]:
-    return sorted(e.name for e in os.scandir(d) if e.is_file() and e.name.lower().endswith(IMAGE_EXTS))
+    return images.list_images(d, "data source")
 
 
 def _check_root(root: str) -> None:
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"data source {root}: not a directory (expected an ImageFolder "
-                                "root with train/<class>/*.jpg and val/<class>/*.jpg)")
-    for split in ("train", "val"):
-        if not os.path.isdir(os.path.join(root, split)):
-            raise ValueError(f"data source {root}: missing {split}/ (expected an ImageFolder root "
-                             "with train/<class>/*.jpg and val/<class>/*.jpg)")
+    images.check_layout(root, ("train", "val"), "data source")
 
 
 def _select_imagefolder(root: str, fid: Fidelity) -> tuple[list[str], dict[str, list[str]]]:
     """Chosen classes and, per split, relative file paths in label order. Validates counts."""
     train_classes = sorted(e.name for e in os.scandir(os.path.join(root, "train")) if e.is_dir())
     if len(train_classes) < fid.classes:
-        raise ValueError(f"data source {root}: train/ has {len(train_classes)} class folders, "
+        raise UsageError(f"data source {root}: train/ has {len(train_classes)} class folders, "
                          f"fidelity.classes={fid.classes} needs at least that many")
     classes = spread_classes(train_classes, fid.classes)
     chosen: dict[str, list[str]] = {"train": [], "val": []}
@@ -127,31 +123,21 @@ def _select_imagefolder(root: str, fid: Fidelity) -> tuple[list[str], dict[str, 
         for c in classes:
             d = os.path.join(root, split, c)
             if not os.path.isdir(d):
-                raise ValueError(f"data source {root}: missing {split}/{c}/ (val/ must have the "
+                raise UsageError(f"data source {root}: missing {split}/{c}/ (val/ must have the "
                                  "same class folders as train/)")
             files = _list_images(d)
             if len(files) < n:
-                raise ValueError(f"data source {d}: {len(files)} images, fidelity needs {n} per class")
+                raise UsageError(f"data source {d}: {len(files)} images, fidelity needs {n} per "
+                                 "class")
             chosen[split] += [f"{split}/{c}/{f}" for f in files[:n]]
     return classes, chosen
 
 
 # -- decoding -------------------------------------------------------------------------------------
 def _decode(args: tuple[str, int]) -> np.ndarray:
-    """Decode one image, resize the shorter side to ``res`` and centre-crop res x res."""
+    """Decode one image (search.proxy.images: a broken one is refused, naming the file)."""
     path, res = args
-    with Image.open(path) as im:
-        # draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: ~5x faster for ImageNet-size JPEGs.
-        im.draft("RGB", (res, res))
-        im = im.convert("RGB")
-        w, h = im.size
-        s = res / min(w, h)
-        nw, nh = max(res, round(w * s)), max(res, round(h * s))
-        if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=None)
-        left, top = (nw - res) // 2, (nh - res) // 2
-        im = im.crop((left, top, left + res, top + res))
-        return np.asarray(im, dtype=np.uint8)
+    return images.decode_square(path, res)
 
 
 def _decode_many(paths: list[str], res: int, workers: int) -> np.ndarray:
@@ -241,7 +227,7 @@ def prepare_data(source: str | None, fidelity: Fidelity, cache_dir: str = "runs/
             with np.load(EMBEDDED_PATH) as z:
                 all_classes = [str(c) for c in z["classes"]]
                 if fidelity.classes > len(all_classes):
-                    raise ValueError(f"fidelity.classes={fidelity.classes}: the embedded set has "
+                    raise UsageError(f"fidelity.classes={fidelity.classes}: the embedded set has "
                                      f"{len(all_classes)} classes")
                 classes = spread_classes(all_classes, fidelity.classes)
                 arrays: dict[str, np.ndarray] = {}
@@ -251,7 +237,7 @@ def prepare_data(source: str | None, fidelity: Fidelity, cache_dir: str = "runs/
                     for label, c in enumerate(classes):
                         ci = np.flatnonzero(y == all_classes.index(c))  # stored in sorted-name order
                         if len(ci) < n:
-                            raise ValueError(f"fidelity.{'images' if split == 'train' else 'val'}"
+                            raise UsageError(f"fidelity.{'images' if split == 'train' else 'val'}"
                                              f"_per_class={n}: the embedded set has {len(ci)} "
                                              f"{split} images per class")
                         idx.append(ci[:n])
