@@ -144,6 +144,12 @@ def read_records(path: str) -> list[Record]:
     """Read a CSV or JSON records file; raise RecordError on the first malformed row."""
     if not os.path.isfile(path):
         raise NotFoundError(f"{path}: no such records file (CSV or JSON)")
+    try:  # a binary or otherwise non-UTF-8 file: one line naming it, not a codec traceback
+        with open(path, encoding="utf-8") as f:
+            f.read()
+    except UnicodeDecodeError as e:
+        raise RecordError(f"{path}: not UTF-8 text (byte {e.start}); expected a CSV or JSON "
+                          "records file") from None
     if path.lower().endswith(".json"):
         with open(path, encoding="utf-8") as f:
             try:

@@ -29,6 +29,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,9 @@ SEARCH = ("search", "--fidelity", TINY_FID, "--trials", "1", "--baselines", "",
           "--db", "{t}/runs/results.db", "--out", "{t}/runs")
 DATA = "{t}/data"
 SHARED: dict[str, Path] = {}  # files made once per sweep (checkpoints), outside the cases' dirs
+# Setups run one at a time: they run in this process's threads, and Alembic's migration
+# context (creating a results database) is process-global.
+SETUP_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -329,7 +333,7 @@ def db_cases() -> list[Case]:
         Case("pareto-db-missing", ("pareto", "--db", "{t}/none.db"), "none.db"),
         Case("pareto-baselines-never-on-front", ("pareto", "--db", "{t}/r.db", "--study", "s",
                                                  "--format", "json"), "", front_db,
-             expect="ok", check=front_has_no_baseline),
+             expect="ok", check=front_has_no_baseline, writes=True),  # a reader: SQLite -wal/-shm
         Case("fidelity-db-readonly", ("fidelity", "--fidelity", TINY_FID, "--seeds", "0",
                                       "--refs", "XS,S", "--out", "{t}/fid", "--cache-dir",
                                       "{t}/cache", "--db", "{t}/ro/r.db"), "ro/r.db", ro),
@@ -379,7 +383,8 @@ def option_cases() -> list[Case]:
              "--output", both(data_ok, write("f", "x"))),
         Case("retrain-resume-truncated", ("retrain", "--arch", "XS", "--data", DATA, "--output",
                                           "{t}/out", "--resume", "{t}/ck.pth", "--no-record",
-                                          "--torch-device", "cpu", "--workers", "0"),
+                                          "--torch-device", "cpu", "--workers", "0",
+                                          "--batch-size", "2", "--epochs", "1", "--no-export"),
              "ck.pth", checkpoint("half")),
         Case("dashboard-port-out-of-range", ("dashboard", "--port", "70000"), "--port"),
         Case("dashboard-host-not-an-address", ("dashboard", "--host", "not a host"), "--host"),
@@ -439,6 +444,13 @@ def leftover_cases() -> list[Case]:
                   "XS,S", "--no-zero-cost", "--no-db", "--out", "{t}/fid", "--cache-dir",
                   "{t}/cache", "--boot", "10"), "", stale_temporary, expect="ok",
                  check=stale_temporary_removed, writes=True, timeout=300)]
+
+
+# One case of each kind: what the test suite runs by default (the whole table takes minutes).
+QUICK = ("spec-mlp-ratio-string", "space-depths-number", "search-data-symlink-loop",
+         "search-image-half", "retrain-image-never-drawn", "search-db-readonly-with-data",
+         "search-db-postgres-no-driver", "studies-db-readonly-reads", "search-trials-not-a-number",
+         "search-out-readonly", "evaluate-checkpoint-truncated", "latency-calibrate-binary-file")
 
 
 def all_cases() -> list[Case]:
@@ -523,7 +535,8 @@ def run_case(case: Case, prefix: list[str]) -> Result:
         t = Path(d)
         (t / ".home").mkdir()
         if case.setup is not None:
-            case.setup(t)
+            with SETUP_LOCK:
+                case.setup(t)
         argv = [a.replace("{t}", str(t)).replace("{s}", str(SHARED["dir"])) for a in case.argv]
         before = listing(t)
         try:
@@ -567,10 +580,11 @@ def _report(results: list[Result]) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-k", default="", help="only cases whose name contains this")
+    ap.add_argument("--quick", action="store_true", help="one case of each kind (tests)")
     ap.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)))
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args(argv)
-    cases = [c for c in all_cases() if args.k in c.name]
+    cases = [c for c in all_cases() if args.k in c.name and (not args.quick or c.name in QUICK)]
     if args.list:
         for c in cases:
             print(f"{c.name}: run_search.py {' '.join(c.argv)}")

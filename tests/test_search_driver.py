@@ -89,7 +89,7 @@ def _rows(db: Path, study: str) -> list[dict]:
 
 # -- fail fast, before Ray ------------------------------------------------------------------
 @pytest.mark.parametrize("argv, needle", [
-    (["search", "--data", "{tmp}"], "no train or val/ directory"),
+    (["search", "--data", "{tmp}"], "missing train/"),
     (["search", "--latency-device", "nokia-3310"], "--latency-device 'nokia-3310': allowed"),
     (["search", "--latency-device", "nowhere/phone.json"], "no such calibration file"),
     (["search", "--latency-budget-ms", "0.001"], "no architecture of the space meets it"),

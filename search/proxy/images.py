@@ -20,6 +20,7 @@ Listing and layout checks (class directories, train/ and val/) live here too, so
 from __future__ import annotations
 
 import os
+import re
 import struct
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -67,7 +68,10 @@ def _reason(path: str, exc: BaseException) -> str:
     if isinstance(exc, Image.DecompressionBombError):
         return "too many pixels (Pillow's decompression-bomb limit)"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text.replace(f" '{path}'", "").replace(str(path), "").strip(" :") or type(exc).__name__
+    text = text.replace(f" '{path}'", "").replace(str(path), "").strip(" :")
+    # "image file is truncated (9 bytes not processed)" -> "..., 9 bytes not processed": the
+    # reason is shown in parentheses itself
+    return re.sub(r"\s*\((.*)\)$", r", \1", text) or type(exc).__name__
 
 
 def image_problem(path: str) -> str | None:

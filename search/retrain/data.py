@@ -16,7 +16,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from search.proxy.images import check_images, check_imagefolder, class_dirs
+from search.proxy.images import check_directory, check_images, check_imagefolder, class_dirs
 from search_space.errors import NotFoundError, UsageError
 
 from .config import RetrainConfig
@@ -48,6 +48,7 @@ def check_split_images(data: str, split_dirs: list[str], shard: tuple[int, int] 
 
 def split_root(data: str, split: str) -> str:
     """``data/split``, or ``data`` itself when it already is a split (class directories)."""
+    check_directory(data, "--data", f"need {split}/ with {LAYOUT}, or a split directory itself")
     root = os.path.join(data, split)
     if not os.path.isdir(root):
         if os.path.isdir(data) and class_dirs(data):
