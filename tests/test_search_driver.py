@@ -100,7 +100,7 @@ def _rows(db: Path, study: str) -> list[dict]:
     (["search", "--fidelity", '{"epoch": 2}'], "unknown field"),
     (["search", "--fidelity", '{"epochs": 0}'], "fidelity.epochs=0"),
     (["search", "--space", '{"depth": [[1]]}'], "--space: unknown field"),
-    (["search", "--trials", "0"], "--trials 0: need at least 1"),
+    (["search", "--trials", "0"], "--trials 0: allowed 1..100,000"),
     (["search", "--cpus-per-trial", "0"], "--cpus-per-trial 0.0: need a positive number"),
     (["search", "--study", "a/b"], "--study 'a/b'"),
     (["search", "--resume"], "--resume: give the --study NAME"),
