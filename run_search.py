@@ -28,8 +28,16 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (unknown option, invalid int, bad choice) in the tool's form: one
+    ``error:`` line naming the option, exit status 2, no usage dump. Sub-commands inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, list]:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="run_search.py",
         description="Hardware-aware architecture search over the SwiftFormer family.")
     sub = parser.add_subparsers(dest="command")

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from search_space.errors import NotFoundError, UsageError
+from search_space.io import check_writable_file
 from search_space.lazy import lazy_import
 from search_space.spec import load_spec
 
@@ -31,7 +32,7 @@ from .predictor import LatencyPredictor, prior_coef
 from .records import Record, read_records, write_records
 from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
 from .timm_models import is_spec_reference, is_timm_model
-from .userrecords import Loaded, accepted_forms, load_user_records
+from .userrecords import Loaded, load_user_records
 
 backends = lazy_import("latency_models.backends")   # torch, onnxruntime, coremltools
 export = lazy_import("latency_models.export")       # torch, coremltools, onnxruntime
@@ -293,7 +294,9 @@ def _check_calibration_target(args: argparse.Namespace) -> str:
         raise UsageError(f"--latency-device {name!r} is a shipped calibration ({shipped[name]}); "
                          "pick another name, or pass --shadow-shipped to replace it for every "
                          "command")
-    return args.out or user_calibration_path(name)
+    out = args.out or user_calibration_path(name)
+    check_writable_file(out, "--out")
+    return out
 
 
 def _report_input(loaded: Loaded) -> None:

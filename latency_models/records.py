@@ -196,7 +196,8 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str]:
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
-        raise RecordError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
+        raise RecordError(f"{path}: not UTF-8 text (byte {e.start}); expected a CSV or JSON "
+                          "records file saved as UTF-8") from None
     if path.lower().endswith(".json"):
         try:
             data = json.loads(text)

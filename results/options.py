@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from .store import DEFAULT_DB, ResultsStore
+from .store import DEFAULT_DB, ResultsStore, check_database
 
-__all__ = ["DEFAULT_DB", "add_db_option", "open_store"]
+__all__ = ["DEFAULT_DB", "add_db_option", "check_db", "open_store"]
 
 
 def add_db_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *,
@@ -28,3 +28,10 @@ def open_store(db: str, *, readonly: bool, create: bool | None = None) -> Result
     defaults to ``not readonly``; ``create=False`` opens an existing database for writing).
     A file that is not a results database is a UsageError and is left untouched."""
     return ResultsStore(db, readonly=readonly, create=create)
+
+
+def check_db(db: str, *, readonly: bool, create: bool | None = None) -> None:
+    """What :func:`open_store` would refuse, checked with nothing opened or created: a bad URL,
+    a driver that is not installed, a missing, foreign or read-only file, a directory it cannot
+    be created in. Commands call it with their other checks, before any heavy work."""
+    check_database(db, readonly=readonly, create=create)

@@ -27,12 +27,12 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import Select, create_engine, event, func, inspect, select
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from search_space.costs import analytic_gmacs, analytic_params
 from search_space.errors import NotFoundError, UsageError
-from search_space.io import canonical_json, json_safe
+from search_space.io import canonical_json, check_writable_dir, json_safe
 from search_space.lazy import lazy_import
 from search_space.spec import PRESETS, PUBLISHED, ArchSpec
 
@@ -120,6 +120,131 @@ def reached_full_budget(budget: Mapping[str, Any], reached: Mapping[str, Any] | 
     return True
 
 
+# pip packages of DB-API modules whose import name differs (the rest: pip install <module>).
+DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "PyMySQL",
+                   "cx_Oracle": "cx_Oracle", "pymssql": "pymssql"}
+
+
+def _shown(url, path: str | None) -> str:
+    return path or url.render_as_string(hide_password=True)
+
+
+def database_url(db: str | os.PathLike):
+    """``--db`` as a SQLAlchemy URL (a plain path is a SQLite file), with its driver importable:
+    a URL whose dialect is unknown or whose DB-API module is not installed is one line naming
+    the URL and what to install."""
+    text = os.fspath(db)
+    if "://" not in text:
+        return make_url("sqlite:///" + os.path.abspath(text))
+    try:
+        url = make_url(text)
+    except ArgumentError as e:
+        raise UsageError(f"--db {text!r}: not a valid SQLAlchemy URL ({e})") from None
+    shown = url.render_as_string(hide_password=True)
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        raise UsageError(f"--db {shown}: unknown database kind {url.drivername!r} (a SQLite "
+                         "path, or a URL such as postgresql+psycopg://user@host/db)") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        module = (e.name or str(e)).split(".")[0]
+        raise UsageError(f"--db {shown}: the {url.drivername} driver is not installed (pip "
+                         f"install {DRIVER_PACKAGES.get(module, module)})") from None
+    return url
+
+
+def _probe(url, path: str | None, *, readonly: bool, create: bool, make_dirs: bool) -> None:
+    """Everything about a SQLite ``--db`` that can be checked without writing: the file (or
+    the place it would be created) is usable for this mode and is ours. ``make_dirs``: create
+    the missing directory of a new file (opening does; a check does not)."""
+    if path is None:
+        return
+    p = Path(path)
+    if os.path.lexists(p) and not p.exists():
+        raise UsageError(f"--db {path}: a broken symbolic link or a symlink loop")
+    if not p.exists():
+        if not create:
+            raise NotFoundError(f"--db {path}: no such results database (a search creates it; "
+                                "run a search first, or pass --db PATH)")
+        check_writable_dir(p.parent, f"--db {path}: its directory")
+        if make_dirs:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        return
+    if p.is_dir():
+        raise UsageError(f"results database {path} is a directory, not a file")
+    if not readonly:
+        _check_writable(p)
+    if p.stat().st_size == 0:
+        if readonly:
+            raise UsageError(f"results database {path} is empty (no search wrote it)")
+        return
+    _check_tables(url, path, _sqlite_tables(p))
+
+
+def _check_writable(p: Path) -> None:
+    """A writer needs the file and its directory (SQLite keeps <db>-wal and <db>-shm there)."""
+    if not os.access(p, os.R_OK | os.W_OK):
+        raise UsageError(f"--db {p}: read-only for this user, and a writer records results in "
+                         "it; make it writable or pass another --db")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--db {p}: its directory is not writable, and SQLite keeps "
+                         f"{p.name}-wal and {p.name}-shm beside it; pass another --db")
+
+
+def _sqlite_tables(p: Path) -> set[str]:
+    """The table names, read without creating anything: no -wal file means no writer is
+    active, so the file is read as immutable (a WAL database opened read-only would otherwise
+    leave empty -wal/-shm files beside it)."""
+    with open(p, "rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if head != SQLITE_MAGIC:
+        raise UsageError(f"{p} is not a SQLite database, so not a swiftformer-nas results "
+                         "database; refusing to touch it")
+    try:
+        con = sqlite3.connect(_readonly_uri(p, quiet=not os.path.exists(f"{p}-wal")), uri=True,
+                              timeout=BUSY_TIMEOUT_S)
+        try:
+            return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise UsageError(f"{p} is not a readable SQLite database ({e}); refusing to touch "
+                         "it") from None
+
+
+def _readonly_uri(p: Path | str, quiet: bool | None = None) -> str:
+    """``file:...?mode=ro`` (readers see a writer's WAL), or with ``immutable=1`` (``quiet``:
+    nothing is created beside the file). Default: quiet when no writer is active (no -wal
+    file) and SQLite could not create its -shm here anyway (a read-only directory)."""
+    p = Path(p)
+    if quiet is None:
+        quiet = not os.path.exists(f"{p}-wal") and not os.access(p.parent, os.W_OK | os.X_OK)
+    return f"file:{p}?mode=ro" + ("&immutable=1" if quiet else "")
+
+
+def _check_tables(url, path: str | None, tables: set[str]) -> None:
+    tables = {t for t in tables if not t.startswith("sqlite_")}
+    if VERSION_TABLE in tables or not tables:
+        return
+    foreign = sorted(t for t in tables if not t.startswith(TABLE_PREFIX) and t not in OPTUNA_TABLES)
+    if foreign or not (tables & OPTUNA_TABLES):
+        raise UsageError(
+            f"{_shown(url, path)} is not a swiftformer-nas results database (tables "
+            f"{sorted(tables)[:5]}...; no {VERSION_TABLE}); refusing to touch it")
+    # Only an Optuna storage so far: our tables are added beside it.
+
+
+def check_database(db: str | os.PathLike, *, readonly: bool, create: bool | None = None) -> None:
+    """What opening ``db`` would refuse, checked without opening or creating anything (the
+    URL, its driver, the SQLite file or the place it would be created): a command validates
+    ``--db`` with its other inputs, before any heavy work."""
+    url = database_url(db)
+    _probe(url, _sqlite_path(url), readonly=readonly,
+           create=(not readonly) if create is None else bool(create), make_dirs=False)
+
+
 class ResultsStore:
     """The results database. ``ResultsStore("runs/results.db")`` or any SQLAlchemy URL."""
 
@@ -132,74 +257,25 @@ class ResultsStore:
         self.create = (not readonly) if create is None else bool(create)
         if self.create and readonly:
             raise ValueError("ResultsStore: create=True needs a writable store")
-        self.url = self._to_url(db)
+        self.url = database_url(db)
         self.path = _sqlite_path(self.url)
-        self._probe()  # refuse foreign files before anything can write to them
+        # refuse foreign files (and places this user cannot write) before anything can write
+        _probe(self.url, self.path, readonly=readonly, create=self.create, make_dirs=True)
         self.engine = self._make_engine(echo)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-        self._migrate()
-
-    # -- opening -----------------------------------------------------------------------------
-    def _to_url(self, db: str | os.PathLike):
-        text = os.fspath(db)
-        if "://" in text:
-            try:
-                return make_url(text)
-            except ArgumentError as e:
-                raise UsageError(f"--db {text!r}: not a valid SQLAlchemy URL ({e})") from None
-        return make_url("sqlite:///" + os.path.abspath(text))
-
-    def _probe(self) -> None:
-        if self.path is None:
-            return
-        p = Path(self.path)
-        if not p.exists():
-            if not self.create:
-                raise NotFoundError(f"--db {self.path}: no such results database (a search "
-                                    "creates it; run a search first, or pass --db PATH)")
-            p.parent.mkdir(parents=True, exist_ok=True)
-            return
-        if p.is_dir():
-            raise UsageError(f"results database {self.path} is a directory, not a file")
-        if p.stat().st_size == 0:
-            if self.readonly:
-                raise UsageError(f"results database {self.path} is empty (no search wrote it)")
-            return
-        with open(p, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-        if head != SQLITE_MAGIC:
-            raise UsageError(f"{self.path} is not a SQLite database, so not a swiftformer-nas "
-                                 "results database; refusing to touch it")
-        # Read-only look at the tables: opening with mode=ro cannot change the file.
         try:
-            con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-            try:
-                tables = {r[0] for r in con.execute(
-                    "SELECT name FROM sqlite_master WHERE type='table'")}
-            finally:
-                con.close()
-        except sqlite3.DatabaseError as e:
-            raise UsageError(f"{self.path} is not a readable SQLite database ({e}); "
-                                 "refusing to touch it") from None
-        self._check_tables(tables)
-
-    def _check_tables(self, tables: set[str]) -> None:
-        tables = {t for t in tables if not t.startswith("sqlite_")}
-        if VERSION_TABLE in tables or not tables:
-            return
-        foreign = sorted(t for t in tables if not t.startswith(TABLE_PREFIX) and t not in OPTUNA_TABLES)
-        if foreign or not (tables & OPTUNA_TABLES):
-            raise UsageError(
-                f"{self.path or self.url.render_as_string(hide_password=True)} is not a "
-                f"swiftformer-nas results database (tables {sorted(tables)[:5]}...; no "
-                f"{VERSION_TABLE}); refusing to touch it")
-        # Only an Optuna storage so far: our tables are added beside it.
+            self._migrate()
+        except OperationalError as e:  # the server or file refused us (host, credentials, ...)
+            self.engine.dispose()
+            why = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+            raise UsageError(f"--db {_shown(self.url, self.path)}: cannot be opened ({why})") \
+                from None
 
     def _make_engine(self, echo: bool) -> Engine:
         if self.url.get_backend_name() != "sqlite":
             return create_engine(self.url, echo=echo, pool_pre_ping=True)
         if self.path is not None and self.readonly:
-            url = make_url(f"sqlite:///file:{self.path}?mode=ro&uri=true")
+            url = make_url(f"sqlite:///{_readonly_uri(self.path)}&uri=true")
         else:
             url = self.url
         engine = create_engine(url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_S})
@@ -233,7 +309,7 @@ class ResultsStore:
         head = head_revision()
         with self.engine.connect() as conn:
             if self.path is None:
-                self._check_tables(set(inspect(conn).get_table_names()))
+                _check_tables(self.url, None, set(inspect(conn).get_table_names()))
             current = alembic_migration.MigrationContext.configure(
                 conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
             conn.rollback()

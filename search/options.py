@@ -12,6 +12,7 @@ from search_space.errors import UsageError
 from search_space.io import read_json
 
 from .proxy.fidelity import DEFAULT_FIDELITY, FIDELITY_PRESETS, Fidelity
+from .proxy.images import check_layout
 
 TORCH_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 # A bare word (no path separator, no extension) given to --fidelity is meant as a preset name.
@@ -22,6 +23,13 @@ def add_data_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -
     parser.add_argument("--data", metavar="DIR",
                         help="ImageFolder root with train/<class>/ and val/<class>/ (ImageNet "
                              "layout; default: the embedded CIFAR-10 subset)")
+
+
+def check_data_option(data: str | None, what: str = "--data") -> None:
+    """``--data``: None (the embedded subset) or an ImageFolder root with train/ and val/ class
+    directories (search.proxy.images.check_layout); cheap, before any decoding."""
+    if data is not None:
+        check_layout(data, ("train", "val"), what)
 
 
 def add_fidelity_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 
 from .costs import analytic_gmacs, analytic_params, op_table
+from .errors import UsageError
 from .lazy import lazy_import
 from .space import DEFAULT_SPACE
 from .spec import PRESETS, PUBLISHED, ArchSpec, load_spec
 
 fvcore_count = lazy_import("search_space.fvcore_count")  # builds the model: torch + fvcore
+MAX_SAMPLES = 1_000_000  # `space sample -n`: more is a typo (and minutes of output)
 
 
 def arch_table(spec: ArchSpec, name: str = "") -> str:
@@ -62,6 +64,8 @@ def _space_describe(args: argparse.Namespace) -> int:
 
 
 def _space_sample(args: argparse.Namespace) -> int:
+    if not 1 <= args.n <= MAX_SAMPLES:
+        raise UsageError(f"-n {args.n}: allowed 1..{MAX_SAMPLES:,}")
     for s in DEFAULT_SPACE.sample_many(args.n, seed=args.seed):
         print(s.canonical_json())
     return 0

@@ -101,6 +101,42 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# output locations, checked before any work (nothing is created by a check)
+# ---------------------------------------------------------------------------------------------
+def _nearest_existing(p: Path) -> Path:
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_writable_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path`` is a directory this user can write in, or one that can be created (its nearest
+    existing ancestor is a writable directory). One-line UsageError naming ``what`` otherwise;
+    nothing is created."""
+    p = Path(os.path.abspath(path))
+    near = _nearest_existing(p)
+    if os.path.islink(near) and not near.exists():
+        raise UsageError(f"{what} {path}: {near} is a broken symbolic link or a symlink loop")
+    if not near.is_dir():
+        where = "" if near == p else f" ({near} is a file)"
+        raise UsageError(f"{what} {path}: not a directory{where}")
+    if not os.access(near, os.W_OK | os.X_OK):
+        where = "" if near == p else f" ({near} is not writable, so it cannot be created)"
+        raise UsageError(f"{what} {path}: not writable by this user{where}")
+    return p
+
+
+def check_writable_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` can be written (atomically: a temporary beside it, renamed over it): it is not
+    a directory and its directory is writable or can be created. Nothing is created."""
+    p = Path(os.path.abspath(path))
+    if p.is_dir():
+        raise UsageError(f"{what} {path}: is a directory; give a file name")
+    check_writable_dir(p.parent, what)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
 # atomic writes
 # ---------------------------------------------------------------------------------------------
 def temp_path_for(final: str | os.PathLike) -> Path:
@@ -154,12 +190,16 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
 
     A directory rename is atomic on POSIX, so concurrent builders are safe: the first rename
     wins and a later builder whose rename fails because ``final`` now exists discards its own
-    copy. On an exception inside the block the temporary is removed.
+    copy. On an exception inside the block the temporary is removed, and so are the parent
+    directories this call created (a refused build leaves nothing behind, not even an empty
+    ``runs/cache``).
     """
     final = Path(final)
+    created = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(final)
     tmp.mkdir()
+    ok = False
     try:
         yield tmp
         try:
@@ -167,9 +207,16 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
         except OSError:
             if not final.is_dir():
                 raise
+        ok = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not ok:
+            for p in created:  # deepest first; one another process filled is kept
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
 
 
 def _owner_alive(name: str) -> bool:

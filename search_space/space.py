@@ -13,7 +13,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .spec import NUM_STAGES, PRESETS, ArchSpec, SpecError
+from .spec import (MAX_DEPTH, MAX_MLP_RATIO, MAX_RESOLUTION, MAX_WIDTH, MIN_MLP_RATIO,
+                   MIN_RESOLUTION, MIN_WIDTH, NUM_STAGES, PRESETS, RESOLUTION_MULTIPLE, ArchSpec,
+                   SpecError)
 
 ATTN_MODES = ("none", "last1", "last2", "all")
 
@@ -37,6 +39,76 @@ def attn_mode(count: int, depth: int) -> str | None:
     return None
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_ratio(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and \
+        MIN_MLP_RATIO <= v <= MAX_MLP_RATIO
+
+
+def _is_mode(v: Any) -> bool:
+    return isinstance(v, str) and (v in ATTN_MODES or (v.startswith("last") and v[4:].isdigit()))
+
+
+def _is_resolution(v: Any) -> bool:
+    return _is_int(v) and MIN_RESOLUTION <= v <= MAX_RESOLUTION and v % RESOLUTION_MULTIPLE == 0
+
+
+def _choices(v: Any, name: str, ok: Any, allowed: str) -> tuple:
+    """A non-empty list of choices, each passing ``ok``; SpecError naming the field."""
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or not v:
+        raise SpecError(f"space.{name}={v!r}: need a non-empty list of choices ({allowed})")
+    for i, c in enumerate(v):
+        if not ok(c):
+            raise SpecError(f"space.{name}[{i}]={c!r}: allowed {allowed}")
+    return tuple(v)
+
+
+def _stage_choices(v: Any, name: str) -> tuple[tuple[int, ...], ...]:
+    """depths / widths: one non-empty list of integer choices per stage."""
+    lo, hi = (1, MAX_DEPTH) if name == "depths" else (MIN_WIDTH, MAX_WIDTH)
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) != NUM_STAGES:
+        raise SpecError(f"space.{name}={v!r}: need {NUM_STAGES} lists of choices (one per "
+                        f"stage), e.g. [[2, 3], [2, 3], [4, 6], [3, 4]]")
+    out = []
+    for i, c in enumerate(v):
+        even = name == "widths" and i == 0  # the stem uses widths[0] / 2 channels
+        out.append(_choices(c, f"{name}[{i}]",
+                            lambda x: _is_int(x) and lo <= x <= hi and not (even and x % 2),
+                            f"{'even ' if even else ''}integers {lo}..{hi}"))
+    return tuple(out)
+
+
+def _check_head_and_fixed(space: Any) -> None:
+    """num_classes, distillation and the fixed ArchSpec fields (checked by building the
+    space's smallest member, so ArchSpec's own rules apply)."""
+    if not _is_int(space.num_classes) or space.num_classes < 0:
+        raise SpecError(f"space.num_classes={space.num_classes!r}: allowed integers >= 0")
+    if not isinstance(space.distillation, bool):
+        raise SpecError(f"space.distillation={space.distillation!r}: allowed true or false")
+    fixed = space.fixed
+    allowed = sorted(FIXED_FIELDS)
+    if not isinstance(fixed, Mapping):
+        raise SpecError(f"space.fixed={fixed!r}: need an object of ArchSpec fields {allowed}")
+    unknown = sorted(set(fixed) - FIXED_FIELDS)
+    if unknown:
+        raise SpecError(f"space.fixed: unknown or searched field(s) {unknown}; allowed {allowed}")
+    try:
+        ArchSpec(depths=tuple(min(c) for c in space.depths),
+                 widths=tuple(min(c) for c in space.widths),
+                 mlp_ratios=(float(min(space.mlp_ratios)),) * NUM_STAGES,
+                 attn_blocks=(0,) * NUM_STAGES, resolution=min(space.resolutions),
+                 num_classes=space.num_classes, distillation=space.distillation, **dict(fixed))
+    except SpecError as e:
+        raise SpecError(f"space.fixed: {e}") from None
+
+
+# ArchSpec fields a space may fix (the rest are searched or are the space's own fields).
+FIXED_FIELDS = frozenset({"drop_path_rate", "layer_scale_init"})
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Finite choices per stage. Defaults bracket the published family generously."""
@@ -57,14 +129,18 @@ class SearchSpace:
     fixed: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # JSON types are checked field by field (a number where a list belongs is a one-line
+        # SpecError naming the field, not a TypeError from len()); lists become tuples.
         for name in ("depths", "widths"):
-            v = getattr(self, name)
-            if len(v) != NUM_STAGES or any(len(c) == 0 for c in v):
-                raise SpecError(f"space.{name}: need {NUM_STAGES} non-empty choice lists")
-        for m in self.attn_modes:
-            attn_count(m, 1)
-        if not self.mlp_ratios or not self.resolutions:
-            raise SpecError("space: mlp_ratios and resolutions need at least one choice")
+            object.__setattr__(self, name, _stage_choices(getattr(self, name), name))
+        object.__setattr__(self, "mlp_ratios", _choices(
+            self.mlp_ratios, "mlp_ratios", _is_ratio, f"numbers {MIN_MLP_RATIO}..{MAX_MLP_RATIO}"))
+        object.__setattr__(self, "attn_modes", _choices(
+            self.attn_modes, "attn_modes", _is_mode, f"{', '.join(ATTN_MODES)} or lastN"))
+        object.__setattr__(self, "resolutions", _choices(
+            self.resolutions, "resolutions", _is_resolution,
+            f"multiples of {RESOLUTION_MULTIPLE} in {MIN_RESOLUTION}..{MAX_RESOLUTION}"))
+        _check_head_and_fixed(self)
 
     # -- flat parameters (shared by Optuna, Tune and the database) ----------------------------
     def param_choices(self) -> dict[str, tuple]:

@@ -79,7 +79,7 @@ def _rows(db: Path, study: str) -> list[dict]:
 
 # -- fail fast, before Ray ------------------------------------------------------------------
 @pytest.mark.parametrize("argv, needle", [
-    (["search", "--data", "{tmp}"], "no train or val/ directory"),
+    (["search", "--data", "{tmp}"], "missing train/"),
     (["search", "--latency-device", "nokia-3310"], "--latency-device 'nokia-3310': allowed"),
     (["search", "--latency-device", "nowhere/phone.json"], "no such calibration file"),
     (["search", "--latency-budget-ms", "0.001"], "no architecture of the space meets it"),
@@ -90,7 +90,7 @@ def _rows(db: Path, study: str) -> list[dict]:
     (["search", "--fidelity", '{"epoch": 2}'], "unknown field"),
     (["search", "--fidelity", '{"epochs": 0}'], "fidelity.epochs=0"),
     (["search", "--space", '{"depth": [[1]]}'], "--space: unknown field"),
-    (["search", "--trials", "0"], "--trials 0: need at least 1"),
+    (["search", "--trials", "0"], "--trials 0: allowed 1..100,000"),
     (["search", "--cpus-per-trial", "0"], "--cpus-per-trial 0.0: need a positive number"),
     (["search", "--study", "a/b"], "--study 'a/b'"),
     (["search", "--resume"], "--resume: give the --study NAME"),
@@ -314,17 +314,19 @@ def test_driver_resume_queues_the_stored_candidates_for_replay(tmp_path):
     from search_space.spec import ArchSpec
 
     from search.nas import driver
+    from search.nas.storage import experiment_storage
 
     ctx, _, first = _budget_searcher(tmp_path)
     made = [first.suggest(f"t{i}") for i in range(2)]
     for c in made:
         ctx.start(c["trial_key"], ArchSpec.from_json(c["spec"]), c, c["seed"])
     fresh = _fresh_context(ctx)
-    resumed = driver._searcher(fresh, tmp_path / "no-experiment", resume=True)
+    where = experiment_storage(None, str(tmp_path / "no-experiment"), "s")
+    resumed = driver._searcher(fresh, where, resume=True)
     waiting = [t.system_attrs["fixed_params"] for t in resumed.inner._ot_study.trials
                if t.state.name == "WAITING"]  # enqueued, not asked yet
     assert waiting == [c["params"] for c in made]
-    new = driver._searcher(_fresh_context(ctx), tmp_path / "no-experiment", resume=False)
+    new = driver._searcher(_fresh_context(ctx), where, resume=False)
     assert not new.inner._ot_study.trials
 
 

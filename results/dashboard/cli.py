@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
+import socket
 import sys
 
 from search_space.errors import UsageError
+from search_space.io import check_writable_file
 from search_space.lazy import lazy_import
 
 from ..options import add_db_option, open_store
@@ -20,6 +23,9 @@ page = lazy_import("results.dashboard.page")
 uvicorn = lazy_import("uvicorn")
 
 DEFAULT_PORT = 8050
+WILDCARD_BINDS = ("0.0.0.0", "::")
+# A Host-header name: a DNS name or IP literal, optionally "*.domain" (Starlette's pattern).
+HOST_NAME = re.compile(r"(\*\.)?[A-Za-z0-9_.:\[\]-]{1,253}|\*")
 
 
 def _port(text: str) -> int:
@@ -58,6 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests for this Host name (repeatable); the Host check "
+                        "against DNS rebinding stays on with any --host: loopback names, the "
+                        "bound address and, for 0.0.0.0 / ::, this machine's names and "
+                        "addresses are allowed ('*' turns the check off)")
     p.add_argument("--poll-seconds", type=_poll, default=5.0,
                    help="how often the page checks for new results (default 5; 0 = never)")
     p.set_defaults(func=_dashboard)
@@ -73,6 +84,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_report)
 
 
+def machine_names() -> set[str]:
+    """This machine's host name, FQDN and the addresses they resolve to (what a browser on
+    another machine puts in the Host header to reach a wildcard bind)."""
+    names = {socket.gethostname(), socket.getfqdn()}
+    for name in list(names):
+        try:
+            infos = socket.getaddrinfo(name, None)
+        except OSError:  # a name that does not resolve here
+            continue
+        names |= {str(i[4][0]) for i in infos}
+    return {n for n in names if n}
+
+
+def check_host_names(extra: list[str]) -> None:
+    for name in extra:
+        if not HOST_NAME.fullmatch(name):
+            raise UsageError(f"--allowed-host {name!r}: expected a host name or address "
+                             "(e.g. myserver.lan, 192.168.1.5, *.example.org)")
+
+
+def allowed_hosts(host: str, extra: list[str]) -> list[str]:
+    """The Host-header names the dashboard answers to (DNS-rebinding protection, kept on with
+    a wildcard bind: a page on evil.example that rebinds its name to this machine sends
+    ``Host: evil.example`` and is refused)."""
+    check_host_names(extra)
+    names = set(app.LOOPBACK_HOSTS) | set(extra)
+    names |= machine_names() if host in WILDCARD_BINDS else {host}
+    names |= {f"[{n}]" for n in names if ":" in n and not n.startswith("[")}
+    return ["*"] if "*" in names else sorted(names)
+
+
 def _dashboard(args) -> int:
     host = args.host
     try:
@@ -80,15 +122,20 @@ def _dashboard(args) -> int:
     except ValueError:
         raise UsageError(f"--host {host!r}: expected an IP address such as 127.0.0.1 "
                          "or localhost") from None
+    check_host_names(args.allowed_host)
     store = open_store(args.db, readonly=True)  # validate before importing the web stack
-    # Host-header check against DNS rebinding; a wildcard bind accepts any name it is reached by.
-    wildcard = host in ("0.0.0.0", "::")
-    hosts = ["*"] if wildcard else sorted(set(app.LOOPBACK_HOSTS) | {host, f"[{host}]"})
+    hosts = allowed_hosts(host, args.allowed_host)
     server = app.create_app(args.db, poll_seconds=args.poll_seconds, store=store,
                             allowed_hosts=hosts)
     if not loopback:
         print(f"warning: binding {host}: the dashboard is reachable from other machines "
               "(read-only, no authentication)", file=sys.stderr)
+    if hosts == ["*"]:
+        print("warning: --allowed-host '*': any Host header is answered (no protection "
+              "against DNS rebinding)", file=sys.stderr)
+    elif not loopback:
+        print(f"note: answering only Host names {', '.join(hosts)} (add one with "
+              "--allowed-host NAME)", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
     print(f"dashboard on http://{shown}:{args.port}/  (db {args.db}, read-only; Ctrl-C stops)",
           flush=True)
@@ -100,6 +147,7 @@ def _report(args) -> int:
     out = args.out
     if os.path.isdir(out):
         raise UsageError(f"--out {out}: is a directory; give a file name such as report.html")
+    check_writable_file(out, "--out")
     store = open_store(args.db, readonly=True)
     path = page.build_report(store, out, studies=args.study, max_details=args.max_details,
                              db_label=args.db)

@@ -10,11 +10,12 @@ import argparse
 import os
 import sys
 
-from results.options import add_db_option, open_store
+from results.options import add_db_option, check_db, open_store
 from search.options import (add_data_option, add_fidelity_option, add_threads_option,
-                            parse_fidelity)
+                            check_data_option, parse_fidelity)
+from search.proxy.data import prepare_data
 from search_space.errors import UsageError
-from search_space.io import dumps_json
+from search_space.io import check_writable_dir, dumps_json
 from search_space.lazy import lazy_import
 
 from . import settings as fsettings
@@ -92,15 +93,32 @@ def _selected(args: argparse.Namespace) -> list:
     fidelity = parse_fidelity(args.fidelity)
     default = fsettings.default_setting(fidelity, name=args.name, source=args.data,
                                         from_option=bool(args.fidelity))
-    return fsettings.select_settings(_csv(args.settings), default=default,
-                                     cifar10=args.cifar10, need_data=not args.report_only,
-                                     log=log)
+    selected = fsettings.select_settings(_csv(args.settings), default=default,
+                                         cifar10=args.cifar10, need_data=not args.report_only,
+                                         log=log)
+    if not args.report_only:
+        for st in selected:  # the layout of every data source, before anything is decoded
+            check_data_option(st.source, "--data" if st.source == args.data else "--cifar10")
+    return selected
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Where results go, checked before any work (nothing is created by the checks)."""
+    if args.boot < 1:
+        raise UsageError(f"--boot {args.boot}: allowed integers >= 1")
+    check_writable_dir(args.out, "--out")
+    if not args.report_only:
+        check_writable_dir(args.cache_dir, "--cache-dir")
+        if not args.no_db:
+            check_db(args.db, readonly=False)
 
 
 def _train(args: argparse.Namespace, selected: list, seeds: list[int], refs: list[str],
            threads: int) -> list[dict]:
     kw = dict(refs=refs, out_dir=args.out, cache_dir=args.cache_dir, workers=args.workers,
               threads=threads, zero_cost=not args.no_zero_cost, log=log)
+    for st in selected:  # decode (a broken image is refused here) before the store is written
+        prepare_data(st.source, st.fidelity, cache_dir=args.cache_dir)
     if args.no_db:
         return study.run_study(selected, seeds, store=None, **kw)
     with open_store(args.db, readonly=False) as store:
@@ -119,6 +137,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: allowed integers >= 1")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    _check_outputs(args)
     selected = _selected(args)
     if args.report_only:
         results = study.load_cached(args.out)

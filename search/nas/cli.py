@@ -58,7 +58,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
 
 def _json_object(text: str, what: str) -> dict:
     """Inline JSON object or a path to a JSON file; one-line UsageError otherwise."""
-    if text.lstrip().startswith("{"):
+    if text.lstrip().startswith(("{", "[")):  # inline JSON (a list is refused below)
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -66,7 +66,7 @@ def _json_object(text: str, what: str) -> dict:
     else:
         d = read_json(text, what)
     if not isinstance(d, dict):
-        raise UsageError(f"{what}: expected a JSON object")
+        raise UsageError(f"{what}: expected a JSON object of fields, got {type(d).__name__}")
     return d
 
 

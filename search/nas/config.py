@@ -21,14 +21,14 @@ from typing import Any, ClassVar, Mapping
 from latency_models import list_devices, load_predictor
 from latency_models.options import DEFAULT_DEVICE
 from latency_models.predictor import LatencyPredictor
-from results.options import DEFAULT_DB
+from results.options import DEFAULT_DB, check_db
 from search_space.errors import NotFoundError, UsageError
-from search_space.io import json_safe, read_json
+from search_space.io import check_writable_dir, json_safe, read_json
 from search_space.space import DEFAULT_SPACE, SearchSpace
 from search_space.spec import PRESETS, ArchSpec, SpecError, load_spec
 
 from ..cluster import check_address
-from ..options import TORCH_DEVICE_PATTERN
+from ..options import TORCH_DEVICE_PATTERN, check_data_option
 from ..proxy.fidelity import DEFAULT_FIDELITY, Fidelity
 from .storage import experiment_storage
 
@@ -36,6 +36,10 @@ STRATEGIES = ("nsga2", "tpe", "gp", "random")
 DEFAULT_BASELINES = ("XS", "S", "L1", "L3")
 CONFIG_FILE = "search_config.json"  # runs/<study>/search_config.json: what --resume reloads
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a directory name on any OS
+# Far beyond any search this tool runs (a cluster search trains thousands): a larger --trials is
+# a typo, and Optuna's population and the progress counter are sized by it.
+MAX_TRIALS = 100_000
+MAX_SEED = 2**32 - 1  # numpy / Optuna samplers take seeds 0..2**32-1
 
 
 def default_study_name() -> str:
@@ -221,7 +225,8 @@ def parse_space(overrides: Mapping[str, Any] | None, what: str = "--space") -> S
     unknown = sorted(set(overrides) - allowed)
     if unknown:
         raise SpecError(f"{what}: unknown field(s) {unknown}; allowed {sorted(allowed)}")
-    kw = {k: _tuples(v) if k != "fixed" else dict(v) for k, v in overrides.items()}
+    kw = {k: dict(v) if k == "fixed" and isinstance(v, Mapping) else _tuples(v)
+          for k, v in overrides.items()}
     try:
         return dataclasses.replace(DEFAULT_SPACE, **kw)
     except (TypeError, ValueError) as e:
@@ -286,7 +291,9 @@ def prepare(cfg: SearchConfig, resume: bool = False) -> ResolvedSearch:
 def resolve(cfg: SearchConfig) -> ResolvedSearch:
     """Fail fast, before data and Ray: every check that is cheap, with one-line errors."""
     _check_settings(cfg)
-    _check_data(cfg.data)
+    check_data_option(cfg.data)
+    check_writable_dir(cfg.out_root, "--out")  # the study's directory and the data cache
+    check_db(cfg.db, readonly=False)  # nothing opened or created yet
     check_address(cfg.address)
     if cfg.storage is not None:
         experiment_storage(cfg.storage, str(cfg.out_dir), cfg.study)  # UsageError: no such fs
@@ -307,8 +314,10 @@ def _check_settings(cfg: SearchConfig) -> None:
         raise UsageError(f"--study {cfg.study!r}: use letters, digits, '_', '-', '.' (<= 64)")
     if cfg.strategy not in STRATEGIES:
         raise UsageError(f"--strategy {cfg.strategy!r}: allowed {', '.join(STRATEGIES)}")
-    if cfg.n_trials < 1:
-        raise UsageError(f"--trials {cfg.n_trials}: need at least 1")
+    if not 1 <= cfg.n_trials <= MAX_TRIALS:
+        raise UsageError(f"--trials {cfg.n_trials}: allowed 1..{MAX_TRIALS:,}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise UsageError(f"--seed {cfg.seed}: allowed 0..{MAX_SEED}")
     if cfg.prerank < 0:
         raise UsageError(f"--prerank {cfg.prerank}: need 0 (off) or more")
     b = cfg.latency_budget_ms
@@ -325,18 +334,6 @@ def _check_settings(cfg: SearchConfig) -> None:
     if not TORCH_DEVICE_PATTERN.fullmatch(cfg.torch_device):
         raise UsageError(f"--torch-device {cfg.torch_device!r}: allowed auto, cpu, cuda, "
                          "cuda:N, mps")
-
-
-def _check_data(data: str | None) -> None:
-    if data is None:
-        return
-    root = Path(data)
-    if not root.is_dir():
-        raise NotFoundError(f"--data {data}: not a directory")
-    missing = [d for d in ("train", "val") if not (root / d).is_dir()]
-    if missing:
-        raise NotFoundError(f"--data {data}: no {' or '.join(missing)}/ directory (expected an "
-                            "ImageFolder root with train/ and val/)")
 
 
 def _load_latency_device(device: str) -> tuple[str, LatencyPredictor]:

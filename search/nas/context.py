@@ -30,6 +30,13 @@ from .progress import Progress, front_summary
 BASELINE_SEED_INDEX = 10_000
 
 
+def count_as(trial_key: str, status: str) -> str:
+    """The progress category of a final row: its status, or what a reused / pre-ranked-out
+    suggestion was counted as when it was recorded (see ``finish(count_as=...)``)."""
+    prefix = trial_key.split("-", 1)[0]
+    return {"dup": "DUPLICATE", "pre": "PRERANKED_OUT"}.get(prefix, status)
+
+
 class SearchContext:
     """Store, predictor, data and bookkeeping of one search run (never pickled)."""
 
@@ -59,9 +66,12 @@ class SearchContext:
 
     # -- the store ------------------------------------------------------------------------------
     def _load_existing(self) -> None:
+        """A resumed study: what is final is known (never written again) and counted, so the
+        progress counter continues from it instead of restarting at 1."""
         for t in self.store.trials(self.study_id):
             if t["status"] != "RUNNING":
                 self.done_keys.add(t["trial_key"])
+                self.progress.count(count_as(t["trial_key"], t["status"]))
             self.recorder.adopt(t["trial_key"], t["id"])
             self.configs[t["trial_key"]] = t.get("config") or {}
             self._note_point(t["trial_key"], t)
@@ -143,6 +153,11 @@ class SearchContext:
                if t["status"] != "RUNNING" and (t.get("config") or {}).get("kind") == "candidate"}
         idx.discard(None)
         return len(idx)
+
+    def running(self) -> int:
+        """Trials of this study started and not final (what an interrupted run leaves for
+        ``--resume``)."""
+        return len(self.store.trials(self.study_id, status="RUNNING"))
 
     def close_orphans(self) -> None:
         """Rows still RUNNING after a finished search were started by a driver that was killed

@@ -123,18 +123,20 @@ def run_resolved(resolved: ResolvedSearch, *, resume: bool = False,
     """:func:`run_search` for a config already validated by ``config.prepare`` (the command
     line validates before it imports this module, which imports torch and ray).
 
-    Ray is up (or joined) and every node a trial fits on has been asked whether it can get the
-    data before the results store is opened: a bad cluster input writes nothing."""
+    The data cache is built (every image decoded), Ray is up (or joined) and every node a trial
+    fits on has been asked whether it can get the data before the results store is opened: a
+    bad input writes nothing."""
     cfg = resolved.config
     progress = Progress(cfg.n_trials + len(resolved.baselines), stream=stream)
+    # The data first (a broken image is refused before Ray writes anything). An absolute
+    # source: a trial on another node rebuilds the cache from the same path.
+    data = prepare_data(os.path.abspath(cfg.data) if cfg.data else None, cfg.fidelity,
+                        cache_dir=str(Path(cfg.out_root) / "cache"))
     t0 = time.monotonic()
     started_ray = not ray.is_initialized()
     try:
         total_cpus = init_ray(cfg.address)
         res = plan_resources(cfg, total_cpus, float(ray.cluster_resources().get("GPU", 0)))
-        # An absolute source: a trial on another node rebuilds the cache from the same path.
-        data = prepare_data(os.path.abspath(cfg.data) if cfg.data else None, cfg.fidelity,
-                            cache_dir=str(Path(cfg.out_root) / "cache"))
         nodes = _check_cluster(cfg, data, res)
         res = dataclasses.replace(res, slots=slots(nodes, res.cpus_per_trial,
                                                    cfg.gpus_per_trial))
@@ -196,7 +198,7 @@ def _run_tune(ctx: SearchContext, res: Resources, resume: bool, wrap: Callable |
     if not interrupted:
         ctx.close_orphans()
     else:  # e.g. ^C: the searcher checkpoint and RUNNING rows stay for --resume
-        ctx.progress.line(f"search interrupted ({unfinished} trial(s) unfinished); continue "
+        ctx.progress.line(f"search interrupted ({ctx.running()} trial(s) unfinished); continue "
                           f"with: run_search.py search --study {cfg.study} --resume")
     return interrupted
 

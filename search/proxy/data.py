@@ -25,13 +25,14 @@ from search_space.errors import NotFoundError, UsageError
 from search_space.io import atomic_directory, canonical_json, remove_stale_temporaries
 from search_space.lazy import lazy_import
 
+from . import images
 from .fidelity import Fidelity
 
 Image = lazy_import("PIL.Image")
 
 EMBEDDED_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded",
                              "cifar10_subset.npz")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+IMAGE_EXTS = images.IMAGE_EXTS
 CACHE_VERSION = 1  # bump when the decode/resize recipe changes: old caches stop matching
 ARRAYS = ("train_x", "train_y", "val_x", "val_y")
 
@@ -103,17 +104,11 @@ def spread_classes(all_classes: list[str], n: int) -> list[str]:
 
 
 def _list_images(d: str) -> list[str]:
-    return sorted(e.name for e in os.scandir(d) if e.is_file() and e.name.lower().endswith(IMAGE_EXTS))
+    return images.list_images(d, "data source")
 
 
 def _check_root(root: str) -> None:
-    if not os.path.isdir(root):
-        raise NotFoundError(f"data source {root}: not a directory (expected an ImageFolder "
-                                "root with train/<class>/*.jpg and val/<class>/*.jpg)")
-    for split in ("train", "val"):
-        if not os.path.isdir(os.path.join(root, split)):
-            raise UsageError(f"data source {root}: missing {split}/ (expected an ImageFolder root "
-                             "with train/<class>/*.jpg and val/<class>/*.jpg)")
+    images.check_layout(root, ("train", "val"), "data source")
 
 
 def _select_imagefolder(root: str, fid: Fidelity) -> tuple[list[str], dict[str, list[str]]]:
@@ -132,27 +127,17 @@ def _select_imagefolder(root: str, fid: Fidelity) -> tuple[list[str], dict[str, 
                                  "same class folders as train/)")
             files = _list_images(d)
             if len(files) < n:
-                raise UsageError(f"data source {d}: {len(files)} images, fidelity needs {n} per class")
+                raise UsageError(f"data source {d}: {len(files)} images, fidelity needs {n} per "
+                                 "class")
             chosen[split] += [f"{split}/{c}/{f}" for f in files[:n]]
     return classes, chosen
 
 
 # -- decoding -------------------------------------------------------------------------------------
 def _decode(args: tuple[str, int]) -> np.ndarray:
-    """Decode one image, resize the shorter side to ``res`` and centre-crop res x res."""
+    """Decode one image (search.proxy.images: a broken one is refused, naming the file)."""
     path, res = args
-    with Image.open(path) as im:
-        # draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: ~5x faster for ImageNet-size JPEGs.
-        im.draft("RGB", (res, res))
-        im = im.convert("RGB")
-        w, h = im.size
-        s = res / min(w, h)
-        nw, nh = max(res, round(w * s)), max(res, round(h * s))
-        if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=None)
-        left, top = (nw - res) // 2, (nh - res) // 2
-        im = im.crop((left, top, left + res, top + res))
-        return np.asarray(im, dtype=np.uint8)
+    return images.decode_square(path, res)
 
 
 def _decode_many(paths: list[str], res: int, workers: int, out: np.ndarray | None = None) -> np.ndarray:

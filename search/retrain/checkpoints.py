@@ -79,14 +79,21 @@ def resume_path(resume: str | None, out: Path, rank: int) -> str | None:
     return None
 
 
-def restore(path: str, spec_json: str, state: TrainState) -> Progress:
-    """Load a retrain checkpoint of this architecture into ``state``; return its progress."""
+def read_resumable(path: str, spec_json: str) -> dict[str, Any]:
+    """A retrain checkpoint of this architecture (weights-only read); one line naming the file
+    otherwise (truncated, empty, another format, another architecture)."""
     ck = read_file(path, "--resume")
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
         raise UsageError(f"--resume {path}: not a retrain checkpoint (format {found!r})")
     if ck.get("spec") != spec_json:
         raise UsageError(f"--resume {path}: checkpoint is of another architecture")
+    return ck
+
+
+def restore(path: str, spec_json: str, state: TrainState) -> Progress:
+    """Load a retrain checkpoint of this architecture into ``state``; return its progress."""
+    ck = read_resumable(path, spec_json)
     state.load_state_dict(ck)
     return Progress(start_epoch=ck["epoch"] + 1, global_step=ck["global_step"],
                     history=list(ck.get("history", [])), run_id=ck.get("run_id"))

@@ -7,7 +7,6 @@ the training sampler is DeiT's repeated augmentation (timm ``RepeatAugSampler``)
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -15,43 +14,41 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
+from search.proxy.images import check_directory, check_images, check_imagefolder, class_dirs
 from search_space.errors import NotFoundError, UsageError
 
 from .config import RetrainConfig
 from .distributed import DistContext
 
+__all__ = ["check_imagefolder", "class_dirs", "check_split_images", "split_root"]
+
 LAYOUT = "one sub-directory per class"
 
 
-def class_dirs(path: str | os.PathLike) -> list[str]:
-    """The class sub-directories of an ImageFolder split, sorted (ImageFolder's label order)."""
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+def image_files(split_dir: str) -> list[str]:
+    """The files torchvision's ImageFolder loads from ``split_dir`` (its own listing rules:
+    extensions, sub-directories, symlinks); a class without an image is a NotFoundError."""
+    classes = class_dirs(split_dir)
+    try:
+        samples = make_dataset(split_dir, {c: i for i, c in enumerate(classes)},
+                               extensions=IMG_EXTENSIONS)
+    except FileNotFoundError as e:  # "Found no valid file for the classes ..."
+        raise NotFoundError(f"--data {split_dir}: {str(e).splitlines()[0]}") from None
+    return [path for path, _ in samples]
 
 
-def check_imagefolder(root: str, splits: tuple[str, ...]) -> dict[str, list[str]]:
-    """Each split is a directory with at least one class sub-directory; train/val classes agree."""
-    base = Path(root)
-    need = f"need {'/, '.join(splits)}/ with {LAYOUT}"
-    if not base.is_dir():
-        raise NotFoundError(f"--data {root}: not a directory ({need})")
-    found: dict[str, list[str]] = {}
-    for s in splits:
-        d = base / s
-        if not d.is_dir():
-            raise NotFoundError(f"--data {root}: missing {s}/ ({need})")
-        classes = class_dirs(d)
-        if not classes:
-            raise NotFoundError(f"--data {root}: {s}/ has no class sub-directories")
-        found[s] = classes
-    if "train" in found and "val" in found and found["train"] != found["val"]:
-        raise UsageError(f"--data {root}: train/ has {len(found['train'])} classes and val/ "
-                         f"{len(found['val'])}, or their names differ; they must match")
-    return found
+def check_split_images(data: str, split_dirs: list[str], shard: tuple[int, int] = (0, 1)) -> int:
+    """Decode-check every image ImageFolder would load from ``split_dirs`` (before training or
+    evaluating: a broken file is refused up front, whether or not a sampler would draw it)."""
+    files = [f for d in split_dirs for f in image_files(d)]
+    return check_images(files, root=data, what="--data", shard=shard)
 
 
 def split_root(data: str, split: str) -> str:
     """``data/split``, or ``data`` itself when it already is a split (class directories)."""
+    check_directory(data, "--data", f"need {split}/ with {LAYOUT}, or a split directory itself")
     root = os.path.join(data, split)
     if not os.path.isdir(root):
         if os.path.isdir(data) and class_dirs(data):

@@ -119,6 +119,16 @@ def launched_externally() -> bool:
         "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1)
 
 
+def launcher_shard() -> tuple[int, int]:
+    """(rank, world size) of this process when a launcher started the ranks, else (0, 1): the
+    share of a up-front check (e.g. of the images) each rank does before training starts."""
+    if not launched_externally():
+        return 0, 1
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+
+
 def will_spawn(processes: Processes) -> bool:
     return processes.nproc > 1 and not launched_externally()
 

@@ -17,14 +17,15 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from search_space.errors import NotFoundError, UsageError
-from search_space.io import write_json_atomic
+from search_space.io import check_writable_file, write_json_atomic
 from search_space.spec import ArchSpec
 from search_space.checkpoint import load_state_dict_checked, read_file, state_dict_of
 from search_space.swiftformer import build_model
 
 from .config import EvaluateConfig, load_arch
-from .data import eval_loader, eval_transform, split_root
-from .distributed import DistContext, all_reduce_sum, check_torch_device, log, run_on_ranks
+from .data import check_split_images, eval_loader, eval_transform, split_root
+from .distributed import (DistContext, all_reduce_sum, check_torch_device, launcher_shard, log,
+                          run_on_ranks)
 from .distributed import setup_distributed
 
 
@@ -59,11 +60,14 @@ def prepare_evaluate(cfg: EvaluateConfig) -> tuple[ArchSpec, str]:
         raise NotFoundError(f"--checkpoint {cfg.checkpoint}: no such file")
     root = split_root(cfg.data, cfg.split)
     check_torch_device(cfg.processes.torch_device)
+    if cfg.json:
+        check_writable_file(cfg.json, "--json")
     return spec, root
 
 
 def evaluate_main(cfg: EvaluateConfig) -> int:
-    prepare_evaluate(cfg)
+    _, root = prepare_evaluate(cfg)
+    check_split_images(cfg.data, [root], shard=launcher_shard())  # every image, up front
     run_on_ranks(_evaluate_entry, cfg, cfg.processes)
     return 0
 

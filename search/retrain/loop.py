@@ -30,11 +30,11 @@ from search_space.io import json_safe, write_json_atomic, write_text_atomic
 from search_space.swiftformer import build_model
 
 from .checkpoints import (CHECKPOINT_NAME, FINAL_NAME, Progress, TrainState, export_final,
-                          restore, resume_path, save_checkpoint, save_final)
+                          read_resumable, restore, resume_path, save_checkpoint, save_final)
 from .config import RetrainJob, scaled_lr
-from .data import eval_loader, retrain_datasets, train_loader
-from .distributed import (DistContext, all_reduce_sum, barrier, log, param_digest, run_on_ranks,
-                          setup_distributed, will_spawn)
+from .data import check_split_images, eval_loader, retrain_datasets, train_loader
+from .distributed import (DistContext, all_reduce_sum, barrier, launcher_shard, log,
+                          param_digest, run_on_ranks, setup_distributed, will_spawn)
 from .evaluate import evaluate
 from .losses import DistillationLoss, label_loss, load_teacher
 from .prepare import PreparedRun, prepare_retrain
@@ -71,6 +71,13 @@ class Run:
 def retrain_main(job: RetrainJob) -> int:
     """Check the job (bad input: one line, exit 2, before any process starts), then train."""
     prep = prepare_retrain(job)
+    # Every image, before any training: a broken one is refused now, not mid-epoch (or never,
+    # when the sampler does not draw it). Ranks a launcher started each check their share.
+    check_split_images(job.data, [os.path.join(job.data, s) for s in ("train", "val")],
+                       shard=launcher_shard())
+    resume = prep.output / CHECKPOINT_NAME if job.resume == "auto" else job.resume
+    if resume is not None and os.path.isfile(resume):  # unreadable: refused before any write
+        read_resumable(str(resume), prep.spec.canonical_json())
     if prep.distillation != "none" and will_spawn(job.processes):
         # A teacher file that does not fit would otherwise fail inside N spawned processes.
         load_teacher(job.recipe.teacher_model, job.teacher_checkpoint, prep.spec.num_classes,

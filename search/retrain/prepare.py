@@ -10,7 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from results.options import check_db
 from search_space.errors import NotFoundError, UsageError
+from search_space.io import check_writable_dir
 from search_space.spec import ArchSpec
 
 from .config import PROJECT_DIR, Recipe, RetrainJob, load_arch, resolve_recipe
@@ -71,5 +73,8 @@ def prepare_retrain(job: RetrainJob) -> PreparedRun:
     if (recipe.mixup > 0 or recipe.cutmix > 0) and job.recipe.batch_size % 2:
         raise UsageError(f"--batch-size {job.recipe.batch_size}: mixup/cutmix need an even batch")
     output = Path(job.output or PROJECT_DIR / "runs" / "retrain" / spec.arch_hash)
+    check_writable_dir(output, "--output")
+    if job.record:
+        check_db(job.db, readonly=False)  # the run is recorded there (nothing opened yet)
     return PreparedRun(spec=train_spec, input_spec=spec, recipe=recipe,
                        distillation=distillation, classes=tuple(classes), output=output)

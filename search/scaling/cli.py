@@ -14,11 +14,12 @@ from functools import partial
 from latency_models import load_predictor
 from latency_models.options import add_latency_device_option
 from results.families import get_family
-from results.options import add_db_option, open_store
+from results.options import add_db_option, check_db, open_store
 from search.options import (add_data_option, add_fidelity_option, add_threads_option,
-                            add_torch_device_option, parse_fidelity)
+                            add_torch_device_option, check_data_option, parse_fidelity)
 from search.proxy.data import prepare_data
 from search_space.errors import UsageError
+from search_space.io import check_writable_dir
 from search_space.lazy import lazy_import
 
 from . import compound
@@ -28,6 +29,7 @@ from . import fit as fit_mod
 ladder_mod = lazy_import("search.scaling.ladder")  # torch: loaded only when a ladder runs
 
 log = partial(print, flush=True)
+LADDER_CACHE = "runs/cache"  # the proxy data cache of ladder runs (search.proxy.data)
 
 
 def _scale_request(args: argparse.Namespace, *, save: bool = True):
@@ -46,6 +48,11 @@ def _scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ladder_family(args: argparse.Namespace) -> dict:
+    with open_store(args.db, readonly=True) as store:
+        return get_family(store, args.family)  # unknown: one line
+
+
 def _ladder(args: argparse.Namespace) -> int:
     fidelity = parse_fidelity(args.fidelity)
     if args.family is None and (args.base is None or args.targets is None):
@@ -53,18 +60,26 @@ def _ladder(args: argparse.Namespace) -> int:
     request = _scale_request(args) if args.family is None else None  # validated before work
     if args.targets is not None:
         compound.parse_targets(args.targets)
+    check_data_option(args.data)
+    check_db(args.db, readonly=False)
+    for path, what in ((args.out, "--out"), (LADDER_CACHE, "data cache")):
+        if path is not None:
+            check_writable_dir(path, what)
+    if request is not None:
+        family_mod.resolve_base(request.base, args.db)  # a bad --base before any decoding
+    family = _ladder_family(args) if request is None else None
+    predictor = load_predictor(args.latency_device)
+    # Decode before anything is written: a broken image is refused with nothing stored.
+    data = prepare_data(args.data, fidelity, cache_dir=LADDER_CACHE)
     if request is not None:
         args.family = family_mod.scale(request, db=args.db, latency_device=args.latency_device,
                                        log=log).name
-    with open_store(args.db, readonly=True) as store:
-        family = get_family(store, args.family)  # unknown: one line
-    predictor = load_predictor(args.latency_device) if args.baselines else None
-    data = prepare_data(args.data, fidelity)
+        family = _ladder_family(args)
     with open_store(args.db, readonly=False) as store:
         res = ladder_mod.run_ladder(store, family, fidelity=fidelity, data=data, seed=args.seed,
                                     study=args.study, baselines=args.baselines,
                                     torch_device=args.torch_device, threads=args.threads,
-                                    predictor=predictor, log=log)
+                                    predictor=predictor if args.baselines else None, log=log)
     log(f"ladder study {res['study']} (id {res['study_id']}): {len(res['trials'])} trained; "
         f"fit with: run_search.py fit --db {args.db} --study {res['study']}")
     return 0

@@ -1,0 +1,40 @@
+"""search_space.io: the one atomic-write helper. A failed build leaves nothing behind."""
+from __future__ import annotations
+
+import pytest
+
+from search_space.io import atomic_directory, write_json_atomic, read_json
+
+
+def test_atomic_directory_renames_into_place(tmp_path):
+    final = tmp_path / "a" / "b" / "cache"
+    with atomic_directory(final) as tmp:
+        (tmp / "x.txt").write_text("1")
+    assert (final / "x.txt").read_text() == "1"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["cache"]  # no temporary left
+
+
+def test_a_failed_build_removes_its_temporary_and_the_parents_it_created(tmp_path):
+    (tmp_path / "runs").mkdir()
+    final = tmp_path / "runs" / "cache" / "deep" / "ds"
+    with pytest.raises(ZeroDivisionError):
+        with atomic_directory(final) as tmp:
+            (tmp / "half.npy").write_bytes(b"x")
+            1 / 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # pre-existing parent kept
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_failed_build_keeps_a_parent_someone_else_filled(tmp_path):
+    final = tmp_path / "cache" / "ds"
+    with pytest.raises(ZeroDivisionError):
+        with atomic_directory(final) as tmp:
+            (tmp_path / "cache" / "other-ds").mkdir()  # another builder's result
+            1 / 0
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["other-ds"]
+
+
+def test_write_json_atomic_round_trip(tmp_path):
+    write_json_atomic(tmp_path / "d" / "x.json", {"a": 1})
+    assert read_json(tmp_path / "d" / "x.json") == {"a": 1}
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["x.json"]
