@@ -42,7 +42,8 @@ from ..train import NonFiniteLoss, _amp, augment_batch, normalize, resolve_devic
 from .config import SupernetConfig, proxy_space
 from .model import Supernet
 
-__all__ = ["train_supernet", "load_supernet", "kd_loss", "CHECKPOINT_NAME", "space_key"]
+__all__ = ["train_supernet", "load_supernet", "kd_loss", "step_seconds", "CHECKPOINT_NAME",
+           "space_key"]
 
 CHECKPOINT_NAME = "supernet.pt"
 CHECKPOINT_FORMAT = 1
@@ -258,3 +259,24 @@ def load_supernet(path: str, device: str = "cpu") -> tuple[Supernet, dict[str, A
     net = Supernet(_space_from_dict(meta["space"]), cfg.conv_layer_scale_init)
     net.load_state_dict(ck["model"], strict=True)
     return net.to(resolve_device(device)), {**meta, "epoch": ck["epoch"], "history": ck["history"]}
+
+
+def step_seconds(config: SupernetConfig, fidelity: Fidelity, data: ProxyData, *, steps: int = 5,
+                 space: SearchSpace = DEFAULT_SPACE, device: str = "auto",
+                 channels_last: bool = True, seed: int = 0) -> float:
+    """Median wall seconds of one sandwich step at this setting (after one warm-up step), on
+    real batches: for sizing a run to a time budget before starting it."""
+    dev = resolve_device(device)
+    run = _Run(config, fidelity, data, space, seed, dev, channels_last)
+    times = []
+    for b in range(steps + 1):
+        idx = np.arange(b * run.bs, (b + 1) * run.bs) % len(run.labels)
+        xb = torch.from_numpy(np.ascontiguousarray(data.train_x[np.sort(idx)])).to(dev)
+        x = normalize(augment_batch(xb, run.gen, fidelity.crop_padding, fidelity.hflip), channels_last)
+        subnets = [run.net.min_spec] + [run.pspace.sample(run.arch_rng) for _ in range(config.num_random)]
+        t = time.perf_counter()
+        _sandwich_step(run, x, run.labels[np.sort(idx)].to(dev), subnets)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]))
