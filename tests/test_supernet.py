@@ -2,6 +2,7 @@
 weights, resume after SIGKILL is exact, channel reordering, bad settings fail in one line."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -281,3 +282,18 @@ def test_bad_inputs_are_one_line_usage_errors(tmp_path):
         load_supernet(str(tmp_path / "missing.pt"))
     assert SupernetConfig.from_json(SupernetConfig(epochs=3).to_json()) == SupernetConfig(epochs=3)
     assert SupernetConfig(lr=1).key == SupernetConfig(lr=1.0).key
+
+
+# -- the prepared GPU script -------------------------------------------------------------------------
+@pytest.mark.timeout(180)
+def test_gpu_script_smoke_runs_on_cpu_and_writes_its_json(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gpu_supernet.py"), "--smoke",
+                        "--seeds", "0", "--candidates", "2", "--cache-dir", str(tmp_path / "cache")],
+                       cwd=ROOT, env={**os.environ, "OUT": str(out), "CUDA_VISIBLE_DEVICES": ""},
+                       capture_output=True, text=True, timeout=170)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "seed 0: tau" in r.stdout and "img/s" in r.stdout
+    doc = json.loads((out / "gpu_supernet.json").read_text())
+    assert doc["device"] == "cpu" and len(doc["seeds"]) == 1
+    assert set(doc["seeds"][0]["top1"]) == {"XS", "S", "L1", "L3"}

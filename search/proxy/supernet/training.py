@@ -228,7 +228,8 @@ def train_supernet(config: SupernetConfig, fidelity: Fidelity, data: ProxyData, 
     run = _Run(config, fidelity, data, space, seed, dev, True if channels_last is None else channels_last)
     path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
     if path and os.path.isfile(path):
-        run.restore(torch.load(path, map_location=dev, weights_only=True), path)
+        # on the CPU: the generator state must stay a CPU tensor; load_state_dict moves the rest
+        run.restore(torch.load(path, map_location="cpu", weights_only=True), path)
     resumed_at = run.epoch
     t0 = time.perf_counter()
     while run.epoch < config.epochs:
@@ -253,7 +254,7 @@ def load_supernet(path: str, device: str = "cpu") -> tuple[Supernet, dict[str, A
     """A trained supernet from its checkpoint (weights only), with the checkpoint's meta."""
     if not os.path.isfile(path):
         raise NotFoundError(f"supernet checkpoint {path}: no such file")
-    ck = torch.load(path, map_location=resolve_device(device), weights_only=True)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     meta = ck["meta"]
     cfg = SupernetConfig.from_dict(meta["config"])
     net = Supernet(_space_from_dict(meta["space"]), cfg.conv_layer_scale_init)
