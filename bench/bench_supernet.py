@@ -6,8 +6,9 @@
 
 For each seed: train a supernet (search.proxy.supernet, SupernetConfig from --config) on the
 embedded CIFAR-10 subset at the --fidelity's data setting (default DEFAULT_FIDELITY), extract
-XS/S/L1/L3 at proxy size, score them (BatchNorm recalibration + val top-1), Kendall tau against
-their published ImageNet top-1 (75.7/78.5/80.9/83.0); then time the scoring of --candidates
+XS/S/L1/L3 at proxy size, score them (BatchNorm recalibration, then val loss and top-1),
+Kendall tau of the score (SupernetConfig.score; the other metric beside it) against their
+published ImageNet top-1 (75.7/78.5/80.9/83.0); then time the scoring of --candidates
 random subnets. Prints the command, date, `uptime` load, this machine's sgemm (2048^3 on 2
 threads), per-seed figures and the total, with the cost projected onto a 2-core machine of
 68 GFLOP/s sgemm (issue 15's slow machine). Checkpoints go under --out/<config key>/seed<k>/,
@@ -77,9 +78,10 @@ def _seed_job(args: tuple) -> dict:
 
 
 def _print_seed(r: dict) -> None:
-    t = r["top1"]
-    print(f"seed {r['seed']}: tau {r['tau']:+.2f} (val loss {r['tau_val_loss']:+.2f})  top-1 "
-          + " / ".join(f"{k} {v:.1f}" for k, v in t.items())
+    print(f"seed {r['seed']}: tau {r['tau']:+.2f} ({r['score_metric']}; top-1 {r['tau_top1']:+.2f}, "
+          f"val loss {r['tau_val_loss']:+.2f})  top-1 "
+          + " / ".join(f"{k} {v:.1f}" for k, v in r["top1"].items()) + "  val loss "
+          + " / ".join(f"{k} {v:.3f}" for k, v in r["val_loss"].items())
           + f"  train {r['train_cpu_seconds']:.0f} CPU-s + score {r['score_cpu_seconds']:.1f} CPU-s",
           flush=True)
 
@@ -89,6 +91,8 @@ def summarise(results: list[dict], sgemm: float, nominal_sgemm: float) -> dict:
     cpu = [r["cpu_seconds"] for r in results]
     factor = nominal_sgemm / SLOW_SGEMM
     s = {"taus": taus, "all_tau_1": all(t == 1.0 for t in taus), "mean_tau": float(np.mean(taus)),
+         "taus_top1": [r["tau_top1"] for r in results],
+         "taus_val_loss": [r["tau_val_loss"] for r in results],
          "cpu_seconds_per_seed": cpu, "cpu_seconds_total": float(sum(cpu)),
          "sgemm_gflops_measured": sgemm, "sgemm_gflops_nominal": nominal_sgemm,
          # one supernet (one seed) as the default run would train it, on the slow machine's two
@@ -137,8 +141,10 @@ def main() -> int:
     for r in results:
         _print_seed(r)
     s = summarise(results, sgemm, a.nominal_sgemm)
-    print(f"tau per seed: {', '.join(f'{t:+.2f}' for t in s['taus'])} (mean {s['mean_tau']:+.2f}); "
-          f"tau = 1.0 in all seeds: {'yes' if s['all_tau_1'] else 'no'}")
+    print(f"tau per seed ({cfg.score}): {', '.join(f'{t:+.2f}' for t in s['taus'])} "
+          f"(mean {s['mean_tau']:+.2f}); tau = 1.0 in all seeds: {'yes' if s['all_tau_1'] else 'no'}; "
+          f"top-1: {', '.join(f'{t:+.2f}' for t in s['taus_top1'])}; "
+          f"val loss: {', '.join(f'{t:+.2f}' for t in s['taus_val_loss'])}")
     print(f"cost: {s['cpu_seconds_total']:.0f} CPU-s for {len(seeds)} seeds "
           f"({np.mean(s['cpu_seconds_per_seed']):.0f} per seed = one default-run supernet); "
           f"on the 68 GFLOP/s machine ~{s['slow_machine_cpu_seconds_per_seed']:.0f} CPU-s = "

@@ -110,7 +110,8 @@ def main() -> int:
         for fut in as_completed([ex.submit(_job, j) for j in jobs]):
             r = fut.result()
             results.append(r)
-            print(f"seed {r['seed']}: tau {r['tau']:+.2f} (val loss {r['tau_val_loss']:+.2f}) top-1 "
+            print(f"seed {r['seed']}: tau {r['tau']:+.2f} ({r['score_metric']}; top-1 "
+                  f"{r['tau_top1']:+.2f}, val loss {r['tau_val_loss']:+.2f}) top-1 "
                   + " / ".join(f"{k} {v:.1f}" for k, v in r["top1"].items())
                   + f"; train {r['train_seconds']:.0f} s, {r['img_per_s']:.0f} img/s "
                   f"({r['subnet_img_per_s']:.0f} subnet-img/s); "

@@ -260,6 +260,7 @@ def test_reorder_hidden_units_preserves_the_largest_and_sorts_by_importance():
     ("kd_weight", 1.5, r"numbers in \[0, 1\]"), ("batch_size", 1, "integers >= 2"),
     ("reorder", "random", "one of"), ("lr", 0.0, "numbers > 0"),
     ("width_divisor", 2.0, "integers >= 1"), ("kd_temperature", float("nan"), "finite numbers"),
+    ("score", "accuracy", "one of"),
 ])
 def test_bad_supernet_settings_are_one_line_usage_errors(field, value, allowed):
     with pytest.raises(UsageError, match=rf"^supernet\.{field}=.*: allowed {allowed}") as e:

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from scipy import stats
 
+from search_space.errors import UsageError
 from search_space.spec import PRESETS, PUBLISHED, ArchSpec
 
 from ..data import ProxyData
 from ..fidelity import Fidelity
 from ..train import evaluate, recalibrate_bn
-from .config import SupernetConfig, to_proxy
+from .config import SCORES, SupernetConfig, to_proxy
 from .model import Supernet
 
 __all__ = ["score_subnets", "reference_specs", "reference_ranking", "REFERENCES"]
@@ -31,9 +32,12 @@ REFERENCES = ("XS", "S", "L1", "L3")
 
 def score_subnets(net: Supernet, specs: Sequence[ArchSpec], data: ProxyData, fidelity: Fidelity,
                   *, recal_images: int, device: torch.device | str = "cpu",
-                  channels_last: bool = True) -> list[dict[str, Any]]:
-    """Top-1 (%) and val loss of each subnet (specs in the supernet's space, see to_proxy),
+                  channels_last: bool = True, score: str = "val_loss") -> list[dict[str, Any]]:
+    """Top-1 (%), val loss and ``score`` (higher = better: minus the val loss, or the top-1;
+    see SupernetConfig.score) of each subnet (specs in the supernet's space, see to_proxy),
     with its wall and CPU seconds."""
+    if score not in SCORES:
+        raise UsageError(f"score={score!r}: allowed one of {SCORES}")
     dev = torch.device(device)
     for spec in specs:  # every bad spec fails before any work
         net.check(spec)
@@ -44,6 +48,7 @@ def score_subnets(net: Supernet, specs: Sequence[ArchSpec], data: ProxyData, fid
         recalibrate_bn(net, data, recal_images, fidelity.eval_batch_size, dev, channels_last)
         top1, val_loss = evaluate(net, data, fidelity, dev, channels_last)
         out.append({"arch_hash": spec.arch_hash, "top1": top1, "val_loss": val_loss,
+                    "score": top1 if score == "top1" else -val_loss,
                     "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0})
     net.set_active(net.max_spec)
     return out
@@ -58,18 +63,19 @@ def reference_specs(config: SupernetConfig, data: ProxyData, fidelity: Fidelity)
 def reference_ranking(net: Supernet, config: SupernetConfig, data: ProxyData, fidelity: Fidelity,
                       *, device: torch.device | str = "cpu",
                       channels_last: bool = True) -> dict[str, Any]:
-    """Scores of XS/S/L1/L3 and Kendall tau of their top-1 against the published ImageNet top-1
-    (75.7/78.5/80.9/83.0); also tau of -val loss (a continuous tie-breaker)."""
+    """XS/S/L1/L3 scored, and Kendall tau against their published ImageNet top-1
+    (75.7/78.5/80.9/83.0): ``tau`` of config.score, ``tau_top1`` and ``tau_val_loss`` of each."""
     specs = reference_specs(config, data, fidelity)
     scores = score_subnets(net, list(specs.values()), data, fidelity,
                            recal_images=config.recal_images, device=device,
-                           channels_last=channels_last)
+                           channels_last=channels_last, score=config.score)
     imagenet = [PUBLISHED[k]["top1"] for k in REFERENCES]
-    top1 = [s["top1"] for s in scores]
-    neg_loss = [-s["val_loss"] for s in scores]
-    return {"top1": dict(zip(REFERENCES, top1)),
-            "val_loss": {k: s["val_loss"] for k, s in zip(REFERENCES, scores)},
-            "tau": _tau(top1, imagenet), "tau_val_loss": _tau(neg_loss, imagenet),
+    col = {key: [s[key] for s in scores] for key in ("top1", "val_loss", "score")}
+    return {"top1": dict(zip(REFERENCES, col["top1"])),
+            "val_loss": dict(zip(REFERENCES, col["val_loss"])),
+            "score": dict(zip(REFERENCES, col["score"])), "score_metric": config.score,
+            "tau": _tau(col["score"], imagenet), "tau_top1": _tau(col["top1"], imagenet),
+            "tau_val_loss": _tau([-v for v in col["val_loss"]], imagenet),
             "score_cpu_seconds": float(sum(s["cpu_seconds"] for s in scores)),
             "score_seconds": float(sum(s["seconds"] for s in scores))}
 

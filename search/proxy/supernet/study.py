@@ -52,7 +52,7 @@ def run_seed(config: SupernetConfig, fidelity: Fidelity, data: ProxyData, seed: 
             torch.cuda.synchronize(dev)
         t0, c0 = time.perf_counter(), time.process_time()
         scores = score_subnets(net, specs, data, fidelity, recal_images=config.recal_images,
-                               device=dev, channels_last=cl)
+                               device=dev, channels_last=cl, score=config.score)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         out["candidates"] = {"n": candidates, "seconds_per_candidate": wall / candidates,
                              "cpu_seconds_per_candidate": cpu / candidates,
