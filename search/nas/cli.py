@@ -22,6 +22,7 @@ from search_space.errors import UsageError
 from search_space.io import read_json
 from search_space.lazy import lazy_import
 
+from ..proxy.supernet.config import SupernetConfig
 from ..options import add_data_option, add_fidelity_option, add_torch_device_option, parse_fidelity
 from .config import SearchConfig, parse_space, prepare
 
@@ -74,6 +75,7 @@ def _json_object(text: str, what: str) -> dict:
 CONVERT: dict[str, Callable[[Any], Any]] = {
     "fidelity": parse_fidelity,
     "space": lambda text: parse_space(_json_object(text, "--space")),
+    "supernet": lambda text: SupernetConfig.from_dict(_json_object(text, "--supernet")),
     "baselines": lambda text: tuple(b.strip() for b in text.split(",") if b.strip()),
     "extra_archs": tuple,
 }
