@@ -35,7 +35,10 @@ RUNGS = (STANDALONE, SUPERNET)
 # Metrics that get their own (indexable, cheaply fetchable) column on sfn_trials; everything
 # else in a trial's metrics dict is kept in ``metrics`` (JSON) only.
 TRIAL_METRIC_COLUMNS = ("top1", "top5", "val_loss", "latency_ms", "latency_std_ms", "params",
-                        "gmacs", "synflow", "naswot", "grad_norm", "train_seconds", "score")
+                        "gmacs", "synflow", "naswot", "grad_norm", "train_seconds")
+# Per-rung metric columns beside those (filled from a trial's metrics the same way; not
+# objectives of cross-study queries, which are stand-alone only): the supernet rung's score.
+RUNG_METRIC_COLUMNS = ("score",)
 
 # Deterministic constraint/index names so Alembic revisions can refer to them on any backend.
 NAMING_CONVENTION = {

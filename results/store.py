@@ -36,8 +36,8 @@ from search_space.io import canonical_json, check_writable_dir, json_safe
 from search_space.lazy import lazy_import
 from search_space.spec import PRESETS, PUBLISHED, ArchSpec
 
-from .schema import (COMPLETED, FINAL_STATUSES, RUNGS, RUNNING, STANDALONE, TABLE_PREFIX,
-                     TRAINING_RUN_STATUSES,
+from .schema import (COMPLETED, FINAL_STATUSES, RUNG_METRIC_COLUMNS, RUNGS, RUNNING, STANDALONE,
+                     TABLE_PREFIX, TRAINING_RUN_STATUSES,
                      TRIAL_METRIC_COLUMNS, VERSION_TABLE, Architecture, Baseline, EpochMetric,
                      LatencyMeasurement, LatencyPrediction, Study, Trial, TrainingRun, utcnow)
 
@@ -498,7 +498,7 @@ class ResultsStore:
             t.status = status
             metrics = json_safe(dict(metrics))
             t.metrics = metrics
-            for col in TRIAL_METRIC_COLUMNS:
+            for col in TRIAL_METRIC_COLUMNS + RUNG_METRIC_COLUMNS:
                 v = _num(metrics.get(col))
                 setattr(t, col, int(v) if (col == "params" and v is not None) else v)
             # Cost columns always filled, so fronts over params/GMACs need no join.
@@ -578,7 +578,7 @@ class ResultsStore:
                  "full_budget": bool(r.get("full_budget", False)), "started_at": now,
                  "finished_at": now, "metrics": json_safe(r.get("metrics")),
                  "rung": r.get("rung", STANDALONE)}
-            for col in TRIAL_METRIC_COLUMNS:
+            for col in TRIAL_METRIC_COLUMNS + RUNG_METRIC_COLUMNS:
                 d[col] = _num(r.get(col))
             payload.append(d)
         with self.transaction() as s:
@@ -731,7 +731,7 @@ def _trial_dict(t: Trial) -> dict:
          "status": t.status, "seed": t.seed, "config": t.config,
          "fidelity_reached": t.fidelity_reached, "full_budget": bool(t.full_budget),
          "epochs_reached": t.epochs_reached, "rung": t.rung}
-    for c in TRIAL_METRIC_COLUMNS:
+    for c in TRIAL_METRIC_COLUMNS + RUNG_METRIC_COLUMNS:
         d[c] = getattr(t, c)
     d.update(metrics=t.metrics, timings=t.timings, error=t.error,
              started_at=t.started_at.isoformat() if t.started_at else None,

@@ -327,7 +327,7 @@ def study_front(store: ResultsStore, study: str, device: str | None = None,
         raise UsageError(f"fidelity {fidelity!r}: allowed {', '.join(FIDELITIES)}")
     if rung not in RUNGS:
         raise UsageError(f"rung {rung!r}: allowed {', '.join(RUNGS)}")
-    key = (study, device, fidelity, rung)
+    key = (study, device, fidelity) + (() if rung == STANDALONE else (rung,))
     if cache is not None and key in cache:
         return cache[key]
     st = _study(store, study)
