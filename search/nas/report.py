@@ -183,7 +183,9 @@ def _draw(ax, rep: dict[str, Any], title: str) -> None:
     ax.grid(alpha=0.3)
     # Below the axes: inside, "best" still covered a baseline (L3 sits bottom-right whenever
     # the proxy reverses the ImageNet order).
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
+    if ax.get_legend_handles_labels()[0]:  # an empty rung (a failed supernet) has no legend
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3,
+                  frameon=False)
 
 
 def plot_front(rep: dict[str, Any], path: Path, title: str = "",
