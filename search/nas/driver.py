@@ -189,6 +189,7 @@ def _search_with_store(resolved: ResolvedSearch, data: ProxyData, res: Resources
                       f"{resolved.latency_device}{budget}; data {data.source} "
                       f"({data.num_classes} classes); db {cfg.db}")
         if cfg.proxy == "supernet":
+            os.environ.update(TUNE_ENV)  # rung 1's Tuner too: quiet, experiment saved every 2 s
             interrupted = run_rungs(ctx, res, wraps[0], wraps[1], _run_tune)
         else:
             interrupted = _run_tune(ctx, res, resume, wraps[0])
