@@ -367,8 +367,11 @@ def run_rungs(ctx: SearchContext, res, wrap: Callable | None, wrap_supernet: Cal
     trials (``search.nas.driver._run_tune``)."""
     cfg = ctx.cfg
     rung = SupernetRung(ctx)
-    cpus = res.cpus_per_trial * (res.max_concurrent or 1) if cfg.address is None \
-        else res.cpus_per_trial
+    # One trial's CPUs (1 thread locally by default): a second torch thread on the 2-core
+    # machine took > 270 CPU-s without finishing an epoch of ~50 single-thread CPU-s under
+    # load (OpenMP threads spin while descheduled; notes/supernet_search.md). --cpus-per-trial
+    # gives it more.
+    cpus = res.cpus_per_trial
     if not rung.train(cpus, cfg.gpus_per_trial, wrap_supernet):
         why = f"failed: {rung.error}" if rung.error else "interrupted"
         ctx.progress.line(f"supernet training {why}; continue with: run_search.py search "
