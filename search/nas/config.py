@@ -125,8 +125,9 @@ class SearchConfig:
         "--prerank", "ask K candidates, train the best by zero-cost rank (default off)",
         type=int, metavar="K"))
     # --- the supernet proxy (search/nas/supernet_search.py; docs/search.md) -----------------
-    # The stand-alone search stays the default: the supernet run did not fit the 15-minute
-    # budget of a 68 GFLOP/s 2-core machine with a fidelity that beats it (notes/supernet_search.md).
+    # The stand-alone search stays the default: the supernet run (tau 1.00 vs -0.33, ~570
+    # CPU-s) is projected at ~19 min on a 68 GFLOP/s 2-core machine, over the 15-minute budget
+    # (its rung 1 runs on one core; notes/supernet_search.md has the measurement).
     proxy: str = field(default="standalone", metadata=_cli(
         "--proxy", "how candidates are evaluated: standalone (each trained) or supernet (score "
         "--scored on a weight-sharing supernet, train the --top-k of its front) (default "
