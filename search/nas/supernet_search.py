@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -77,9 +78,7 @@ def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint_
     node = ray.get_runtime_context().get_node_id()
 
     def on_epoch(m: dict) -> None:
-        epoch = {k: v for k, v in m.items() if k != "step_losses"}
-        epoch.update(train_loss=m["loss_largest"], train_cpu_seconds=m["cpu_seconds"])
-        tune.report({**json_safe(epoch), "node_id": node, "final": False})
+        tune.report({**json_safe(_epoch_row(m)), "node_id": node, "final": False})
 
     _, info = train_supernet(supernet, fidelity, data, seed=int(config["seed"]), space=space,
                              device=device, threads=threads, checkpoint_dir=checkpoint_dir,
@@ -91,6 +90,13 @@ def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint_
     tune.report({**json_safe(summary), "final": True})
 
 
+def _epoch_row(m: Mapping[str, Any]) -> dict:
+    """An epoch of ``train_supernet`` as an epoch row (per-step losses dropped)."""
+    row = {k: v for k, v in m.items() if k != "step_losses"}
+    row.update(train_loss=m.get("loss_largest"), train_cpu_seconds=m.get("cpu_seconds"))
+    return row
+
+
 class SupernetCallback(Callback):
     """Records the supernet trial through its rung's recorder (driver process)."""
 
@@ -100,6 +106,9 @@ class SupernetCallback(Callback):
 
     def __getstate__(self) -> dict:
         return {"rung": None, "last": {}}  # Tune pickles callbacks into tuner.pkl
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.rung.started.set()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last = dict(result)
@@ -150,6 +159,7 @@ class SupernetRung:
         self.key = f"{SN}supernet-{self.sn.key}-s{self.cfg.seed}"
         self.spec = largest(self.cfg.space)  # the architecture the supernet covers
         self.error: str | None = None
+        self.started = threading.Event()  # set when the supernet trial starts (or is done)
         for t in self.store.trials(ctx.study_id, rung=SUPERNET):
             self.recorder.adopt(t["trial_key"], t["id"])
 
@@ -175,6 +185,10 @@ class SupernetRung:
 
     def trained(self, result: Mapping[str, Any]) -> None:
         self.start()
+        # every epoch from the checkpoint's history: one reported just before a kill may never
+        # have reached the driver (log_epoch replaces, so the others are unchanged)
+        for h in result.get("history") or []:
+            self.recorder.epoch(self.key, _epoch_row(h))
         metrics = {k: result[k] for k in SUMMARY_KEYS + ("supernet_params",) if k in result}
         metrics["checkpoint"] = self.checkpoint
         self.recorder.finish(self.key, "COMPLETED", metrics, reached=self.ctx.fid)
@@ -198,6 +212,7 @@ class SupernetRung:
         row = self.row()
         if row is not None and row["status"] == "COMPLETED" and os.path.isfile(self.checkpoint):
             self.ctx.progress.line(f"supernet already trained ({self.checkpoint})")
+            self.started.set()
             return True
         cfg = self.cfg
         self.start()
@@ -360,30 +375,82 @@ def _cpu() -> float:
     return os.times().user + os.times().system
 
 
+class Background:
+    """A function run in a thread of the driver, its result or exception kept for ``join``."""
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self.result = fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller by join()
+                self.error = e
+        self.thread = threading.Thread(target=target, name=name, daemon=True)
+        self.thread.start()
+
+    def join(self) -> Any:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def _stand_alone(ctx: SearchContext, todo: list[dict], what: str) -> SearchContext:
+    """A context for one stand-alone Tuner of rung 2: ``todo`` queued candidates (the
+    baselines are emitted by the searcher unless already final in the store)."""
+    resolved = dataclasses.replace(
+        ctx.resolved, config=dataclasses.replace(ctx.cfg, n_trials=len(todo)))
+    progress = Progress(len(todo) + len(resolved.baselines), stream=ctx.progress.stream)
+    progress.t0 = ctx.progress.t0
+    progress.line(what)
+    return SearchContext(resolved, ctx.recorder, ctx.data, progress)
+
+
 def run_rungs(ctx: SearchContext, res, wrap: Callable | None, wrap_supernet: Callable | None,
               run_tune: Callable[..., bool]) -> bool:
     """Both rungs; True when the search stopped before its end (interrupted, or the supernet
     failed: ``--resume`` continues it). ``run_tune`` is the driver's Tuner of stand-alone
-    trials (``search.nas.driver._run_tune``)."""
+    trials (``search.nas.driver._run_tune``).
+
+    The baselines' stand-alone trainings do not depend on the supernet: rung 1 (training and
+    scoring) runs in a driver thread while a second Tuner trains the baselines on the CPUs the
+    supernet trial leaves free; the picks of the supernet front are trained after both."""
     cfg = ctx.cfg
     rung = SupernetRung(ctx)
     # One trial's CPUs (1 thread locally by default): a second torch thread on the 2-core
-    # machine took > 270 CPU-s without finishing an epoch of ~50 single-thread CPU-s under
+    # machine took > 270 CPU-s without finishing an epoch of ~36 single-thread CPU-s under
     # load (OpenMP threads spin while descheduled; notes/supernet_search.md). --cpus-per-trial
     # gives it more.
     cpus = res.cpus_per_trial
-    if not rung.train(cpus, cfg.gpus_per_trial, wrap_supernet):
+
+    def rung1() -> bool:
+        ok = rung.train(cpus, cfg.gpus_per_trial, wrap_supernet)
+        if ok:
+            score_rung(rung, max(1, int(cpus)))
+        return ok
+
+    supernet = Background(rung1, "sfn-supernet")
+    # Tune's trainable registry is not thread-safe: the second Tuner starts once the first
+    # has started its trial (or ended).
+    while not rung.started.wait(0.2) and supernet.thread.is_alive():
+        pass
+    base_ctx = _stand_alone(ctx, [], "rung 2: the baselines train stand-alone beside rung 1")
+    interrupted = run_tune(base_ctx, res, False, wrap, queue=[])
+    ok = supernet.join()  # after a ^C the supernet finishes its epochs: ^C again to stop it
+    if not ok:
         why = f"failed: {rung.error}" if rung.error else "interrupted"
         ctx.progress.line(f"supernet training {why}; continue with: run_search.py search "
                           f"--study {cfg.study} --resume")
         return True
-    score_rung(rung, max(1, int(cpus)))
-    return run_rung2(ctx, rung, res, wrap, run_tune)
+    return run_rung2(ctx, rung, res, wrap, run_tune) or interrupted
 
 
 def run_rung2(ctx: SearchContext, rung: SupernetRung, res, wrap: Callable | None,
               run_tune: Callable[..., bool]) -> bool:
-    """The top-k of the supernet front and the baselines trained stand-alone (Tune trials)."""
+    """The top-k of the supernet front trained stand-alone (Tune trials; baselines not yet
+    final in the store too)."""
     trained = {t["arch_hash"] for t in ctx.store.trials(ctx.study_id, rung=STANDALONE)
                if t["status"] == "COMPLETED"}
     todo = []
@@ -394,11 +461,6 @@ def run_rung2(ctx: SearchContext, rung: SupernetRung, res, wrap: Callable | None
             ctx.screen_candidate(params, i, f"topk{i:03d}")
             continue
         todo.append(params)
-    resolved = dataclasses.replace(
-        ctx.resolved, config=dataclasses.replace(ctx.cfg, n_trials=len(todo)))
-    progress = Progress(len(todo) + len(resolved.baselines), stream=ctx.progress.stream)
-    progress.t0 = ctx.progress.t0
-    progress.line(f"rung 2: training {len(todo)} of the supernet front's top "
-                  f"{ctx.cfg.top_k} stand-alone, with the baselines")
-    ctx2 = SearchContext(resolved, ctx.recorder, ctx.data, progress)
+    ctx2 = _stand_alone(ctx, todo, f"rung 2: training {len(todo)} of the supernet front's top "
+                                   f"{ctx.cfg.top_k} stand-alone")
     return run_tune(ctx2, res, False, wrap, queue=todo)
