@@ -25,12 +25,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import threading
 import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 from scipy import stats
 
 from results.schema import STANDALONE, SUPERNET
@@ -88,6 +89,26 @@ def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint_
                    history=[{k: v for k, v in h.items() if k != "step_losses"}
                             for h in info["history"]])
     tune.report({**json_safe(summary), "final": True})
+
+
+class StopFlag(Stopper):
+    """Ends the supernet's Tuner when the driver sets ``event`` (a ^C while rung 1 runs in a
+    driver thread, where Tune installs no signal handler). Pickled without the event."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.event = threading.Event()
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.event.is_set()
 
 
 def _epoch_row(m: Mapping[str, Any]) -> dict:
@@ -160,6 +181,7 @@ class SupernetRung:
         self.spec = largest(self.cfg.space)  # the architecture the supernet covers
         self.error: str | None = None
         self.started = threading.Event()  # set when the supernet trial starts (or is done)
+        self.stop = threading.Event()  # set by the driver on ^C: rung 1 ends, --resume goes on
         for t in self.store.trials(ctx.study_id, rung=SUPERNET):
             self.recorder.adopt(t["trial_key"], t["id"])
 
@@ -230,7 +252,8 @@ class SupernetRung:
                            run_config=tune.RunConfig(
                                name=SUPERNET_EXPERIMENT, storage_path=where.path,
                                storage_filesystem=where.filesystem,
-                               callbacks=[SupernetCallback(self)], verbose=0, log_to_file=True,
+                               callbacks=[SupernetCallback(self)], stop=StopFlag(self.stop),
+                               verbose=0, log_to_file=True,
                                failure_config=tune.FailureConfig(max_failures=0)))
         tuner.fit()
         row = self.row()
@@ -297,7 +320,7 @@ class SupernetRung:
         seen: dict[str, list[float]] = {}
         index = asks = skips = scored = 0
         every = max(1, int(cfg.scored * PROGRESS_EVERY))
-        while index < cfg.scored and skips < MAX_SKIPS:
+        while index < cfg.scored and skips < MAX_SKIPS and not self.stop.is_set():
             trial = study.ask()
             asks += 1
             spec = cfg.space.suggest(trial)
@@ -438,13 +461,29 @@ def run_rungs(ctx: SearchContext, res, wrap: Callable | None, wrap_supernet: Cal
         pass
     base_ctx = _stand_alone(ctx, [], "rung 2: the baselines train stand-alone beside rung 1")
     interrupted = run_tune(base_ctx, res, False, wrap, queue=[])
-    ok = supernet.join()  # after a ^C the supernet finishes its epochs: ^C again to stop it
-    if not ok:
+    ok = _wait(supernet, rung, interrupted)
+    if not ok or rung.stop.is_set():
         why = f"failed: {rung.error}" if rung.error else "interrupted"
         ctx.progress.line(f"supernet training {why}; continue with: run_search.py search "
                           f"--study {cfg.study} --resume")
         return True
     return run_rung2(ctx, rung, res, wrap, run_tune) or interrupted
+
+
+def _wait(supernet: Background, rung: SupernetRung, interrupted: bool) -> bool:
+    """Rung 1's result. A ^C that stopped the baselines' Tuner, or one while waiting here,
+    stops rung 1 too (its Tuner through StopFlag, the scoring at the next candidate)."""
+    if interrupted:
+        rung.stop.set()
+    if threading.current_thread() is threading.main_thread():
+        # Tune leaves its (one-shot) handler installed after a Tuner ends: ^C must raise here
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        while supernet.thread.is_alive():
+            supernet.thread.join(0.5)
+    except KeyboardInterrupt:
+        rung.stop.set()
+    return supernet.join()
 
 
 def run_rung2(ctx: SearchContext, rung: SupernetRung, res, wrap: Callable | None,
