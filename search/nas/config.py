@@ -125,9 +125,9 @@ class SearchConfig:
         "--prerank", "ask K candidates, train the best by zero-cost rank (default off)",
         type=int, metavar="K"))
     # --- the supernet proxy (search/nas/supernet_search.py; docs/search.md) -----------------
-    # The stand-alone search stays the default: the supernet run (tau 1.00 vs -0.33, ~570
-    # CPU-s) is projected at ~19 min on a 68 GFLOP/s 2-core machine, over the 15-minute budget
-    # (its rung 1 runs on one core; notes/supernet_search.md has the measurement).
+    # `search` stays stand-alone by default (scripts, cluster runs and resumed studies keep
+    # their meaning); the no-argument `python run_search.py` runs the supernet proxy
+    # (search.nas.cli.DEFAULT_RUN; notes/supernet_search.md has the measured cost).
     proxy: str = field(default="standalone", metadata=_cli(
         "--proxy", "how candidates are evaluated: standalone (each trained) or supernet (score "
         "--scored on a weight-sharing supernet, train the --top-k of its front) (default "
@@ -138,9 +138,11 @@ class SearchConfig:
     top_k: int = field(default=4, metadata=_cli(
         "--top-k", "--proxy supernet: members of the supernet front trained stand-alone "
         "(default %(default)s)", type=int, metavar="K"))
-    # Rung 1 of --proxy supernet: candidates Optuna proposes and the supernet scores (~0.4
-    # CPU-s each at the default supernet). 240 = 20x the stand-alone default's 12 trainings.
-    scored: int = field(default=240, metadata=_cli(
+    # Rung 1 of --proxy supernet: candidates Optuna proposes and the supernet scores (0.32
+    # CPU-s each at the default supernet, measured). 160 = 20x the 8 stand-alone trainings of
+    # rung 2 (top 4 + 4 baselines); per wall-second scoring does 79x the candidates training
+    # does. 240 projected to 15.1 min on a 68 GFLOP/s 2-core machine, 160 to ~13.9.
+    scored: int = field(default=160, metadata=_cli(
         "--scored", "--proxy supernet: candidates scored on the supernet; suggestions over the "
         "budget or already scored do not count (default %(default)s)", type=int, metavar="N"))
     # The supernet's training and scoring recipe (search/proxy/supernet/config.py has the
