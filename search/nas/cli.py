@@ -114,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ``python run_search.py`` with no sub-command: the supernet proxy. Its ranking of XS/S/L1/L3
 # matches ImageNet (Kendall tau 1.00 in 3/3 seeds; the stand-alone default: -0.33) and it is
-# projected at ~14 min on a 68 GFLOP/s 2-core machine (the stand-alone default: ~22 min);
+# projected at 14-15 min on a 68 GFLOP/s 2-core machine (the stand-alone default: ~22 min);
 # notes/supernet_search.md has the measurement. ``search`` without --proxy stays stand-alone
 # (scripts and cluster runs keep their meaning).
 DEFAULT_RUN = ("--proxy", "supernet")

@@ -141,7 +141,8 @@ class SearchConfig:
     # Rung 1 of --proxy supernet: candidates Optuna proposes and the supernet scores (0.32
     # CPU-s each at the default supernet, measured). 160 = 20x the 8 stand-alone trainings of
     # rung 2 (top 4 + 4 baselines); per wall-second scoring does 79x the candidates training
-    # does. 240 projected to 15.1 min on a 68 GFLOP/s 2-core machine, 160 to ~13.9.
+    # does. The default run (160) projected to 14-15 min on a 68 GFLOP/s 2-core machine,
+    # 240 to ~15.1 (notes/supernet_search.md).
     scored: int = field(default=160, metadata=_cli(
         "--scored", "--proxy supernet: candidates scored on the supernet; suggestions over the "
         "budget or already scored do not count (default %(default)s)", type=int, metavar="N"))
