@@ -21,6 +21,7 @@ NUM_STAGES = 4  # SwiftFormer's four stages at strides 4/8/16/32 (feature_info r
 # Hard limits: what the model can build (not the search space, which is narrower; see space.py).
 MAX_DEPTH = 32
 MIN_WIDTH, MAX_WIDTH = 8, 4096
+# MIN_WIDTH x MIN_MLP_RATIO = 4: every MLP has at least 4 hidden units, no further check needed.
 MIN_MLP_RATIO, MAX_MLP_RATIO = 0.5, 16.0
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
 RESOLUTION_MULTIPLE = 32  # total stride of the network; other sizes give ragged feature maps
@@ -139,8 +140,6 @@ def validate(spec: ArchSpec) -> None:
     for i, r in enumerate(spec.mlp_ratios):
         if not is_number(r) or not MIN_MLP_RATIO <= r <= MAX_MLP_RATIO:
             raise SpecError(f"mlp_ratios[{i}]={r!r}: allowed numbers {MIN_MLP_RATIO}..{MAX_MLP_RATIO}")
-        if int(spec.widths[i] * r) < 1:
-            raise SpecError(f"mlp_ratios[{i}]={r!r}: hidden width int(width*ratio) must be >= 1")
     for i, k in enumerate(spec.attn_blocks):
         if not is_int(k) or not 0 <= k <= spec.depths[i]:
             raise SpecError(
