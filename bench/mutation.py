@@ -44,6 +44,9 @@ MODULES: dict[str, dict] = {
     "checkpoint": {"mutate": ["search_space/checkpoint.py"],
                    "tests": ["tests/test_checkpoint.py"]},
     "record": {"mutate": ["search/proxy/record.py"], "tests": ["tests/test_proxy_record.py"]},
+    # The latency predictor and its few-shot fit (issue 16 lists the fit's five surviving bugs).
+    "predictor": {"mutate": ["latency_models/predictor.py", "latency_models/fewshot.py"],
+                  "tests": ["tests/test_latency_predictor.py", "-m", "not slow"]},
     # The search driver's resume / replay: what a resumed search does with the store's final
     # rows, the searcher checkpoint (save / restore / set_state) and the requeued trials.
     "resume": {

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .fields import is_int
 from .spec import (MAX_DEPTH, MAX_MLP_RATIO, MAX_RESOLUTION, MAX_WIDTH, MIN_MLP_RATIO,
                    MIN_RESOLUTION, MIN_WIDTH, NUM_STAGES, PRESETS, RESOLUTION_MULTIPLE, ArchSpec,
                    SpecError)
@@ -39,10 +40,6 @@ def attn_mode(count: int, depth: int) -> str | None:
     return None
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_ratio(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and \
         MIN_MLP_RATIO <= v <= MAX_MLP_RATIO
@@ -53,7 +50,7 @@ def _is_mode(v: Any) -> bool:
 
 
 def _is_resolution(v: Any) -> bool:
-    return _is_int(v) and MIN_RESOLUTION <= v <= MAX_RESOLUTION and v % RESOLUTION_MULTIPLE == 0
+    return is_int(v) and MIN_RESOLUTION <= v <= MAX_RESOLUTION and v % RESOLUTION_MULTIPLE == 0
 
 
 def _choices(v: Any, name: str, ok: Any, allowed: str) -> tuple:
@@ -76,7 +73,7 @@ def _stage_choices(v: Any, name: str) -> tuple[tuple[int, ...], ...]:
     for i, c in enumerate(v):
         even = name == "widths" and i == 0  # the stem uses widths[0] / 2 channels
         out.append(_choices(c, f"{name}[{i}]",
-                            lambda x: _is_int(x) and lo <= x <= hi and not (even and x % 2),
+                            lambda x: is_int(x) and lo <= x <= hi and not (even and x % 2),
                             f"{'even ' if even else ''}integers {lo}..{hi}"))
     return tuple(out)
 
@@ -84,7 +81,7 @@ def _stage_choices(v: Any, name: str) -> tuple[tuple[int, ...], ...]:
 def _check_head_and_fixed(space: Any) -> None:
     """num_classes, distillation and the fixed ArchSpec fields (checked by building the
     space's smallest member, so ArchSpec's own rules apply)."""
-    if not _is_int(space.num_classes) or space.num_classes < 0:
+    if not is_int(space.num_classes) or space.num_classes < 0:
         raise SpecError(f"space.num_classes={space.num_classes!r}: allowed integers >= 0")
     if not isinstance(space.distillation, bool):
         raise SpecError(f"space.distillation={space.distillation!r}: allowed true or false")

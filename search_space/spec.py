@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from .errors import UsageError
+from .fields import is_int, is_number, known_fields
 from .io import canonical_json, read_json
 
 NUM_STAGES = 4  # SwiftFormer's four stages at strides 4/8/16/32 (feature_info reductions).
@@ -21,6 +21,7 @@ NUM_STAGES = 4  # SwiftFormer's four stages at strides 4/8/16/32 (feature_info r
 # Hard limits: what the model can build (not the search space, which is narrower; see space.py).
 MAX_DEPTH = 32
 MIN_WIDTH, MAX_WIDTH = 8, 4096
+# MIN_WIDTH x MIN_MLP_RATIO = 4: every MLP has at least 4 hidden units, no further check needed.
 MIN_MLP_RATIO, MAX_MLP_RATIO = 0.5, 16.0
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
 RESOLUTION_MULTIPLE = 32  # total stride of the network; other sizes give ragged feature maps
@@ -62,7 +63,7 @@ class ArchSpec:
                                 "stage)")
             object.__setattr__(self, name, tuple(v))
         for i, r in enumerate(self.mlp_ratios):
-            if not _is_num(r):
+            if not is_number(r):
                 raise SpecError(f"mlp_ratios[{i}]={r!r}: allowed numbers "
                                 f"{MIN_MLP_RATIO}..{MAX_MLP_RATIO}")
         object.__setattr__(self, "mlp_ratios", tuple(float(r) for r in self.mlp_ratios))
@@ -94,16 +95,11 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ArchSpec":
-        if not isinstance(d, Mapping):
-            raise SpecError(f"spec: expected a JSON object, got {type(d).__name__}")
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise SpecError(f"spec: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+        d = known_fields(cls, d, "spec", SpecError)
         missing = [n for n in SEQUENCE_FIELDS if n not in d]
         if missing:
             raise SpecError(f"spec: missing required field(s) {missing}")
-        return cls(**dict(d))
+        return cls(**d)
 
     @classmethod
     def from_json(cls, text: str) -> "ArchSpec":
@@ -126,14 +122,6 @@ class ArchSpec:
         return replace(self, **changes)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def validate(spec: ArchSpec) -> None:
     """Raise SpecError naming the field, the value and what is allowed."""
     for name in SEQUENCE_FIELDS:
@@ -141,35 +129,33 @@ def validate(spec: ArchSpec) -> None:
         if len(v) != NUM_STAGES:
             raise SpecError(f"{name}={list(v)}: need exactly {NUM_STAGES} values (one per stage)")
     for i, d in enumerate(spec.depths):
-        if not _is_int(d) or not 1 <= d <= MAX_DEPTH:
+        if not is_int(d) or not 1 <= d <= MAX_DEPTH:
             raise SpecError(f"depths[{i}]={d!r}: allowed integers 1..{MAX_DEPTH}")
     for i, w in enumerate(spec.widths):
-        if not _is_int(w) or not MIN_WIDTH <= w <= MAX_WIDTH:
+        if not is_int(w) or not MIN_WIDTH <= w <= MAX_WIDTH:
             raise SpecError(f"widths[{i}]={w!r}: allowed integers {MIN_WIDTH}..{MAX_WIDTH}")
     if spec.widths[0] % 2:
         # The stem's first conv has widths[0] // 2 channels; an odd width would silently lose one.
         raise SpecError(f"widths[0]={spec.widths[0]}: must be even (the stem uses widths[0]/2)")
     for i, r in enumerate(spec.mlp_ratios):
-        if not _is_num(r) or not MIN_MLP_RATIO <= r <= MAX_MLP_RATIO:
+        if not is_number(r) or not MIN_MLP_RATIO <= r <= MAX_MLP_RATIO:
             raise SpecError(f"mlp_ratios[{i}]={r!r}: allowed numbers {MIN_MLP_RATIO}..{MAX_MLP_RATIO}")
-        if int(spec.widths[i] * r) < 1:
-            raise SpecError(f"mlp_ratios[{i}]={r!r}: hidden width int(width*ratio) must be >= 1")
     for i, k in enumerate(spec.attn_blocks):
-        if not _is_int(k) or not 0 <= k <= spec.depths[i]:
+        if not is_int(k) or not 0 <= k <= spec.depths[i]:
             raise SpecError(
                 f"attn_blocks[{i}]={k!r}: allowed integers 0..depths[{i}]={spec.depths[i]} "
                 "(number of trailing attention blocks; 0 = none, depth = all)")
     r = spec.resolution
-    if not _is_int(r) or not MIN_RESOLUTION <= r <= MAX_RESOLUTION or r % RESOLUTION_MULTIPLE:
+    if not is_int(r) or not MIN_RESOLUTION <= r <= MAX_RESOLUTION or r % RESOLUTION_MULTIPLE:
         raise SpecError(f"resolution={r!r}: allowed multiples of {RESOLUTION_MULTIPLE} in "
                         f"{MIN_RESOLUTION}..{MAX_RESOLUTION}")
-    if not _is_int(spec.num_classes) or spec.num_classes < 0:
+    if not is_int(spec.num_classes) or spec.num_classes < 0:
         raise SpecError(f"num_classes={spec.num_classes!r}: allowed integers >= 0 (0 = no head)")
     if not isinstance(spec.distillation, bool):
         raise SpecError(f"distillation={spec.distillation!r}: allowed true or false")
-    if not _is_num(spec.drop_path_rate) or not 0.0 <= spec.drop_path_rate < 1.0:
+    if not is_number(spec.drop_path_rate) or not 0.0 <= spec.drop_path_rate < 1.0:
         raise SpecError(f"drop_path_rate={spec.drop_path_rate!r}: allowed numbers in [0, 1)")
-    if not _is_num(spec.layer_scale_init) or not 0.0 < spec.layer_scale_init <= 10.0:
+    if not is_number(spec.layer_scale_init) or not 0.0 < spec.layer_scale_init <= 10.0:
         raise SpecError(f"layer_scale_init={spec.layer_scale_init!r}: allowed numbers in (0, 10]")
 
 

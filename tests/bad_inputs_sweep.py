@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-from PIL import Image
+from imagefolder import make_imagefolder  # noqa: F401  (ray_cluster re-exports it)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -66,25 +65,15 @@ class Case:
 
 
 # -- files the setups write ------------------------------------------------------------------
-def _jpegs(root: Path, classes: int = 2, train: int = 6, val: int = 3) -> None:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train), ("val", val)):
-        for c in range(classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                Image.fromarray(img).save(d / f"{i:03d}.jpg", quality=90)
-
 
 def data_ok(t: Path) -> None:
-    _jpegs(t / "data")
+    make_imagefolder(t / "data", train=6, val=3, shift=0)
 
 
 def bad_image(kind: str, where: str = "train/class0/000.jpg") -> Callable[[Path], None]:
     """Good data with one image broken: text bytes, 0 bytes, cut to half, or unreadable."""
     def setup(t: Path) -> None:
-        _jpegs(t / "data")
+        make_imagefolder(t / "data", train=6, val=3, shift=0)
         p = t / "data" / where
         if kind == "text":
             p.write_text("this is not a JPEG, it is a text file\n" * 20)
@@ -99,7 +88,7 @@ def bad_image(kind: str, where: str = "train/class0/000.jpg") -> Callable[[Path]
 
 
 def too_few_images(t: Path) -> None:
-    _jpegs(t / "data", train=2)
+    make_imagefolder(t / "data", train=2, val=3, shift=0)
 
 
 def write(rel: str, content: str | bytes, mode: int | None = None) -> Callable[[Path], None]:

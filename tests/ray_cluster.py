@@ -32,8 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from imagefolder import make_imagefolder  # noqa: F401  (re-exported to test_cluster and bench_cluster)
 
 RAY = str(Path(sys.executable).with_name("ray"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,21 +287,6 @@ TINY_RETRAIN_SPEC = {"depths": [1, 1, 1, 1], "widths": [16, 16, 16, 16],
 RETRAIN_COMMON = ["--torch-device", "cpu", "--workers", "0", "--batch-size", "4", "--no-export",
                   "--warmup-epochs", "0", "--no-lr-scale", "--lr", "1e-3"]
 
-
-def make_imagefolder(root: Path, classes: int = 2, train: int = 10, val: int = 6,
-                     shift: int = 80) -> Path:
-    """Random-ish 32 px JPEGs, one colour channel raised by ``shift`` per class (something to
-    learn; a small shift makes it hard enough that candidates differ in top-1)."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train), ("val", val)):
-        for c in range(classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                img[..., c % 3] = np.clip(img[..., c % 3].astype(int) + shift, 0, 255)
-                Image.fromarray(img).save(d / f"{i:03d}.jpg", quality=90)
-    return root
 
 
 def search_argv(data: Path, out: Path, study: str, trials: int, *extra: str,

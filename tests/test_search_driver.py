@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from imagefolder import make_imagefolder  # noqa: F401  (re-exported to the search tests)
 
 import run_search
 
@@ -28,22 +29,6 @@ TINY_SPACE = {"depths": [[1], [1], [1, 2], [1, 2]], "widths": [[16], [16, 24], [
 TINY_BASELINE = {"depths": [1, 1, 1, 1], "widths": [16, 16, 32, 32],
                  "mlp_ratios": [2.0, 2.0, 2.0, 2.0], "attn_blocks": [0, 0, 0, 1]}
 
-
-def make_imagefolder(root: Path, classes: int = 2, train: int = 10, val: int = 6) -> Path:
-    """Random-ish JPEGs, one colour bias per class so there is something to learn."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train), ("val", val)):
-        for c in range(classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                img[..., c % 3] = np.clip(img[..., c % 3].astype(int) + 80, 0, 255)
-                Image.fromarray(img).save(d / f"{i:03d}.jpg", quality=90)
-    return root
 
 
 def _args(tmp: Path, data: Path, study: str, trials: int, extra=()) -> list[str]:

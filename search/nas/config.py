@@ -23,6 +23,7 @@ from latency_models.options import DEFAULT_DEVICE
 from latency_models.predictor import LatencyPredictor
 from results.options import DEFAULT_DB, check_db
 from search_space.errors import NotFoundError, UsageError
+from search_space.fields import known_fields
 from search_space.io import check_writable_dir, json_safe, read_json
 from search_space.space import DEFAULT_SPACE, SearchSpace
 from search_space.spec import PRESETS, ArchSpec, SpecError, load_spec
@@ -208,12 +209,7 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], what: str = "search config") -> "SearchConfig":
         """Inverse of :meth:`to_dict`; unknown fields are an error naming ``what``."""
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise UsageError(f"{what}: unknown field(s) {unknown} (written by another version?); "
-                             f"allowed {sorted(allowed)}")
-        kw = dict(d)
+        kw = known_fields(cls, d, what, hint=" (written by another version?)")
         if "fidelity" in kw:
             kw["fidelity"] = parse_fidelity_fields(kw["fidelity"])
         if "space" in kw:
@@ -257,12 +253,7 @@ def parse_space(overrides: Mapping[str, Any] | None, what: str = "--space") -> S
     """DEFAULT_SPACE with field overrides (JSON lists become tuples); SpecError on bad input."""
     if not overrides:
         return DEFAULT_SPACE
-    if not isinstance(overrides, Mapping):
-        raise SpecError(f"{what}: expected a JSON object of SearchSpace fields")
-    allowed = {f.name for f in dataclasses.fields(SearchSpace)}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise SpecError(f"{what}: unknown field(s) {unknown}; allowed {sorted(allowed)}")
+    known_fields(SearchSpace, overrides, what, SpecError)
     kw = {k: dict(v) if k == "fixed" and isinstance(v, Mapping) else _tuples(v)
           for k, v in overrides.items()}
     try:

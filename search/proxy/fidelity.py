@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from search_space.errors import UsageError
+from search_space.fields import json_numbers, known_fields
 
 
 @dataclass(frozen=True)
@@ -110,22 +111,7 @@ class Fidelity:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Fidelity":
         """Missing fields take the defaults; unknown fields are an error (typos must not pass)."""
-        if not isinstance(d, Mapping):
-            raise UsageError(f"fidelity: expected a JSON object, got {type(d).__name__}")
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise UsageError(f"fidelity: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
-        d = dict(d)
-        # JSON has one number type: accept 1.0 for int fields and 1 for float fields.
-        for f in fields(cls):
-            if f.name in d and f.type in ("int", int) and isinstance(d[f.name], float) \
-                    and d[f.name].is_integer():
-                d[f.name] = int(d[f.name])
-            if f.name in d and f.type in ("float", float) and isinstance(d[f.name], int) \
-                    and not isinstance(d[f.name], bool):
-                d[f.name] = float(d[f.name])
-        return cls(**d)
+        return cls(**json_numbers(cls, known_fields(cls, d, "fidelity")))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from search_space.errors import UsageError
+from search_space.fields import is_int, is_number, json_numbers, known_fields
 from search_space.space import SearchSpace, attn_count
 from search_space.spec import ArchSpec
 
@@ -110,18 +110,18 @@ class SupernetConfig:
 
         for name in ("epochs", "batch_size", "width_divisor"):
             v = getattr(self, name)
-            if not _is_int(v) or v < 1:
+            if not is_int(v) or v < 1:
                 raise bad(name, "integers >= 1")
         for name in ("num_random", "recal_images"):
             v = getattr(self, name)
-            if not _is_int(v) or v < 0:
+            if not is_int(v) or v < 0:
                 raise bad(name, "integers >= 0")
         if self.batch_size < 2:
             raise bad("batch_size", "integers >= 2 (BatchNorm needs a batch)")
         for name in ("kd_weight", "kd_temperature", "lr", "weight_decay", "label_smoothing",
                      "warmup_epochs", "warmup_lr", "min_lr", "grad_clip", "conv_layer_scale_init"):
             v = getattr(self, name)
-            if not _is_num(v) or v < 0:
+            if not is_number(v) or v < 0:
                 raise bad(name, "finite numbers >= 0")
         if self.kd_weight > 1:
             raise bad("kd_weight", "numbers in [0, 1]")
@@ -143,20 +143,7 @@ class SupernetConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SupernetConfig":
         """Missing fields take the defaults; unknown fields are an error (typos must not pass)."""
-        if not isinstance(d, Mapping):
-            raise UsageError(f"supernet config: expected a JSON object, got {type(d).__name__}")
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise UsageError(f"supernet config: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
-        d = dict(d)
-        for f in fields(cls):  # JSON has one number type
-            v = d.get(f.name)
-            if f.type in ("int", int) and isinstance(v, float) and v.is_integer():
-                d[f.name] = int(v)
-            if f.type in ("float", float) and _is_int(v):
-                d[f.name] = float(v)
-        return cls(**d)
+        return cls(**json_numbers(cls, known_fields(cls, d, "supernet config")))
 
     @classmethod
     def from_json(cls, text: str) -> "SupernetConfig":
@@ -179,14 +166,6 @@ class SupernetConfig:
 
     def replace(self, **changes: Any) -> "SupernetConfig":
         return replace(self, **changes)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_divisor(space: SearchSpace, width_divisor: int) -> None:

@@ -1,0 +1,61 @@
+"""search_space.fields: the one JSON -> config-dataclass check, and the configs that use it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from search.proxy.fidelity import Fidelity
+from search.proxy.supernet.config import SupernetConfig
+from search_space.errors import UsageError
+from search_space.fields import is_int, is_number, json_numbers, known_fields
+from search_space.spec import PRESETS, ArchSpec, SpecError
+
+
+@dataclass
+class Cfg:
+    n: int = 1
+    x: float = 0.5
+    name: str = "a"
+
+
+def test_known_fields_refuses_a_non_object_and_unknown_fields_naming_the_allowed():
+    with pytest.raises(UsageError) as e:
+        known_fields(Cfg, [1], "cfg")
+    assert str(e.value) == "cfg: expected a JSON object, got list"
+    with pytest.raises(SpecError) as e:
+        known_fields(Cfg, {"n": 1, "m": 2, "b": 3}, "cfg", SpecError, hint=" (old file?)")
+    assert str(e.value) == "cfg: unknown field(s) ['b', 'm'] (old file?); allowed: ['n', 'name', 'x']"
+    d = {"n": 2}
+    out = known_fields(Cfg, d, "cfg")
+    assert out == d and out is not d
+
+
+def test_json_numbers_reads_json_numbers_into_the_declared_types():
+    out = json_numbers(Cfg, {"n": 3.0, "x": 2, "name": 1.0})
+    assert out == {"n": 3, "x": 2.0, "name": 1.0}
+    assert type(out["n"]) is int and type(out["x"]) is float and type(out["name"]) is float
+    assert json_numbers(Cfg, {"n": 2.5, "x": True}) == {"n": 2.5, "x": True}  # left to the checks
+    assert type(json_numbers(Cfg, {"x": True})["x"]) is bool
+
+
+def test_number_predicates_exclude_bools_and_non_finite():
+    assert is_int(3) and not is_int(True) and not is_int(3.0)
+    assert is_number(2.5) and is_number(2) and not is_number(False)
+    assert not is_number(float("nan")) and not is_number(float("inf"))
+
+
+@pytest.mark.parametrize("cls,what", [(Fidelity, "fidelity"), (SupernetConfig, "supernet config")])
+def test_every_config_uses_it(cls, what):
+    assert cls.from_dict({"epochs": 3.0}).epochs == 3
+    with pytest.raises(UsageError, match=rf"^{what}: unknown field\(s\) \['epoch'\]; allowed: "):
+        cls.from_dict({"epoch": 3})
+
+
+def test_spec_from_dict_uses_it():
+    d = PRESETS["XS"].to_dict()
+    assert ArchSpec.from_dict(d) == PRESETS["XS"]
+    with pytest.raises(SpecError, match=r"^spec: unknown field\(s\) \['depth'\]; allowed: "):
+        ArchSpec.from_dict({**d, "depth": 1})
+    with pytest.raises(SpecError, match=r"^spec: expected a JSON object, got str$"):
+        ArchSpec.from_dict("XS")
