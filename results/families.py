@@ -18,7 +18,7 @@ from search_space.errors import NotFoundError, UsageError
 from search_space.io import canonical_json, json_safe
 from search_space.spec import PRESETS, PUBLISHED
 
-from .schema import COMPLETED, Architecture, Family, FamilyMember, Study, Trial
+from .schema import COMPLETED, STANDALONE, Architecture, Family, FamilyMember, Study, Trial
 from .store import PUBLISHED_DEVICE, ResultsStore
 
 __all__ = ["save_family", "list_families", "get_family", "family_view"]
@@ -124,7 +124,8 @@ def _ladder_accuracy(store: ResultsStore, family: str) -> tuple[dict[str, list[f
         for st in ladders:
             for h, top1 in s.execute(select(Trial.arch_hash, Trial.top1).where(
                     Trial.study_id == st.id, Trial.status == COMPLETED,
-                    Trial.full_budget.is_(True), Trial.top1.is_not(None))):
+                    Trial.full_budget.is_(True), Trial.rung == STANDALONE,
+                    Trial.top1.is_not(None))):
                 acc.setdefault(h, []).append(float(top1))
         return acc, [st.name for st in ladders], (ladders[0].fidelity if ladders else None)
 

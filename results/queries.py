@@ -29,7 +29,7 @@ from search_space.errors import NotFoundError, UsageError
 
 from .pareto import (REFERENCE_RULE, Objective, as_loss, baseline_comparison, dominating,
                      exact_mask, hypervolume, pareto_mask, reference_from_bounds)
-from .schema import (COMPLETED, TRIAL_METRIC_COLUMNS, Architecture, LatencyPrediction,
+from .schema import (COMPLETED, STANDALONE, TRIAL_METRIC_COLUMNS, Architecture, LatencyPrediction,
                      Study, Trial)
 from .store import ResultsStore, raw_rows
 from .study_front import OBJECTIVES as STUDY_OBJECTIVES
@@ -172,7 +172,8 @@ def _points_query_cols(store: ResultsStore, objectives: Sequence[Objective], flt
         cols = [pred.c.latency_ms if o.name == "latency_ms" else c
                 for o, c in zip(objectives, cols)]
     status = Trial.status if use_filter_index else Trial.status.concat("")
-    q = q.where(status == COMPLETED, *[c.is_not(None) for c in cols])
+    # one rung: supernet scores are no proxy top-1 (results.schema.RUNGS)
+    q = q.where(status == COMPLETED, Trial.rung == STANDALONE, *[c.is_not(None) for c in cols])
     if flt.fidelity != "any":
         q = q.where(Trial.full_budget.is_(True))
     if len(studies) != _count_studies(store):  # no IN list when every study is selected

@@ -25,11 +25,20 @@ RUNNING, COMPLETED, FAILED, REJECTED, PRUNED = "RUNNING", "COMPLETED", "FAILED",
 TRIAL_STATUSES = (RUNNING, COMPLETED, FAILED, REJECTED, PRUNED)
 FINAL_STATUSES = (COMPLETED, FAILED, REJECTED, PRUNED)
 TRAINING_RUN_STATUSES = (RUNNING, COMPLETED, FAILED)
+# Rungs of the fidelity ladder a trial's numbers come from (``search --proxy supernet``):
+# "standalone" = trained from scratch at the study's proxy fidelity (every trial before rungs
+# existed); "supernet" = scored on a weight-sharing supernet (search/proxy/supernet). Fronts,
+# hypervolumes and reuse of results never mix rungs.
+STANDALONE, SUPERNET = "standalone", "supernet"
+RUNGS = (STANDALONE, SUPERNET)
 
 # Metrics that get their own (indexable, cheaply fetchable) column on sfn_trials; everything
 # else in a trial's metrics dict is kept in ``metrics`` (JSON) only.
 TRIAL_METRIC_COLUMNS = ("top1", "top5", "val_loss", "latency_ms", "latency_std_ms", "params",
                         "gmacs", "synflow", "naswot", "grad_norm", "train_seconds")
+# Per-rung metric columns beside those (filled from a trial's metrics the same way; not
+# objectives of cross-study queries, which are stand-alone only): the supernet rung's score.
+RUNG_METRIC_COLUMNS = ("score",)
 
 # Deterministic constraint/index names so Alembic revisions can refer to them on any backend.
 NAMING_CONVENTION = {
@@ -115,6 +124,13 @@ class Trial(Base):
     naswot: Mapped[float | None] = mapped_column(Float)
     grad_norm: Mapped[float | None] = mapped_column(Float)
     train_seconds: Mapped[float | None] = mapped_column(Float)
+    # Which rung of the ladder these numbers come from (RUNGS); rows written before rungs
+    # existed are stand-alone trainings (the migration's server default). Checked by
+    # ResultsStore.start_trial (no CHECK constraint: adding one rebuilds the table on SQLite).
+    rung: Mapped[str] = mapped_column(String(16), default=STANDALONE, server_default=STANDALONE)
+    # The rung's own objective (higher is better) where it is not top-1: on the supernet rung
+    # minus the subnet's val loss (SupernetConfig.score); None on the stand-alone rung.
+    score: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)

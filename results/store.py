@@ -36,7 +36,8 @@ from search_space.io import canonical_json, check_writable_dir, json_safe
 from search_space.lazy import lazy_import
 from search_space.spec import PRESETS, PUBLISHED, ArchSpec
 
-from .schema import (COMPLETED, FINAL_STATUSES, RUNNING, TABLE_PREFIX, TRAINING_RUN_STATUSES,
+from .schema import (COMPLETED, FINAL_STATUSES, RUNG_METRIC_COLUMNS, RUNGS, RUNNING, STANDALONE,
+                     TABLE_PREFIX, TRAINING_RUN_STATUSES,
                      TRIAL_METRIC_COLUMNS, VERSION_TABLE, Architecture, Baseline, EpochMetric,
                      LatencyMeasurement, LatencyPrediction, Study, Trial, TrainingRun, utcnow)
 
@@ -439,9 +440,12 @@ class ResultsStore:
 
     # -- trials ------------------------------------------------------------------------------
     def start_trial(self, study_id: int, trial_key: str, arch_hash: str, *, config: dict,
-                    seed: int) -> int:
-        """Trial id for (study_id, trial_key); created RUNNING if new (idempotent on resume)."""
+                    seed: int, rung: str = STANDALONE) -> int:
+        """Trial id for (study_id, trial_key); created RUNNING if new (idempotent on resume).
+        ``rung``: which rung of the ladder its numbers come from (schema.RUNGS)."""
         self._writable()
+        if rung not in RUNGS:
+            raise ValueError(f"rung {rung!r}: allowed {', '.join(RUNGS)}")
         with self.transaction() as s:
             t = s.scalar(select(Trial).where(Trial.study_id == study_id,
                                              Trial.trial_key == trial_key))
@@ -456,7 +460,8 @@ class ResultsStore:
             if s.get(Study, study_id) is None:
                 raise ValueError(f"study id {study_id}: not in this database")
             t = Trial(study_id=study_id, trial_key=trial_key, arch_hash=arch_hash,
-                      status=RUNNING, config=json_safe(config), seed=int(seed), full_budget=False)
+                      status=RUNNING, config=json_safe(config), seed=int(seed), full_budget=False,
+                      rung=rung)
             s.add(t)
             s.flush()
             return t.id
@@ -493,7 +498,7 @@ class ResultsStore:
             t.status = status
             metrics = json_safe(dict(metrics))
             t.metrics = metrics
-            for col in TRIAL_METRIC_COLUMNS:
+            for col in TRIAL_METRIC_COLUMNS + RUNG_METRIC_COLUMNS:
                 v = _num(metrics.get(col))
                 setattr(t, col, int(v) if (col == "params" and v is not None) else v)
             # Cost columns always filled, so fronts over params/GMACs need no join.
@@ -510,11 +515,15 @@ class ResultsStore:
             t.timings = json_safe(timings)
             t.finished_at = utcnow()
 
-    def trials(self, study_id: int, status: str | None = None) -> list[dict]:
+    def trials(self, study_id: int, status: str | None = None,
+               rung: str | None = None) -> list[dict]:
+        """The study's trials in id order, optionally of one status and one rung."""
         with self.transaction() as s:
             q = select(Trial).where(Trial.study_id == study_id).order_by(Trial.id)
             if status is not None:
                 q = q.where(Trial.status == status)
+            if rung is not None:
+                q = q.where(Trial.rung == rung)
             return [_trial_dict(t) for t in s.scalars(q)]
 
     def trial(self, trial_id: int) -> dict:
@@ -567,8 +576,9 @@ class ResultsStore:
                  "seed": int(r.get("seed", 0)),
                  "fidelity_reached": json_safe(r.get("fidelity_reached")),
                  "full_budget": bool(r.get("full_budget", False)), "started_at": now,
-                 "finished_at": now, "metrics": json_safe(r.get("metrics"))}
-            for col in TRIAL_METRIC_COLUMNS:
+                 "finished_at": now, "metrics": json_safe(r.get("metrics")),
+                 "rung": r.get("rung", STANDALONE)}
+            for col in TRIAL_METRIC_COLUMNS + RUNG_METRIC_COLUMNS:
                 d[col] = _num(r.get(col))
             payload.append(d)
         with self.transaction() as s:
@@ -646,12 +656,14 @@ class ResultsStore:
                     for b in s.scalars(select(Baseline).order_by(Baseline.published_latency_ms))]
 
     def find_proxy_result(self, arch_hash: str, dataset_id: str, fidelity_key: str) -> dict | None:
-        """Newest COMPLETED full-budget trial of ``arch_hash`` in any study with the same
-        dataset and proxy budget (so baselines are trained once and reused), else None."""
+        """Newest COMPLETED full-budget stand-alone trial of ``arch_hash`` in any study with the
+        same dataset and proxy budget (so baselines are trained once and reused), else None.
+        Supernet-rung rows are never reused as proxy trainings."""
         with self.transaction() as s:
             t = s.scalars(
                 select(Trial).join(Study)
                 .where(Trial.arch_hash == arch_hash, Trial.status == COMPLETED,
+                       Trial.rung == STANDALONE,
                        Trial.full_budget.is_(True), Study.dataset_id == dataset_id,
                        Study.fidelity_key == fidelity_key)
                 .order_by(Trial.finished_at.desc(), Trial.id.desc())).first()
@@ -718,8 +730,8 @@ def _trial_dict(t: Trial) -> dict:
     d = {"id": t.id, "study_id": t.study_id, "trial_key": t.trial_key, "arch_hash": t.arch_hash,
          "status": t.status, "seed": t.seed, "config": t.config,
          "fidelity_reached": t.fidelity_reached, "full_budget": bool(t.full_budget),
-         "epochs_reached": t.epochs_reached}
-    for c in TRIAL_METRIC_COLUMNS:
+         "epochs_reached": t.epochs_reached, "rung": t.rung}
+    for c in TRIAL_METRIC_COLUMNS + RUNG_METRIC_COLUMNS:
         d[c] = getattr(t, c)
     d.update(metrics=t.metrics, timings=t.timings, error=t.error,
              started_at=t.started_at.isoformat() if t.started_at else None,

@@ -30,12 +30,18 @@ from sqlalchemy import func, select
 from search_space.errors import NotFoundError, UsageError
 
 from .pareto import REFERENCE_RULE, Objective, dominating, hypervolume, pareto_mask, reference_point
-from .schema import (COMPLETED, TRIAL_STATUSES, Architecture, Baseline, LatencyPrediction, Study,
-                     Trial)
+from .schema import (COMPLETED, RUNGS, STANDALONE, SUPERNET, TRIAL_STATUSES, Architecture,
+                     Baseline, LatencyPrediction, Study, Trial)
 from .store import ResultsStore, raw_rows
 
 FIDELITIES = ("full", "any")
 BASELINE_TRIAL_PREFIX = "base-"  # the search's baseline trials: base-<name>-<arch_hash>
+# Trial keys of the supernet rung start with this (sn-base-XS-<hash>, sn-0007-<hash>), so a
+# study holds both rungs of one architecture under distinct keys.
+RUNG_KEY_PREFIX = {STANDALONE: "", SUPERNET: "sn-"}
+# The objective each rung's front maximises: the stand-alone rung's proxy top-1, the supernet
+# rung's score (minus the subnet's val loss, or its top-1: SupernetConfig.score).
+RUNG_METRIC = {STANDALONE: "top1", SUPERNET: "score"}
 # A latency prediction's interval is +- INTERVAL_SIGMAS standard deviations (about 95% for a
 # calibrated predictor: `latency evaluate` reports the coverage of its calibration rows).
 INTERVAL_SIGMAS = 2.0
@@ -171,11 +177,15 @@ class _Points:
         return d
 
 
-def _points(store: ResultsStore, st: dict, device: str, fidelity: str) -> _Points:
-    """The study's COMPLETED trials with a finite top-1 and a latency on ``device``."""
-    q = (select(Trial.id, Trial.trial_key, Trial.arch_hash, Trial.top1, Trial.latency_ms,
+def _points(store: ResultsStore, st: dict, device: str, fidelity: str,
+            rung: str = STANDALONE) -> _Points:
+    """The study's COMPLETED trials of one rung with a finite objective (RUNG_METRIC; in the
+    "top1" slot of a point) and a latency on ``device``."""
+    metric = getattr(Trial, RUNG_METRIC[rung])
+    q = (select(Trial.id, Trial.trial_key, Trial.arch_hash, metric, Trial.latency_ms,
                 Trial.params, Trial.gmacs, Trial.epochs_reached, Trial.latency_std_ms)
-         .where(Trial.study_id == st["id"], Trial.status == COMPLETED, Trial.top1.is_not(None))
+         .where(Trial.study_id == st["id"], Trial.status == COMPLETED, Trial.rung == rung,
+                metric.is_not(None))
          .order_by(Trial.finished_at, Trial.id))
     if fidelity == "full":
         q = q.where(Trial.full_budget.is_(True))
@@ -201,9 +211,11 @@ def _points(store: ResultsStore, st: dict, device: str, fidelity: str) -> _Point
 
 
 def _baseline_markers(store: ResultsStore, st: dict, device: str,
-                      in_study: list[dict], names: dict[str, str]) -> list[dict]:
-    """XS/S/L1/L3 as points: proxy top-1 from this study's trial of that architecture, else from
-    another study with the same dataset and proxy budget (as the search driver reuses them);
+                      in_study: list[dict], names: dict[str, str],
+                      rung: str = STANDALONE) -> list[dict]:
+    """XS/S/L1/L3 as points: proxy top-1 from this study's trial of that architecture (of this
+    rung), else -- stand-alone rung only -- from another study with the same dataset and proxy
+    budget (as the search driver reuses them);
     latency on ``device`` from that trial, else the newest prediction, else the published figure
     when ``device`` is the published one. Missing pieces stay None (drawn as a vertical line)."""
     preds = _newest_predictions(store, device, list(names))
@@ -223,7 +235,7 @@ def _baseline_markers(store: ResultsStore, st: dict, device: str,
             row.update(trial_id=t["trial_id"], top1=t["top1"], top1_source="this study",
                        latency_ms=t["latency_ms"], latency_std_ms=t["latency_std_ms"],
                        latency_source=t["latency_source"])
-        else:
+        elif rung == STANDALONE:
             proxy = store.find_proxy_result(h, st["dataset_id"], st["fidelity_key"])
             if proxy is not None and _finite(proxy.get("top1")) is not None:
                 row.update(trial_id=proxy["id"], top1=float(proxy["top1"]),
@@ -257,13 +269,14 @@ def _mark_intervals(front: list[dict], baselines: list[dict]) -> None:
                                           else not all(verdicts))
 
 
-def _user_baseline_markers(in_study: list[dict], names: dict[str, str]) -> list[dict]:
+def _user_baseline_markers(in_study: list[dict], names: dict[str, str],
+                           prefix: str = BASELINE_TRIAL_PREFIX) -> list[dict]:
     """Baselines the user added to the search (``--extra-arch``): their own trials only."""
     by_key: dict[str, dict] = {}
     for p in in_study:
         if p["arch_hash"] in names:
             continue
-        name = p["trial_key"][len(BASELINE_TRIAL_PREFIX):].rsplit("-", 1)[0] or p["arch_hash"]
+        name = p["trial_key"][len(prefix):].rsplit("-", 1)[0] or p["arch_hash"]
         by_key[name] = {"name": name, "arch_hash": p["arch_hash"], "trial_id": p["trial_id"],
                         "top1": p["top1"], "top1_source": "this study",
                         "latency_ms": p["latency_ms"], "latency_std_ms": p["latency_std_ms"],
@@ -274,20 +287,24 @@ def _user_baseline_markers(in_study: list[dict], names: dict[str, str]) -> list[
     return list(by_key.values())
 
 
-def _status_counts(store: ResultsStore, study_id: int) -> dict[str, int]:
-    """Trials of one study per status (lower-case keys), all of them, and the full-budget
-    COMPLETED ones (the counts ``ResultsStore.studies`` gives, for one study)."""
+def _status_counts(store: ResultsStore, study_id: int,
+                   rung: str | None = None) -> dict[str, int]:
+    """Trials of one study (of one rung, when given) per status (lower-case keys), all of
+    them, and the full-budget COMPLETED ones (the counts ``ResultsStore.studies`` gives, for
+    one study)."""
+    where = [Trial.study_id == study_id] + ([Trial.rung == rung] if rung else [])
     with store.transaction() as s:
-        by = dict(s.execute(select(Trial.status, func.count()).where(Trial.study_id == study_id)
+        by = dict(s.execute(select(Trial.status, func.count()).where(*where)
                             .group_by(Trial.status)).all())
         full = s.scalar(select(func.count()).select_from(Trial).where(
-            Trial.study_id == study_id, Trial.status == COMPLETED, Trial.full_budget.is_(True)))
+            *where, Trial.status == COMPLETED, Trial.full_budget.is_(True)))
     out = {k.lower(): by.get(k, 0) for k in TRIAL_STATUSES}
     return out | {"trials": sum(by.values()), "full_budget": int(full)}
 
 
 def study_front(store: ResultsStore, study: str, device: str | None = None,
-               fidelity: str = "full", cache: dict | None = None) -> dict:
+               fidelity: str = "full", cache: dict | None = None,
+               rung: str = STANDALONE) -> dict:
     """What the scatter, front and hypervolume views share (computed once per data change when
     the caller passes a ``cache`` dict that it clears whenever :func:`stamp_data` changes).
 
@@ -300,10 +317,17 @@ def study_front(store: ResultsStore, study: str, device: str | None = None,
     ``hypervolume`` is the searched front's, w.r.t. ``reference_point``: the one rule of
     ``results.pareto`` over the searched points *and* the baseline markers, so the number does
     not depend on whether the baselines win.
+
+    ``rung``: one rung of the fidelity ladder (``results.schema.RUNGS``); a front never mixes
+    rungs. On the "supernet" rung the first objective is the supernet score (``RUNG_METRIC``;
+    the points' ``top1`` field holds it, ``metric`` names it) and the baselines are the ones
+    scored on the supernet in this study.
     """
     if fidelity not in FIDELITIES:
         raise UsageError(f"fidelity {fidelity!r}: allowed {', '.join(FIDELITIES)}")
-    key = (study, device, fidelity)
+    if rung not in RUNGS:
+        raise UsageError(f"rung {rung!r}: allowed {', '.join(RUNGS)}")
+    key = (study, device, fidelity) + (() if rung == STANDALONE else (rung,))
     if cache is not None and key in cache:
         return cache[key]
     st = _study(store, study)
@@ -312,18 +336,18 @@ def study_front(store: ResultsStore, study: str, device: str | None = None,
     if dev not in devices:
         raise UsageError(f"device {dev!r}: study {study!r} has latencies for "
                          f"{', '.join(devices)}")
-    pts = _points(store, st, dev, fidelity)
+    pts = _points(store, st, dev, fidelity, rung)
     names = _baseline_names(store)
-    is_base = np.array([r[2] in names or r[1].startswith(BASELINE_TRIAL_PREFIX)
-                        for r in pts.rows], dtype=bool)
+    prefix = RUNG_KEY_PREFIX[rung] + BASELINE_TRIAL_PREFIX
+    is_base = np.array([r[2] in names or r[1].startswith(prefix) for r in pts.rows], dtype=bool)
     cand = pts.subset(~is_base)
     on_front = pareto_mask(cand.values, OBJECTIVES) if len(cand) else np.zeros(0, dtype=bool)
     front_idx = np.flatnonzero(on_front)
     front = [cand.point(i, True) for i in front_idx.tolist()]
     base_pts = [dict(pts.point(i), latency_source=pts.latency_source)
                 for i in np.flatnonzero(is_base).tolist()]
-    baselines = (_baseline_markers(store, st, dev, base_pts, names)
-                 + _user_baseline_markers(base_pts, names))
+    baselines = (_baseline_markers(store, st, dev, base_pts, names, rung)
+                 + _user_baseline_markers(base_pts, names, prefix))
     front_vals = cand.values[front_idx]
     for b in baselines:  # is the baseline dominated by the searched front?
         b["dominated_by_front"] = None if b["top1"] is None or b["latency_ms"] is None else bool(
@@ -334,8 +358,9 @@ def study_front(store: ResultsStore, study: str, device: str | None = None,
          if b["top1"] is not None and b["latency_ms"] is not None], dtype=float).reshape(-1, 2)])
     ref = reference_point(ref_vals, OBJECTIVES) if len(ref_vals) else None
     hv = hypervolume(cand.values, OBJECTIVES, ref) if len(cand) else 0.0
-    counts = _status_counts(store, st["id"])
+    counts = _status_counts(store, st["id"], rung)
     view = {"study": st, "device": dev, "devices": devices, "fidelity": fidelity,
+            "rung": rung, "metric": RUNG_METRIC[rung],
             "cand": cand, "on_front": on_front, "front": front, "baselines": baselines,
             "latency_source": pts.latency_source, "reference_point": ref,
             "reference_rule": REFERENCE_RULE, "hypervolume": hv,

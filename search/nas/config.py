@@ -31,9 +31,18 @@ from search_space.spec import PRESETS, ArchSpec, SpecError, load_spec
 from ..cluster import check_address
 from ..options import TORCH_DEVICE_PATTERN, check_data_option
 from ..proxy.fidelity import DEFAULT_FIDELITY, Fidelity
+from ..proxy.supernet.config import DEFAULT_SUPERNET, SupernetConfig, proxy_space
 from .storage import experiment_storage
 
 STRATEGIES = ("nsga2", "tpe", "gp", "random")
+# How candidates are evaluated: "standalone" = each trained from scratch at --fidelity (a Tune
+# trial each); "supernet" = two rungs: a weight-sharing supernet trained once (one Tune trial),
+# --scored candidates scored on it, then the --top-k of its front trained stand-alone.
+PROXIES = ("standalone", "supernet")
+# The supernet-only fields: left out of a stand-alone study's identity, so studies written
+# before they existed keep their identity (and --resume works on them).
+SUPERNET_FIELDS = ("proxy", "top_k", "scored", "supernet")
+MAX_TOP_K = 1_000  # rung 2 trains each: more is a typo
 DEFAULT_BASELINES = ("XS", "S", "L1", "L3")
 CONFIG_FILE = "search_config.json"  # runs/<study>/search_config.json: what --resume reloads
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a directory name on any OS
@@ -116,6 +125,33 @@ class SearchConfig:
     prerank: int = field(default=0, metadata=_cli(
         "--prerank", "ask K candidates, train the best by zero-cost rank (default off)",
         type=int, metavar="K"))
+    # --- the supernet proxy (search/nas/supernet_search.py; docs/search.md) -----------------
+    # `search` stays stand-alone by default (scripts, cluster runs and resumed studies keep
+    # their meaning); the no-argument `python run_search.py` runs the supernet proxy
+    # (search.nas.cli.DEFAULT_RUN; notes/supernet_search.md has the measured cost).
+    proxy: str = field(default="standalone", metadata=_cli(
+        "--proxy", "how candidates are evaluated: standalone (each trained) or supernet (score "
+        "--scored on a weight-sharing supernet, train the --top-k of its front) (default "
+        "%(default)s)", choices=PROXIES))
+    # Rung 2 of --proxy supernet: front members trained stand-alone (evenly spread over the
+    # supernet front's latency range), besides the baselines. 4 = a third of the stand-alone
+    # default's 12 trainings: the two rungs together cost about what the stand-alone run does.
+    top_k: int = field(default=4, metadata=_cli(
+        "--top-k", "--proxy supernet: members of the supernet front trained stand-alone "
+        "(default %(default)s)", type=int, metavar="K"))
+    # Rung 1 of --proxy supernet: candidates Optuna proposes and the supernet scores (0.32
+    # CPU-s each at the default supernet, measured). 160 = 20x the 8 stand-alone trainings of
+    # rung 2 (top 4 + 4 baselines); per wall-second scoring does 79x the candidates training
+    # does. The default run (160) projected to 14-15 min on a 68 GFLOP/s 2-core machine,
+    # 240 to ~15.1 (notes/supernet_search.md).
+    scored: int = field(default=160, metadata=_cli(
+        "--scored", "--proxy supernet: candidates scored on the supernet; suggestions over the "
+        "budget or already scored do not count (default %(default)s)", type=int, metavar="N"))
+    # The supernet's training and scoring recipe (search/proxy/supernet/config.py has the
+    # reasoning and the measured defaults).
+    supernet: SupernetConfig = field(default=DEFAULT_SUPERNET, metadata=_cli(
+        "--supernet", "--proxy supernet: supernet recipe overrides, JSON object or file "
+        "(fields of search.proxy.supernet.config.SupernetConfig)", metavar="JSON_OR_FILE"))
     # ASHA on top-1 per epoch: stops weak trials early. Off by default: with 2 proxy epochs
     # there is little to stop, and a stopped trial is never on the front.
     asha: bool = field(default=False, metadata=_cli(
@@ -163,7 +199,7 @@ class SearchConfig:
     def identity(self) -> dict[str, Any]:
         """The study-defining fields as JSON values (stored with the study)."""
         d = self.to_dict()
-        for k in self.EXECUTION:
+        for k in self.EXECUTION + (SUPERNET_FIELDS if self.proxy == "standalone" else ()):
             d.pop(k)
         return d
 
@@ -178,6 +214,8 @@ class SearchConfig:
             kw["fidelity"] = parse_fidelity_fields(kw["fidelity"])
         if "space" in kw:
             kw["space"] = parse_space(kw["space"], what)
+        if "supernet" in kw:
+            kw["supernet"] = SupernetConfig.from_dict(kw["supernet"])
         for k in ("baselines", "extra_archs"):
             if k in kw:
                 kw[k] = tuple(kw[k])
@@ -311,6 +349,14 @@ def _check_settings(cfg: SearchConfig) -> None:
         raise UsageError(f"--seed {cfg.seed}: allowed 0..{MAX_SEED}")
     if cfg.prerank < 0:
         raise UsageError(f"--prerank {cfg.prerank}: need 0 (off) or more")
+    if cfg.proxy not in PROXIES:
+        raise UsageError(f"--proxy {cfg.proxy!r}: allowed {', '.join(PROXIES)}")
+    if not 1 <= cfg.top_k <= MAX_TOP_K:
+        raise UsageError(f"--top-k {cfg.top_k}: allowed 1..{MAX_TOP_K:,}")
+    if not 1 <= cfg.scored <= MAX_TRIALS:
+        raise UsageError(f"--scored {cfg.scored}: allowed 1..{MAX_TRIALS:,}")
+    if cfg.proxy == "supernet":  # the widths must divide (UsageError naming the field)
+        proxy_space(cfg.space, 2, cfg.fidelity.resolution, cfg.supernet.width_divisor)
     b = cfg.latency_budget_ms
     if b is not None and not (b > 0 and math.isfinite(b)):
         raise UsageError(f"--latency-budget-ms {b}: need a positive number")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from results.schema import STANDALONE
 from results.store import fidelity_key, reached_full_budget
 from results.study_front import BASELINE_TRIAL_PREFIX
 from search_space.spec import ArchSpec
@@ -68,7 +69,7 @@ class SearchContext:
     def _load_existing(self) -> None:
         """A resumed study: what is final is known (never written again) and counted, so the
         progress counter continues from it instead of restarting at 1."""
-        for t in self.store.trials(self.study_id):
+        for t in self.store.trials(self.study_id, rung=STANDALONE):
             if t["status"] != "RUNNING":
                 self.done_keys.add(t["trial_key"])
                 self.progress.count(count_as(t["trial_key"], t["status"]))
@@ -124,7 +125,8 @@ class SearchContext:
         """The store's row of ``key`` when it is final, else None."""
         if key not in self.done_keys:
             return None
-        return next(t for t in self.store.trials(self.study_id) if t["trial_key"] == key)
+        return next(t for t in self.store.trials(self.study_id, rung=STANDALONE)
+                    if t["trial_key"] == key)
 
     def seed_for(self, index: int) -> int:
         return (self.cfg.seed * 100_003 + index * 7_919 + 1) % (2 ** 31 - 1)
@@ -149,7 +151,8 @@ class SearchContext:
 
     def candidates_final(self) -> int:
         """Candidate indices with a final row (the searcher's budget, as the store sees it)."""
-        idx = {(t.get("config") or {}).get("index") for t in self.store.trials(self.study_id)
+        idx = {(t.get("config") or {}).get("index")
+               for t in self.store.trials(self.study_id, rung=STANDALONE)
                if t["status"] != "RUNNING" and (t.get("config") or {}).get("kind") == "candidate"}
         idx.discard(None)
         return len(idx)
@@ -157,12 +160,12 @@ class SearchContext:
     def running(self) -> int:
         """Trials of this study started and not final (what an interrupted run leaves for
         ``--resume``)."""
-        return len(self.store.trials(self.study_id, status="RUNNING"))
+        return len(self.store.trials(self.study_id, status="RUNNING", rung=STANDALONE))
 
     def close_orphans(self) -> None:
         """Rows still RUNNING after a finished search were started by a driver that was killed
         and were not resumed: record them as interrupted."""
-        for t in self.store.trials(self.study_id, status="RUNNING"):
+        for t in self.store.trials(self.study_id, status="RUNNING", rung=STANDALONE):
             self.recorder.adopt(t["trial_key"], t["id"])
             self.finish(t["trial_key"], "FAILED", {}, epochs_done=t.get("epochs_reached") or 0,
                         error="interrupted: the driver stopped while this trial ran and the "

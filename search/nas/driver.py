@@ -52,6 +52,7 @@ from .progress import Progress
 from .report import write_report
 from .searcher import ArchSearcher
 from .storage import EXPERIMENT, ExperimentStorage, experiment_storage, fetch_searcher_state
+from .supernet_search import run_rungs
 from .trainable import Trainable, build_trainable
 
 ray = lazy_import("ray")
@@ -109,17 +110,19 @@ def _open_study(cfg: SearchConfig, store: ResultsStore, data: ProxyData,
 
 
 def run_search(cfg: SearchConfig, *, resume: bool = False, stream: TextIO | None = None,
-               wrap_trainable: Callable[[Trainable], Trainable] | None = None) -> dict[str, Any]:
+               wrap_trainable: Callable[[Trainable], Trainable] | None = None,
+               wrap_supernet: Callable | None = None) -> dict[str, Any]:
     """Validate, run the Tune search, write the report; returns the report dict (plus
-    ``interrupted``). ``wrap_trainable`` wraps the Tune trainable (tests inject failures)."""
+    ``interrupted``). ``wrap_trainable`` wraps the Tune trainable, ``wrap_supernet`` the
+    supernet's (``--proxy supernet``; tests inject failures)."""
     return run_resolved(prepare(cfg, resume), resume=resume, stream=stream,
-                        wrap_trainable=wrap_trainable)
+                        wrap_trainable=wrap_trainable, wrap_supernet=wrap_supernet)
 
 
 def run_resolved(resolved: ResolvedSearch, *, resume: bool = False,
                  stream: TextIO | None = None,
-                 wrap_trainable: Callable[[Trainable], Trainable] | None = None
-                 ) -> dict[str, Any]:
+                 wrap_trainable: Callable[[Trainable], Trainable] | None = None,
+                 wrap_supernet: Callable | None = None) -> dict[str, Any]:
     """:func:`run_search` for a config already validated by ``config.prepare`` (the command
     line validates before it imports this module, which imports torch and ray).
 
@@ -144,7 +147,7 @@ def run_resolved(resolved: ResolvedSearch, *, resume: bool = False,
                       f"{len(nodes)} node(s), {res.cpus_per_trial:g} CPU(s) x {res.threads} "
                       f"thread(s) per trial, up to {res.max_concurrent or res.slots} at once")
         rep, interrupted = _search_with_store(resolved, data, res, progress, resume,
-                                              wrap_trainable, stream)
+                                              (wrap_trainable, wrap_supernet), stream)
     finally:
         if started_ray:
             ray.shutdown()
@@ -168,9 +171,10 @@ def _check_cluster(cfg: SearchConfig, data: ProxyData, res: Resources) -> list[d
 
 
 def _search_with_store(resolved: ResolvedSearch, data: ProxyData, res: Resources,
-                       progress: Progress, resume: bool, wrap: Callable | None,
+                       progress: Progress, resume: bool, wraps: tuple[Callable | None, ...],
                        stream: TextIO | None) -> tuple[dict[str, Any], bool]:
-    """Open the study, run the Tuner, write the report: (report, interrupted)."""
+    """Open the study, run the Tuner (``--proxy supernet``: both rungs), write the report:
+    (report, interrupted)."""
     cfg = resolved.config
     store = open_store(cfg.db, readonly=False)
     try:
@@ -178,21 +182,29 @@ def _search_with_store(resolved: ResolvedSearch, data: ProxyData, res: Resources
         write_json_atomic(cfg.out_dir / CONFIG_FILE, cfg.to_dict())
         ctx = SearchContext(resolved, recorder, data, progress)
         budget = f", budget {cfg.latency_budget_ms:g} ms" if cfg.latency_budget_ms else ""
-        progress.line(f"study {cfg.study} (id {recorder.study_id}): {cfg.strategy}, "
-                      f"{cfg.n_trials} candidates + {len(resolved.baselines)} baselines, latency "
-                      f"on {resolved.latency_device}{budget}; data {data.source} "
+        what = (f"{cfg.n_trials} candidates" if cfg.proxy == "standalone" else
+                f"supernet proxy: {cfg.scored} candidates scored, top {cfg.top_k} trained")
+        progress.line(f"study {cfg.study} (id {recorder.study_id}): {cfg.strategy}, {what} + "
+                      f"{len(resolved.baselines)} baselines, latency on "
+                      f"{resolved.latency_device}{budget}; data {data.source} "
                       f"({data.num_classes} classes); db {cfg.db}")
-        interrupted = _run_tune(ctx, res, resume, wrap)
+        if cfg.proxy == "supernet":
+            os.environ.update(TUNE_ENV)  # rung 1's Tuner too: quiet, experiment saved every 2 s
+            interrupted = run_rungs(ctx, res, wraps[0], wraps[1], _run_tune)
+        else:
+            interrupted = _run_tune(ctx, res, resume, wraps[0])
         rep = write_report(store, cfg.study, cfg.out_dir, db=cfg.db, stream=stream)
     finally:
         store.close()
     return rep, interrupted
 
 
-def _run_tune(ctx: SearchContext, res: Resources, resume: bool, wrap: Callable | None) -> bool:
-    """The Tuner; True when the search stopped before its end (^C)."""
+def _run_tune(ctx: SearchContext, res: Resources, resume: bool, wrap: Callable | None,
+              queue: list[dict] | None = None) -> bool:
+    """The Tuner; True when the search stopped before its end (^C). ``queue``: Optuna params
+    suggested first (``ArchSearcher.enqueue``)."""
     cfg = ctx.cfg
-    unfinished = _fit(ctx, res, resume, wrap)
+    unfinished = _fit(ctx, res, resume, wrap, queue)
     finished = ctx.search_finished or ctx.candidates_final() >= cfg.n_trials
     interrupted = not (finished and not unfinished)
     if not interrupted:
@@ -229,7 +241,8 @@ def _searcher(ctx: SearchContext, where: ExperimentStorage, resume: bool) -> Arc
     return searcher
 
 
-def _fit(ctx: SearchContext, res: Resources, resume: bool, wrap: Callable | None) -> int:
+def _fit(ctx: SearchContext, res: Resources, resume: bool, wrap: Callable | None,
+         queue: list[dict] | None = None) -> int:
     """Run the Tuner; returns the number of Tune trials that neither finished nor failed."""
     cfg = ctx.cfg
     os.environ.update(TUNE_ENV)
@@ -244,9 +257,11 @@ def _fit(ctx: SearchContext, res: Resources, resume: bool, wrap: Callable | None
         scheduler = schedulers.ASHAScheduler(
             metric="top1", mode="max", time_attr="training_iteration",
             max_t=cfg.fidelity.epochs + 1, grace_period=1, reduction_factor=2)
+    searcher = _searcher(ctx, where, resume)
+    searcher.enqueue(queue or [])
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=_searcher(ctx, where, resume),
+        tune_config=tune.TuneConfig(search_alg=searcher,
                                     scheduler=scheduler, num_samples=-1,
                                     max_concurrent_trials=res.max_concurrent or None,
                                     reuse_actors=True),

@@ -30,6 +30,7 @@ from ray import cloudpickle
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from results.schema import STANDALONE
 from search_space.lazy import lazy_import
 from search_space.space import SearchSpace
 
@@ -185,7 +186,7 @@ class ArchSearcher(Searcher):
         killed run steer the sampler elsewhere, and a candidate index that had finished would
         be given to another architecture. Returns how many were queued."""
         requeued = {info["config"]["trial_key"] for info in self.requeued}
-        rows = [t for t in self.context.store.trials(self.context.study_id)
+        rows = [t for t in self.context.store.trials(self.context.study_id, rung=STANDALONE)
                 if (t.get("config") or {}).get("kind") == "candidate"
                 and t["config"].get("index") is not None
                 and t["config"]["index"] >= self.n_candidates
@@ -193,6 +194,12 @@ class ArchSearcher(Searcher):
         for t in sorted(rows, key=lambda t: t["config"]["index"]):
             self.inner._ot_study.enqueue_trial(dict(t["config"]["params"]))
         return len(rows)
+
+    def enqueue(self, params: list[dict]) -> None:
+        """Have Optuna suggest these candidates first, in order (``--proxy supernet``'s rung 2:
+        the supernet front's picks). A suggestion is still screened (budget, reuse) as any."""
+        for p in params:
+            self.inner._ot_study.enqueue_trial(dict(p))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # multi-objective Optuna takes no intermediate values

@@ -53,10 +53,14 @@ class TrialRecorder:
     budget when it COMPLETED and reached every item of it (``results.store``).
     """
 
-    def __init__(self, store, study_id: int, fidelity: Mapping[str, Any]) -> None:
+    def __init__(self, store, study_id: int, fidelity: Mapping[str, Any],
+                 rung: str = "standalone") -> None:
         self.store = store
         self.study_id = study_id
         self.fidelity = dict(fidelity)
+        # The rung of the ladder every row it starts is on (results.schema.RUNGS): one recorder
+        # per rung, so a row's rung is fixed when it is created.
+        self.rung = rung
         self.trial_ids: dict[str, int] = {}
 
     @classmethod
@@ -75,7 +79,8 @@ class TrialRecorder:
         if key not in self.trial_ids:
             self.store.upsert_architecture(spec)
             self.trial_ids[key] = self.store.start_trial(
-                self.study_id, key, spec.arch_hash, config=dict(config), seed=int(seed))
+                self.study_id, key, spec.arch_hash, config=dict(config), seed=int(seed),
+                rung=self.rung)
         return self.trial_ids[key]
 
     def adopt(self, key: str, trial_id: int) -> None:

@@ -1,0 +1,272 @@
+"""``search --proxy supernet``: the rung column and its migration, fronts that never mix rungs,
+bad settings in one line before any work, and (one Ray session) the two-rung search end to end
+with the supernet trial killed after its first epoch's checkpoint and resumed (the baselines,
+trained beside rung 1, are not trained again)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import run_search
+from results.schema import STANDALONE, SUPERNET
+from results.store import ResultsStore, head_revision
+from results.study_front import study_front
+from search.nas.config import SUPERNET_FIELDS, SearchConfig
+from search.nas.report import build_report, build_supernet_report, render_rungs
+from search.nas.supernet_search import kendall_tau, spread_picks
+from search.proxy.record import TrialRecorder
+from search.proxy.supernet.config import SupernetConfig
+from search.proxy.supernet.training import CHECKPOINT_NAME
+from search_space.space import DEFAULT_SPACE
+from search_space.spec import PRESETS
+from test_search_driver import ROOT, TINY_BASELINE, TINY_FIDELITY, TINY_SPACE, make_imagefolder
+
+FID = {"epochs": 1}
+
+
+# -- the store: rungs ---------------------------------------------------------------------------
+def _study(tmp_path) -> tuple[ResultsStore, TrialRecorder, TrialRecorder]:
+    store = ResultsStore(tmp_path / "r.db")
+    store.ensure_baselines()
+    sa_ = TrialRecorder.for_study(store, "two", config={"proxy": "supernet"}, seed=0,
+                                  dataset_id="d", fidelity=FID, device="iphone14-ane")
+    sn = TrialRecorder(store, sa_.study_id, FID, rung=SUPERNET)
+    return store, sa_, sn
+
+
+def _row(rec: TrialRecorder, key: str, spec, **metrics) -> None:
+    rec.start(key, spec, config={"kind": "candidate"}, seed=0)
+    rec.finish(key, "COMPLETED", metrics, reached=FID)
+
+
+def test_fronts_and_hypervolumes_never_mix_rungs(tmp_path):
+    store, standalone, supernet = _study(tmp_path)
+    a, b, c = DEFAULT_SPACE.sample_many(3, seed=3)
+    _row(standalone, "cand-0000-a", a, top1=40.0, latency_ms=1.0, latency_std_ms=0.1)
+    _row(standalone, "cand-0001-b", b, top1=50.0, latency_ms=2.0, latency_std_ms=0.1)
+    # supernet rung: a dominating score AND a huge top-1 on the proxy, at the lowest latency
+    _row(supernet, "sn-00000-c", c, score=-0.1, top1=999.0, val_loss=0.1, latency_ms=0.5,
+         latency_std_ms=0.1)
+    _row(supernet, "sn-00001-a", a, score=-2.0, top1=10.0, val_loss=2.0, latency_ms=1.0,
+         latency_std_ms=0.1)
+    _row(supernet, f"sn-base-XS-{PRESETS['XS'].arch_hash}", PRESETS["XS"], score=-1.5,
+         top1=30.0, val_loss=1.5, latency_ms=0.7, latency_std_ms=0.05)
+    _row(standalone, f"base-XS-{PRESETS['XS'].arch_hash}", PRESETS["XS"], top1=45.0,
+         latency_ms=0.7, latency_std_ms=0.05)
+
+    sa_view = study_front(store, "two")
+    sn_view = study_front(store, "two", rung=SUPERNET)
+    assert {p["trial_key"] for p in sa_view["front"]} == {"cand-0000-a", "cand-0001-b"}
+    assert max(p["top1"] for p in sa_view["front"]) == 50.0  # the 999 stays on its rung
+    assert {p["trial_key"] for p in sn_view["front"]} == {"sn-00000-c"}
+    assert sn_view["front"][0]["top1"] == -0.1  # the supernet front is over the score
+    assert (sa_view["metric"], sn_view["metric"]) == ("top1", "score")
+    # baselines: each rung's own number for XS, never the other rung's
+    xs = {v["rung"]: next(b for b in v["baselines"] if b["name"] == "XS")
+          for v in (sa_view, sn_view)}
+    assert (xs[STANDALONE]["top1"], xs[SUPERNET]["top1"]) == (45.0, -1.5)
+    # hypervolumes per rung: the stand-alone one is what the stand-alone rows alone give
+    alone = ResultsStore(tmp_path / "alone.db")
+    alone.ensure_baselines()
+    rec = TrialRecorder.for_study(alone, "two", config={"proxy": "supernet"}, seed=0,
+                                  dataset_id="d", fidelity=FID, device="iphone14-ane")
+    _row(rec, "cand-0000-a", a, top1=40.0, latency_ms=1.0, latency_std_ms=0.1)
+    _row(rec, "cand-0001-b", b, top1=50.0, latency_ms=2.0, latency_std_ms=0.1)
+    _row(rec, f"base-XS-{PRESETS['XS'].arch_hash}", PRESETS["XS"], top1=45.0, latency_ms=0.7,
+         latency_std_ms=0.05)
+    assert sa_view["hypervolume"] == study_front(alone, "two")["hypervolume"] > 0
+    assert sn_view["hypervolume"] > 0 and sn_view["reference_point"][0] < 0
+    assert sa_view["counts"]["trials"] == 3 and sn_view["counts"]["trials"] == 3
+    # a supernet-rung row is never reused as a proxy training
+    assert store.find_proxy_result(c.arch_hash, "d", sa_view["study"]["fidelity_key"]) is None
+    assert store.find_proxy_result(a.arch_hash, "d", sa_view["study"]["fidelity_key"])["top1"] \
+        == 40.0
+    # the report: each rung's front from its own rows
+    rep, sn = build_report(store, "two"), build_report(store, "two", rung=SUPERNET)
+    assert {f["trial_key"] for f in rep["front"]} == {"cand-0000-a", "cand-0001-b"}
+    assert {f["trial_key"] for f in sn["front"]} == {"sn-00000-c"}
+    assert rep["hypervolume"]["value"] == sa_view["hypervolume"]
+    assert sn["hypervolume"]["value"] == sn_view["hypervolume"]
+    with pytest.raises(ValueError, match="rung 'third'"):
+        store.start_trial(1, "x", a.arch_hash, config={}, seed=0, rung="third")
+
+
+def test_an_old_database_upgrades_and_its_trials_are_stand_alone(tmp_path):
+    from alembic import command
+
+    from results.store import _alembic_config
+    path = tmp_path / "old.db"
+    eng = sa.create_engine(f"sqlite:///{path}")
+    with eng.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0100_families")
+        conn.exec_driver_sql(
+            "INSERT INTO sfn_studies (name, config, config_hash, seed, code_version, dataset_id,"
+            " fidelity, fidelity_key, device, created_at) VALUES ('old', '{}', 'h', 0, 'v0',"
+            " 'd', '{\"epochs\": 1}', '{\"epochs\":1}', 'iphone14-ane', '2026-01-01 00:00:00')")
+        conn.exec_driver_sql(
+            "INSERT INTO sfn_architectures VALUES ('abc', '{}', 10, 0.1, '2026-01-01 00:00:00')")
+        conn.exec_driver_sql(
+            "INSERT INTO sfn_trials (study_id, trial_key, arch_hash, status, config, seed,"
+            " full_budget, top1, latency_ms, started_at) VALUES (1, 'k', 'abc', 'COMPLETED',"
+            " '{}', 0, 1, 55.0, 1.5, '2026-01-01 00:00:00')")
+    cols = {c["name"] for c in sa.inspect(eng).get_columns("sfn_trials")}
+    eng.dispose()
+    assert "rung" not in cols  # really the schema before rungs
+    store = ResultsStore(path)  # the writer upgrades
+    assert store.revision() == head_revision() == "0101_trial_rungs"
+    (t,) = store.trials(1)
+    assert (t["rung"], t["score"], t["top1"]) == (STANDALONE, None, 55.0)
+    assert store.trials(1, rung=SUPERNET) == []
+    cand = study_front(store, "old")["cand"]
+    assert [cand.point(i)["trial_key"] for i in range(len(cand))] == ["k"]
+
+
+# -- configuration and bad settings -------------------------------------------------------------
+def test_stand_alone_identity_is_unchanged_and_supernet_config_round_trips():
+    cfg = SearchConfig(study="x")
+    assert not set(SUPERNET_FIELDS) & set(cfg.identity())  # old studies keep their hash
+    sn = SearchConfig(study="x", proxy="supernet", top_k=2, scored=50,
+                      supernet=SupernetConfig(epochs=1, width_divisor=2))
+    assert set(SUPERNET_FIELDS) <= set(sn.identity())
+    assert SearchConfig.from_dict(sn.to_dict()) == sn
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--proxy", "oracle"], "argument --proxy: invalid choice: 'oracle'"),
+    (["--proxy", "supernet", "--top-k", "0"], "error: --top-k 0: allowed 1..1,000"),
+    (["--proxy", "supernet", "--scored", "0"], "error: --scored 0: allowed 1..100,000"),
+    (["--proxy", "supernet", "--supernet", '{"epoch": 2}'],
+     "error: supernet config: unknown field(s) ['epoch']"),
+    (["--proxy", "supernet", "--supernet", '{"epochs": 0}'],
+     "error: supernet.epochs=0: allowed integers >= 1"),
+    (["--proxy", "supernet", "--supernet", '{"width_divisor": 3}'],
+     "error: supernet.width_divisor=3: does not divide width"),
+    (["--proxy", "supernet", "--supernet", "[1]"], "error: --supernet: expected a JSON object"),
+])
+def test_bad_supernet_settings_fail_in_one_line_before_any_work(tmp_path, capsys, argv, needle):
+    try:
+        code = run_search.main(["search", *argv, "--db", str(tmp_path / "r.db"),
+                                "--out", str(tmp_path / "runs")])
+    except SystemExit as e:  # argparse's choice errors exit by themselves
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert needle in err, err
+    assert not (tmp_path / "r.db").exists() and not (tmp_path / "runs").exists()
+
+
+# -- rung helpers ---------------------------------------------------------------------------------
+def test_top_k_spread_over_the_front_and_tau():
+    front = [{"trial_key": str(i), "latency_ms": float(i), "top1": float(i)} for i in range(9)]
+    assert [p["trial_key"] for p in spread_picks(front, 3)] == ["0", "4", "8"]
+    assert [p["trial_key"] for p in spread_picks(front[::-1], 20)] == [str(i) for i in range(9)]
+    assert kendall_tau({"XS": 1, "S": 2, "L1": 3, "L3": 4}) == 1.0
+    assert kendall_tau({"XS": 4, "S": 3, "L1": 2, "L3": 1}) == -1.0
+    assert kendall_tau({"XS": 1, "S": 2}) is None
+    assert math.isnan(kendall_tau({"XS": 1, "S": 1, "L1": 1, "L3": 1}))
+
+
+# -- end to end: one Ray session ------------------------------------------------------------------
+ray = pytest.importorskip("ray")
+
+RECIPE = {"width_divisor": 1, "epochs": 3, "batch_size": 8, "recal_images": 8,
+            "warmup_epochs": 0.0, "num_random": 1}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    saved = dict(os.environ)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT),
+                                                             saved.get("PYTHONPATH")]))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR, object_store_memory=256 * 2 ** 20)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def kill_after_first_checkpoint(checkpoint: str, marker: str):
+    """A supernet-trainable wrapper that, on its first run only, kills its Ray worker
+    (``os._exit``, as SIGKILL: nothing is cleaned up) as soon as the first epoch's checkpoint
+    exists. Nested functions travel to the worker by value."""
+    def wrap(fn):
+        def trial(config, **kw):
+            if not os.path.exists(marker):
+                Path(marker).touch()
+
+                def watch():
+                    while not os.path.exists(checkpoint):
+                        time.sleep(0.01)
+                    os._exit(9)
+                threading.Thread(target=watch, daemon=True).start()
+            return fn(config, **kw)
+        return trial
+    return wrap
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_two_rung_search_resumes_the_killed_supernet_and_keeps_rungs_apart(tmp_path,
+                                                                            ray_session):
+    import torch
+
+    from search.nas.driver import run_search
+    data = make_imagefolder(tmp_path / "imgs")
+    cfg = SearchConfig.from_dict({
+        "study": "sn", "data": str(data), "fidelity": TINY_FIDELITY, "space": TINY_SPACE,
+        "baselines": [], "extra_archs": [json.dumps(TINY_BASELINE)], "proxy": "supernet",
+        "scored": 8, "top_k": 2, "supernet": RECIPE, "db": str(tmp_path / "r.db"),
+        "out_root": str(tmp_path / "runs")})
+    ckpt = tmp_path / "runs" / "sn" / "supernet" / CHECKPOINT_NAME
+    wrap = kill_after_first_checkpoint(str(ckpt), str(tmp_path / "killed-once"))
+    first = run_search(cfg, stream=open(os.devnull, "w"), wrap_supernet=wrap)
+    assert first["interrupted"]
+    killed_at = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= killed_at < RECIPE["epochs"]
+    store = ResultsStore(tmp_path / "r.db", readonly=True)
+    sid = store.study_id("sn")
+    (row,) = store.trials(sid, rung=SUPERNET)
+    assert row["status"] == "FAILED"
+    # the baselines trained beside rung 1 (they do not need the supernet); no candidate yet
+    (base,) = store.trials(sid, rung=STANDALONE)
+    assert (base["config"]["kind"], base["status"]) == ("baseline", "COMPLETED")
+
+    rep = run_search(cfg, resume=True, stream=open(os.devnull, "w"), wrap_supernet=wrap)
+    assert not rep["interrupted"]
+    rows = store.trials(sid, rung=SUPERNET)
+    (model,) = [t for t in rows if t["config"]["kind"] == "supernet"]
+    m = model["metrics"]
+    assert model["status"] == "COMPLETED"
+    assert (m["resumed_at_epoch"], m["epochs_done"]) == (killed_at, RECIPE["epochs"])
+    assert m["tau"] is None and m["cpu_seconds"] > 0 and model["config"]["supernet"]["epochs"] == 3
+    epochs = [e["epoch"] for e in store.trial(model["id"])["epochs"]]
+    assert epochs == [1, 2, 3]  # one row per epoch across the kill
+    scored = [t for t in rows if t["config"]["kind"] == "scored"]
+    assert len(scored) == 8 and all(t["score"] is not None and t["latency_ms"] for t in scored)
+    assert all(t["score"] == pytest.approx(-t["val_loss"]) for t in scored)
+    assert [t for t in rows if t["config"]["kind"] == "baseline"]  # scored on the supernet
+    # rung 2: the picks of the supernet front, trained stand-alone, and the baseline
+    sn_front = {p["arch_hash"] for p in study_front(store, "sn", rung=SUPERNET)["front"]}
+    trained = [t for t in store.trials(sid, rung=STANDALONE) if t["status"] == "COMPLETED"]
+    cands = [t for t in trained if t["config"]["kind"] == "candidate"]
+    assert 1 <= len(cands) <= 2 and {t["arch_hash"] for t in cands} <= sn_front
+    assert [t for t in trained if t["config"]["kind"] == "baseline"] == [base]  # not retrained
+    # the report: both rungs, each front from its own rung's keys
+    assert rep["front"] and not any(f["trial_key"].startswith("sn-") for f in rep["front"])
+    sn = rep["supernet_rung"]
+    assert sn["front"] and all(f["trial_key"].startswith("sn-") for f in sn["front"])
+    text = (tmp_path / "runs" / "sn" / "pareto.txt").read_text()
+    assert "== Rung 1: supernet ==" in text and "== Rung 2: trained stand-alone ==" in text
+    assert render_rungs(build_report(store, "sn"), build_supernet_report(store, "sn")) in text
