@@ -514,7 +514,7 @@ def test_fit_features_meta_is_what_its_parts_say(iphone14):
     F, y = iphone14
     rows = [0, 1, 2, 3]
     prior = lm.load_predictor()
-    cfg = fewshot.FitConfig(prefer_simpler=0.0, robust_iters=3, kappa_max=1.1)
+    cfg = fewshot.FitConfig(prefer_simpler=0.0, kappa_max=1.1, sigma_grid=(0.05, 0.1, 0.2))
     p = fit_features(F[rows], y[rows], "dev", prior, meta={"note": "n"}, config=cfg)
     T, logy = terms_matrix(F[rows]), np.log(y[rows])
     theta0, sigma0, prior_cov, name = fewshot._prior_parts(prior)
@@ -528,7 +528,9 @@ def test_fit_features_meta_is_what_its_parts_say(iphone14):
     raw = float(np.sqrt(np.mean((err / sd) ** 2)))
     assert raw > cfg.kappa_max
     f = fewshot.fit_candidate(T, logy, theta0, chosen, sigma0, cfg)
+    assert f.hyper != fewshot.fit_candidate(T, logy, theta0, chosen, sigma0).hyper
     summary = fewshot._loo_summary(err, sd, cfg.kappa_max)
+    assert summary["coverage_2sigma"] == 0.5
     scale = float(np.exp(f.z[0]))
     assert p.meta == {
         "note": "n", "n_records": 4, "candidate": chosen, "prior": prior.device,
@@ -628,19 +630,29 @@ def test_fit_from_records_passes_everything_through():
     from latency_models.records import Record
 
     recs = [Record(model=n, device="d", latency_ms=ms) for n, ms in
-            (("XS", 1.0), ("mystery-net", 2.0), ("S", 1.3), ("other-net", 2.0), ("L1", 2.0))]
+            (("XS", 1.0), ("mystery-net", 2.0), ("S", 1.3), ("other-net", 2.0), ("L1", 2.0),
+             ("L3", 3.9))]
     prior = lm.load_predictor()
     p = fit(recs, "my-phone", prior, meta={"records_file": "r.csv"}, candidates=("scale",))
     assert p.device == "my-phone" and p.meta["prior"] == prior.device
     assert list(p.meta["loo"]) == ["scale"] and p.meta["records_file"] == "r.csv"
-    assert p.meta["records"] == ["XS", "S", "L1"] and p.meta["n_records"] == 3
+    assert p.meta["records"] == ["XS", "S", "L1", "L3"] and p.meta["n_records"] == 4
     assert p.meta["skipped"] == [
         "mystery-net: UsageError: record 'mystery-net': no spec, timm_name or mlpackage to featurise",
         "other-net: UsageError: record 'other-net': no spec, timm_name or mlpackage to featurise"]
     np.testing.assert_array_equal(p.coef, fit_features(spec_features_many(
-        [PRESETS[n] for n in ("XS", "S", "L1")]), [1.0, 1.3, 2.0], "x", prior,
+        [PRESETS[n] for n in ("XS", "S", "L1", "L3")]), [1.0, 1.3, 2.0, 3.9], "x", prior,
         candidates=("scale",)).coef)
     with pytest.raises(UsageError) as e:
         fit(recs, "my-phone", prior, skip_unfeaturizable=False)
     assert str(e.value) == ("record 'mystery-net' cannot be featurised: UsageError: record "
                             "'mystery-net': no spec, timm_name or mlpackage to featurise")
+
+
+def test_breakdown_is_the_prediction_per_term():
+    p = lm.load_predictor()
+    b = p.breakdown("L1")
+    T = terms_matrix(spec_features_many([PRESETS["L1"]]))[0]
+    assert list(b) == list(TERM_NAMES) and b["const"] == p.coef[CONST_J]
+    np.testing.assert_allclose(list(b.values()), T * p.coef, rtol=1e-12)
+    assert sum(b.values()) == pytest.approx(p.predict("L1")[0], rel=1e-12)
