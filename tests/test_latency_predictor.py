@@ -656,3 +656,50 @@ def test_breakdown_is_the_prediction_per_term():
     assert list(b) == list(TERM_NAMES) and b["const"] == p.coef[CONST_J]
     np.testing.assert_allclose(list(b.values()), T * p.coef, rtol=1e-12)
     assert sum(b.values()) == pytest.approx(p.predict("L1")[0], rel=1e-12)
+
+
+def test_hyper_grids():
+    cfg = fewshot.FitConfig(tau_grid=(0.1, 0.5))
+    assert fewshot._hyper_grid("scale", cfg) == [(0.0, 0.0)]
+    assert fewshot._hyper_grid("groups", cfg) == [(0.1, 0.0), (0.5, 0.0)]
+    assert fewshot._hyper_grid("full", cfg) == [(0.1, 0.1), (0.1, 0.5), (0.5, 0.1), (0.5, 0.5)]
+
+
+def _evidence_argmax(T, logy, theta0, name, sigma0, cfg, w):
+    """select_hyper by brute force: the Gaussian log density of the log residuals (scipy) under
+    scale + group + term + per-row noise covariance, plus the log-normal hyper-priors."""
+    from scipy.stats import multivariate_normal
+
+    p0 = T @ theta0
+    W0 = T * theta0 / p0[:, None]
+    Kg = W0 @ np.eye(len(GROUPS))[GROUP_OF]
+    r = logy - np.log(p0)
+    best = None
+    for s, tg, tt in [(s, tg, tt) for s in cfg.sigma_grid
+                      for tg, tt in fewshot._hyper_grid(name, cfg)]:
+        K = (cfg.scale_sd ** 2 + tg ** 2 * Kg @ Kg.T + tt ** 2 * W0 @ W0.T
+             + s ** 2 * np.diag(1 / w))
+        ev = multivariate_normal(np.zeros(len(r)), K).logpdf(r)
+        hp = -0.5 * (np.log(s / sigma0) / cfg.sigma_hyper_sd) ** 2
+        hp += sum(-0.5 * (np.log(t / c) / cfg.tau_hyper_sd) ** 2 for t, c in
+                  ((tg, cfg.tau_group_center), (tt, cfg.tau_term_center)) if t > 0)
+        if best is None or ev + hp > best[0]:
+            best = (ev + hp, {"sigma": s, "tau_group": tg, "tau_term": tt, "log_evidence": ev})
+    return best[1]
+
+
+@pytest.mark.parametrize("name, sigma0, weighted", [
+    ("scale", 0.3, False), ("scale", 0.03, True), ("groups", 0.3, True), ("groups", 1.0, False),
+    ("full", 0.1, True), ("full", 0.5, False)])
+def test_select_hyper_maximises_evidence_times_hyper_prior(iphone12, name, sigma0, weighted):
+    F, y = iphone12
+    rows = [0, 3, 6, 9, 12]
+    T, logy = terms_matrix(F[rows]), np.log(y[rows])
+    cfg = fewshot.FitConfig(sigma_grid=(0.03, 0.1, 0.3, 1.0), tau_grid=(0.1, 0.3, 1.0, 3.0),
+                            scale_sd=2.0, sigma_hyper_sd=0.5, tau_group_center=1.0,
+                            tau_term_center=0.1, tau_hyper_sd=0.7)
+    w = np.array([1.0, 0.5, 1.0, 0.2, 0.9]) if weighted else np.ones(len(rows))
+    got = fewshot.select_hyper(T, logy, prior_coef(None), name, sigma0, cfg,
+                               w if weighted else None)
+    want = _evidence_argmax(T, logy, prior_coef(None), name, sigma0, cfg, w)
+    assert got == pytest.approx(want, rel=1e-9)
