@@ -688,18 +688,87 @@ def _evidence_argmax(T, logy, theta0, name, sigma0, cfg, w):
     return best[1]
 
 
-@pytest.mark.parametrize("name, sigma0, weighted", [
-    ("scale", 0.3, False), ("scale", 0.03, True), ("groups", 0.3, True), ("groups", 1.0, False),
-    ("full", 0.1, True), ("full", 0.5, False)])
-def test_select_hyper_maximises_evidence_times_hyper_prior(iphone12, name, sigma0, weighted):
+@pytest.mark.parametrize("name, sigma0, weighted, tau_hyper_sd, center", [
+    ("scale", 0.3, False, 0.7, 0.5), ("scale", 0.03, True, 0.7, 0.5),
+    ("groups", 0.3, True, 0.7, 0.5), ("groups", 1.0, False, 1.5, 0.5),
+    ("groups", 0.3, False, 2.5, 2.0),       # evidence and hyper-prior nearly tied here
+    ("full", 0.1, True, 0.7, 0.5), ("full", 0.5, False, 1.5, 0.5), ("full", 0.3, False, 3.0, 0.5)])
+def test_select_hyper_maximises_evidence_times_hyper_prior(iphone12, name, sigma0, weighted,
+                                                           tau_hyper_sd, center):
     F, y = iphone12
     rows = [0, 3, 6, 9, 12]
     T, logy = terms_matrix(F[rows]), np.log(y[rows])
-    cfg = fewshot.FitConfig(sigma_grid=(0.03, 0.1, 0.3, 1.0), tau_grid=(0.1, 0.3, 1.0, 3.0),
-                            scale_sd=2.0, sigma_hyper_sd=0.5, tau_group_center=1.0,
-                            tau_term_center=0.1, tau_hyper_sd=0.7)
+    cfg = fewshot.FitConfig(sigma_grid=(0.03, 0.1, 0.3, 1.0), tau_grid=(0.05, 0.2, 0.5, 2.0),
+                            scale_sd=3.0, sigma_hyper_sd=0.5, tau_group_center=center,
+                            tau_term_center=0.1, tau_hyper_sd=tau_hyper_sd)
     w = np.array([1.0, 0.5, 1.0, 0.2, 0.9]) if weighted else np.ones(len(rows))
     got = fewshot.select_hyper(T, logy, prior_coef(None), name, sigma0, cfg,
                                w if weighted else None)
     want = _evidence_argmax(T, logy, prior_coef(None), name, sigma0, cfg, w)
     assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("iters", [0, 1, 2])
+def test_fit_candidate_is_its_documented_loop(iphone14, iters):
+    """Evidence -> MAP -> Student-t row weights, max(robust_iters, 1) times; the Laplace
+    covariance of the last pass. Real iPhone 14 rows (DeiT-T among them: an outlier)."""
+    F, y = iphone14
+    rows = [0, 1, 5, 7, 8, 10]
+    T, logy, theta0 = terms_matrix(F[rows]), np.log(y[rows]), prior_coef(None)
+    cfg = fewshot.FitConfig(robust_iters=iters)
+    got = fewshot.fit_candidate(T, logy, theta0, "groups", 0.3, cfg)
+    w = np.ones(len(rows))
+    for _ in range(max(iters, 1)):
+        h = fewshot.select_hyper(T, logy, theta0, "groups", 0.3, cfg, w)
+        z, P, sd = fewshot._map(T, logy, theta0, "groups", h, w, cfg)
+        theta = theta0 * np.exp(P @ z)
+        r = (logy - np.log(T @ theta)) / h["sigma"]
+        w = np.minimum(1.0, (cfg.robust_nu + 1) / (cfg.robust_nu + r ** 2))
+    assert got.hyper == h and got.sigma == h["sigma"] and got.name == "groups"
+    np.testing.assert_array_equal(got.theta, theta)
+    np.testing.assert_array_equal(got.z, z)
+    Wt = T * theta / (T @ theta)[:, None]
+    X = (Wt @ P) * np.sqrt(w)[:, None]
+    np.testing.assert_allclose(got.cov_u, P @ np.linalg.inv(X.T @ X / h["sigma"] ** 2
+                                                            + np.diag(sd ** -2.0)) @ P.T,
+                               rtol=1e-9, atol=1e-15)
+    if iters == 2:
+        assert w.min() < 0.9                                # the outlier was down-weighted
+        once = fewshot.fit_candidate(T, logy, theta0, "groups", 0.3,
+                                     fewshot.FitConfig(robust_iters=1))
+        assert not np.array_equal(once.theta, got.theta)
+
+
+@pytest.mark.parametrize("factor", [100.0, 0.01])
+def test_speed_factor_stops_at_its_bound(factor):
+    """A device 100 x slower (faster) than the prior, the global factor bounded at 10 x: it
+    stops exactly at the bound (and the start point is clipped into it)."""
+    F = _preset_rows()
+    T = terms_matrix(F)
+    logy = np.log(T @ prior_coef(None) * factor)
+    cfg = fewshot.FitConfig(scale_bound=np.log(10.0))
+    f = fewshot.fit_candidate(T, logy, prior_coef(None), "scale", 0.3, cfg)
+    assert f.z[0] == pytest.approx(np.sign(np.log(factor)) * np.log(10.0), rel=1e-8)
+
+
+def test_map_is_a_minimum(iphone14):
+    """The bounded MAP fit is a (local) minimum of its objective: no coordinate step lowers it."""
+    F, y = iphone14
+    rows = [0, 1, 5, 7, 8, 10]
+    T, logy, theta0 = terms_matrix(F[rows]), np.log(y[rows]), prior_coef(None)
+    cfg = fewshot.DEFAULT_CONFIG
+    h = {"sigma": 0.1, "tau_group": 0.3, "tau_term": 0.1}
+    w = np.ones(len(rows))
+    z, P, sd = fewshot._map(T, logy, theta0, "full", h, w, cfg)
+    lb, ub = fewshot._bounds("full", cfg)
+
+    def cost(z):
+        res = (logy - np.log(T @ (theta0 * np.exp(P @ z)))) / h["sigma"]
+        return float(np.sum(res ** 2) + np.sum((z / sd) ** 2))
+
+    c0 = cost(z)
+    for i in range(len(z)):
+        for step in (1e-4, -1e-4):
+            zi = z.copy()
+            zi[i] = np.clip(zi[i] + step, lb[i], ub[i])
+            assert cost(zi) >= c0 - 1e-9 * c0, (i, step)
