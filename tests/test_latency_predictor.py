@@ -772,3 +772,23 @@ def test_map_is_a_minimum(iphone14):
             zi = z.copy()
             zi[i] = np.clip(zi[i] + step, lb[i], ub[i])
             assert cost(zi) >= c0 - 1e-9 * c0, (i, step)
+
+
+def test_version_hash_precision():
+    """rel_std, sigma, kappa are hashed to 12 decimals, the covariance factor to 10."""
+    p = LatencyPredictor("g", _COEF, 0.1234567890123456, sigma=0.2345678901234567,
+                         kappa=1.3456789012345678,
+                         cov_factor=np.full((N_TERMS, 1), 0.123456789012345))
+    assert p.version == "2:48e2b196e4"
+
+
+def test_predictive_adds_the_prior_covariance():
+    T = terms_matrix(_preset_rows())
+    theta = prior_coef(None)
+    A = np.random.default_rng(1).normal(0, 0.1, (N_TERMS, N_TERMS))
+    fit_ = fewshot.CandidateFit("full", theta, A @ A.T, 0.2, {}, np.zeros(1))
+    B = np.random.default_rng(2).normal(0, 0.1, (N_TERMS, N_TERMS))
+    mu, sd = fewshot.predictive(fit_, T, B @ B.T)
+    W = T * theta / (T @ theta)[:, None]
+    np.testing.assert_allclose(mu, np.log(T @ theta), rtol=1e-12)
+    np.testing.assert_allclose(sd ** 2, np.diag(W @ (A @ A.T + B @ B.T) @ W.T) + 0.04, rtol=1e-10)
