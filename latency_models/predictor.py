@@ -269,8 +269,8 @@ class LatencyPredictor:
             raise UsageError(f"{where}: cost terms/features differ from this version's; recalibrate")
         u = d.get("uncertainty") or {}
         coef = d.get("coef")
-        if not isinstance(coef, list) or not all(isinstance(v, (int, float)) and math.isfinite(v)
-                                                 and v >= 0 for v in coef):
+        if not isinstance(coef, list) or len(coef) != N_TERMS or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in coef):
             raise UsageError(f"{where}: coef must be a list of {N_TERMS} finite numbers >= 0")
         return cls(d["device"], coef, d.get("rel_std", 0.1), d.get("meta"),
                    sigma=u.get("sigma"), cov_factor=u.get("cov_factor"),

@@ -260,3 +260,535 @@ def test_package_import_is_light():
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+# -- exact behaviour (issue 16: every mutant of predictor.py / fewshot.py that changes an
+# observable result must fail one of these; all fast) -------------------------------------------
+from latency_models.features import FEATURE_NAMES, N_FEATURES  # noqa: E402
+from latency_models.predictor import FORMAT, GENERIC_PRIOR, N_TERMS  # noqa: E402
+
+_COEF = [0.1234567890123456 + 0.01 * j for j in range(N_TERMS)]
+
+
+def _small():
+    """A predictor with every field set away from its default."""
+    L = np.arange(2 * N_TERMS, dtype=float).reshape(N_TERMS, 2) / 100
+    return LatencyPredictor("dev", _COEF, 0.25, {"records_file": "r.csv", "n": 3}, sigma=0.2,
+                            cov_factor=L, kappa=1.5,
+                            ranges={"latency_ms": [0.5, 1.0], "term_max": [1.0] * N_TERMS})
+
+
+def _calib(**changes):
+    d = _small().to_dict()
+    d.update(changes)
+    return d
+
+
+def test_init_defaults_types_and_version():
+    p = LatencyPredictor("d", [1] * N_TERMS)
+    assert p.coef.dtype == np.float64 and p.rel_std == 0.1 and p.sigma == 0.1 and p.kappa == 1.0
+    assert p.cov_factor.shape == (N_TERMS, 0) and p.ranges == {} and p.meta == {}
+    q = LatencyPredictor("d", [1] * N_TERMS, 0.1, sigma=0.3, cov_factor=[[1]] * N_TERMS)
+    assert q.sigma == 0.3 and q.cov_factor.dtype == np.float64
+    assert q.cov_factor.shape == (N_TERMS, 1)
+    with pytest.raises(ValueError) as e:
+        LatencyPredictor("d", [1.0] * 3)
+    assert str(e.value) == f"coef: expected {N_TERMS} values for terms {TERM_NAMES}"
+    # The version is a content hash of device, coefficients (12 decimals), rel_std, sigma,
+    # kappa and the covariance factor: stable across runs, different when any of them differs.
+    p = _small()
+    assert p.version == "2:1f99b56b54"
+    assert repr(p) == "LatencyPredictor(device='dev', version='2:1f99b56b54')"
+    other = [LatencyPredictor("dev2", _COEF, 0.25, sigma=0.2, cov_factor=p.cov_factor, kappa=1.5),
+             LatencyPredictor("dev", _COEF, 0.26, sigma=0.2, cov_factor=p.cov_factor, kappa=1.5),
+             LatencyPredictor("dev", _COEF, 0.25, sigma=0.21, cov_factor=p.cov_factor, kappa=1.5),
+             LatencyPredictor("dev", _COEF, 0.25, sigma=0.2, cov_factor=p.cov_factor, kappa=1.6),
+             LatencyPredictor("dev", _COEF, 0.25, sigma=0.2, cov_factor=p.cov_factor * 2, kappa=1.5),
+             LatencyPredictor("dev", np.array(_COEF) + 1e-12, 0.25, sigma=0.2,
+                              cov_factor=p.cov_factor, kappa=1.5)]
+    assert len({p.version} | {o.version for o in other}) == 1 + len(other)
+
+
+def test_to_dict_from_dict_round_trip_every_field():
+    p = _small()
+    d = p.to_dict()
+    assert d == {"format": FORMAT, "format_version": 2, "device": "dev", "version": p.version,
+                 "feature_names": list(FEATURE_NAMES), "terms": list(TERM_NAMES),
+                 "coef": p.coef.tolist(), "rel_std": 0.25,
+                 "uncertainty": {"sigma": 0.2, "kappa": 1.5, "cov_factor": p.cov_factor.tolist()},
+                 "ranges": p.ranges, "meta": {"records_file": "r.csv", "n": 3}}
+    q = LatencyPredictor.from_dict(json.loads(json.dumps(d)))
+    assert (q.device, q.version, q.rel_std, q.sigma, q.kappa, q.ranges, q.meta) == \
+        ("dev", p.version, 0.25, 0.2, 1.5, p.ranges, p.meta)
+    np.testing.assert_array_equal(q.coef, p.coef)
+    np.testing.assert_array_equal(q.cov_factor, p.cov_factor)
+    # Optional fields fall back to a bare predictor's defaults.
+    d = _calib()
+    del d["rel_std"], d["uncertainty"], d["meta"], d["ranges"]
+    q = LatencyPredictor.from_dict(d)
+    assert (q.rel_std, q.sigma, q.kappa, q.ranges, q.meta, q.cov_factor.shape) == \
+        (0.1, 0.1, 1.0, {}, {}, (N_TERMS, 0))
+    d = _calib(uncertainty={"sigma": 0.2})
+    assert LatencyPredictor.from_dict(d).kappa == 1.0
+
+
+_BAD_COEF = "coef must be a list of 19 finite numbers >= 0"
+
+
+@pytest.mark.parametrize("d, where, message", [
+    ([1, 2], None, f"<calibration>: not a latency calibration file (format != {FORMAT!r})"),
+    (None, "x.json", f"x.json: not a latency calibration file (format != {FORMAT!r})"),
+    ({"format": "other"}, "x.json", f"x.json: not a latency calibration file (format != {FORMAT!r})"),
+    (_calib(format_version=1, meta={}), "x.json",
+     "x.json: format_version 1; this version reads 2 (new cost terms): recalibrate with "
+     "`run_search.py latency calibrate --records <your records CSV>`"),
+    (_calib(format_version="2", meta={"records_file": "/d/p.csv"}), "x.json",
+     "x.json: format_version '2'; this version reads 2 (new cost terms): recalibrate with "
+     "`run_search.py latency calibrate --records /d/p.csv`"),
+    (_calib(terms=list(TERM_NAMES)[:-1]), "x.json",
+     "x.json: cost terms/features differ from this version's; recalibrate"),
+    (_calib(feature_names=list(FEATURE_NAMES)[::-1]), "x.json",
+     "x.json: cost terms/features differ from this version's; recalibrate"),
+    (_calib(coef=None), "x.json", f"x.json: {_BAD_COEF}"),
+    (_calib(coef=tuple(_COEF)), "x.json", f"x.json: {_BAD_COEF}"),
+    (_calib(coef=_COEF[:-1]), "x.json", f"x.json: {_BAD_COEF}"),
+    (_calib(coef=_COEF[:-1] + [float("nan")]), "x.json", f"x.json: {_BAD_COEF}"),
+    (_calib(coef=_COEF[:-1] + [float("inf")]), "x.json", f"x.json: {_BAD_COEF}"),
+    (_calib(coef=_COEF[:-1] + [-1e-9]), "x.json", f"x.json: {_BAD_COEF}"),
+    (_calib(coef=_COEF[:-1] + ["1"]), "x.json", f"x.json: {_BAD_COEF}"),
+])
+def test_from_dict_rejects_with_one_line(d, where, message):
+    with pytest.raises(UsageError) as e:
+        LatencyPredictor.from_dict(d) if where is None else LatencyPredictor.from_dict(d, where)
+    assert str(e.value) == message
+
+
+def test_from_dict_accepts_zero_coefficients():
+    assert LatencyPredictor.from_dict(_calib(coef=[0] * N_TERMS)).coef.tolist() == [0.0] * N_TERMS
+
+
+def test_save_and_load_files(tmp_path):
+    p = _small()
+    path = tmp_path / "sub" / "dev.json"
+    p.save(str(path))
+    text = path.read_text()
+    assert text.splitlines()[1].startswith(' "coef": [')        # sorted keys, indent 1
+    assert json.loads(text) == json.loads(json.dumps(p.to_dict()))
+    q = LatencyPredictor.load(str(path))
+    assert q.version == p.version and q.meta == p.meta and q.ranges == p.ranges
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    with pytest.raises(UsageError) as e:
+        LatencyPredictor.load(str(bad))
+    assert str(e.value) == (f"calibration file {bad}: not valid JSON (line 1 column 2: "
+                            "Expecting property name enclosed in double quotes)")
+    bad.write_text('{"format": "other"}')
+    with pytest.raises(UsageError) as e:
+        LatencyPredictor.load(str(bad))
+    assert str(e.value) == f"{bad}: not a latency calibration file (format != {FORMAT!r})"
+    with pytest.raises(NotFoundError) as e:
+        LatencyPredictor.load(str(tmp_path / "missing.json"))
+    assert str(e.value) == f"calibration file {tmp_path / 'missing.json'}: no such file"
+
+
+def test_prediction_is_the_documented_formula():
+    """ms = T coef; sd(log) = kappa sqrt(||(T * coef) L||^2 / ms^2 + sigma^2); std = ms sd --
+    on real preset features (sub-millisecond ones too), by every path."""
+    p = lm.load_predictor()
+    specs = [PRESETS[n] for n in ("XS", "S", "L1", "L3")]
+    F = spec_features_many(specs)
+    q = LatencyPredictor("x", p.coef * 0.3, sigma=0.1, cov_factor=p.cov_factor * 3, kappa=1.7)
+    T = terms_matrix(F)
+    ms = T @ q.coef
+    sd = 1.7 * np.sqrt(np.sum(((T * q.coef) @ q.cov_factor) ** 2, axis=1) / ms ** 2 + 0.01)
+    assert ms.min() < 1.0
+    for got in (q.predict_features(F), q.predict_many(specs),
+                q.predict_many(SpecArrays.from_specs(specs)), q.predict_many(["XS", "S", "L1", "L3"]),
+                tuple(np.array([q.predict(s) for s in specs]).T)):
+        np.testing.assert_allclose(got[0], ms, rtol=1e-9)
+        np.testing.assert_allclose(got[1], ms * sd, rtol=1e-9)
+
+
+def test_predict_many_input_handling():
+    p = lm.load_predictor()
+    ms, sd = p.predict_many([])
+    assert ms.shape == (0,) and sd.shape == (0,)
+    ms, sd = p.predict_many(iter([PRESETS["XS"], PRESETS["L1"]]))
+    assert ms.shape == (2,) and (ms[0], sd[0]) == pytest.approx(p.predict("XS"), rel=1e-9)
+    mixed = [PRESETS["XS"], "mobilevitv2_100"]
+    ms, sd = p.predict_many(mixed)
+    for i, s in enumerate(mixed):
+        assert (ms[i], sd[i]) == pytest.approx(p.predict(s), rel=1e-12)
+
+
+def _extrap_predictor():
+    coef = np.zeros(N_TERMS)
+    coef[TERM_NAMES.index("conv_gmacs")], coef[TERM_NAMES.index("const")] = 0.25, 0.1
+    term_max = [0.0] * N_TERMS
+    term_max[TERM_NAMES.index("conv_gmacs")], term_max[TERM_NAMES.index("const")] = 0.5, 1.0
+    return LatencyPredictor("x", coef, ranges={"latency_ms": [0.4, 1.0], "term_max": term_max})
+
+
+def _conv_rows(*gmacs):
+    F = np.zeros((len(gmacs), N_FEATURES))
+    F[:, FEATURE_NAMES.index("conv_gmacs")] = gmacs
+    return F
+
+
+def test_extrapolation_messages_and_boundaries():
+    p = _extrap_predictor()          # ms = 0.25 conv_gmacs + 0.1; conv seen up to 0.5
+    assert LatencyPredictor("x", p.coef).extrapolation(_conv_rows(100.0, 0.0)) == ["", ""]
+    why = p.extrapolation(_conv_rows(1.0, 1.6, 0.0, 9.6, 0.4))
+    # conv = 2 x its max is not beyond it (ms 0.35 in range); 1.6 is; ms 0.1 < 0.4 / 2; both;
+    # ms 0.2 = 0.4 / 2 is inside.
+    assert why[2] == "0.1 ms is outside the calibrated 0.4-1 ms (x2)"
+    assert why[3] == ("2.5 ms is outside the calibrated 0.4-1 ms (x2); "
+                      "conv_gmacs = 9.6 (96% of it; at most 0.5 in calibration)")
+    assert why[0] == why[4] == ""
+    assert why[1] == "conv_gmacs = 1.6 (80% of it; at most 0.5 in calibration)"
+    # Latency exactly at lo / 2 and hi * 2 is inside; 0.625 (< hi * 2, > hi / 2) is inside.
+    coef = p.coef.copy()
+    coef[TERM_NAMES.index("const")] = 0.125
+    q = LatencyPredictor("x", coef, ranges={"latency_ms": [0.25, 0.5],
+                                            "term_max": [10.0] * N_TERMS})
+    F = _conv_rows(0.0, 3.5, 2.0, 3.9)
+    assert q.predict_features(F)[0].tolist()[:2] == [0.125, 1.0]
+    assert q.extrapolation(F) == ["", "", "", "1.1 ms is outside the calibrated 0.25-0.5 ms (x2)"]
+
+
+def test_extrapolation_share_floor_is_inclusive():
+    coef = np.zeros(N_TERMS)
+    coef[TERM_NAMES.index("conv_gmacs")], coef[TERM_NAMES.index("const")] = 1.0, 0.02
+    term_max = [10.0] * N_TERMS
+    term_max[TERM_NAMES.index("const")] = 0.25
+    p = LatencyPredictor("x", coef, ranges={"latency_ms": [0.9, 1.0], "term_max": term_max})
+    assert p.predict_features(_conv_rows(0.98))[0][0] == 1.0     # const share exactly 0.02
+    assert p.extrapolation(_conv_rows(0.98)) == [
+        "const = 1 (2% of it; at most 0.25 in calibration)"]
+
+
+def _preset_rows():
+    return spec_features_many([PRESETS[n] for n in ("XS", "S", "L1", "L3")])
+
+
+def test_fit_rejects_each_bad_input_with_one_line():
+    F = _preset_rows()
+    y = np.array([0.7, 0.8, 1.1, 1.9])
+    cases = [
+        (F[:1], y[:1], "calibration needs at least 2 measured models, got 1"),
+        (F[:, :-1], y, f"features: expected finite rows of length {N_FEATURES} matching the latencies"),
+        (F[:3], y, f"features: expected finite rows of length {N_FEATURES} matching the latencies"),
+        (np.where(np.arange(N_FEATURES) == 0, np.nan, F), y,
+         f"features: expected finite rows of length {N_FEATURES} matching the latencies"),
+        (F, np.array([0.7, np.nan, 1.1, 1.9]), "latency_ms: every value must be a finite number > 0"),
+        (F, np.array([0.7, np.inf, 1.1, 1.9]), "latency_ms: every value must be a finite number > 0"),
+        (F, np.array([0.7, 0.0, 1.1, 1.9]), "latency_ms: every value must be a finite number > 0"),
+    ]
+    for Fi, yi, message in cases:
+        with pytest.raises(UsageError) as e:
+            fit_features(Fi, yi, "d")
+        assert str(e.value) == message
+
+
+def test_two_rows_fit_scale_only_and_perfect_rows_keep_kappa_one():
+    """Two rows are enough (prior x one speed factor); rows the prior's cost model explains
+    exactly (a device 2x slower) give leave-one-out errors ~0: kappa stays 1, never below."""
+    F = _preset_rows()
+    y = terms_matrix(F) @ prior_coef(None) * 2.0
+    p = fit_features(F[:2], y[:2], "d")
+    assert list(p.meta["loo"]) == ["scale"] and p.meta["candidate"] == "scale"
+    assert p.meta["n_records"] == 2 and p.meta["prior"] == "generic-ane (hand-set)"
+    q = fit_features(F, y, "d", candidates=("scale",))
+    assert q.meta["kappa"] == 1.0 and q.kappa == 1.0
+    assert q.meta["speed_scale_vs_prior"] == pytest.approx(2.0, rel=1e-3)
+    assert q.meta["loo_mape"] < 1e-3 and q.meta["max_term_move"] == pytest.approx(0.0, abs=1e-9)
+    # Fewer rows than any requested candidate needs: the simplest one.
+    r = fit_features(F[:3], y[:3], "d", candidates=("full",))
+    assert r.meta["candidate"] == "scale" and list(r.meta["loo"]) == ["scale"]
+
+
+def test_fit_features_meta_is_what_its_parts_say(iphone14):
+    """Four real iPhone 14 rows, the shipped calibration as prior, a non-default config: every
+    meta field, the coefficients, sigma, kappa, the covariance and the ranges are exactly what
+    the documented steps give (leave-one-out per candidate, choose, refit on all rows)."""
+    F, y = iphone14
+    rows = [0, 1, 2, 3]
+    prior = lm.load_predictor()
+    cfg = fewshot.FitConfig(prefer_simpler=0.0, kappa_max=1.1, sigma_grid=(0.05, 0.1, 0.2))
+    p = fit_features(F[rows], y[rows], "dev", prior, meta={"note": "n"}, config=cfg)
+    T, logy = terms_matrix(F[rows]), np.log(y[rows])
+    theta0, sigma0, prior_cov, name = fewshot._prior_parts(prior)
+    runs = {c: fewshot.loo(T, logy, theta0, c, sigma0, prior_cov, cfg) for c in ("scale", "groups")}
+    assert runs["scale"][0].tolist() != fewshot.loo(T, logy, theta0, "scale", sigma0,
+                                                    prior_cov)[0].tolist()
+    scores = {c: float(np.mean(np.abs(e))) for c, (e, _) in runs.items()}
+    chosen = fewshot.choose(scores, cfg)
+    assert chosen != fewshot.choose(scores)          # the config's margin decides
+    err, sd = runs[chosen]
+    raw = float(np.sqrt(np.mean((err / sd) ** 2)))
+    assert raw > cfg.kappa_max
+    f = fewshot.fit_candidate(T, logy, theta0, chosen, sigma0, cfg)
+    assert f.hyper != fewshot.fit_candidate(T, logy, theta0, chosen, sigma0).hyper
+    summary = fewshot._loo_summary(err, sd, cfg.kappa_max)
+    assert summary["coverage_2sigma"] == 0.5
+    scale = float(np.exp(f.z[0]))
+    assert p.meta == {
+        "note": "n", "n_records": 4, "candidate": chosen, "prior": prior.device,
+        "hyper": f.hyper, "kappa": cfg.kappa_max, "speed_scale_vs_prior": scale,
+        "max_term_move": float(np.max(np.abs(np.log(f.theta / (theta0 * scale))))),
+        "loo": {c: fewshot._loo_summary(*runs[c]) for c in runs}, "loo_mape": summary["mape"],
+        "loo_rel_rmse": summary["rel_rmse"], "loo_coverage_2sigma": summary["coverage_2sigma"],
+        "loo_coverage_2sigma_raw": fewshot._loo_summary(err, sd)["coverage_2sigma"]}
+    assert p.meta["max_term_move"] > 0.01 and p.meta["speed_scale_vs_prior"] != 1.0
+    assert p.device == "dev" and p.kappa == cfg.kappa_max and p.sigma == f.sigma
+    assert p.sigma != p.rel_std == max(summary["rel_rmse"], 0.03)
+    np.testing.assert_array_equal(p.coef, f.theta)
+    np.testing.assert_allclose(p.cov_factor @ p.cov_factor.T, f.cov_u + prior_cov,
+                               atol=1e-9 * np.abs(prior_cov).max())
+    assert p.ranges == fewshot._ranges(T, y[rows], f.theta)
+    assert p.ranges["latency_ms"] == [float(y[rows].min()), float(y[rows].max())]
+
+
+def test_kappa_widens_the_coverage(iphone14):
+    """Three real rows, generic prior: raw +-2 sigma leave-one-out coverage 2/3; kappa (the
+    unit-variance factor, 1.74) widens it to 3/3, and the reported coverage is the widened one."""
+    F, y = iphone14
+    p = fit_features(F[:3], y[:3], "d")
+    assert p.meta["candidate"] == "scale" and p.meta["kappa"] == pytest.approx(1.74233, rel=1e-4)
+    assert p.meta["loo_coverage_2sigma"] == 1.0 and p.meta["loo_coverage_2sigma_raw"] == 2 / 3
+
+
+def test_prior_parts():
+    generic = np.array([GENERIC_PRIOR[t] for t in TERM_NAMES])
+    theta0, sigma0, cov, name = fewshot._prior_parts(None)
+    np.testing.assert_array_equal(theta0, generic)
+    assert (sigma0, name, cov.shape, np.abs(cov).max()) == (0.3, "generic-ane (hand-set)",
+                                                            (N_TERMS, N_TERMS), 0.0)
+    user = {t: (0.0 if t == "ops" else 2 * GENERIC_PRIOR[t]) for t in TERM_NAMES}
+    theta0, sigma0, cov, name = fewshot._prior_parts(user)
+    assert name == "user" and sigma0 == 0.3
+    np.testing.assert_array_equal(theta0, np.where(np.array(TERM_NAMES) == "ops",
+                                                   1e-4 * generic, 2 * generic))
+    p = _small()
+    theta0, sigma0, cov, name = fewshot._prior_parts(p)
+    assert name == "dev" and sigma0 == 0.2
+    np.testing.assert_array_equal(cov, p.cov_factor @ p.cov_factor.T)
+    low = LatencyPredictor("low", _COEF, sigma=0.01)
+    assert fewshot._prior_parts(low)[1] == 0.03
+
+
+def test_choose_ties_go_to_the_simpler():
+    cfg = fewshot.FitConfig(prefer_simpler=0.0)
+    assert fewshot.choose({"scale": 0.3, "groups": 0.3, "full": 0.3}, cfg) == "scale"
+    assert fewshot.choose({"scale": 1.02, "full": 1.0}) == "scale"
+
+
+def test_cov_factor_reproduces_the_covariance_and_drops_null_directions():
+    A = np.random.default_rng(0).normal(size=(N_TERMS, 3))
+    L = fewshot._cov_factor(A @ A.T, 1e-8)
+    assert L.shape == (N_TERMS, 3)
+    np.testing.assert_allclose(L @ L.T, A @ A.T, atol=1e-12)
+    tiny = 1e-12 * np.diag(np.arange(1.0, N_TERMS + 1))
+    np.testing.assert_allclose(fewshot._cov_factor(tiny, 1e-8) @ fewshot._cov_factor(tiny, 1e-8).T,
+                               tiny, rtol=1e-9, atol=1e-30)
+    assert fewshot._cov_factor(tiny, 1e-8).shape == (N_TERMS, N_TERMS)
+    assert fewshot._cov_factor(np.zeros((N_TERMS, N_TERMS)), 1e-8).shape == (N_TERMS, 0)
+    assert fewshot._cov_factor(np.diag([1.0] + [1e-9] * (N_TERMS - 1)), 1e-8).shape == (N_TERMS, 1)
+
+
+def test_ranges_exact():
+    T = np.zeros((2, N_TERMS))
+    T[:, 0], T[:, CONST_J] = [1.0, 3.0], 1.0
+    theta = np.zeros(N_TERMS)
+    theta[0], theta[CONST_J] = 1.0, 2.0
+    r = fewshot._ranges(T, np.array([3.0, 0.5]), theta)
+    share = [0.0] * N_TERMS
+    share[0], share[CONST_J] = 0.6, 0.6667       # 3/5 and 2/3 rounded to 4 decimals
+    term_max = [0.0] * N_TERMS
+    term_max[0], term_max[CONST_J] = 3.0, 1.0
+    assert r == {"latency_ms": [0.5, 3.0], "term_max": term_max, "share_max": share}
+
+
+def test_loo_summary_exact():
+    err = np.array([-0.5, 0.2, 0.4])
+    sd = np.array([0.25, 0.1, 0.1])
+    s = fewshot._loo_summary(err, sd)
+    rel = np.exp(-err) - 1
+    assert s == {"mae_log": pytest.approx(1.1 / 3), "rmse_log": pytest.approx(np.sqrt(0.45 / 3)),
+                 "mape": pytest.approx(np.mean(np.abs(rel))),
+                 "rel_rmse": pytest.approx(np.sqrt(np.mean(rel ** 2))),
+                 "coverage_2sigma": 2 / 3}              # |err| = 2 sd counts as covered
+    assert fewshot._loo_summary(err, sd, 1.5)["coverage_2sigma"] == 2 / 3
+    assert fewshot._loo_summary(err, sd, 2.0)["coverage_2sigma"] == 1.0
+    assert fewshot._loo_summary(err, sd, 0.9)["coverage_2sigma"] == 0.0
+
+
+CONST_J = TERM_NAMES.index("const")
+
+
+def test_fit_from_records_passes_everything_through():
+    from latency_models.records import Record
+
+    recs = [Record(model=n, device="d", latency_ms=ms) for n, ms in
+            (("XS", 1.0), ("mystery-net", 2.0), ("S", 1.3), ("other-net", 2.0), ("L1", 2.0),
+             ("L3", 3.9))]
+    prior = lm.load_predictor()
+    p = fit(recs, "my-phone", prior, meta={"records_file": "r.csv"}, candidates=("scale",))
+    assert p.device == "my-phone" and p.meta["prior"] == prior.device
+    assert list(p.meta["loo"]) == ["scale"] and p.meta["records_file"] == "r.csv"
+    assert p.meta["records"] == ["XS", "S", "L1", "L3"] and p.meta["n_records"] == 4
+    assert p.meta["skipped"] == [
+        "mystery-net: UsageError: record 'mystery-net': no spec, timm_name or mlpackage to featurise",
+        "other-net: UsageError: record 'other-net': no spec, timm_name or mlpackage to featurise"]
+    np.testing.assert_array_equal(p.coef, fit_features(spec_features_many(
+        [PRESETS[n] for n in ("XS", "S", "L1", "L3")]), [1.0, 1.3, 2.0, 3.9], "x", prior,
+        candidates=("scale",)).coef)
+    with pytest.raises(UsageError) as e:
+        fit(recs, "my-phone", prior, skip_unfeaturizable=False)
+    assert str(e.value) == ("record 'mystery-net' cannot be featurised: UsageError: record "
+                            "'mystery-net': no spec, timm_name or mlpackage to featurise")
+
+
+def test_breakdown_is_the_prediction_per_term():
+    p = lm.load_predictor()
+    b = p.breakdown("L1")
+    T = terms_matrix(spec_features_many([PRESETS["L1"]]))[0]
+    assert list(b) == list(TERM_NAMES) and b["const"] == p.coef[CONST_J]
+    np.testing.assert_allclose(list(b.values()), T * p.coef, rtol=1e-12)
+    assert sum(b.values()) == pytest.approx(p.predict("L1")[0], rel=1e-12)
+
+
+def test_hyper_grids():
+    cfg = fewshot.FitConfig(tau_grid=(0.1, 0.5))
+    assert fewshot._hyper_grid("scale", cfg) == [(0.0, 0.0)]
+    assert fewshot._hyper_grid("groups", cfg) == [(0.1, 0.0), (0.5, 0.0)]
+    assert fewshot._hyper_grid("full", cfg) == [(0.1, 0.1), (0.1, 0.5), (0.5, 0.1), (0.5, 0.5)]
+
+
+def _evidence_argmax(T, logy, theta0, name, sigma0, cfg, w):
+    """select_hyper by brute force: the Gaussian log density of the log residuals (scipy) under
+    scale + group + term + per-row noise covariance, plus the log-normal hyper-priors."""
+    from scipy.stats import multivariate_normal
+
+    p0 = T @ theta0
+    W0 = T * theta0 / p0[:, None]
+    Kg = W0 @ np.eye(len(GROUPS))[GROUP_OF]
+    r = logy - np.log(p0)
+    best = None
+    for s, tg, tt in [(s, tg, tt) for s in cfg.sigma_grid
+                      for tg, tt in fewshot._hyper_grid(name, cfg)]:
+        K = (cfg.scale_sd ** 2 + tg ** 2 * Kg @ Kg.T + tt ** 2 * W0 @ W0.T
+             + s ** 2 * np.diag(1 / w))
+        ev = multivariate_normal(np.zeros(len(r)), K).logpdf(r)
+        hp = -0.5 * (np.log(s / sigma0) / cfg.sigma_hyper_sd) ** 2
+        hp += sum(-0.5 * (np.log(t / c) / cfg.tau_hyper_sd) ** 2 for t, c in
+                  ((tg, cfg.tau_group_center), (tt, cfg.tau_term_center)) if t > 0)
+        if best is None or ev + hp > best[0]:
+            best = (ev + hp, {"sigma": s, "tau_group": tg, "tau_term": tt, "log_evidence": ev})
+    return best[1]
+
+
+@pytest.mark.parametrize("name, sigma0, weighted, tau_hyper_sd, center", [
+    ("scale", 0.3, False, 0.7, 0.5), ("scale", 0.03, True, 0.7, 0.5),
+    ("groups", 0.3, True, 0.7, 0.5), ("groups", 1.0, False, 1.5, 0.5),
+    ("groups", 0.3, False, 2.5, 2.0),       # evidence and hyper-prior nearly tied here
+    ("full", 0.1, True, 0.7, 0.5), ("full", 0.5, False, 1.5, 0.5), ("full", 0.3, False, 3.0, 0.5)])
+def test_select_hyper_maximises_evidence_times_hyper_prior(iphone12, name, sigma0, weighted,
+                                                           tau_hyper_sd, center):
+    F, y = iphone12
+    rows = [0, 3, 6, 9, 12]
+    T, logy = terms_matrix(F[rows]), np.log(y[rows])
+    cfg = fewshot.FitConfig(sigma_grid=(0.03, 0.1, 0.3, 1.0), tau_grid=(0.05, 0.2, 0.5, 2.0),
+                            scale_sd=3.0, sigma_hyper_sd=0.5, tau_group_center=center,
+                            tau_term_center=0.1, tau_hyper_sd=tau_hyper_sd)
+    w = np.array([1.0, 0.5, 1.0, 0.2, 0.9]) if weighted else np.ones(len(rows))
+    got = fewshot.select_hyper(T, logy, prior_coef(None), name, sigma0, cfg,
+                               w if weighted else None)
+    want = _evidence_argmax(T, logy, prior_coef(None), name, sigma0, cfg, w)
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("iters", [0, 1, 2])
+def test_fit_candidate_is_its_documented_loop(iphone14, iters):
+    """Evidence -> MAP -> Student-t row weights, max(robust_iters, 1) times; the Laplace
+    covariance of the last pass. Real iPhone 14 rows (DeiT-T among them: an outlier)."""
+    F, y = iphone14
+    rows = [0, 1, 5, 7, 8, 10]
+    T, logy, theta0 = terms_matrix(F[rows]), np.log(y[rows]), prior_coef(None)
+    cfg = fewshot.FitConfig(robust_iters=iters)
+    got = fewshot.fit_candidate(T, logy, theta0, "groups", 0.3, cfg)
+    w = np.ones(len(rows))
+    for _ in range(max(iters, 1)):
+        h = fewshot.select_hyper(T, logy, theta0, "groups", 0.3, cfg, w)
+        z, P, sd = fewshot._map(T, logy, theta0, "groups", h, w, cfg)
+        theta = theta0 * np.exp(P @ z)
+        r = (logy - np.log(T @ theta)) / h["sigma"]
+        w = np.minimum(1.0, (cfg.robust_nu + 1) / (cfg.robust_nu + r ** 2))
+    assert got.hyper == h and got.sigma == h["sigma"] and got.name == "groups"
+    np.testing.assert_array_equal(got.theta, theta)
+    np.testing.assert_array_equal(got.z, z)
+    Wt = T * theta / (T @ theta)[:, None]
+    X = (Wt @ P) * np.sqrt(w)[:, None]
+    np.testing.assert_allclose(got.cov_u, P @ np.linalg.inv(X.T @ X / h["sigma"] ** 2
+                                                            + np.diag(sd ** -2.0)) @ P.T,
+                               rtol=1e-9, atol=1e-15)
+    if iters == 2:
+        assert w.min() < 0.9                                # the outlier was down-weighted
+        once = fewshot.fit_candidate(T, logy, theta0, "groups", 0.3,
+                                     fewshot.FitConfig(robust_iters=1))
+        assert not np.array_equal(once.theta, got.theta)
+
+
+@pytest.mark.parametrize("factor", [100.0, 0.01])
+def test_speed_factor_stops_at_its_bound(factor):
+    """A device 100 x slower (faster) than the prior, the global factor bounded at 10 x: it
+    stops exactly at the bound (and the start point is clipped into it)."""
+    F = _preset_rows()
+    T = terms_matrix(F)
+    logy = np.log(T @ prior_coef(None) * factor)
+    cfg = fewshot.FitConfig(scale_bound=np.log(10.0))
+    f = fewshot.fit_candidate(T, logy, prior_coef(None), "scale", 0.3, cfg)
+    assert f.z[0] == pytest.approx(np.sign(np.log(factor)) * np.log(10.0), rel=1e-8)
+
+
+def test_map_is_a_minimum(iphone14):
+    """The bounded MAP fit is a (local) minimum of its objective: no coordinate step lowers it."""
+    F, y = iphone14
+    rows = [0, 1, 5, 7, 8, 10]
+    T, logy, theta0 = terms_matrix(F[rows]), np.log(y[rows]), prior_coef(None)
+    cfg = fewshot.DEFAULT_CONFIG
+    h = {"sigma": 0.1, "tau_group": 0.3, "tau_term": 0.1}
+    w = np.ones(len(rows))
+    z, P, sd = fewshot._map(T, logy, theta0, "full", h, w, cfg)
+    lb, ub = fewshot._bounds("full", cfg)
+
+    def cost(z):
+        res = (logy - np.log(T @ (theta0 * np.exp(P @ z)))) / h["sigma"]
+        return float(np.sum(res ** 2) + np.sum((z / sd) ** 2))
+
+    c0 = cost(z)
+    for i in range(len(z)):
+        for step in (1e-4, -1e-4):
+            zi = z.copy()
+            zi[i] = np.clip(zi[i] + step, lb[i], ub[i])
+            assert cost(zi) >= c0 - 1e-9 * c0, (i, step)
+
+
+def test_version_hash_precision():
+    """rel_std, sigma, kappa are hashed to 12 decimals, the covariance factor to 10."""
+    p = LatencyPredictor("g", _COEF, 0.1234567890123456, sigma=0.2345678901234567,
+                         kappa=1.3456789012345678,
+                         cov_factor=np.full((N_TERMS, 1), 0.123456789012345))
+    assert p.version == "2:48e2b196e4"
+
+
+def test_predictive_adds_the_prior_covariance():
+    T = terms_matrix(_preset_rows())
+    theta = prior_coef(None)
+    A = np.random.default_rng(1).normal(0, 0.1, (N_TERMS, N_TERMS))
+    fit_ = fewshot.CandidateFit("full", theta, A @ A.T, 0.2, {}, np.zeros(1))
+    B = np.random.default_rng(2).normal(0, 0.1, (N_TERMS, N_TERMS))
+    mu, sd = fewshot.predictive(fit_, T, B @ B.T)
+    W = T * theta / (T @ theta)[:, None]
+    np.testing.assert_allclose(mu, np.log(T @ theta), rtol=1e-12)
+    np.testing.assert_allclose(sd ** 2, np.diag(W @ (A @ A.T + B @ B.T) @ W.T) + 0.04, rtol=1e-10)
