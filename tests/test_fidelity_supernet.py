@@ -15,10 +15,13 @@ from search.fidelity.settings import (SUPERNET, Setting, check_supernet_setting,
 from search.fidelity.stats import kendall_tau
 from search.fidelity.study import run_study, summarize
 from search.fidelity.supernet import checkpoint_dir
+from search.proxy.data import prepare_data
 from search.proxy.fidelity import DEFAULT_FIDELITY, Fidelity
-from search.proxy.supernet.config import DEFAULT_SUPERNET, SupernetConfig
-from search.proxy.supernet.training import CHECKPOINT_NAME
+from search.proxy.supernet.config import DEFAULT_SUPERNET, SupernetConfig, to_proxy
+from search.proxy.supernet.scoring import score_subnets
+from search.proxy.supernet.training import CHECKPOINT_NAME, load_supernet
 from search_space.errors import UsageError
+from search_space.spec import PRESETS
 from test_search_data import make_imagefolder
 
 pytestmark = pytest.mark.timeout(120)
@@ -87,6 +90,16 @@ def test_supernet_checkpoints_live_under_the_output_and_a_rerun_resumes(src, tmp
     data_id = first[0]["dataset_id"]
     ck = os.path.join(checkpoint_dir(str(tmp_path / "fid"), setting, data_id, 0), CHECKPOINT_NAME)
     assert ck.startswith(str(tmp_path / "fid")) and os.path.isfile(ck)
+    # the rows are the checkpointed supernet's scores of the references' subnets
+    net, _ = load_supernet(ck)
+    data = prepare_data(src, FID, cache_dir=str(tmp_path / "cache"))
+    specs = [to_proxy(PRESETS[n], 3, 32, CFG.width_divisor) for n in REFS]
+    want = score_subnets(net, specs, data, FID, recal_images=CFG.recal_images,
+                         channels_last=False)
+    got = {r["ref"]: r for r in first}
+    for n, w in zip(REFS, want):
+        assert got[n]["val_loss"] == pytest.approx(w["val_loss"], abs=1e-5)
+        assert got[n]["top1"] == pytest.approx(w["top1"])
     logs: list[str] = []
     again = _run(setting, tmp_path, seeds=(0,), logs=logs)
     assert "3 cached, 0 to train" in logs[0]
