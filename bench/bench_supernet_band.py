@@ -8,8 +8,9 @@ stand-alone proxy training does?
 1. Sample the default space (seeded), predict every member's latency on --latency-device
    (iphone14-ane), keep those within +-band of S's predicted latency, draw --n of them.
 2. Train each stand-alone at --fidelity (default DEFAULT_FIDELITY: all 500 embedded images per
-   class, 2 epochs) through search.proxy.trial.run_candidate: the reference ranking (top-1, and
-   -val loss beside it).
+   class, 2 epochs) through search.proxy.trial.run_candidate, for each of --seeds: the
+   reference ranking is the mean top-1 over seeds (-val loss beside it); with two or more
+   seeds, seed-vs-seed tau of the stand-alone top-1 is the reference's own noise ceiling.
 3. Score each on the shared seed-0 supernet at the default SupernetConfig (-val loss, the
    supernet's score; top-1 beside it) -- bench/supernet_common.py trains it once.
 4. Baselines on the same architectures: zero-cost synflow / NASWOT / grad-norm (one batch of
@@ -72,7 +73,7 @@ def _train_job(args: tuple) -> dict:
     fid = Fidelity.from_json(fid_json)
     r = run_candidate(spec, fid, data_for(fid, cache_dir), seed=seed, device="cpu", threads=1,
                       zero_cost=False)
-    out = {"arch_hash": spec.arch_hash, "top1": r["top1"], "val_loss": r.get("val_loss"),
+    out = {"arch_hash": spec.arch_hash, "seed": seed, "top1": r["top1"], "val_loss": r.get("val_loss"),
            "cpu_seconds": r["cpu_seconds"], "wall_seconds": r["wall_seconds"]}
     write_json_atomic(path, out, indent=1)
     return {"kind": "train", **out}
@@ -99,20 +100,21 @@ def _score_job(args: tuple) -> dict:
 
 
 def _run_jobs(specs, fid: Fidelity, a) -> tuple[dict, dict]:
-    cache = os.path.join(a.out, "cache", fid.key)
-    trained, scored = {}, None
-    jobs = []
-    for s in specs:
-        p = os.path.join(cache, f"{s.arch_hash}.json")
-        if os.path.isfile(p):
-            trained[s.arch_hash] = read_json(p, "band cache file")
-        else:
-            jobs.append((_train_job, (s, fid.to_json(), a.seed, a.cache_dir, p)))
+    """(trained[seed][arch hash], scored): cached results + the missing jobs, run in the pool."""
+    trained: dict[int, dict] = {s: {} for s in a.seeds}
+    scored, jobs = None, []
+    for seed in a.seeds:
+        for s in specs:
+            p = os.path.join(a.out, "cache", fid.key, f"seed{seed}", f"{s.arch_hash}.json")
+            if os.path.isfile(p):
+                trained[seed][s.arch_hash] = read_json(p, "band cache file")
+            else:
+                jobs.append((_train_job, (s, fid.to_json(), seed, a.cache_dir, p)))
     sp = os.path.join(a.out, "cache", "scores-" + "-".join(s.arch_hash[:6] for s in specs)[:120] + ".json")
     if os.path.isfile(sp):
         scored = read_json(sp, "band score cache")
-    else:
-        jobs.append((_score_job, (specs, a.supernet_root, a.cache_dir, sp)))  # last: the shared supernet may still be training elsewhere
+    else:  # last: the shared supernet may still be training in another process
+        jobs.append((_score_job, (specs, a.supernet_root, a.cache_dir, sp)))
     with ProcessPoolExecutor(a.workers) as ex:
         futs = [ex.submit(fn, arg) for fn, arg in jobs]
         for fu in as_completed(futs):
@@ -121,15 +123,20 @@ def _run_jobs(specs, fid: Fidelity, a) -> tuple[dict, dict]:
                 scored = r
                 print(f"  supernet + zero-cost scored ({len(specs)} archs)", flush=True)
             else:
-                trained[r["arch_hash"]] = r
-                print(f"  trained {r['arch_hash'][:10]}: top-1 {r['top1']:.1f}  "
+                trained[r["seed"]][r["arch_hash"]] = r
+                print(f"  trained {r['arch_hash'][:10]} seed {r['seed']}: top-1 {r['top1']:.1f}  "
                       f"{r['cpu_seconds']:.0f} CPU-s", flush=True)
     return trained, scored
 
 
+def _mean(trained: dict, specs, key) -> np.ndarray:
+    """Per architecture, the mean over the stand-alone seeds of key(result)."""
+    return np.array([np.mean([key(t[s.arch_hash]) for t in trained.values()]) for s in specs])
+
+
 def _table(specs, trained, scored, n_boot: int) -> list[dict]:
-    top1 = np.array([trained[s.arch_hash]["top1"] for s in specs])
-    vl = np.array([-trained[s.arch_hash]["val_loss"] for s in specs])
+    top1 = _mean(trained, specs, lambda r: r["top1"])
+    vl = _mean(trained, specs, lambda r: -r["val_loss"])
     sup = scored["supernet"]
     cols = {"supernet -val loss (seed 0)": [-r["val_loss"] for r in sup],
             "supernet top-1 (seed 0)": [r["top1"] for r in sup]}
@@ -140,8 +147,8 @@ def _table(specs, trained, scored, n_boot: int) -> list[dict]:
     sup_cpu = float(np.mean([r["cpu_seconds"] for r in sup]))
     cost = {"supernet -val loss (seed 0)": sup_cpu, "supernet top-1 (seed 0)": sup_cpu,
             "params (control)": 0.0,
-            "stand-alone -val loss": float(np.mean([trained[s.arch_hash]["cpu_seconds"]
-                                                    for s in specs]))}
+            "stand-alone -val loss": float(np.mean(_mean(trained, specs,
+                                                         lambda r: r["cpu_seconds"])))}
     for z in ZERO_COST:
         cost[f"zero-cost {z}"] = float(np.mean([r["cpu_seconds"] for r in scored["zero_cost"]]))
     rows = []
@@ -152,14 +159,25 @@ def _table(specs, trained, scored, n_boot: int) -> list[dict]:
         if name != "stand-alone -val loss":
             row["tau_vs_val_loss"] = tau_interval(v, vl, n_boot)
         rows.append(row)
+    seeds = sorted(trained)
+    for i, a in enumerate(seeds):  # the reference's own noise: one seed's top-1 vs another's
+        for b in seeds[i + 1:]:
+            x = [trained[a][s.arch_hash]["top1"] for s in specs]
+            y = [trained[b][s.arch_hash]["top1"] for s in specs]
+            t, lo, hi = tau_interval(x, y, n_boot)
+            rows.append({"score": f"stand-alone top-1 seed {a} vs seed {b} (noise ceiling)",
+                         "tau_vs_top1": t, "lo": lo, "hi": hi, "cpu_s_per_arch": cost[
+                             "stand-alone -val loss"]})
     return rows
 
 
 def _print(rows, specs, trained, scored, s_ms, lat) -> None:
-    print(f"\n{len(specs)} architectures within the band, S predicted {s_ms:.3f} ms:")
+    print(f"\n{len(specs)} architectures within the band, S predicted {s_ms:.3f} ms "
+          f"(stand-alone top-1 per seed {sorted(trained)}):")
     for s, m in zip(specs, lat):
+        t = " / ".join(f"{trained[k][s.arch_hash]['top1']:.1f}" for k in sorted(trained))
         print(f"  {s.arch_hash[:10]} depths {s.depths} widths {s.widths} res {s.resolution}: "
-              f"{m:.3f} ms, top-1 {trained[s.arch_hash]['top1']:.1f}")
+              f"{m:.3f} ms, top-1 {t}")
     print("\n| score | tau vs stand-alone top-1 [95% CI] | tau vs stand-alone -val loss [95% CI] "
           "| CPU-s per arch |\n|---|---|---|---|")
     for r in rows:
@@ -176,13 +194,16 @@ def main() -> int:
     ap.add_argument("--band", type=float, default=0.10)
     ap.add_argument("--latency-device", default="iphone14-ane")
     ap.add_argument("--fidelity", default=None, help="stand-alone Fidelity fields as JSON")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the band's draw")
+    ap.add_argument("--seeds", default="0", help="stand-alone training seeds (mean over them; "
+                    "with two or more, their seed-vs-seed tau is the reference's noise ceiling)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--out", default="runs/bench_band")
     ap.add_argument("--supernet-root", default="runs/supernet")
     ap.add_argument("--cache-dir", default="runs/cache")
     a = ap.parse_args()
+    a.seeds = [int(x) for x in a.seeds.split(",")]
     fid = Fidelity.from_json(a.fidelity) if a.fidelity else DEFAULT_FIDELITY
     print_header([f"stand-alone fidelity {fid.key}: {fid.to_json()}"])
     specs, s_ms, pop = band_specs(a.n, a.band, a.latency_device, a.seed)
@@ -200,7 +221,7 @@ def main() -> int:
     write_json_atomic(os.path.join(a.out, "band.json"), {
         "argv": sys.argv, "fidelity": fid.to_dict(), "s_ms": s_ms, "band": a.band,
         "specs": [s.to_dict() for s in specs], "latency_ms": [float(m) for m in lat],
-        "trained": trained, "scored": scored, "rows": rows}, indent=1)
+        "trained": {str(k): v for k, v in trained.items()}, "scored": scored, "rows": rows}, indent=1)
     return 0
 
 
