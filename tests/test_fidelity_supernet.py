@@ -167,3 +167,17 @@ def test_data_key_matches_the_bench_checkpoints():
     assert SUPERNET.fidelity.key == DEFAULT_FIDELITY.key
     assert SUPERNET.supernet == DEFAULT_SUPERNET
     assert json.loads(DEFAULT_SUPERNET.to_json())["score"] == "val_loss"
+
+
+def test_supernet_and_stand_alone_settings_share_one_table(src, tmp_path):
+    alone = Setting("alone-tiny", FID.replace(epochs=1), source=src)
+    rows = run_study([alone, _setting(src)], [0, 1], refs=REFS[:2],
+                     out_dir=str(tmp_path / "fid"), cache_dir=str(tmp_path / "cache"),
+                     workers=1, threads=1, store=None, zero_cost=False, log=lambda m: None)
+    assert {r["setting"] for r in rows} == {"alone-tiny", "sn-tiny"} and len(rows) == 8
+    table = summarize(rows, REFS[:2], [alone, _setting(src)], n_boot=100)
+    assert [(t["setting"], t["ranking"]) for t in table] == [
+        ("alone-tiny", "proxy top-1"), ("alone-tiny", "proxy -val loss"),
+        ("sn-tiny", "proxy top-1"), ("sn-tiny", "proxy -val loss"), ("-", "params (control)")]
+    sn = next(t for t in table if t["setting"] == "sn-tiny")
+    assert sn["epochs"] == CFG.epochs and sn["batch_size"] == CFG.batch_size
