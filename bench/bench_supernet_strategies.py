@@ -19,7 +19,8 @@ latency seen by any run, pushed out by 10% of the range), so the numbers are com
 Reported per strategy: the mean and spread (sd, min-max) over seeds of the hypervolume after
 100, 250 and --n evaluations, the distinct architectures scored, the best score reached.
 Runs go to --out/<strategy>-seed<k>.json as they finish (a rerun skips finished runs); the
-summary to --out/summary.json. --workers processes at 1 torch thread each.
+summary to --out/summary.json. --workers processes at 1 torch thread each. --report-only
+summarises the runs finished so far (the reference point is then over those runs only).
 """
 from __future__ import annotations
 
@@ -157,11 +158,14 @@ def main() -> int:
     ap.add_argument("--out", default="runs/bench_strategies")
     ap.add_argument("--supernet-root", default="runs/supernet")
     ap.add_argument("--cache-dir", default="runs/cache")
+    ap.add_argument("--report-only", action="store_true",
+                    help="score nothing: summarise the runs finished in --out")
     a = ap.parse_args()
     seeds = [int(x) for x in a.seeds.split(",")]
     strategies = a.strategies.split(",")
     print_header()
-    shared_supernet(a.supernet_root, a.cache_dir)  # train it here once, before the workers
+    if not a.report_only:
+        shared_supernet(a.supernet_root, a.cache_dir)  # train it here once, before the workers
     t0 = time.perf_counter()
     runs, jobs = [], []
     for seed in seeds:
@@ -169,9 +173,9 @@ def main() -> int:
             p = os.path.join(a.out, f"{st}-seed{seed}.json")
             if os.path.isfile(p):
                 runs.append(read_json(p, "strategy run"))
-            else:
+            elif not a.report_only:
                 jobs.append((st, seed, a.n, a.supernet_root, a.cache_dir, a.latency_device, p))
-    with ProcessPoolExecutor(a.workers) as ex:
+    with ProcessPoolExecutor(max(1, a.workers)) as ex:
         for fu in as_completed([ex.submit(_run, j) for j in jobs]):
             r = fu.result()
             runs.append(r)
