@@ -7,6 +7,10 @@ references' published ImageNet top-1, with a percentile bootstrap interval over 
 (``stats``), and the cost in CPU-seconds (``time.process_time`` of the training process: every
 thread counted).
 
+A supernet setting (``Setting.supernet``) trains one weight-sharing supernet per seed and
+scores the references as its subnets (``supernet``); its rows have the same shape, its cost
+includes the supernet's training.
+
 * measurement: :func:`run_study` trains in a process pool through the one path of
   ``search.proxy.trial`` (:func:`~search.proxy.trial.run_candidate` in the workers,
   :meth:`~search.proxy.record.TrialRecorder.record` in this process, the only writer of trial
