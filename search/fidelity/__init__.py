@@ -5,7 +5,9 @@ Modules, bottom-up:
 * ``stats`` -- Kendall tau / Spearman rho (scipy.stats), bootstrap intervals over seeds, the
   rank report, learning-curve extrapolation (pure).
 * ``settings`` -- :class:`~search.fidelity.settings.Setting`, the built-in sweep, the
-  reference architectures (light: validated before any training).
+  supernet setting, the reference architectures (light: validated before any training).
+* ``supernet`` -- the supernet setting's task: one supernet per seed (checkpointed under the
+  output, resumable), the references scored as its subnets.
 * ``plots`` -- the fidelity/cost curve: a data step and a drawing step.
 * ``study`` -- the sweep: trains through ``search.proxy.trial`` in a process pool, records in
   this process, caches every training, summarises.

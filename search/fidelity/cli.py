@@ -14,6 +14,7 @@ from results.options import add_db_option, check_db, open_store
 from search.options import (add_data_option, add_fidelity_option, add_threads_option,
                             check_data_option, parse_fidelity)
 from search.proxy.data import prepare_data
+from search.proxy.supernet.config import SupernetConfig
 from search_space.errors import UsageError
 from search_space.io import check_writable_dir, dumps_json
 from search_space.lazy import lazy_import
@@ -52,9 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "zero-cost scores. Results are cached in --out (resumable) and stored as "
                     "studies 'fidelity-<setting>' in --db.")
     p.add_argument("--settings", default="default",
-                   help="comma-separated names from the built-in sweep, 'all', or 'default' "
-                        "(a setting from --fidelity; DEFAULT_FIDELITY if that is absent). "
-                        "See --list.")
+                   help="comma-separated names from the built-in sweep, 'all', 'supernet' (the "
+                        "weight-sharing supernet proxy: one supernet per seed, the references "
+                        "scored as its subnets; not in 'all'), or 'default' (a setting from "
+                        "--fidelity; DEFAULT_FIDELITY if that is absent). See --list.")
+    p.add_argument("--supernet", metavar="JSON", default=None,
+                   help="SupernetConfig fields as JSON for the supernet setting, e.g. "
+                        "'{\"epochs\": 8}' (default: the default SupernetConfig); the setting "
+                        "is then named supernet-<key>")
     p.add_argument("--list", action="store_true", help="list the built-in sweep settings and exit")
     add_fidelity_option(p)
     p.add_argument("--name", default=None,
@@ -81,21 +87,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _list() -> int:
-    for s in fsettings.SWEEP:
+    for s in fsettings.SWEEP + fsettings.SUPERNET_SETTINGS:
         f = s.fidelity
         data = "full CIFAR-10 (--cifar10)" if s.needs_cifar10 else s.source or "embedded"
-        print(f"{s.name:>16}  img/cls {f.images_per_class:>4}  epochs {f.epochs}  "
-              f"{f.resolution}px  bs {f.batch_size}  {s.epoch_rule:<13} {data}  {s.note}")
+        epochs, bs = (s.supernet.epochs, s.supernet.batch_size) if s.supernet else (f.epochs,
+                                                                                   f.batch_size)
+        rule = "supernet" if s.supernet else s.epoch_rule
+        print(f"{s.name:>16}  img/cls {f.images_per_class:>4}  epochs {epochs}  "
+              f"{f.resolution}px  bs {bs}  {rule:<13} {data}  {s.note}")
     return 0
 
 
-def _selected(args: argparse.Namespace) -> list:
+def _selected(args: argparse.Namespace, refs: list[str]) -> list:
     fidelity = parse_fidelity(args.fidelity)
+    supernet = SupernetConfig.from_json(args.supernet) if args.supernet is not None else None
     default = fsettings.default_setting(fidelity, name=args.name, source=args.data,
                                         from_option=bool(args.fidelity))
     selected = fsettings.select_settings(_csv(args.settings), default=default,
                                          cifar10=args.cifar10, need_data=not args.report_only,
-                                         log=log)
+                                         log=log, supernet=supernet)
+    for st in selected:
+        fsettings.check_supernet_setting(st, refs)
     if not args.report_only:
         for st in selected:  # the layout of every data source, before anything is decoded
             check_data_option(st.source, "--data" if st.source == args.data else "--cifar10")
@@ -138,7 +150,7 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers {args.workers}: allowed integers >= 1")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     _check_outputs(args)
-    selected = _selected(args)
+    selected = _selected(args, refs)
     if args.report_only:
         results = study.load_cached(args.out)
         if args.settings != "all":
@@ -147,7 +159,7 @@ def handle(args: argparse.Namespace) -> int:
     else:
         results = _train(args, selected, seeds, refs, threads)
     results = [r for r in results if r["ref"] in refs and int(r["seed"]) in seeds]
-    known = {s.name: s for s in list(fsettings.SWEEP) + selected}
+    known = {s.name: s for s in list(fsettings.SWEEP + fsettings.SUPERNET_SETTINGS) + selected}
     order = [known[n] for n in dict.fromkeys(r["setting"] for r in results) if n in known]
     table = study.summarize(results, refs, order or None, n_boot=args.boot)
     paths = study.write_report(table, refs, args.out)

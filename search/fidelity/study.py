@@ -7,6 +7,10 @@ references' published ImageNet top-1, with a percentile bootstrap interval over 
 (``stats``), and the cost in CPU-seconds (``time.process_time`` of the training process: every
 thread counted).
 
+A supernet setting (``Setting.supernet``) trains one weight-sharing supernet per seed and
+scores the references as its subnets (``supernet``); its rows have the same shape, its cost
+includes the supernet's training.
+
 * measurement: :func:`run_study` trains in a process pool through the one path of
   ``search.proxy.trial`` (:func:`~search.proxy.trial.run_candidate` in the workers,
   :meth:`~search.proxy.record.TrialRecorder.record` in this process, the only writer of trial
@@ -17,7 +21,6 @@ thread counted).
 """
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 import time
@@ -34,11 +37,14 @@ from search.proxy.trial import run_candidate
 from search.proxy.zero_cost import zero_cost_scores
 from search_space.costs import analytic_params
 from search_space.errors import NotFoundError
-from search_space.io import canonical_json, read_json, write_json_atomic, write_text_atomic
+from search_space.io import read_json, write_json_atomic, write_text_atomic
 from search_space.spec import ArchSpec
 
 from .plots import plot_curve
-from .settings import REFERENCE_NAMES, SWEEP, Setting, published_top1, reference_specs
+from .settings import (REFERENCE_NAMES, SWEEP, Setting, published_top1, reference_specs,
+                       setting_key)
+from .supernet import SupernetTask, checkpoint_dir
+from .supernet import run_task as run_supernet_task
 from .stats import extrapolate_top1, kendall_tau, rank_report
 
 __all__ = ["Setting", "SWEEP", "REFERENCE_NAMES", "run_study", "summarize", "format_table",
@@ -95,9 +101,18 @@ def _train(task: _Task) -> dict[str, Any]:
 
 
 def _cache_path(out_dir: str, setting: Setting, data_id: str, name: str, seed: int) -> str:
-    sk = hashlib.sha256(canonical_json({**setting.to_dict(), "name": None, "note": None,
-                                        "data": data_id}).encode()).hexdigest()[:12]
+    sk = setting_key(setting, data_id)
     return os.path.join(out_dir, "cache", f"{setting.name}-{sk}", f"{name}-seed{seed}.json")
+
+
+def _execute(task: _Task | SupernetTask) -> list[tuple[str, ArchSpec, dict[str, Any]]]:
+    """Worker entry for both kinds of task: (cache path, spec, result) per reference."""
+    if isinstance(task, SupernetTask):
+        if all(os.path.isfile(p) for p in task.paths):  # written meanwhile by another run
+            return [(p, s, {**read_json(p, "fidelity cache file"), "_cached": True})
+                    for p, s in zip(task.paths, task.specs)]
+        return run_supernet_task(task)
+    return [(task.path, task.spec, _train(task))]
 
 
 class _Recorders:
@@ -126,21 +141,23 @@ class _Recorders:
                 self.made[setting.name] = str(e).splitlines()[0]
         return self.made[setting.name]
 
-    def record(self, task: _Task, r: Mapping[str, Any]) -> None:
-        rec = self._recorder(task.setting, task.data)
+    def record(self, setting: Setting, data: ProxyData, spec: ArchSpec,
+               r: Mapping[str, Any]) -> None:
+        rec = self._recorder(setting, data)
         if isinstance(rec, str):
             self.log(f"  warning: {r['setting']} {r['ref']} seed {r['seed']} not written to the "
                      f"results store: {rec}")
             return
-        rec.record(f"{r['ref']}-seed{r['seed']}", task.spec, r,
+        rec.record(f"{r['ref']}-seed{r['seed']}", spec, r,
                    config={"ref": r["ref"], "fidelity": r["fidelity"]}, seed=int(r["seed"]))
 
 
 def _plan(settings: Sequence[Setting], seeds: Sequence[int], refs: Sequence[str], out_dir: str,
           cache_dir: str, threads: int, zero_cost: bool
-          ) -> tuple[list[dict[str, Any]], list[_Task]]:
+          ) -> tuple[list[dict[str, Any]], list[_Task | SupernetTask]]:
     """(cached results, tasks to train). Order: seeds 0 and 1 of every setting first (so each
-    setting gets an interval early), then the further seeds."""
+    setting gets an interval early), then the further seeds. A supernet setting is one task
+    per seed (its supernet scores every reference of that seed not yet cached)."""
     specs = reference_specs(refs)
     for st in settings:
         if st.needs_cifar10 and st.source is None:
@@ -153,12 +170,19 @@ def _plan(settings: Sequence[Setting], seeds: Sequence[int], refs: Sequence[str]
         [(st, s) for s in seeds[2:] for st in settings]
     cached, todo = [], []
     for st, seed in order:
-        for n, spec in specs.items():
-            p = _cache_path(out_dir, st, datas[st.name].dataset_id, n, seed)
-            if os.path.isfile(p):
-                cached.append(read_json(p, "fidelity cache file"))
-            else:
-                todo.append(_Task(st, n, spec, datas[st.name], seed, threads, zero_cost, p))
+        data = datas[st.name]
+        paths = {n: _cache_path(out_dir, st, data.dataset_id, n, seed) for n in specs}
+        missing = [n for n in specs if not os.path.isfile(paths[n])]
+        if st.supernet is not None and missing:
+            # one supernet per seed scores every reference again (its training is loaded from
+            # the checkpoint when done): the training's cost is shared by the refs of one run
+            todo.append(SupernetTask(st, tuple(specs), tuple(specs.values()), data, seed,
+                                     threads, checkpoint_dir(out_dir, st, data.dataset_id, seed),
+                                     tuple(paths.values())))
+            continue
+        cached += [read_json(paths[n], "fidelity cache file") for n in specs if n not in missing]
+        todo += [_Task(st, n, specs[n], data, seed, threads, zero_cost, paths[n])
+                 for n in missing]
     return cached, todo
 
 
@@ -177,24 +201,25 @@ def run_study(settings: Sequence[Setting], seeds: Sequence[int], *,
         f"({workers} worker(s) x {threads} thread(s))")
     recorders = _Recorders(store, log) if store is not None else None
 
-    def done(task: _Task, r: dict) -> None:
-        if r.pop("_cached", False):  # written (file and store) by the run that trained it
+    def done(task: _Task | SupernetTask, out: list[tuple[str, ArchSpec, dict]]) -> None:
+        for path, spec, r in out:
+            if r.pop("_cached", False):  # written (file and store) by the run that trained it
+                results.append(r)
+                continue
+            write_json_atomic(path, r, indent=1)
             results.append(r)
-            return
-        write_json_atomic(task.path, r, indent=1)
-        results.append(r)
-        if recorders is not None:
-            recorders.record(task, r)
-        log(f"  {r['setting']:>16} {r['ref']:>3} seed {r['seed']}: top-1 {r['top1']:.1f}%  "
-            f"{r['cpu_seconds']:.0f} CPU-s  {r['wall_seconds']:.0f} s wall  [{r['status']}]")
+            if recorders is not None:
+                recorders.record(task.setting, task.data, spec, r)
+            log(f"  {r['setting']:>16} {r['ref']:>3} seed {r['seed']}: top-1 {r['top1']:.1f}%  "
+                f"{r['cpu_seconds']:.0f} CPU-s  {r['wall_seconds']:.0f} s wall  [{r['status']}]")
 
     if workers <= 1:
         for task in todo:
-            done(task, _train(task))
+            done(task, _execute(task))
         return results
     # spawn: no forked torch thread pools; each worker imports fresh.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-        futs = {ex.submit(_train, task): task for task in todo}
+        futs = {ex.submit(_execute, task): task for task in todo}
         for fu in as_completed(futs):
             done(futs[fu], fu.result())
     return results
