@@ -195,8 +195,10 @@ def _mixed_study(tmp_path):
     ctx.start("bl-XS", s[5], {"kind": "baseline", "name": "XS", "index": -1}, 0)
     ctx.finish("bl-XS", "COMPLETED", {"top1": 30.0, "latency_ms": 2.0}, epochs_done=FULL)
     ctx.start("cand-0002-f", s[6], {"kind": "candidate", "index": 2}, 0)  # running
-    TrialRecorder(ctx.store, ctx.study_id, ctx.fid, rung=SUPERNET).start(
-        "sn-g", s[7], config={"kind": "candidate", "index": 9}, seed=0)  # other rung, running
+    supernet = TrialRecorder(ctx.store, ctx.study_id, ctx.fid, rung=SUPERNET)  # not this rung
+    supernet.start("sn-g", s[7], config={"kind": "candidate", "index": 9}, seed=0)  # running
+    supernet.start("sn-h", s[8], config={"kind": "candidate", "index": 8}, seed=0)
+    supernet.finish("sn-h", "COMPLETED", {"top1": 99.0, "latency_ms": 1.0}, epochs_done=FULL)
     return ctx, s
 
 
