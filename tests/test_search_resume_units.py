@@ -123,6 +123,8 @@ def test_screen_trained_elsewhere_records_one_duplicate_and_tells_the_stored_top
     assert row["status"] == "COMPLETED" and row["top1"] == 61.0 and row["full_budget"]
     assert row["config"]["reused_from_trial"] == prev_id and row["config"]["params"] == params
     assert row["config"]["index"] is None and row["config"]["kind"] == "candidate"
+    assert row["config"]["trial_key"] == key and row["config"]["latency_ms"] == lat
+    assert row["config"]["latency_std_ms"] == 0.1 and set(ctx.configs) == {key}
     assert row["metrics"]["reused_from_study"] == "first"
     assert ctx.progress.counts == {"DUPLICATE": 1}
     text = ctx.progress.stream.getvalue()
@@ -242,6 +244,15 @@ def test_close_orphans_fails_the_running_standalone_rows(tmp_path):
         {k: r for k, r in before.items() if k != "cand-0002-f"}
     assert "cand-0002-f" in new.done_keys and new.progress.counts["FAILED"] == 2
     assert len(after) == len(before)
+
+
+def test_close_orphans_leaves_rows_finished_after_the_context_loaded(tmp_path):
+    ctx, _ = _mixed_study(tmp_path)
+    late = _reopen(ctx)  # loaded while cand-0002-f was running
+    ctx.finish("cand-0002-f", "COMPLETED", {"top1": 12.0}, epochs_done=FULL)
+    done = _rows(ctx)["cand-0002-f"]
+    late.close_orphans()
+    assert _rows(ctx)["cand-0002-f"] == done and late.progress.counts.get("FAILED") == 1
 
 
 # -- ArchSearcher ------------------------------------------------------------------------------
