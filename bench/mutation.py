@@ -68,7 +68,9 @@ MODULES: dict[str, dict] = {
             "search.nas.context.xǁSearchContextǁcandidates_final__mutmut_*",
             "search.nas.context.xǁSearchContextǁclose_orphans__mutmut_*",
         ],
-        "tests": ["tests/test_search_driver.py", "-k", "not gp"],  # GP fits: slow, no resume
+        # GP fits: slow, no resume
+        "tests": ["tests/test_search_driver.py", "tests/test_search_resume_units.py",
+                  "-k", "not gp"],
     },
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
