@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from .errors import UsageError
-from .fields import is_int, is_number, known_fields
+from .fields import is_int, is_number, known_fields, parse_json
 from .io import canonical_json, read_json
 
 NUM_STAGES = 4  # SwiftFormer's four stages at strides 4/8/16/32 (feature_info reductions).
@@ -103,11 +103,7 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "ArchSpec":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"spec: not valid JSON ({e})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text, "spec", SpecError))
 
     def canonical_json(self) -> str:
         """Compact JSON with sorted keys and floats in repr form: equal specs give equal text."""

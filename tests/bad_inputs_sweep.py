@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from imagefolder import make_imagefolder  # noqa: F401  (ray_cluster re-exports it)
+from tiny import make_imagefolder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

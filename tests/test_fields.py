@@ -8,7 +8,7 @@ import pytest
 from search.proxy.fidelity import Fidelity
 from search.proxy.supernet.config import SupernetConfig
 from search_space.errors import UsageError
-from search_space.fields import is_int, is_number, json_numbers, known_fields
+from search_space.fields import is_int, is_number, json_numbers, known_fields, parse_json
 from search_space.spec import PRESETS, ArchSpec, SpecError
 
 
@@ -59,3 +59,13 @@ def test_spec_from_dict_uses_it():
         ArchSpec.from_dict({**d, "depth": 1})
     with pytest.raises(SpecError, match=r"^spec: expected a JSON object, got str$"):
         ArchSpec.from_dict("XS")
+
+
+def test_parse_json_names_the_input_and_uses_the_given_error():
+    assert parse_json('{"a": [1, 2.5]}', "x") == {"a": [1, 2.5]}
+    with pytest.raises(SpecError, match=r"^spec: not valid JSON \(Expecting value: line 1 column 1"):
+        ArchSpec.from_json("nope")
+    with pytest.raises(UsageError, match=r"^fidelity: not valid JSON \("):
+        Fidelity.from_json("{")
+    with pytest.raises(UsageError, match=r"^supernet config: not valid JSON \("):
+        SupernetConfig.from_json("[1,")

@@ -208,25 +208,32 @@ def _schema_diff(store):
     return [d for d in diff if not (d[0] == "remove_table" and d[1].name == "sfn_alembic_version")]
 
 
-def test_migration_from_first_revision(tmp_path):
+def old_database(path, revision: str, dataset_id: str = "cifar10", device: str = "cpu"):
+    """A SQLite file at schema ``revision`` (Alembic) holding study 'old' with one COMPLETED
+    trial 'k' (top-1 55.0, 1.5 ms) of architecture 'abc'; returns its (open) engine."""
     from alembic import command
 
     from results.store import _alembic_config
-    path = tmp_path / "old.db"
     eng = sa.create_engine(f"sqlite:///{path}")
     with eng.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0001")
+        command.upgrade(_alembic_config(conn), revision)
         conn.exec_driver_sql(
             "INSERT INTO sfn_studies (name, config, config_hash, seed, code_version, dataset_id,"
             " fidelity, fidelity_key, device, created_at) VALUES ('old', '{}', 'h', 0, 'v0',"
-            " 'cifar10', '{\"epochs\": 1}', '{\"epochs\":1}', 'cpu', '2026-01-01 00:00:00')")
+            " ?, '{\"epochs\": 1}', '{\"epochs\":1}', ?, '2026-01-01 00:00:00')",
+            (dataset_id, device))
         conn.exec_driver_sql(
             "INSERT INTO sfn_architectures VALUES ('abc', '{}', 10, 0.1, '2026-01-01 00:00:00')")
         conn.exec_driver_sql(
             "INSERT INTO sfn_trials (study_id, trial_key, arch_hash, status, config, seed,"
             " full_budget, top1, latency_ms, started_at) VALUES (1, 'k', 'abc', 'COMPLETED',"
             " '{}', 0, 1, 55.0, 1.5, '2026-01-01 00:00:00')")
-    eng.dispose()
+    return eng
+
+
+def test_migration_from_first_revision(tmp_path):
+    path = tmp_path / "old.db"
+    old_database(path, "0001").dispose()
     tables = set(sa.inspect(sa.create_engine(f"sqlite:///{path}")).get_table_names())
     assert "sfn_training_runs" not in tables  # really the old schema
 

@@ -16,18 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from imagefolder import make_imagefolder  # noqa: F401  (re-exported to the search tests)
+from tiny import (TINY_BASELINE, TINY_FIDELITY, TINY_SPACE,  # noqa: F401  (re-exported)
+                  make_imagefolder)
 
 import run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY_FIDELITY = {"classes": 2, "images_per_class": 8, "val_per_class": 4, "epochs": 1,
-                 "batch_size": 8, "eval_batch_size": 8, "warmup_epochs": 0.0}
-TINY_SPACE = {"depths": [[1], [1], [1, 2], [1, 2]], "widths": [[16], [16, 24], [32, 48], [32, 48]],
-              "mlp_ratios": [2.0], "attn_modes": ["none", "last1"], "resolutions": [224]}
-TINY_BASELINE = {"depths": [1, 1, 1, 1], "widths": [16, 16, 32, 32],
-                 "mlp_ratios": [2.0, 2.0, 2.0, 2.0], "attn_blocks": [0, 0, 0, 1]}
 
 
 

@@ -27,6 +27,7 @@ from search.proxy.supernet.config import SupernetConfig
 from search.proxy.supernet.training import CHECKPOINT_NAME
 from search_space.space import DEFAULT_SPACE
 from search_space.spec import PRESETS
+from test_results_store import old_database
 from test_search_driver import ROOT, TINY_BASELINE, TINY_FIDELITY, TINY_SPACE, make_imagefolder
 
 FID = {"epochs": 1}
@@ -100,23 +101,8 @@ def test_fronts_and_hypervolumes_never_mix_rungs(tmp_path):
 
 
 def test_an_old_database_upgrades_and_its_trials_are_stand_alone(tmp_path):
-    from alembic import command
-
-    from results.store import _alembic_config
     path = tmp_path / "old.db"
-    eng = sa.create_engine(f"sqlite:///{path}")
-    with eng.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0100_families")
-        conn.exec_driver_sql(
-            "INSERT INTO sfn_studies (name, config, config_hash, seed, code_version, dataset_id,"
-            " fidelity, fidelity_key, device, created_at) VALUES ('old', '{}', 'h', 0, 'v0',"
-            " 'd', '{\"epochs\": 1}', '{\"epochs\":1}', 'iphone14-ane', '2026-01-01 00:00:00')")
-        conn.exec_driver_sql(
-            "INSERT INTO sfn_architectures VALUES ('abc', '{}', 10, 0.1, '2026-01-01 00:00:00')")
-        conn.exec_driver_sql(
-            "INSERT INTO sfn_trials (study_id, trial_key, arch_hash, status, config, seed,"
-            " full_budget, top1, latency_ms, started_at) VALUES (1, 'k', 'abc', 'COMPLETED',"
-            " '{}', 0, 1, 55.0, 1.5, '2026-01-01 00:00:00')")
+    eng = old_database(path, "0100_families", dataset_id="d", device="iphone14-ane")
     cols = {c["name"] for c in sa.inspect(eng).get_columns("sfn_trials")}
     eng.dispose()
     assert "rung" not in cols  # really the schema before rungs

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from search_space.errors import UsageError
-from search_space.fields import json_numbers, known_fields
+from search_space.fields import json_numbers, known_fields, parse_json
 
 
 @dataclass(frozen=True)
@@ -118,11 +118,7 @@ class Fidelity:
 
     @classmethod
     def from_json(cls, text: str) -> "Fidelity":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"fidelity: not valid JSON ({e})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text, "fidelity"))
 
     @property
     def key(self) -> str:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from search_space.errors import UsageError
-from search_space.fields import is_int, is_number, json_numbers, known_fields
+from search_space.fields import is_int, is_number, json_numbers, known_fields, parse_json
 from search_space.space import SearchSpace, attn_count
 from search_space.spec import ArchSpec
 
@@ -147,11 +147,7 @@ class SupernetConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "SupernetConfig":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"supernet config: not valid JSON ({e})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text, "supernet config"))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
