@@ -272,6 +272,8 @@ class LatencyPredictor:
         if not isinstance(coef, list) or len(coef) != N_TERMS or not all(
                 isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in coef):
             raise UsageError(f"{where}: coef must be a list of {N_TERMS} finite numbers >= 0")
+        if not isinstance(d.get("device"), str) or not d["device"]:
+            raise UsageError(f"{where}: device must be a non-empty name, got {d.get('device')!r}")
         return cls(d["device"], coef, d.get("rel_std", 0.1), d.get("meta"),
                    sigma=u.get("sigma"), cov_factor=u.get("cov_factor"),
                    kappa=u.get("kappa", 1.0), ranges=d.get("ranges"))

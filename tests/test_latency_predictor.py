@@ -356,6 +356,10 @@ _BAD_COEF = "coef must be a list of 19 finite numbers >= 0"
     (_calib(coef=_COEF[:-1] + [float("inf")]), "x.json", f"x.json: {_BAD_COEF}"),
     (_calib(coef=_COEF[:-1] + [-1e-9]), "x.json", f"x.json: {_BAD_COEF}"),
     (_calib(coef=_COEF[:-1] + ["1"]), "x.json", f"x.json: {_BAD_COEF}"),
+    ({k: v for k, v in _calib().items() if k != "device"}, "x.json",
+     "x.json: device must be a non-empty name, got None"),
+    (_calib(device=""), "x.json", "x.json: device must be a non-empty name, got ''"),
+    (_calib(device=3), "x.json", "x.json: device must be a non-empty name, got 3"),
 ])
 def test_from_dict_rejects_with_one_line(d, where, message):
     with pytest.raises(UsageError) as e:
