@@ -31,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from tiny import (TINY_BASELINE, TINY_FIDELITY, TINY_SPACE,  # noqa: F401  (re-exported)
                   make_imagefolder)
@@ -61,9 +62,9 @@ def hiding_supported() -> bool:
         os.rmdir(d)
 
 
-def _pids_in_group(pgid: int) -> set[int]:
-    """PIDs whose process group is ``pgid`` (from /proc)."""
-    out = set()
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after "pid (comm) ") of every live process:
+    fields[0] state, [1] parent pid, [2] process group."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -72,24 +73,18 @@ def _pids_in_group(pgid: int) -> set[int]:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) "
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.add(int(entry))
-    return out
+        yield int(entry), stat[stat.rfind(")") + 2:].split()
+
+
+def _pids_in_group(pgid: int) -> set[int]:
+    """PIDs whose process group is ``pgid`` (from /proc)."""
+    return {pid for pid, fields in _proc_stats() if int(fields[2]) == pgid and fields[0] != "Z"}
 
 
 def _children() -> dict[int, set[int]]:
     kids: dict[int, set[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        kids.setdefault(int(fields[1]), set()).add(int(entry))
+    for pid, fields in _proc_stats():
+        kids.setdefault(int(fields[1]), set()).add(pid)
     return kids
 
 

@@ -21,26 +21,26 @@ __all__ = ["kendall_tau", "spearman_rho", "bootstrap_over_seeds", "rank_report",
            "extrapolate_top1"]
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall tau-b (ties handled as scipy does). NaN if either side is constant."""
+def _rank_correlation(name: str, fn, x: Sequence[float], y: Sequence[float]) -> float:
+    """``fn(x, y).statistic`` after the checks both correlations share: two equal-length
+    sequences of >= 2 (ValueError naming ``name``); NaN if either side is constant."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"kendall_tau: need two equal-length sequences of >= 2, got {len(x)}, "
+        raise ValueError(f"{name}: need two equal-length sequences of >= 2, got {len(x)}, "
                          f"{len(y)}")
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
-    return float(scipy_stats.kendalltau(x, y).statistic)
+    return float(fn(x, y).statistic)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall tau-b (ties handled as scipy does). NaN if either side is constant."""
+    return _rank_correlation("kendall_tau", scipy_stats.kendalltau, x, y)
 
 
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation (average ranks for ties). NaN if either side is constant."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"spearman_rho: need two equal-length sequences of >= 2, got {len(x)}, "
-                         f"{len(y)}")
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(scipy_stats.spearmanr(x, y).statistic)
+    return _rank_correlation("spearman_rho", scipy_stats.spearmanr, x, y)
 
 
 def bootstrap_over_seeds(scores: np.ndarray, target: Sequence[float],

@@ -32,7 +32,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from ray.tune import Callback, Stopper
-from scipy import stats
 
 from results.schema import STANDALONE, SUPERNET
 from results.study_front import BASELINE_TRIAL_PREFIX, RUNG_KEY_PREFIX, study_front
@@ -41,6 +40,7 @@ from search_space.io import json_safe
 from search_space.lazy import lazy_import
 from search_space.spec import PUBLISHED, ArchSpec
 
+from ..fidelity.stats import kendall_tau as rank_kendall_tau
 from ..proxy.node_cache import localize
 from ..proxy.record import TrialRecorder
 from ..proxy.supernet.config import largest, to_proxy
@@ -152,10 +152,8 @@ def kendall_tau(scores: Mapping[str, float]) -> float | None:
     were scored)."""
     if not all(k in scores for k in REFERENCES):
         return None
-    x = [scores[k] for k in REFERENCES]
-    if len(set(x)) < 2:
-        return float("nan")
-    return float(stats.kendalltau(x, [PUBLISHED[k]["top1"] for k in REFERENCES]).statistic)
+    return rank_kendall_tau([scores[k] for k in REFERENCES],
+                            [PUBLISHED[k]["top1"] for k in REFERENCES])
 
 
 def spread_picks(front: list[dict], k: int) -> list[dict]:
@@ -385,7 +383,7 @@ def score_rung(rung: SupernetRung, threads: int) -> None:
     scores = rung.score_baselines(net, dev)
     tau = kendall_tau(scores)
     shown = "n/a (XS/S/L1/L3 not all scored)" if tau is None else f"{tau:.2f}"
-    ctx.progress.line(f"rung 1: baselines on the supernet: " + ", ".join(
+    ctx.progress.line("rung 1: baselines on the supernet: " + ", ".join(
         f"{k} {v:.4f}" for k, v in scores.items()) + f"; Kendall tau vs ImageNet {shown}")
     n = rung.search(net, dev)
     cpu, wall = _cpu() - c0, time.perf_counter() - t0
