@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import sys
 from typing import Sequence
@@ -23,6 +24,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench.bench_supernet import sgemm_gflops, uptime  # noqa: E402
+from search.fidelity.stats import kendall_tau  # noqa: E402
 from search.proxy.data import ProxyData, prepare_data  # noqa: E402
 from search.proxy.fidelity import DEFAULT_FIDELITY, Fidelity  # noqa: E402
 from search.proxy.supernet.config import DEFAULT_SUPERNET, SupernetConfig  # noqa: E402
@@ -63,9 +65,10 @@ def print_header(extra: Sequence[str] = ()) -> float:
 
 
 def _tau(x: np.ndarray, y: np.ndarray) -> float:
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0  # a constant side: no ranking information
-    return float(stats.kendalltau(x, y).statistic)
+    """search.fidelity.stats.kendall_tau, with a constant side (NaN there) counted as 0: no
+    ranking information (the rule bootstrap_over_seeds uses too)."""
+    tau = kendall_tau(x, y)
+    return 0.0 if math.isnan(tau) else tau
 
 
 def tau_interval(x: Sequence[float], y: Sequence[float], n_boot: int = 2000,
