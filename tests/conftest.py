@@ -18,3 +18,12 @@ def _torch_seed():
         return
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_latency_user_dir(tmp_path_factory):
+    """The suite never reads or writes the developer's ~/.config/swiftformer-nas (calibrations,
+    the conversion cache): a calibration there could shadow what a test expects, and parallel
+    test workers (pytest -n) must not share one cache file. Subprocesses inherit it."""
+    os.environ["SWIFTFORMER_NAS_LATENCY_DIR"] = str(tmp_path_factory.mktemp("latency-user-dir"))
+    yield

@@ -212,8 +212,13 @@ def test_resume_after_sigkill_trains_only_what_was_not_done(tmp_path, tiny_data,
     started = collections.Counter(nas_failures.read_starts(starts))
     assert not set(started) & set(done_before), (sorted(started), sorted(done_before))
     assert set(started) == {r["trial_key"] for r in after if r["status"] == "COMPLETED"
-                            and r["trial_key"] not in done_before}
+                            and r["trial_key"] not in done_before
+                            and r["config"].get("index") is not None}
     assert set(started.values()) == {1}
+    # no architecture trained twice (a resumed sampler replays the killed run's suggestions:
+    # those already trained are DUPLICATE rows, those in training are not started again)
+    trained = [k.rsplit("-", 1)[1] for k in [*started, *done_before] if k.startswith("cand-")]
+    assert len(trained) == len(set(trained)), sorted(trained)
     for key, r0 in done_before.items():
         r1 = next(r for r in after if r["trial_key"] == key)
         # not re-run: same final row, same finish time, same epoch rows

@@ -136,6 +136,36 @@ def test_screen_trained_elsewhere_records_one_duplicate_and_tells_the_stored_top
     assert ctx.progress.stream.getvalue() == text
 
 
+def test_screen_an_architecture_in_training_is_not_trained_twice(tmp_path):
+    """A resumed search's sampler replays the killed run's suggestions: one that is being
+    trained right now under another index waits for that result (seen flaky before: two
+    indices trained one architecture at once)."""
+    ctx = _context(tmp_path, "s")
+    spec = _by_latency(ctx)[4]
+    params = ctx.space.to_params(spec)
+    v = ctx.screen_candidate(params, 2, "ask00003")
+    assert v["action"] == "train"
+    cfg = ctx.candidate_config(params, 2, v)
+    key = cfg["trial_key"]
+    assert key == f"cand-0002-{spec.arch_hash}"
+    ctx.start(key, spec, cfg, cfg["seed"])
+    assert ctx.screen_candidate(params, 3, "ask00005") == {"action": "duplicate", "tell": None}
+    assert list(_rows(ctx)) == [key] and ctx.progress.counts == {}
+    assert (f"suggestion ask00005 {_lat(spec):.2f} ms: architecture in training as {key}; "
+            "not trained twice") in ctx.progress.stream.getvalue()
+    # once it is final, a later suggestion of it is a duplicate told the stored result
+    ctx.finish(key, "COMPLETED", {"top1": 55.0, "latency_ms": _lat(spec)}, epochs_done=FULL)
+    assert ctx.screen_candidate(params, 3, "ask00006") == \
+        {"action": "duplicate", "tell": {"top1": 55.0, "latency_ms": _lat(spec)}}
+    # a failed training frees the architecture for another try under a new index
+    other = _by_latency(ctx)[6]
+    p2 = ctx.space.to_params(other)
+    cfg2 = ctx.candidate_config(p2, 4, ctx.screen_candidate(p2, 4, "ask00007"))
+    ctx.start(cfg2["trial_key"], other, cfg2, cfg2["seed"])
+    ctx.finish(cfg2["trial_key"], "FAILED", {}, epochs_done=0, error="boom")
+    assert ctx.screen_candidate(p2, 5, "ask00008")["action"] == "train"
+
+
 # -- SearchContext.finish / stored / told ----------------------------------------------------
 def test_finish_writes_once_counts_and_notes_full_budget_points(tmp_path):
     ctx = _context(tmp_path, "s")
@@ -287,6 +317,14 @@ def test_next_requeued_emits_the_first_not_final_and_tells_the_final_ones(tmp_pa
     assert searcher.requeued == [info[4]]
     assert searcher._next_requeued("t8") == {"trial_key": "k-later"}
     assert searcher._next_requeued("t9") is None and searcher.requeued == []
+    # a requeued candidate is in training again: its architecture is not trained twice
+    cand = {"trial_key": f"cand-0001-{s[5].arch_hash}", "kind": "candidate",
+            "spec": s[5].canonical_json()}
+    searcher.requeued = [{"inner": "a6", "config": cand}]
+    assert searcher._next_requeued("t10") == cand
+    assert ctx.in_training == {s[5].arch_hash: cand["trial_key"]}
+    assert ctx.screen_candidate(ctx.space.to_params(s[5]), 2, "ask00009") == \
+        {"action": "duplicate", "tell": None}
 
 
 def _scripted(searcher, verdicts):

@@ -62,6 +62,9 @@ class SearchContext:
         self.front_points: dict[str, tuple[str, float, float]] = {}  # key -> arch, top1, ms
         self.baseline_points: dict[str, tuple[float, float]] = {}
         self._lat_cache: dict[str, tuple[float, float | None]] = {}
+        # architecture hash -> key of the candidate this run is training it as (not final yet):
+        # a second suggestion of it waits for that result instead of training it again
+        self.in_training: dict[str, str] = {}
         self.search_finished = False            # set by ArchSearcher when its budget is spent
         self._load_existing()
 
@@ -116,6 +119,7 @@ class SearchContext:
             reached = fidelity_reached(self.fid, epochs_done)
         self.recorder.finish(key, status, metrics, reached=reached, error=error)
         self.done_keys.add(key)
+        self.in_training = {h: k for h, k in self.in_training.items() if k != key}
         self.progress.count(count_as or status)
         self._note_point(key, {**metrics, "status": status, "config": self.configs.get(key, {}),
                                "full_budget": status == "COMPLETED"
@@ -216,6 +220,13 @@ class SearchContext:
         if t is not None:  # trained before a crash, lost from the searcher's last checkpoint
             return {"action": "reused", "tell": self.told(t)}
         prev = self.reusable(spec)
+        if prev is None and spec.arch_hash in self.in_training:
+            # Being trained right now under another index (a resumed search's sampler replays
+            # the killed run's suggestions; any sampler may repeat itself): never train one
+            # architecture twice at once. Optuna learns nothing from this ask (None = pruned).
+            self.progress.line(f"suggestion {inner_id} {lat:.2f} ms: architecture in training "
+                               f"as {self.in_training[spec.arch_hash]}; not trained twice")
+            return {"action": "duplicate", "tell": None}
         if prev is None:
             return {"action": "train", "spec": spec, "latency_ms": lat, "latency_std_ms": std}
         # Already trained at this dataset + fidelity (here or in another study): record the
@@ -264,9 +275,15 @@ class SearchContext:
                         count_as="PRERANKED_OUT")
         return ranked
 
+    def training(self, key: str, arch_hash: str) -> None:
+        """``key`` is emitted to Tune to train ``arch_hash`` (until its final row)."""
+        if key not in self.done_keys:
+            self.in_training[arch_hash] = key
+
     def candidate_config(self, params: Mapping, index: int, verdict: dict) -> dict:
         spec = verdict["spec"]
         key = f"cand-{index:04d}-{spec.arch_hash}"
+        self.training(key, spec.arch_hash)
         return self._config(key, spec, params, verdict["latency_ms"], verdict["latency_std_ms"],
                             index=index, seed=self.seed_for(index),
                             zero_cost=verdict.get("zero_cost"))

@@ -33,6 +33,7 @@ from ray.tune.search.optuna import OptunaSearch
 from results.schema import STANDALONE
 from search_space.lazy import lazy_import
 from search_space.space import SearchSpace
+from search_space.spec import ArchSpec
 
 from .config import STRATEGIES
 from .context import SearchContext
@@ -172,7 +173,10 @@ class ArchSearcher(Searcher):
             info = self.requeued.pop(0)
             row = self.context.stored(info["config"]["trial_key"])
             if row is None:
-                return self._emit(trial_id, info["inner"], info["config"])
+                cfg = info["config"]
+                if cfg.get("kind") == "candidate" and cfg.get("spec"):
+                    self.context.training(cfg["trial_key"], ArchSpec.from_json(cfg["spec"]).arch_hash)
+                return self._emit(trial_id, info["inner"], cfg)
             if info["inner"] is not None:
                 self._tell(info["inner"], SearchContext.told(row), error=row["status"] == "FAILED")
         return None
