@@ -27,6 +27,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from search_space.stats import kendall_tau  # noqa: E402
+
 
 def uptime() -> str:
     try:
@@ -94,15 +96,9 @@ def measure(args) -> dict:
     return cache
 
 
-def kendall(a, b) -> float:
-    from scipy.stats import kendalltau
-
-    return float(kendalltau(a, b).statistic)
-
-
 def metrics(pred: np.ndarray, y: np.ndarray) -> dict:
     rel = (pred - y) / y
-    return {"tau": kendall(pred, y), "within10": float(np.mean(np.abs(rel) <= 0.10)),
+    return {"tau": kendall_tau(pred, y), "within10": float(np.mean(np.abs(rel) <= 0.10)),
             "mape": float(np.mean(np.abs(rel))), "max_ape": float(np.max(np.abs(rel)))}
 
 
@@ -135,7 +131,7 @@ def evaluate(cache: dict, args) -> dict:
     if len(rounds_med) > 1:
         a, b = rounds_med[0], rounds_med[1]
         rel = np.abs(a - b) / ((a + b) / 2)
-        rep = {"n": len(full), "tau_round0_vs_round1": kendall(a, b),
+        rep = {"n": len(full), "tau_round0_vs_round1": kendall_tau(a, b),
                "median_rel_diff": float(np.median(rel)), "within10": float(np.mean(rel <= 0.1)),
                "round0_as_predictor_of_round1": metrics(a, b)}
     if len(all_r) >= 4:

@@ -35,7 +35,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # one core: the speed figur
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from scipy.stats import kendalltau  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -50,6 +49,7 @@ from latency_models.suggest import choose_rows, design_rows  # noqa: E402
 from search_space.io import write_json_atomic  # noqa: E402
 from search_space.space import DEFAULT_SPACE  # noqa: E402
 from search_space.spec import ArchSpec  # noqa: E402
+from search_space.stats import kendall_tau  # noqa: E402
 
 METHODS = ("ours", "scale", "gmacs")
 
@@ -61,7 +61,7 @@ def uptime() -> str:
 def metrics(pred: np.ndarray, y: np.ndarray, sd: np.ndarray | None = None) -> dict:
     rel = (pred - y) / y
     out = {"mape": float(np.mean(np.abs(rel))), "within10": float(np.mean(np.abs(rel) <= 0.1)),
-           "tau": float(kendalltau(pred, y).statistic), "max_ape": float(np.max(np.abs(rel)))}
+           "tau": kendall_tau(pred, y), "max_ape": float(np.max(np.abs(rel)))}
     out["cov2"] = None if sd is None else float(np.mean(np.abs(pred - y) <= 2 * sd))
     out["rel_sd"] = None if sd is None else float(np.mean(sd / pred))   # interval half-width / 2
     return out

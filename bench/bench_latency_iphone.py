@@ -22,11 +22,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-
-def kendall(a, b) -> float:
-    from scipy.stats import kendalltau
-
-    return float(kendalltau(a, b).statistic)
+from search_space.stats import kendall_tau  # noqa: E402
 
 
 def loo_line(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -42,7 +38,7 @@ def summary(pred: np.ndarray, y: np.ndarray) -> str:
     rel = (pred - y) / y
     return (f"n={len(y)}  MAPE {100 * np.mean(np.abs(rel)):.1f}%  within 10% "
             f"{100 * np.mean(np.abs(rel) <= 0.1):.0f}%  within 20% {100 * np.mean(np.abs(rel) <= 0.2):.0f}%"
-            f"  Kendall tau {kendall(pred, y):.3f}")
+            f"  Kendall tau {kendall_tau(pred, y):.3f}")
 
 
 def few_shot(args) -> None:
@@ -77,7 +73,7 @@ def few_shot(args) -> None:
           f"{args.draws} random draws (median over draws):")
     for name, pairs in res.items():
         rels = [pr / yy - 1 for pr, yy in pairs]
-        tau = np.median([kendall(pr, yy) for pr, yy in pairs])
+        tau = np.median([kendall_tau(pr, yy) for pr, yy in pairs])
         mape = np.median([np.mean(np.abs(r)) for r in rels])
         w10 = np.median([np.mean(np.abs(r) <= 0.1) for r in rels])
         w20 = np.median([np.mean(np.abs(r) <= 0.2) for r in rels])

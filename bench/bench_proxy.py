@@ -35,10 +35,9 @@ from search.proxy.fidelity import DEFAULT_FIDELITY  # noqa: E402
 
 
 def presets(a) -> None:
-    from scipy.stats import kendalltau
-
     from search.proxy.train import train_proxy
     from search_space.spec import PRESETS, PUBLISHED
+    from search_space.stats import kendall_tau
 
     print(json.dumps(machine_info()), flush=True)
     fid = parse_fidelity(a.fidelity)
@@ -62,7 +61,7 @@ def presets(a) -> None:
     print(f"{'model':6} {'ImageNet':>8} {'proxy top1':>12} {'wall s':>8} {'CPU s':>8}")
     for n, (m, s, t, c) in rows.items():
         print(f"{n:6} {PUBLISHED[n]['top1']:8.1f} {m:7.1f}+-{s:3.1f} {t:8.1f} {c:8.1f}")
-    tau = kendalltau([PUBLISHED[n]["top1"] for n in names], [rows[n][0] for n in names]).statistic
+    tau = kendall_tau([PUBLISHED[n]["top1"] for n in names], [rows[n][0] for n in names])
     print(f"Kendall tau (proxy vs ImageNet, {len(names)} models): {tau:.2f}; "
           f"total {sum(r[2] for r in rows.values()) * a.seeds:.0f} s")
 

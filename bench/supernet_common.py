@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import sys
 from typing import Sequence
@@ -24,11 +23,11 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench.bench_supernet import sgemm_gflops, uptime  # noqa: E402
-from search.fidelity.stats import kendall_tau  # noqa: E402
 from search.proxy.data import ProxyData, prepare_data  # noqa: E402
 from search.proxy.fidelity import DEFAULT_FIDELITY, Fidelity  # noqa: E402
 from search.proxy.supernet.config import DEFAULT_SUPERNET, SupernetConfig  # noqa: E402
 from search.proxy.supernet.training import train_supernet  # noqa: E402
+from search_space.stats import kendall_tau, zero_if_no_ranking  # noqa: E402
 
 __all__ = ["shared_supernet", "supernet_dir", "print_header", "tau_interval", "sgemm_gflops",
            "uptime"]
@@ -65,10 +64,9 @@ def print_header(extra: Sequence[str] = ()) -> float:
 
 
 def _tau(x: np.ndarray, y: np.ndarray) -> float:
-    """search.fidelity.stats.kendall_tau, with a constant side (NaN there) counted as 0: no
-    ranking information (the rule bootstrap_over_seeds uses too)."""
-    tau = kendall_tau(x, y)
-    return 0.0 if math.isnan(tau) else tau
+    """search_space.stats.kendall_tau, a constant side counted as 0 (zero_if_no_ranking, the
+    rule bootstrap_over_seeds uses too)."""
+    return zero_if_no_ranking(kendall_tau(x, y))
 
 
 def tau_interval(x: Sequence[float], y: Sequence[float], n_boot: int = 2000,

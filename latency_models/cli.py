@@ -21,6 +21,7 @@ from search_space.errors import NotFoundError, UsageError
 from search_space.io import check_writable_file
 from search_space.lazy import lazy_import
 from search_space.spec import load_spec
+from search_space.stats import kendall_tau
 
 from .coreml import COMPUTE_UNITS, coreml_ops
 from .devices import device_files, load_predictor, shipped_devices, user_calibration_path
@@ -36,7 +37,6 @@ from .userrecords import Loaded, load_user_records
 
 backends = lazy_import("latency_models.backends")   # torch, onnxruntime, coremltools
 export = lazy_import("latency_models.export")       # torch, coremltools, onnxruntime
-stats = lazy_import("scipy.stats")
 
 BACKENDS = ("torch", "onnxruntime", "coreml")
 EXPORT_FORMATS = ("coreml", "onnx")
@@ -366,7 +366,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     for i, e in enumerate(errs):
         if e is not None:
             print(f"{records[i].model:<40} skipped: {e}")
-    tau = stats.kendalltau(pred, y).statistic if len(ok) > 1 else float("nan")
+    tau = kendall_tau(pred, y) if len(ok) > 1 else float("nan")
     print(f"n={len(ok)}  MAPE {100 * np.mean(np.abs(rel)):.1f}%  within 10%: "
           f"{100 * np.mean(np.abs(rel) <= 0.1):.0f}%  Kendall tau {tau:.3f}  within +-2 sigma: "
           f"{100 * np.mean(np.abs(pred - y) <= 2 * sd):.0f}%"

@@ -8,6 +8,7 @@ import json
 import os
 import re
 
+from search_space.cli_types import number_type
 from search_space.errors import UsageError
 from search_space.io import read_json
 
@@ -93,15 +94,5 @@ def add_threads_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup
     computes it (e.g. "cores / workers")."""
     shown = f"default: {default_text}" if default_text else (
         f"default {default}" if default else "default: torch's")
-    parser.add_argument("--threads", type=_positive_int, default=default, metavar="N",
+    parser.add_argument("--threads", type=number_type(int, 1), default=default, metavar="N",
                         help=f"torch intra-op threads per training process ({shown})")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v}: need at least 1")
-    return v

@@ -248,7 +248,15 @@ def test_space_names_the_field_and_what_is_allowed(tmp_path, capsys, space, need
     (["search", "--trials", "10000000000"], "--trials 10000000000: allowed 1..100,000"),
     (["search", "--seed", "-1"], "--seed -1: allowed 0..4294967295"),
     (["search", "--trails", "3"], "unrecognized arguments: --trails"),
-    (["dashboard", "--port", "70000"], "argument --port: 70000 is outside 1..65535"),
+    # number options: one parse step (search_space.cli_types.number_type), one wording
+    (["dashboard", "--port", "70000"], "argument --port: 70000: allowed integers 1..65535"),
+    (["dashboard", "--port", "http"],
+     "argument --port: 'http' is not an integer; allowed integers 1..65535"),
+    (["dashboard", "--poll-seconds", "nan"],
+     "argument --poll-seconds: nan: allowed 0 (no polling) or 1..3600 seconds"),
+    (["report", "--out", "r.html", "--max-details", "-1"],
+     "argument --max-details: -1: allowed integers 0..100000"),
+    (["fidelity", "--threads", "0"], "argument --threads: 0: allowed integers >= 1"),
     (["fidelity", "--report-only", "--boot", "0"], "--boot 0: allowed integers >= 1"),
 ])
 def test_option_errors_are_one_line(tmp_path, capsys, argv, needle):

@@ -2,69 +2,16 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
 import pytest
-from scipy import stats
 
-from search.fidelity.stats import (bootstrap_over_seeds, extrapolate_top1, kendall_tau,
-                                   rank_report, spearman_rho)
+from search.fidelity.stats import extrapolate_top1, rank_report
 from search.fidelity.study import format_table
 
 
-# -- statistics ----------------------------------------------------------------------------------
-def test_tau_rho_hand_computed():
-    # 6 pairs, one discordant (2,3): tau = (5 - 1) / 6; ranks differ by 0,1,1,0 -> rho = 1 - 6*2/60
-    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
-    assert spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
-    assert kendall_tau([4, 3, 2, 1], [75.7, 78.5, 80.9, 83.0]) == pytest.approx(-1.0)
-    # tau-b with a tie in x: 5 concordant, 0 discordant, 6 pairs, 1 tied in x -> 5/sqrt(5*6)
-    assert kendall_tau([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(30))
-    assert math.isnan(kendall_tau([1, 1, 1, 1], [1, 2, 3, 4]))
-
-
-def test_tau_rho_match_scipy_on_fixed_arrays():
-    rng = np.random.default_rng(3)
-    for _ in range(5):
-        x, y = rng.normal(size=7), rng.normal(size=7)
-        assert kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
-        assert spearman_rho(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
-    with pytest.raises(ValueError, match="equal-length sequences of >= 2, got 2, 3"):
-        kendall_tau([1, 2], [1, 2, 3])
-
-
-def test_bootstrap_two_seeds_matches_enumeration():
-    target = [75.7, 78.5, 80.9, 83.0]
-    a = np.array([50.0, 51.0, 52.0, 53.0])  # perfect order
-    b = np.array([53.5, 52.5, 51.5, 49.0])  # reversed, with a larger spread
-    s = np.stack([a, b])
-    # Resamples: {a,a} p=1/4, {b,b} p=1/4, {a,b} p=1/2 -> the 2.5% / 97.5% quantiles are tau(b), tau(a).
-    point, lo, hi = bootstrap_over_seeds(s, target, kendall_tau, n_boot=1000, rng=1)
-    assert point == pytest.approx(kendall_tau((a + b) / 2, target))
-    assert lo == pytest.approx(-1.0) and hi == pytest.approx(1.0)
-    # identical seeds: no spread
-    p2, lo2, hi2 = bootstrap_over_seeds(np.stack([a, a, a]), target, kendall_tau, n_boot=200)
-    assert p2 == lo2 == hi2 == pytest.approx(1.0)
-
-
-def test_bootstrap_median_is_close_to_brute_force_distribution():
-    # 3 seeds: enumerate all 27 resamples exactly and compare the bootstrap mean.
-    rng = np.random.default_rng(0)
-    s = rng.normal(50, 2, size=(3, 4))
-    target = [1, 2, 3, 4]
-    import itertools
-    exact = np.mean([kendall_tau(s[list(c)].mean(0), target)
-                     for c in itertools.product(range(3), repeat=3)])
-    gen = np.random.default_rng(5)
-    idx = gen.integers(0, 3, size=(3000, 3))
-    approx = np.mean([kendall_tau(s[i].mean(0), target) for i in idx])
-    assert approx == pytest.approx(exact, abs=0.05)
-    _, lo, hi = bootstrap_over_seeds(s, target, kendall_tau, n_boot=2000)
-    assert lo <= exact <= hi
-
-
+# -- the study report (the correlations and the bootstrap: tests/test_stats.py) -----------------
 def test_report_not_significant_when_interval_spans_zero():
     target = [75.7, 78.5, 80.9, 83.0]
     s = np.array([[50.0, 51.0, 52.0, 53.0], [53.5, 52.5, 51.5, 49.0]])

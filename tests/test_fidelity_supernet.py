@@ -12,7 +12,7 @@ import run_search
 from results.store import ResultsStore
 from search.fidelity.settings import (SUPERNET, Setting, check_supernet_setting,
                                       default_setting, published_top1, select_settings)
-from search.fidelity.stats import kendall_tau
+from search_space.stats import kendall_tau
 from search.fidelity.study import run_study, summarize
 from search.fidelity.supernet import checkpoint_dir
 from search.proxy.data import prepare_data

@@ -21,9 +21,10 @@ from results.store import ResultsStore, head_revision
 from results.study_front import study_front
 from search.nas.config import SUPERNET_FIELDS, SearchConfig
 from search.nas.report import build_report, build_supernet_report, render_rungs
-from search.nas.supernet_search import kendall_tau, spread_picks
+from search.nas.supernet_search import spread_picks
 from search.proxy.record import TrialRecorder
 from search.proxy.supernet.config import SupernetConfig
+from search.proxy.supernet.scoring import reference_tau
 from search.proxy.supernet.training import CHECKPOINT_NAME
 from search_space.space import DEFAULT_SPACE
 from search_space.spec import PRESETS
@@ -154,10 +155,10 @@ def test_top_k_spread_over_the_front_and_tau():
     front = [{"trial_key": str(i), "latency_ms": float(i), "top1": float(i)} for i in range(9)]
     assert [p["trial_key"] for p in spread_picks(front, 3)] == ["0", "4", "8"]
     assert [p["trial_key"] for p in spread_picks(front[::-1], 20)] == [str(i) for i in range(9)]
-    assert kendall_tau({"XS": 1, "S": 2, "L1": 3, "L3": 4}) == 1.0
-    assert kendall_tau({"XS": 4, "S": 3, "L1": 2, "L3": 1}) == -1.0
-    assert kendall_tau({"XS": 1, "S": 2}) is None
-    assert math.isnan(kendall_tau({"XS": 1, "S": 1, "L1": 1, "L3": 1}))
+    assert reference_tau({"XS": 1, "S": 2, "L1": 3, "L3": 4}) == 1.0
+    assert reference_tau({"XS": 4, "S": 3, "L1": 2, "L3": 1}) == -1.0
+    assert reference_tau({"XS": 1, "S": 2}) is None
+    assert math.isnan(reference_tau({"XS": 1, "S": 1, "L1": 1, "L3": 1}))
 
 
 # -- end to end: one Ray session ------------------------------------------------------------------

@@ -12,6 +12,7 @@ import re
 import socket
 import sys
 
+from search_space.cli_types import number_type
 from search_space.errors import UsageError
 from search_space.io import check_writable_file
 from search_space.lazy import lazy_import
@@ -28,48 +29,21 @@ WILDCARD_BINDS = ("0.0.0.0", "::")
 HOST_NAME = re.compile(r"(\*\.)?[A-Za-z0-9_.:\[\]-]{1,253}|\*")
 
 
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 1 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"{v} is outside 1..65535")
-    return v
-
-
-def _poll(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (v == 0 or 1 <= v <= 3600):
-        raise argparse.ArgumentTypeError(f"{v:g}: allowed 0 (no polling) or 1..3600 seconds")
-    return v
-
-
-def _max_details(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= v <= 100_000:
-        raise argparse.ArgumentTypeError(f"{v}: allowed 0..100000")
-    return v
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="serve the results dashboard (web page + JSON API)")
     add_db_option(p, purpose="opened read-only")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=number_type(int, 1, 65535), default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="also answer requests for this Host name (repeatable); the Host check "
                         "against DNS rebinding stays on with any --host: loopback names, the "
                         "bound address and, for 0.0.0.0 / ::, this machine's names and "
                         "addresses are allowed ('*' turns the check off)")
-    p.add_argument("--poll-seconds", type=_poll, default=5.0,
+    p.add_argument("--poll-seconds", default=5.0,
+                   type=number_type(float, 1, 3600, also=(0,),
+                                    allowed="0 (no polling) or 1..3600 seconds"),
                    help="how often the page checks for new results (default 5; 0 = never)")
     p.set_defaults(func=_dashboard)
 
@@ -78,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="HTML file to write (e.g. report.html)")
     p.add_argument("--study", action="append", metavar="NAME",
                    help="only this study (repeatable; default all)")
-    p.add_argument("--max-details", type=_max_details, default=500,
+    p.add_argument("--max-details", type=number_type(int, 0, 100_000), default=500,
                    help="architecture details embedded (front members and baselines first; "
                         "default 500)")
     p.set_defaults(func=_report)

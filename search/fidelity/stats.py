@@ -1,83 +1,21 @@
-"""Rank statistics of the fidelity study (pure: numpy, scipy.stats; no torch).
+"""Rank statistics of the fidelity study (pure: numpy; no torch).
 
-* :func:`kendall_tau`, :func:`spearman_rho` -- scipy.stats' tau-b and rho, NaN for a constant
-  side (no ranking information) instead of scipy's warning;
-* :func:`bootstrap_over_seeds` -- percentile bootstrap over whole seeds;
+The correlations and the bootstrap are search_space.stats' (the one definition every package
+uses); this module adds what only the study reports:
+
 * :func:`rank_report` -- tau / rho with intervals, per-seed tau, the significance verdict;
 * :func:`extrapolate_top1` -- learning-curve extrapolation (err = a * t^b).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from search_space.lazy import lazy_import
+from search_space.stats import bootstrap_over_seeds, kendall_tau, spearman_rho
 
-scipy_stats = lazy_import("scipy.stats")
-
-__all__ = ["kendall_tau", "spearman_rho", "bootstrap_over_seeds", "rank_report",
-           "extrapolate_top1"]
-
-
-def _rank_correlation(name: str, fn, x: Sequence[float], y: Sequence[float]) -> float:
-    """``fn(x, y).statistic`` after the checks both correlations share: two equal-length
-    sequences of >= 2 (ValueError naming ``name``); NaN if either side is constant."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"{name}: need two equal-length sequences of >= 2, got {len(x)}, "
-                         f"{len(y)}")
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(fn(x, y).statistic)
-
-
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall tau-b (ties handled as scipy does). NaN if either side is constant."""
-    return _rank_correlation("kendall_tau", scipy_stats.kendalltau, x, y)
-
-
-def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties). NaN if either side is constant."""
-    return _rank_correlation("spearman_rho", scipy_stats.spearmanr, x, y)
-
-
-def bootstrap_over_seeds(scores: np.ndarray, target: Sequence[float],
-                         stat: Callable[[Sequence[float], Sequence[float]], float],
-                         n_boot: int = 2000, level: float = 0.95,
-                         rng: int | np.random.Generator = 0) -> tuple[float, float, float]:
-    """(point, low, high) of ``stat(mean over seeds of scores, target)``.
-
-    ``scores`` is [seeds, architectures] (NaN = missing run, ignored in the mean). The interval
-    is the percentile bootstrap over seeds: resample whole seeds with replacement (an
-    architecture's runs under one seed stay together), average, apply ``stat``. With one seed
-    the interval is the point (no spread can be estimated) -- :func:`rank_report` flags that.
-    A mean (or resample mean) that is constant (stat NaN) counts as 0: no ranking information.
-    """
-    s = np.atleast_2d(np.asarray(scores, float))
-    target = list(target)
-    if s.shape[1] != len(target):
-        raise ValueError(f"bootstrap_over_seeds: scores have {s.shape[1]} columns, target "
-                         f"{len(target)}")
-    with np.errstate(all="ignore"):
-        point = stat(np.nanmean(s, axis=0), target)
-    if not math.isfinite(point):
-        point = 0.0  # constant scores (e.g. every model at chance): no ranking information
-    k = s.shape[0]
-    if k < 2:
-        return point, point, point
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    idx = gen.integers(0, k, size=(n_boot, k))
-    vals = np.empty(n_boot)
-    with np.errstate(all="ignore"):
-        for b in range(n_boot):
-            m = np.nanmean(s[idx[b]], axis=0)
-            v = stat(m, target) if np.all(np.isfinite(m)) else float("nan")
-            vals[b] = 0.0 if not math.isfinite(v) else v
-    a = (1 - level) / 2
-    lo, hi = np.quantile(vals, [a, 1 - a])
-    return point, float(lo), float(hi)
+__all__ = ["rank_report", "extrapolate_top1"]
 
 
 def rank_report(scores: np.ndarray, target: Sequence[float], n_boot: int = 2000,

@@ -45,7 +45,9 @@ from .settings import (REFERENCE_NAMES, SWEEP, Setting, published_top1, referenc
                        setting_key)
 from .supernet import SupernetTask, checkpoint_dir
 from .supernet import run_task as run_supernet_task
-from .stats import extrapolate_top1, kendall_tau, rank_report
+from search_space.stats import kendall_tau
+
+from .stats import extrapolate_top1, rank_report
 
 __all__ = ["Setting", "SWEEP", "REFERENCE_NAMES", "run_study", "summarize", "format_table",
            "write_report", "load_cached", "ZERO_COST_BATCH"]

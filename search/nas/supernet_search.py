@@ -38,13 +38,12 @@ from results.study_front import BASELINE_TRIAL_PREFIX, RUNG_KEY_PREFIX, study_fr
 from search_space.errors import UsageError
 from search_space.io import json_safe
 from search_space.lazy import lazy_import
-from search_space.spec import PUBLISHED, ArchSpec
+from search_space.spec import ArchSpec
 
-from ..fidelity.stats import kendall_tau as rank_kendall_tau
 from ..proxy.node_cache import localize
 from ..proxy.record import TrialRecorder
 from ..proxy.supernet.config import largest, to_proxy
-from ..proxy.supernet.scoring import REFERENCES, score_subnets
+from ..proxy.supernet.scoring import reference_tau, score_subnets
 from ..proxy.supernet.training import CHECKPOINT_NAME, load_supernet, train_supernet
 from ..proxy.train import resolve_device
 from .callback import error_cause
@@ -145,15 +144,6 @@ class SupernetCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.rung.failed(error_cause(trial))
-
-
-def kendall_tau(scores: Mapping[str, float]) -> float | None:
-    """Kendall tau of XS/S/L1/L3's scores against their ImageNet top-1 (None unless all four
-    were scored)."""
-    if not all(k in scores for k in REFERENCES):
-        return None
-    return rank_kendall_tau([scores[k] for k in REFERENCES],
-                            [PUBLISHED[k]["top1"] for k in REFERENCES])
 
 
 def spread_picks(front: list[dict], k: int) -> list[dict]:
@@ -381,7 +371,7 @@ def score_rung(rung: SupernetRung, threads: int) -> None:
     net, dev = rung.load(threads)
     c0, t0 = _cpu(), time.perf_counter()
     scores = rung.score_baselines(net, dev)
-    tau = kendall_tau(scores)
+    tau = reference_tau(scores)
     shown = "n/a (XS/S/L1/L3 not all scored)" if tau is None else f"{tau:.2f}"
     ctx.progress.line("rung 1: baselines on the supernet: " + ", ".join(
         f"{k} {v:.4f}" for k, v in scores.items()) + f"; Kendall tau vs ImageNet {shown}")

@@ -113,7 +113,7 @@ def _check_root(root: str) -> None:
 
 def _select_imagefolder(root: str, fid: Fidelity) -> tuple[list[str], dict[str, list[str]]]:
     """Chosen classes and, per split, relative file paths in label order. Validates counts."""
-    train_classes = sorted(e.name for e in os.scandir(os.path.join(root, "train")) if e.is_dir())
+    train_classes = images.class_dirs(os.path.join(root, "train"), "data source")
     if len(train_classes) < fid.classes:
         raise UsageError(f"data source {root}: train/ has {len(train_classes)} class folders, "
                          f"fidelity.classes={fid.classes} needs at least that many")

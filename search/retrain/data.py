@@ -22,9 +22,23 @@ from search_space.errors import NotFoundError, UsageError
 from .config import RetrainConfig
 from .distributed import DistContext
 
-__all__ = ["check_imagefolder", "class_dirs", "check_split_images", "split_root"]
+__all__ = ["check_imagefolder", "class_dirs", "check_split_images", "split_root",
+           "ClassDirsImageFolder"]
 
 LAYOUT = "one sub-directory per class"
+
+
+class ClassDirsImageFolder(ImageFolder):
+    """torchvision's ImageFolder whose classes are search.proxy.images.class_dirs' (hidden
+    directories such as ``.ipynb_checkpoints`` skipped), the list the layout check, the image
+    check and the proxy cache use. torchvision's own ``find_classes`` counts every directory,
+    so a hidden one would become class 0 and shift every label (or fail for having no image)."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = class_dirs(directory)
+        if not classes:
+            raise NotFoundError(f"--data {directory}: no class sub-directories")
+        return classes, {c: i for i, c in enumerate(classes)}
 
 
 def image_files(split_dir: str) -> list[str]:
@@ -83,9 +97,9 @@ def eval_transform(resolution: int, crop_pct: float = 0.875, interpolation: str 
 def retrain_datasets(data: str, cfg: RetrainConfig, resolution: int,
                      aa: str) -> tuple[ImageFolder, ImageFolder]:
     """train/ with the training transform, val/ with the evaluation one."""
-    train_ds = ImageFolder(os.path.join(data, "train"),
-                           transform=train_transform(cfg, resolution, aa))
-    val_ds = ImageFolder(os.path.join(data, "val"), transform=eval_transform(resolution))
+    train_ds = ClassDirsImageFolder(os.path.join(data, "train"),
+                                    transform=train_transform(cfg, resolution, aa))
+    val_ds = ClassDirsImageFolder(os.path.join(data, "val"), transform=eval_transform(resolution))
     return train_ds, val_ds
 
 

@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
 
 from search_space.errors import NotFoundError, UsageError
 from search_space.io import check_writable_file, write_json_atomic
@@ -23,7 +22,7 @@ from search_space.checkpoint import load_state_dict_checked, read_file, state_di
 from search_space.swiftformer import build_model
 
 from .config import EvaluateConfig, load_arch
-from .data import check_split_images, eval_loader, eval_transform, split_root
+from .data import ClassDirsImageFolder, check_split_images, eval_loader, eval_transform, split_root
 from .distributed import (DistContext, all_reduce_sum, check_torch_device, launcher_shard, log,
                           run_on_ranks)
 from .distributed import setup_distributed
@@ -90,8 +89,8 @@ def evaluate_worker(cfg: EvaluateConfig, device: torch.device | None = None) -> 
     """Top-1/top-5 of a checkpoint on this rank's share; rank 0 prints (and writes) the total."""
     spec, root = prepare_evaluate(cfg)
     ctx = setup_distributed(cfg.processes.torch_device, device)
-    ds = ImageFolder(root, transform=eval_transform(spec.resolution, cfg.crop_pct,
-                                                    cfg.interpolation))
+    ds = ClassDirsImageFolder(root, transform=eval_transform(spec.resolution, cfg.crop_pct,
+                                                             cfg.interpolation))
     if spec.num_classes != len(ds.classes):
         log(f"note: the spec has {spec.num_classes} classes, {root} has {len(ds.classes)}; "
             "labels are the sorted class-directory indices", ctx.rank)

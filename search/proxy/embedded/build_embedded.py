@@ -20,6 +20,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from search.proxy.images import class_dirs
+
 EXTS = (".jpg", ".jpeg", ".png")
 
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isdir(os.path.join(a.src, split)):
             raise SystemExit(f"error: {os.path.join(a.src, split)}: not a directory "
                              "(expected an ImageFolder root with train/ and val/)")
-    classes = sorted(e.name for e in os.scandir(os.path.join(a.src, "train")) if e.is_dir())
+    classes = class_dirs(os.path.join(a.src, "train"))  # hidden directories are no classes
     tx, ty, tn = _split(a.src, "train", a.train_per_class, classes)
     vx, vy, vn = _split(a.src, "val", a.val_per_class, classes)
     tmp = a.out + f".tmp{os.getpid()}.npz"

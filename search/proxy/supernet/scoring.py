@@ -10,14 +10,13 @@ a candidate costs one forward over ``recal_images`` + val images.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
-from scipy import stats
 
 from search_space.errors import UsageError
 from search_space.spec import PRESETS, PUBLISHED, ArchSpec
+from search_space.stats import kendall_tau
 
 from ..data import ProxyData
 from ..fidelity import Fidelity
@@ -25,7 +24,7 @@ from ..train import evaluate, recalibrate_bn
 from .config import SCORES, SupernetConfig, to_proxy
 from .model import Supernet
 
-__all__ = ["score_subnets", "reference_specs", "reference_ranking", "REFERENCES"]
+__all__ = ["score_subnets", "reference_specs", "reference_ranking", "reference_tau", "REFERENCES"]
 
 REFERENCES = ("XS", "S", "L1", "L3")
 
@@ -69,18 +68,21 @@ def reference_ranking(net: Supernet, config: SupernetConfig, data: ProxyData, fi
     scores = score_subnets(net, list(specs.values()), data, fidelity,
                            recal_images=config.recal_images, device=device,
                            channels_last=channels_last, score=config.score)
-    imagenet = [PUBLISHED[k]["top1"] for k in REFERENCES]
-    col = {key: [s[key] for s in scores] for key in ("top1", "val_loss", "score")}
-    return {"top1": dict(zip(REFERENCES, col["top1"])),
-            "val_loss": dict(zip(REFERENCES, col["val_loss"])),
-            "score": dict(zip(REFERENCES, col["score"])), "score_metric": config.score,
-            "tau": _tau(col["score"], imagenet), "tau_top1": _tau(col["top1"], imagenet),
-            "tau_val_loss": _tau([-v for v in col["val_loss"]], imagenet),
+    col = {key: dict(zip(REFERENCES, (s[key] for s in scores)))
+           for key in ("top1", "val_loss", "score")}
+    return {"top1": col["top1"], "val_loss": col["val_loss"], "score": col["score"],
+            "score_metric": config.score, "tau": reference_tau(col["score"]),
+            "tau_top1": reference_tau(col["top1"]),
+            "tau_val_loss": reference_tau({k: -v for k, v in col["val_loss"].items()}),
             "score_cpu_seconds": float(sum(s["cpu_seconds"] for s in scores)),
             "score_seconds": float(sum(s["seconds"] for s in scores))}
 
 
-def _tau(x: Sequence[float], y: Sequence[float]) -> float:
-    if len(set(x)) < 2:
-        return float("nan")
-    return float(stats.kendalltau(np.asarray(x), np.asarray(y)).statistic)
+def reference_tau(scores: Mapping[str, float]) -> float | None:
+    """Kendall tau (search_space.stats.kendall_tau: NaN when every score is equal) of
+    XS/S/L1/L3's scores (higher = better) against their published ImageNet top-1; None unless
+    all four were scored."""
+    if not all(k in scores for k in REFERENCES):
+        return None
+    return kendall_tau([scores[k] for k in REFERENCES],
+                       [PUBLISHED[k]["top1"] for k in REFERENCES])

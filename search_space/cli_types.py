@@ -1,0 +1,44 @@
+"""The one parse step of a number option: an argparse ``type=`` that reads the text as an int
+or a float and checks its range.
+
+Every command-line number with a range (``--port``, ``--poll-seconds``, ``--max-details``,
+``--threads``) uses :func:`number_type`, so its errors read the same everywhere: argparse
+prefixes ``argument --flag:`` and exits 2, and the rest is one line naming the input and what
+is allowed (``argument --port: 70000: allowed integers 1..65535``). It lives in the bottom
+layer so that results (the dashboard) and search (the shared search options) can both use it.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+__all__ = ["number_type"]
+
+
+def _allowed(kind: type, low: float, high: float | None) -> str:
+    what = "integers" if kind is int else "numbers"
+    return f"{what} >= {low:g}" if high is None else f"{what} {low:g}..{high:g}"
+
+
+def number_type(kind: type[int] | type[float], low: float, high: float | None = None, *,
+                also: tuple[float, ...] = (), allowed: str = "") -> Callable[[str], float]:
+    """An argparse ``type=``: the text as ``kind`` (int or float), accepted when
+    ``low <= value <= high`` (``high`` None: no upper bound) or ``value in also`` (e.g. 0 meaning
+    "off"), else ``argparse.ArgumentTypeError``. ``allowed`` says what is allowed in the message
+    (default: "integers LOW..HIGH", "numbers >= LOW", ...). NaN and infinities are refused."""
+    allowed = allowed or _allowed(kind, low, high)
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}; allowed {allowed}") from None
+        ok = math.isfinite(v) and (v in also or (low <= v and (high is None or v <= high)))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{text}: allowed {allowed}")
+        return v
+
+    parse.__name__ = f"{kind.__name__} ({allowed})"
+    return parse
