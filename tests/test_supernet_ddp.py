@@ -15,7 +15,8 @@ from search.proxy.data import prepare_data
 from search.proxy.fidelity import Fidelity
 from search.proxy.supernet import training
 from search.proxy.supernet.config import SupernetConfig
-from search.proxy.supernet.training import CHECKPOINT_NAME, train_supernet
+from search.proxy.supernet.training import (CHECKPOINT_NAME, load_supernet, train_supernet,
+                                            train_supernet_ranks)
 from search.retrain.config import Processes
 from search_space.errors import UsageError
 from search_space.io import save_torch_atomic
@@ -127,7 +128,7 @@ def test_two_ranks_end_with_the_same_weights_and_bn_statistics(toy, uninterrupte
     assert sorted(p.name for p in (out / "ck").iterdir()) == [CHECKPOINT_NAME]
     ck = torch.load(out / "ck" / CHECKPOINT_NAME, weights_only=True)
     assert ck["world_size"] == 2 and ck["epoch"] == 2
-    net, _ = training.load_supernet(str(out / "ck" / CHECKPOINT_NAME))
+    net, _ = load_supernet(str(out / "ck" / CHECKPOINT_NAME))
     assert _state_digest(net) == r0["digest"]
     # it trained: not the initial weights
     init = training._Run(CFG, FID, toy, SPACE, 0, torch.device("cpu"), False).net
@@ -178,6 +179,24 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(toy, tmp_path, unint
     for k in b["state"]:
         for name, v in b["state"][k].items():
             torch.testing.assert_close(a["state"][k][name], v, rtol=0, atol=0)
+
+
+def test_train_supernet_ranks_spawns_the_same_run(toy, tmp_path, uninterrupted):
+    train_supernet_ranks(2, CFG, FID, toy, seed=0, space=SPACE, device="cpu",
+                         channels_last=False, checkpoint_dir=str(tmp_path))
+    net, meta = load_supernet(str(tmp_path / CHECKPOINT_NAME))
+    assert meta["epoch"] == 2 and _state_digest(net) == uninterrupted[1][0]["digest"]
+
+
+@pytest.mark.parametrize("nproc, device, message", [
+    (0, "cpu", "--nproc 0: allowed >= 1"),
+    (2, "cuda:0", "--torch-device cuda:0 with --nproc 2: use cuda or auto"),
+])
+def test_train_supernet_ranks_refuses_bad_process_settings(toy, tmp_path, nproc, device, message):
+    with pytest.raises(UsageError, match=message):
+        train_supernet_ranks(nproc, CFG, FID, toy, seed=0, device=device,
+                             checkpoint_dir=str(tmp_path))
+    assert not any(tmp_path.iterdir())
 
 
 def test_ranks_that_disagree_are_stopped(toy, tmp_path):

@@ -76,14 +76,14 @@ from search_space.space import DEFAULT_SPACE, SearchSpace
 from search_space.spec import ArchSpec
 
 from ...distributed import (DistContext, all_reduce_sum, launched_externally, param_digest,
-                           setup_distributed)
+                           run_on_ranks, setup_distributed)
 from ..data import ProxyData
 from ..fidelity import Fidelity
 from ..train import NonFiniteLoss, _amp, augment_batch, normalize, resolve_device
 from .config import SupernetConfig, proxy_space
 from .model import Supernet
 
-__all__ = ["train_supernet", "load_supernet", "kd_loss", "step_seconds", "CHECKPOINT_NAME",
+__all__ = ["train_supernet", "train_supernet_ranks", "average_gradients", "load_supernet", "kd_loss", "step_seconds", "CHECKPOINT_NAME",
            "space_key"]
 
 CHECKPOINT_NAME = "supernet.pt"
@@ -369,6 +369,42 @@ def train_supernet(config: SupernetConfig, fidelity: Fidelity, data: ProxyData, 
         "params": sum(p.numel() for p in run.net.parameters()), "device": str(dev),
         "threads": torch.get_num_threads(), "channels_last": run.channels_last,
         "world_size": run.world, "history": run.history, **run.meta()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ranks:
+    """What ``search.distributed.run_on_ranks`` needs to know to spawn the ranks."""
+
+    torch_device: str
+    nproc: int
+
+
+def train_supernet_ranks(nproc: int, config: SupernetConfig, fidelity: Fidelity,
+                         data: ProxyData, *, seed: int, checkpoint_dir: str,
+                         space: SearchSpace = DEFAULT_SPACE, device: str = "auto",
+                         channels_last: bool | None = None) -> None:
+    """``train_supernet`` data-parallel on ``nproc`` local processes (torch.multiprocessing:
+    one GPU each with NCCL on CUDA; gloo on the CPU, the cores shared), or on this rank when a
+    launcher (torchrun, srun) started the ranks. The result is the checkpoint in
+    ``checkpoint_dir``: ``load_supernet`` it, or call ``train_supernet`` with the same
+    arguments (a finished run just loads)."""
+    if nproc < 1:
+        raise UsageError(f"--nproc {nproc}: allowed >= 1")
+    if nproc > 1 and ":" in device:
+        raise UsageError(f"--torch-device {device} with --nproc {nproc}: use cuda or auto "
+                         "(rank r takes cuda:r)")
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda and nproc > torch.cuda.device_count():
+        raise UsageError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} CUDA "
+                         "device(s) (one process per GPU)")
+    kwargs = dict(seed=seed, space=space, device=device, channels_last=channels_last,
+                  checkpoint_dir=checkpoint_dir)
+    run_on_ranks(_rank_entry, (config, fidelity, data, kwargs), _Ranks(device, nproc))
+
+
+def _rank_entry(payload: tuple) -> None:
+    config, fidelity, data, kwargs = payload
+    train_supernet(config, fidelity, data, **kwargs)
 
 
 def _process_group(device: str) -> DistContext | None:
