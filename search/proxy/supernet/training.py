@@ -76,15 +76,15 @@ from search_space.space import DEFAULT_SPACE, SearchSpace
 from search_space.spec import ArchSpec
 
 from ...distributed import (DistContext, all_reduce_sum, launched_externally, param_digest,
-                           run_on_ranks, setup_distributed)
+                           run_on_ranks, setup_distributed, will_spawn)
 from ..data import ProxyData
 from ..fidelity import Fidelity
 from ..train import NonFiniteLoss, _amp, augment_batch, normalize, resolve_device
 from .config import SupernetConfig, proxy_space
 from .model import Supernet
 
-__all__ = ["train_supernet", "train_supernet_ranks", "average_gradients", "load_supernet", "kd_loss", "step_seconds", "CHECKPOINT_NAME",
-           "space_key"]
+__all__ = ["train_supernet", "train_supernet_ranks", "average_gradients", "load_supernet",
+           "kd_loss", "step_seconds", "CHECKPOINT_NAME", "space_key"]
 
 CHECKPOINT_NAME = "supernet.pt"
 CHECKPOINT_FORMAT = 1
@@ -336,8 +336,8 @@ def train_supernet(config: SupernetConfig, fidelity: Fidelity, data: ProxyData, 
     group (Ray Train, run_on_ranks) or started by a launcher (torchrun / srun env: the group
     is joined here, NCCL on CUDA -- ``device`` auto or cuda picks cuda:LOCAL_RANK -- gloo on
     the CPU). Every rank calls this with the same arguments and gets the same weights;
-    rank 0 alone writes the checkpoint; ``report`` is called on every rank (same losses and
-    CPU-seconds, summed over the ranks; its own wall time)."""
+    rank 0 alone writes the checkpoint; ``report`` is called on every rank with the same
+    losses (the global batch's) and CPU-seconds (summed over the ranks), and its own wall time."""
     if data.resolution != fidelity.resolution:
         raise UsageError(f"data resolution {data.resolution} != fidelity.resolution "
                          f"{fidelity.resolution}: prepare_data with this fidelity")
@@ -393,13 +393,14 @@ def train_supernet_ranks(nproc: int, config: SupernetConfig, fidelity: Fidelity,
     if nproc > 1 and ":" in device:
         raise UsageError(f"--torch-device {device} with --nproc {nproc}: use cuda or auto "
                          "(rank r takes cuda:r)")
+    ranks = _Ranks(device, nproc)
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if cuda and nproc > torch.cuda.device_count():
+    if will_spawn(ranks) and cuda and nproc > torch.cuda.device_count():
         raise UsageError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} CUDA "
                          "device(s) (one process per GPU)")
     kwargs = dict(seed=seed, space=space, device=device, channels_last=channels_last,
                   checkpoint_dir=checkpoint_dir)
-    run_on_ranks(_rank_entry, (config, fidelity, data, kwargs), _Ranks(device, nproc))
+    run_on_ranks(_rank_entry, (config, fidelity, data, kwargs), ranks)
 
 
 def _rank_entry(payload: tuple) -> None:
