@@ -3,6 +3,8 @@
 
     python bench/gpu_supernet.py                 # one CUDA GPU, fits 10 minutes (--budget-s)
     python bench/gpu_supernet.py --smoke         # seconds on a CPU: checks the script runs
+    python bench/gpu_supernet.py --nproc 4       # 4 GPUs: each seed's supernet trained with DDP
+    python bench/gpu_supernet.py --smoke --nproc 2   # the same on 2 gloo CPU processes
 
 The same measurement as bench/bench_supernet.py at a GPU-sized setting (full widths, larger
 batch, more epochs; bf16 autocast + channels_last come from search.proxy.train's helpers).
@@ -11,6 +13,11 @@ kernels, so one process leaves the GPU mostly idle). Before training, a few time
 the epochs to the budget; the script prints what it chose. Prints per seed: tau, top-1s,
 training img/s (images through the sandwich per second; x(2 + num_random) subnet passes), the
 scoring rate; writes $OUT/gpu_supernet.json when OUT is set (after every seed).
+
+With --nproc N > 1 the seeds run one after another, each supernet trained data-parallel on N
+processes (``train_supernet_ranks``: NCCL, one GPU per rank; the global batch is the config's,
+split over the ranks), then scored in this process from its checkpoint; img/s is then the
+whole group's.
 
 Imports only torch, timm, numpy, scipy and this repository's search_space + search.proxy
 modules (no ray / optuna / sqlalchemy on the GPU machine).
@@ -23,6 +30,7 @@ import math
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -37,7 +45,7 @@ from search.proxy.data import prepare_data  # noqa: E402
 from search.proxy.fidelity import DEFAULT_FIDELITY, Fidelity  # noqa: E402
 from search.proxy.supernet.config import SupernetConfig  # noqa: E402
 from search.proxy.supernet.study import run_seed  # noqa: E402
-from search.proxy.supernet.training import step_seconds  # noqa: E402
+from search.proxy.supernet.training import step_seconds, train_supernet_ranks  # noqa: E402
 from search_space.io import write_json_atomic  # noqa: E402
 
 # GPU setting: full widths (no width_divisor), 4x the CPU batch, many more epochs. The epochs
@@ -51,12 +59,17 @@ SMOKE_FIDELITY = DEFAULT_FIDELITY.replace(images_per_class=4, val_per_class=2, e
 
 
 def _job(args: tuple) -> dict:
-    cfg_json, fid_json, seed, device, cache_dir, candidates, threads = args
+    cfg_json, fid_json, seed, device, cache_dir, candidates, threads, nproc = args
     torch.set_num_threads(threads)
     cfg, fid = SupernetConfig.from_json(cfg_json), Fidelity.from_json(fid_json)
     data = prepare_data(None, fid, cache_dir=cache_dir)
     t0 = time.perf_counter()
-    r = run_seed(cfg, fid, data, seed, device=device, candidates=candidates)
+    with tempfile.TemporaryDirectory(prefix=f"gpu_supernet_seed{seed}_") as ck:
+        if nproc > 1:  # DDP training into ck; run_seed below loads the finished run
+            train_supernet_ranks(nproc, cfg, fid, data, seed=seed, checkpoint_dir=ck, device=device)
+        r = run_seed(cfg, fid, data, seed, device=device, candidates=candidates,
+                     checkpoint_dir=ck if nproc > 1 else None)
+    r["nproc"] = nproc
     r["wall_seconds"] = time.perf_counter() - t0
     r["img_per_s"] = float(np.mean([h["img_per_s"] for h in r["history"]]))
     r["subnet_img_per_s"] = float(np.mean([h["subnet_img_per_s"] for h in r["history"]]))
@@ -79,6 +92,9 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny setting on CPU (a test)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--parallel", type=int, default=None, help="processes (default: 3 on CUDA)")
+    ap.add_argument("--nproc", type=int, default=1,
+                    help="DDP processes per supernet (one GPU each; gloo on CPU); >1: seeds run "
+                         "one after another")
     ap.add_argument("--config", default=None, help="SupernetConfig JSON (default: GPU_CONFIG)")
     ap.add_argument("--budget-s", type=float, default=420.0,
                     help="training time budget for all seeds (the script's total is ~1.3x)")
@@ -91,10 +107,11 @@ def main() -> int:
     cfg = SupernetConfig.from_json(a.config) if a.config else (SMOKE_CONFIG if a.smoke else GPU_CONFIG)
     fid = SMOKE_FIDELITY if a.smoke else GPU_FIDELITY
     seeds = [int(s) for s in a.seeds.split(",")]
-    parallel = a.parallel or (3 if cuda else 1)
+    parallel = 1 if a.nproc > 1 else (a.parallel or (3 if cuda else 1))
     print("date:", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     print(f"torch {torch.__version__}, timm {timm.__version__}, device "
-          f"{torch.cuda.get_device_name() if cuda else 'cpu'}, parallel processes {parallel}")
+          f"{torch.cuda.get_device_name() if cuda else 'cpu'}, parallel processes {parallel}, "
+          f"DDP processes per supernet {a.nproc}")
     data = prepare_data(None, fid, cache_dir=a.cache_dir)
     if cuda:
         cfg, step_s = _size_epochs(cfg, fid, data, device, len(seeds), parallel, a.budget_s)
@@ -103,7 +120,7 @@ def main() -> int:
     print(f"config {cfg.key}: {cfg.to_json()}")
     print(f"fidelity {fid.key}: {fid.to_json()}", flush=True)
     jobs = [(cfg.to_json(), fid.to_json(), s, device, a.cache_dir, a.candidates,
-             1 if parallel > 1 or not cuda else 4) for s in seeds]
+             1 if parallel > 1 or not cuda else 4, a.nproc) for s in seeds]
     results, out_dir = [], os.environ.get("OUT")
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
     with ProcessPoolExecutor(parallel, mp_context=ctx) as ex:

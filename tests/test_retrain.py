@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 import run_search
+from search.distributed import param_digest
 from search.retrain import cli as retrain_cli
 from search.retrain.cli import retrain_parser
 from search.retrain.data import eval_transform
-from search.retrain.distributed import param_digest
 from search.retrain.losses import DistillationLoss
 from search.retrain.loop import retrain_worker
 from search_space.spec import ArchSpec

@@ -22,7 +22,7 @@ from search_space.errors import UsageError
 from search_space.io import save_torch_atomic
 from search_space.spec import ArchSpec
 
-from .distributed import log
+from ..distributed import log
 
 CHECKPOINT_NAME = "checkpoint.pth"
 FINAL_NAME = "final.pth"

@@ -20,7 +20,7 @@ from search.proxy.images import check_directory, check_images, check_imagefolder
 from search_space.errors import NotFoundError, UsageError
 
 from .config import RetrainConfig
-from .distributed import DistContext
+from ..distributed import DistContext
 
 __all__ = ["check_imagefolder", "class_dirs", "check_split_images", "split_root",
            "ClassDirsImageFolder"]

@@ -23,9 +23,9 @@ from search_space.swiftformer import build_model
 
 from .config import EvaluateConfig, load_arch
 from .data import ClassDirsImageFolder, check_split_images, eval_loader, eval_transform, split_root
-from .distributed import (DistContext, all_reduce_sum, check_torch_device, launcher_shard, log,
+from ..distributed import (DistContext, all_reduce_sum, check_torch_device, launcher_shard, log,
                           run_on_ranks)
-from .distributed import setup_distributed
+from ..distributed import setup_distributed
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ from .checkpoints import (CHECKPOINT_NAME, FINAL_NAME, Progress, TrainState, exp
                           read_resumable, restore, resume_path, save_checkpoint, save_final)
 from .config import RetrainJob, scaled_lr
 from .data import check_split_images, eval_loader, retrain_datasets, train_loader
-from .distributed import (DistContext, all_reduce_sum, barrier, launcher_shard, log,
+from ..distributed import (DistContext, all_reduce_sum, barrier, launcher_shard, log,
                           param_digest, run_on_ranks, setup_distributed, will_spawn)
 from .evaluate import evaluate
 from .losses import DistillationLoss, label_loss, load_teacher

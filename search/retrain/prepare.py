@@ -17,7 +17,7 @@ from search_space.spec import ArchSpec
 
 from .config import PROJECT_DIR, Recipe, RetrainJob, load_arch, resolve_recipe
 from .data import check_imagefolder
-from .distributed import check_torch_device
+from ..distributed import check_torch_device
 from .losses import check_teacher_name
 
 

@@ -47,7 +47,7 @@ from ..cluster import (ask_each_node, check_address, init_ray, node_name, nodes_
 from ..storage import join, local_fs, open_storage
 from .checkpoints import CHECKPOINT_NAME
 from .config import RayLaunch, RetrainJob
-from .distributed import log
+from ..distributed import log
 from .loop import retrain_worker
 from .prepare import PreparedRun, prepare_retrain
 from .record import finish_recorded_run, start_recorded_run

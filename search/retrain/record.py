@@ -16,7 +16,7 @@ from results.options import open_store
 from search_space.io import json_safe
 
 from .config import RetrainJob
-from .distributed import log
+from ..distributed import log
 from .prepare import PreparedRun
 
 

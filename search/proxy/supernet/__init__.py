@@ -8,7 +8,8 @@ Modules, bottom-up:
   member is a prefix slice of it (:meth:`Supernet.extract` gives a ``build_model(spec)`` state
   dict, strict).
 * ``training`` -- the sandwich rule with in-place distillation, checkpointed every epoch and
-  resumable after a kill (:func:`train_supernet`).
+  resumable after a kill (:func:`train_supernet`); data-parallel over several processes
+  inside a process group, or spawned locally (:func:`train_supernet_ranks`).
 * ``scoring`` -- BatchNorm recalibration + top-1 of subnets (:func:`score_subnets`) and the
   XS/S/L1/L3 ranking against ImageNet (:func:`reference_ranking`).
 

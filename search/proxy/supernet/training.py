@@ -13,6 +13,41 @@ and pixels as stand-alone proxy training). On CUDA: bf16 autocast (fp16 + GradSc
 is missing) and channels_last. On CPU with a fixed seed the run is deterministic, and a run
 resumed from its checkpoint after a kill continues with identical weights, optimizer state,
 batches, sampled subnets and losses (tests/test_supernet.py).
+
+Data parallel (DDP). Called inside a process group (torchrun, Ray Train's TorchTrainer, or
+``search.distributed.run_on_ranks`` spawning local gloo / NCCL processes), ``train_supernet``
+trains on every rank; alone, it takes the single-process path, unchanged. The rules, and why:
+
+* **Same subnets, different images.** Every rank holds the same seeded batch/augmentation
+  generator and subnet RNG, so every rank draws the same permutation, the same augmentation
+  and the same sandwich of subnets every step (checked once per epoch: ranks whose RNG state
+  or weights disagree stop with an error instead of silently averaging unlike gradients). The
+  global batch is ``config.batch_size``, split evenly: rank r trains on the r-th contiguous
+  slice of the (sorted, augmented) global batch. So the lr, the schedule, the steps per epoch,
+  the pixels and the checkpoint mean the same at any world size; only the BatchNorm batch
+  statistics (per rank, see below) and the float summation order differ.
+* **Gradients averaged exactly once per optimizer step**, after all the sandwich's backward
+  passes, over their accumulated sum: one bucketed all-reduce (flattened buffers of at most
+  BUCKET_BYTES, as DDP's buckets) of every gradient the step produced, divided by the world
+  size -- what DDP computes, written out. Not DDP itself: a subnet uses a slice of the
+  store's weights, and at a position that holds both encoders even the largest subnet skips
+  one of them, so DDP would need ``find_unused_parameters`` (a graph walk per forward) plus
+  ``no_sync()`` on all passes but the last; it would overlap communication with the backward
+  of the last pass only (1 of the 2 + num_random passes). A parameter no pass used keeps
+  ``grad=None`` on every rank (the ranks ran the same subnets), so AdamW skips it exactly as
+  in one process. The all-reduce comes before GradScaler's unscale / inf check (the scaled
+  sums are identical on all ranks, so every rank skips or takes the step alike) and before
+  clipping (the clip norm is the global gradient's). The step's two losses ride in the same
+  collective, so every rank reports (and checks for NaN) the global batch's mean.
+* **BatchNorm: per-rank statistics** while training (each rank normalises its slice, as OFA /
+  BigNAS / AttentiveNAS train their supernets; SyncBN does not apply to the functional,
+  sliced BN of the store). The running statistics are averaged over the ranks at every epoch
+  end (timm's ``distribute_bn``), before the checkpoint, so every rank holds the same state.
+  Scoring recalibrates every subnet's BN anyway (``recal_images``).
+* **Rank 0 alone writes** ``supernet.pt`` (``save_torch_atomic``); on resume rank 0 reads it
+  and broadcasts it (no shared file system needed). Resumed with the world size it was
+  written with, the run continues exactly as an uninterrupted one (tests/test_supernet_ddp.py);
+  with another world size it continues the same optimisation with another per-rank BN batch.
 """
 from __future__ import annotations
 
@@ -20,33 +55,42 @@ import dataclasses
 import hashlib
 import math
 import os
+import pickle
 import random
 import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
+from timm.utils import distribute_bn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from search_space.errors import NotFoundError, UsageError
 from search_space.io import canonical_json, save_torch_atomic
 from search_space.space import DEFAULT_SPACE, SearchSpace
 from search_space.spec import ArchSpec
 
+from ...distributed import (DistContext, all_reduce_sum, launched_externally, param_digest,
+                           run_on_ranks, setup_distributed, will_spawn)
 from ..data import ProxyData
 from ..fidelity import Fidelity
 from ..train import NonFiniteLoss, _amp, augment_batch, normalize, resolve_device
 from .config import SupernetConfig, proxy_space
 from .model import Supernet
 
-__all__ = ["train_supernet", "load_supernet", "kd_loss", "step_seconds", "CHECKPOINT_NAME",
-           "space_key"]
+__all__ = ["train_supernet", "train_supernet_ranks", "average_gradients", "load_supernet",
+           "kd_loss", "step_seconds", "CHECKPOINT_NAME", "space_key"]
 
 CHECKPOINT_NAME = "supernet.pt"
 CHECKPOINT_FORMAT = 1
+# Gradient all-reduce bucket size (DDP's default bucket_cap_mb is 25): bounds the extra memory
+# of the flattened copies while keeping the number of collectives per step small.
+BUCKET_BYTES = 25 * 2 ** 20
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -71,16 +115,23 @@ class _Run:
     """Everything a training run carries from step to step (and into its checkpoint)."""
 
     def __init__(self, config: SupernetConfig, fidelity: Fidelity, data: ProxyData,
-                 space: SearchSpace, seed: int, dev: torch.device, channels_last: bool) -> None:
+                 space: SearchSpace, seed: int, dev: torch.device, channels_last: bool,
+                 ctx: DistContext | None = None) -> None:
         self.config, self.fidelity, self.data, self.seed, self.dev = config, fidelity, data, seed, dev
-        self.channels_last = channels_last
+        self.channels_last, self.ctx = channels_last, ctx
+        self.rank, self.world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
         self.pspace = proxy_space(space, data.num_classes, fidelity.resolution, config.width_divisor)
         torch.manual_seed(seed)
         self.net = Supernet(self.pspace, config.conv_layer_scale_init).to(dev)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         n = len(data.train_y)
-        self.bs = min(config.batch_size, n)
+        self.bs = min(config.batch_size, n)  # the global batch, split evenly over the ranks
+        if self.bs % self.world:
+            raise UsageError(f"supernet batch_size {self.bs} (at most the {n} train images) is not "
+                             f"divisible by the {self.world} processes: the global batch is split "
+                             "evenly over the ranks")
+        self.rank_bs = self.bs // self.world
         self.steps_per_epoch = n // self.bs  # drop the ragged last batch, as train_proxy
         total = self.steps_per_epoch * config.epochs
         warm = min(int(round(config.warmup_epochs * self.steps_per_epoch)), max(total - 1, 0))
@@ -109,7 +160,7 @@ class _Run:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "generator": self.gen.get_state(), "arch_rng": self.arch_rng.getstate(),
                 "epoch": self.epoch, "step": self.step, "cpu_seconds": self.cpu_seconds,
-                "history": self.history}
+                "history": self.history, "world_size": self.world}
 
     def restore(self, ck: dict[str, Any], path: str) -> None:
         mine = self.meta()
@@ -160,6 +211,9 @@ def _sandwich_step(run: _Run, x: torch.Tensor, y: torch.Tensor,
                 loss = loss + (1 - cfg.kd_weight) * run.ce(o, y)
         backward(loss)
         others = others + loss.detach()
+    losses = torch.stack([loss_max.detach().float(), others / max(len(subnets), 1)])
+    if run.world > 1:  # before unscale_: see the module docstring
+        losses = average_gradients(net, losses, run.world)
     if scaler is not None:
         scaler.unscale_(run.opt)
     if cfg.grad_clip > 0:
@@ -170,21 +224,75 @@ def _sandwich_step(run: _Run, x: torch.Tensor, y: torch.Tensor,
     else:
         run.opt.step()
     net.set_active(net.max_spec)
-    return loss_max.detach(), others / max(len(subnets), 1)
+    return losses[0], losses[1]
+
+
+def _buckets(tensors: list[torch.Tensor], cap: int) -> list[list[torch.Tensor]]:
+    """Consecutive runs of same-dtype, same-device tensors of at most ``cap`` bytes each (a
+    tensor larger than ``cap`` is a bucket of its own)."""
+    out: list[list[torch.Tensor]] = []
+    size = 0
+    for t in tensors:
+        nbytes = t.numel() * t.element_size()
+        last = out[-1][-1] if out else None
+        if last is None or (last.dtype, last.device) != (t.dtype, t.device) or size + nbytes > cap:
+            out.append([])
+            size = 0
+        out[-1].append(t)
+        size += nbytes
+    return out
+
+
+def average_gradients(net: torch.nn.Module, extra: torch.Tensor, world: int,
+                      bucket_bytes: int = BUCKET_BYTES) -> torch.Tensor:
+    """Every gradient ``net``'s parameters hold (the sum of this step's backward passes)
+    replaced by its mean over the ``world`` ranks: one all-reduce per bucket of flattened
+    gradients. ``extra`` (float32, e.g. the step's losses) travels in the last bucket and is
+    returned averaged. Parameters without a gradient are left alone; the ranks must agree on
+    which those are (they do: every rank runs the same subnets)."""
+    tensors = [p.grad for p in net.parameters() if p.grad is not None] + [extra]
+    for bucket in _buckets(tensors, bucket_bytes):
+        flat = _flatten_dense_tensors(bucket)
+        dist.all_reduce(flat)
+        flat.div_(world)
+        for t, mean in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
+            t.copy_(mean)
+    return extra
+
+
+def _check_in_step(run: _Run) -> None:
+    """Ranks stop with an error unless they hold the same weights, step and RNG states (the
+    same subnets and batches every step follow from these): a rank that drifted would
+    otherwise have its unlike gradients averaged in silently, or hang the all-reduce."""
+    h = hashlib.sha256(pickle.dumps((run.step, run.arch_rng.getstate())))
+    h.update(run.gen.get_state().numpy().tobytes())
+    h.update(param_digest(run.net).encode())
+    mine = int.from_bytes(h.digest()[:7], "big")
+    t = torch.tensor([mine, -mine], dtype=torch.int64, device=run.dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if int(t[0]) != -int(t[1]):
+        raise RuntimeError(f"supernet DDP: rank {run.rank} disagrees with another rank on the "
+                           f"weights or RNG state at step {run.step}")
 
 
 def _train_epoch(run: _Run) -> dict[str, Any]:
     cfg, net, data, fid = run.config, run.net, run.data, run.fidelity
     net.train()
+    if run.world > 1:
+        _check_in_step(run)
     t0, c0 = time.perf_counter(), time.process_time()
     n = len(run.labels)
+    share = slice(run.rank * run.rank_bs, (run.rank + 1) * run.rank_bs)  # this rank's share
     perm = torch.randperm(n, generator=run.gen).numpy()
     losses: list[tuple[torch.Tensor, torch.Tensor]] = []
     for b in range(run.steps_per_epoch):
         idx = np.sort(perm[b * run.bs:(b + 1) * run.bs])
         xb = torch.from_numpy(np.ascontiguousarray(data.train_x[idx])).to(run.dev, non_blocking=True)
-        yb = run.labels[idx].to(run.dev, non_blocking=True)
-        x = normalize(augment_batch(xb, run.gen, fid.crop_padding, fid.hflip), run.channels_last)
+        yb = run.labels[idx][share].to(run.dev, non_blocking=True)
+        # The whole global batch is augmented on every rank (the shared generator stays in
+        # step); one process takes all of it, bit for bit as before DDP existed.
+        x = normalize(augment_batch(xb, run.gen, fid.crop_padding, fid.hflip)[share],
+                      run.channels_last)
         subnets = [net.min_spec] + [run.pspace.sample(run.arch_rng) for _ in range(cfg.num_random)]
         lm, lo = _sandwich_step(run, x, yb, subnets)
         if not (torch.isfinite(lm) and torch.isfinite(lo)):
@@ -195,9 +303,13 @@ def _train_epoch(run: _Run) -> dict[str, Any]:
         run.sched.step_update(run.step)
     if run.dev.type == "cuda":
         torch.cuda.synchronize(run.dev)
+    if run.world > 1:
+        distribute_bn(net, run.world, reduce=True)  # every rank: the same running statistics
     if cfg.reorder == "l1":
         net.reorder_hidden_units(run.opt)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if run.world > 1:
+        (cpu,) = all_reduce_sum([cpu], run.ctx)  # the epoch's CPU cost over every rank
     pairs = torch.stack([torch.stack(p) for p in losses]).tolist() if losses else []
     run.epoch += 1
     run.cpu_seconds += cpu
@@ -218,24 +330,33 @@ def train_supernet(config: SupernetConfig, fidelity: Fidelity, data: ProxyData, 
     resolution, widths / config.width_divisor) for config.epochs epochs; return it and a
     summary. With ``checkpoint_dir``, ``<dir>/supernet.pt`` is written after every epoch and a
     run finds it and continues from there (a finished run just loads). ``report`` gets each
-    epoch's metrics (after the checkpoint is written)."""
+    epoch's metrics (after the checkpoint is written).
+
+    Data parallel when this process is one rank of several: inside an initialised process
+    group (Ray Train, run_on_ranks) or started by a launcher (torchrun / srun env: the group
+    is joined here, NCCL on CUDA -- ``device`` auto or cuda picks cuda:LOCAL_RANK -- gloo on
+    the CPU). Every rank calls this with the same arguments and gets the same weights;
+    rank 0 alone writes the checkpoint; ``report`` is called on every rank with the same
+    losses (the global batch's) and CPU-seconds (summed over the ranks), and its own wall time."""
     if data.resolution != fidelity.resolution:
         raise UsageError(f"data resolution {data.resolution} != fidelity.resolution "
                          f"{fidelity.resolution}: prepare_data with this fidelity")
-    dev = resolve_device(device)
+    ctx = _process_group(device)
+    dev = ctx.device if ctx is not None else resolve_device(device)
     if threads is not None:
         torch.set_num_threads(int(threads))
-    run = _Run(config, fidelity, data, space, seed, dev, True if channels_last is None else channels_last)
+    run = _Run(config, fidelity, data, space, seed, dev, True if channels_last is None else channels_last,
+               ctx)
     path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
-    if path and os.path.isfile(path):
-        # on the CPU: the generator state must stay a CPU tensor; load_state_dict moves the rest
-        run.restore(torch.load(path, map_location="cpu", weights_only=True), path)
+    ck = _read_checkpoint(run, path) if path else None
+    if ck is not None:
+        run.restore(ck, path)
     resumed_at = run.epoch
     t0 = time.perf_counter()
     while run.epoch < config.epochs:
         m = _train_epoch(run)
         run.history.append(m)
-        if path:
+        if path and run.rank == 0:
             save_torch_atomic(run.state(), path)
         if report is not None:
             report(dict(m))
@@ -247,7 +368,74 @@ def train_supernet(config: SupernetConfig, fidelity: Fidelity, data: ProxyData, 
         "loss_subnets": last.get("loss_subnets", math.nan),
         "params": sum(p.numel() for p in run.net.parameters()), "device": str(dev),
         "threads": torch.get_num_threads(), "channels_last": run.channels_last,
-        "history": run.history, **run.meta()}
+        "world_size": run.world, "history": run.history, **run.meta()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ranks:
+    """What ``search.distributed.run_on_ranks`` needs to know to spawn the ranks."""
+
+    torch_device: str
+    nproc: int
+
+
+def train_supernet_ranks(nproc: int, config: SupernetConfig, fidelity: Fidelity,
+                         data: ProxyData, *, seed: int, checkpoint_dir: str,
+                         space: SearchSpace = DEFAULT_SPACE, device: str = "auto",
+                         channels_last: bool | None = None) -> None:
+    """``train_supernet`` data-parallel on ``nproc`` local processes (torch.multiprocessing:
+    one GPU each with NCCL on CUDA; gloo on the CPU, the cores shared), or on this rank when a
+    launcher (torchrun, srun) started the ranks. The result is the checkpoint in
+    ``checkpoint_dir``: ``load_supernet`` it, or call ``train_supernet`` with the same
+    arguments (a finished run just loads)."""
+    if nproc < 1:
+        raise UsageError(f"--nproc {nproc}: allowed >= 1")
+    if nproc > 1 and ":" in device:
+        raise UsageError(f"--torch-device {device} with --nproc {nproc}: use cuda or auto "
+                         "(rank r takes cuda:r)")
+    ranks = _Ranks(device, nproc)
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if will_spawn(ranks) and cuda and nproc > torch.cuda.device_count():
+        raise UsageError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} CUDA "
+                         "device(s) (one process per GPU)")
+    kwargs = dict(seed=seed, space=space, device=device, channels_last=channels_last,
+                  checkpoint_dir=checkpoint_dir)
+    run_on_ranks(_rank_entry, (config, fidelity, data, kwargs), ranks)
+
+
+def _rank_entry(payload: tuple) -> None:
+    config, fidelity, data, kwargs = payload
+    train_supernet(config, fidelity, data, **kwargs)
+
+
+def _process_group(device: str) -> DistContext | None:
+    """This rank's place when the run is one of several processes, else None (one process:
+    no collective anywhere, the path as before DDP)."""
+    if not (dist.is_available() and (dist.is_initialized() or launched_externally())):
+        return None
+    ctx = setup_distributed(device)
+    return ctx if ctx.distributed else None
+
+
+def _read_checkpoint(run: _Run, path: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if there is one: read by rank 0 and broadcast to the others
+    (no shared file system needed; a read error is raised on every rank, none waits forever)."""
+    ck, error = None, None
+    if run.rank == 0 and os.path.isfile(path):
+        try:
+            # on the CPU: the generator state must stay a CPU tensor; load_state_dict moves the rest
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # re-raised below, on every rank
+            if run.world == 1:
+                raise
+            error = e
+    if run.world > 1:
+        box = [(ck, error)]
+        dist.broadcast_object_list(box, src=0, device=run.dev)
+        ck, error = box[0]
+    if error is not None:
+        raise error
+    return ck
 
 
 def load_supernet(path: str, device: str = "cpu") -> tuple[Supernet, dict[str, Any]]:

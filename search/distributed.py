@@ -1,5 +1,8 @@
 """Who am I and where do I run: one process group setup for every launcher.
 
+Shared by full-scale retraining (``search.retrain``) and data-parallel supernet training
+(``search.proxy.supernet.training``).
+
 torchrun (env RANK / WORLD_SIZE / LOCAL_RANK), Slurm (srun + torchrun, or srun alone with one
 task per GPU: SLURM_PROCID / SLURM_NTASKS, MASTER_ADDR from the node list as the official code
 derives it), Ray Train (``TorchTrainer`` already joined the group and picked the device) and
@@ -13,7 +16,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.distributed as dist
@@ -22,7 +25,16 @@ import torch.nn as nn
 
 from search_space.errors import UsageError
 
-from .config import Processes
+
+class Processes(Protocol):
+    """Where and in how many processes a command runs (``search.retrain.config.Processes``
+    is one; any object with these two attributes will do)."""
+
+    @property
+    def torch_device(self) -> str: ...
+
+    @property
+    def nproc(self) -> int: ...
 
 
 def log(msg: str, rank: int = 0) -> None:
