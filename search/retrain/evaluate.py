@@ -21,11 +21,10 @@ from search_space.spec import ArchSpec
 from search_space.checkpoint import load_state_dict_checked, read_file, state_dict_of
 from search_space.swiftformer import build_model
 
+from ..distributed import (DistContext, all_reduce_sum, check_torch_device, launcher_shard, log,
+                           run_on_ranks, setup_distributed)
 from .config import EvaluateConfig, load_arch
 from .data import ClassDirsImageFolder, check_split_images, eval_loader, eval_transform, split_root
-from ..distributed import (DistContext, all_reduce_sum, check_torch_device, launcher_shard, log,
-                          run_on_ranks)
-from ..distributed import setup_distributed
 
 
 @torch.no_grad()
