@@ -45,6 +45,7 @@ from latency_models.features import gmacs_of  # noqa: E402
 from latency_models.featurize import featurize_records  # noqa: E402
 from latency_models.fewshot import fit_features  # noqa: E402
 from latency_models.published import published_records  # noqa: E402
+from latency_models.predictor import prior_coef, terms_matrix  # noqa: E402
 from latency_models.suggest import choose_rows, design_rows  # noqa: E402
 from search_space.io import write_json_atomic  # noqa: E402
 from search_space.space import DEFAULT_SPACE  # noqa: E402
@@ -72,6 +73,14 @@ def gmacs_line(g_cal, y_cal, g_ev) -> np.ndarray:
     return a * g_ev + b
 
 
+def best_factor_mape(pred: np.ndarray, y: np.ndarray) -> float:
+    """The lowest MAPE any single factor on ``pred`` can reach on these rows (the factor chosen
+    on the evaluation rows themselves: a bound for prior x scale, not a method). MAPE of s*pred
+    is convex piecewise linear in s with kinks at y_i / pred_i: the minimum is at a kink."""
+    kinks = y / pred
+    return float(min(np.mean(np.abs(k * pred / y - 1)) for k in kinks))
+
+
 def evaluate_split(F, y, cal, ev, prior) -> dict:
     """All three methods calibrated on rows ``cal``, evaluated on rows ``ev``."""
     t0 = time.perf_counter()
@@ -83,6 +92,7 @@ def evaluate_split(F, y, cal, ev, prior) -> dict:
     sm, ss = scale.predict_features(F[ev])
     out = {"ours": metrics(pm, y[ev], ps), "scale": metrics(sm, y[ev], ss),
            "gmacs": metrics(gmacs_line(g[cal], y[cal], g[ev]), y[ev]),
+           "scale_bound": best_factor_mape(sm, y[ev]),
            "candidate": ours.meta["candidate"], "kappa": ours.kappa, "fit_s": fit_s,
            "extrapolating": int(sum(bool(w) for w in ours.extrapolation(F[ev])))}
     return out
@@ -102,22 +112,34 @@ def transfer(F, y, prior, n_cal: int, draws: int, seed: int) -> dict:
 
 def paired_suggest(F, y, prior, n_cal: int, draws: int, seed: int) -> dict:
     """Suggested vs random calibration sets on the SAME held-out rows: per draw a random third
-    of the rows is held out; 10 of the others are chosen by `suggest` or at random; both
-    calibrate ("ours") and predict the held-out third."""
+    of the rows is held out; 10 of the others are chosen by `suggest` (criterion D, the
+    default, and S, D with one row per latency stratum) or at random; each calibrates ("ours")
+    and predicts the held-out third."""
     rng = np.random.default_rng(seed + 100)
     X = design_rows(F, prior)
-    out = {"suggest": [], "random": []}
+    lat = prior_ms(F, prior)
+    out: dict = {"D": [], "S": [], "random": []}
     for _ in range(draws):
         ev = np.sort(rng.choice(len(y), len(y) // 3, replace=False))
         pool = np.setdiff1d(np.arange(len(y)), ev)
-        sets = {"suggest": pool[choose_rows(X[pool], n_cal)],
+        sets = {"D": pool[choose_rows(X[pool], n_cal)],
+                "S": pool[choose_rows(X[pool], n_cal, criterion="S", latency=lat[pool])],
                 "random": rng.choice(pool, n_cal, replace=False)}
         for k, cal in sets.items():
             p = fit_features(F[cal], y[cal], "target", prior)
             out[k].append(metrics(*p.predict_features(F[ev])[:1], y[ev])["mape"])
-    s, r = np.array(out["suggest"]), np.array(out["random"])
-    return {"suggest_mape_median": float(np.median(s)), "random_mape_median": float(np.median(r)),
-            "suggest_better": int(np.sum(s < r)), "draws": draws}
+    r = np.array(out["random"])
+    res = {"random_mape_median": float(np.median(r)), "draws": draws}
+    for k in ("D", "S"):
+        v = np.array(out[k])
+        res[f"{k}_mape_median"] = float(np.median(v))
+        res[f"{k}_better"] = int(np.sum(v < r))
+    return res
+
+
+def prior_ms(F, prior) -> np.ndarray:
+    """The prior's predicted latency per row (the strata of criterion S)."""
+    return terms_matrix(F) @ prior_coef(prior)
 
 
 def summarise(res: dict) -> dict:
@@ -131,6 +153,7 @@ def summarise(res: dict) -> dict:
                 out[f"{m}_{k}_worst"] = float(max(vals) if k == "mape" else min(vals))
             out[f"{m}_{k}_suggest"] = res["suggest"][m][k]
     r = res["random"]
+    out["scale_bound_mape_median"] = float(np.median([x["scale_bound"] for x in res["random"]]))
     out["ours_worse_than_scale_draws"] = sum(x["ours"]["mape"] > x["scale"]["mape"] + 1e-9
                                              for x in r)
     out["suggest_beats_random_draws"] = sum(res["suggest"]["ours"]["mape"] < x["ours"]["mape"]
@@ -168,6 +191,8 @@ def print_table(title: str, s: dict) -> None:
               f"{f(f'{m}_cov2_median'):>9} | {f(f'{m}_mape_suggest'):>14} "
               f"{f(f'{m}_within10_suggest'):>6} {f(f'{m}_tau_suggest', False):>6} "
               f"{f(f'{m}_cov2_suggest'):>6}")
+    print(f"bound: the best single factor on the prior, chosen on the held-out rows themselves, "
+          f"MAPE median {100 * s['scale_bound_mape_median']:.1f}%")
     print(f"ours worse than scale in {s['ours_worse_than_scale_draws']} of {s['random_draws']} "
           f"random draws; suggest draw beats {s['suggest_beats_random_draws']} of them; "
           f"chosen fits {s['candidates']}")
@@ -186,10 +211,10 @@ def phones(args) -> dict:
         print_table(f"{name}: calibrate on {args.n_cal} of {len(y)} rows, predict the other "
                     f"{len(y) - args.n_cal}; {args.draws} random draws + suggest", s)
         pair = paired_suggest(F, y, prior, args.n_cal, args.draws, args.seed)
-        print(f"same held-out third, {pair['draws']} draws: suggested 10 of the rest -> MAPE "
-              f"median {100 * pair['suggest_mape_median']:.1f}%, random 10 -> "
-              f"{100 * pair['random_mape_median']:.1f}%; suggested better in "
-              f"{pair['suggest_better']} of {pair['draws']}")
+        print(f"same held-out third, {pair['draws']} draws: random 10 of the rest -> MAPE median "
+              f"{100 * pair['random_mape_median']:.1f}%; " + "; ".join(
+                  f"suggest {k} -> {100 * pair[f'{k}_mape_median']:.1f}%, better in "
+                  f"{pair[f'{k}_better']} of {pair['draws']}" for k in ("D", "S")))
         out[name] = {"summary": s, "raw": res, "paired_suggest": pair}
     for name, (F, y, _) in (("iPhone 14", t14), ("iPhone 12", t12)):
         pred = np.empty(len(y))
@@ -205,18 +230,24 @@ def phones(args) -> dict:
 
 
 # -- B: the local CPU -------------------------------------------------------------------------
-def cpu_specs(args) -> tuple[list[ArchSpec], list[ArchSpec], list[ArchSpec]]:
+def cpu_specs(args) -> tuple[list[ArchSpec], list[ArchSpec], list[ArchSpec], list[ArchSpec]]:
     """(``n_cal`` specs suggested under the generic prior -- `latency suggest --latency-device
-    generic`: a CPU is no phone -- by the default D criterion, the same by the V criterion,
-    ``cpu_n`` random specs), the random ones disjoint from both."""
+    generic`: a CPU is no phone -- by the default D criterion, ``cpu_n`` random specs, the same
+    pool's choice by the V criterion, by the S criterion), the random ones disjoint from the D
+    and V sets (the S set was added later; it is checked disjoint instead)."""
     pool = DEFAULT_SPACE.sample_many(args.pool, seed=args.seed + 1)
-    X = design_rows(spec_features_many(pool), None)
+    F = spec_features_many(pool)
+    X = design_rows(F, None)
     sug = [pool[i] for i in choose_rows(X, args.n_cal)]
     sug_v = [pool[i] for i in choose_rows(X, args.n_cal, criterion="V")]
+    sug_s = [pool[i] for i in choose_rows(X, args.n_cal, criterion="S",
+                                          latency=prior_ms(F, None))]
     taken = {s.arch_hash for s in sug + sug_v}
     rand = [s for s in DEFAULT_SPACE.sample_many(args.cpu_n + 2 * args.n_cal, seed=args.seed)
             if s.arch_hash not in taken][:args.cpu_n]
-    return sug, sug_v, rand
+    if {s.arch_hash for s in rand} & {s.arch_hash for s in sug_s}:
+        raise RuntimeError("an S-suggested spec is among the random evaluation specs")
+    return sug, rand, sug_v, sug_s
 
 
 def measure_cpu(args, specs: list[ArchSpec]) -> dict:
@@ -261,19 +292,22 @@ def measure_cpu(args, specs: list[ArchSpec]) -> dict:
 
 def cpu(args) -> dict:
     prior = None if args.cpu_prior == "generic" else load_predictor(args.cpu_prior)
-    suggested, sug_v, rand = cpu_specs(args)
+    suggested, rand, sug_v, sug_s = cpu_specs(args)
     if args.fit_only:
         with open(args.cpu_cache) as f:
             cache = json.load(f)
     else:
-        cache = measure_cpu(args, suggested + sug_v + rand)
-    specs = suggested + rand + sug_v
+        cache = measure_cpu(args, suggested + sug_v + rand + sug_s)
+    specs = suggested + rand + sug_v + sug_s
     y = np.array([np.min(cache["specs"][s.arch_hash]["cpu_ms"]) for s in specs])
     F = spec_features_many(specs)
     n_s, n_r = len(suggested), len(rand)
     cal, ev = np.arange(n_s), np.arange(n_s, n_s + n_r)
     res = {"suggest": evaluate_split(F, y, cal, ev, prior), "random": [],
-           "suggest_V": evaluate_split(F, y, np.arange(n_s + n_r, len(specs)), ev, prior)}
+           "suggest_V": evaluate_split(F, y, np.arange(n_s + n_r, n_s + n_r + len(sug_v)), ev,
+                                       prior),
+           "suggest_S": evaluate_split(F, y, np.arange(len(specs) - len(sug_s), len(specs)), ev,
+                                       prior)}
     rng = np.random.default_rng(args.seed)
     paired = []
     for _ in range(args.draws):     # for comparison: 10 random of the 140, predict the other 130
@@ -291,10 +325,11 @@ def cpu(args) -> dict:
     print(f"on the same 130 rows as each random draw: suggested set better in {better} of "
           f"{len(paired)} (MAPE median {100 * np.median(paired):.1f}%); mean relative std of "
           f"the suggest calibration's predictions {100 * res['suggest']['ours']['rel_sd']:.1f}%")
-    d = res["suggest_V"]
-    print("suggest by the V criterion instead (same evaluation rows): " + ", ".join(
-        f"{m} MAPE {100 * d[m]['mape']:.1f}% +-10% {100 * d[m]['within10']:.0f}% tau "
-        f"{d[m]['tau']:.3f}" for m in METHODS))
+    for crit in ("V", "S"):
+        d = res[f"suggest_{crit}"]
+        print(f"suggest by the {crit} criterion instead (same evaluation rows): " + ", ".join(
+            f"{m} MAPE {100 * d[m]['mape']:.1f}% +-10% {100 * d[m]['within10']:.0f}% tau "
+            f"{d[m]['tau']:.3f}" for m in METHODS))
     return {"summary": s, "raw": res, "latency_ms_range": [float(y.min()), float(y.max())],
             "uptime_log": cache["meta"]["uptime"]}
 

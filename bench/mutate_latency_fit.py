@@ -60,10 +60,16 @@ def loo_leaks(T, logy, theta0, name, sigma0, prior_cov, cfg=fs.DEFAULT_CONFIG):
     return logy - mu, s
 
 
+def selection_best_score(errors, cfg=fs.DEFAULT_CONFIG):
+    """The standard-error rules removed: the best mean leave-one-out error wins."""
+    return min(errors, key=lambda c: float(np.mean(np.abs(errors[c]))))
+
+
 MUTATIONS = {
     "no_shrinkage": {"_map": no_shrinkage},
     "selection_always_scale": {"choose": lambda scores, cfg=None: "scale"},
     "selection_always_richest": {"choose": lambda scores, cfg=None: list(scores)[-1]},
+    "selection_best_score": {"choose": selection_best_score},
     "absolute_objective": {"_map": absolute_objective},
     "prior_ignored": {"_prior_parts": prior_ignored},
     "loo_leaks": {"loo": loo_leaks},

@@ -70,27 +70,42 @@ def _update(S: np.ndarray, x: np.ndarray) -> np.ndarray:
     return S - np.outer(Sx, Sx) / (DESIGN_SIGMA ** 2 + x @ Sx)
 
 
+def _strata(latency: np.ndarray, n: int) -> np.ndarray:
+    """Stratum (0..n-1) of each row: the n equal-count bins of log latency."""
+    rank = np.argsort(np.argsort(np.log(latency), kind="stable"), kind="stable")
+    return rank * n // len(latency)
+
+
 def choose_rows(X: np.ndarray, n: int, start: Sequence[int] = (), criterion: str = "D",
-                target: np.ndarray | None = None) -> list[int]:
+                target: np.ndarray | None = None,
+                latency: np.ndarray | None = None) -> list[int]:
     """Greedy Bayesian design: ``n`` row indices of X, one rank-one posterior update at a time
     (``start`` rows count as already measured). "D" (default) picks the row that most increases
     log det of the posterior precision (pins the coefficients down); "V" the row that most
-    reduces the mean predictive variance of log latency over ``target`` (default: X itself)."""
-    if criterion not in ("V", "D"):
-        raise ValueError(f"criterion {criterion!r}: 'V' or 'D'")
+    reduces the mean predictive variance of log latency over ``target`` (default: X itself);
+    "S" is "D" with one row per latency stratum (``latency``: the prior's prediction per row,
+    cut into ``n`` equal-count bins, each used once), so the set also spreads over the latency
+    range like a representative sample."""
+    if criterion not in ("V", "D", "S"):
+        raise ValueError(f"criterion {criterion!r}: 'V', 'D' or 'S'")
+    if criterion == "S" and (latency is None or len(latency) != len(X)):
+        raise ValueError("criterion 'S' needs latency: one predicted latency per row of X")
     S = np.diag(_prior_sd(X.shape[1]) ** 2)
     Y = X if target is None else target
     for i in start:
         S = _update(S, X[i])
+    stratum = _strata(latency, n) if criterion == "S" else np.zeros(len(X), dtype=int)
     chosen: list[int] = []
     for _ in range(min(n, len(X))):
         own = np.einsum("ij,jk,ik->i", X, S, X)
-        if criterion == "D":
-            gain = np.log1p(own / DESIGN_SIGMA ** 2)
-        else:
+        if criterion == "V":
             A = (Y @ S) @ X.T                       # covariances target x candidate
             gain = np.sum(A * A, axis=0) / (DESIGN_SIGMA ** 2 + own)
+        else:
+            gain = np.log1p(own / DESIGN_SIGMA ** 2)
         gain[list(start) + chosen] = -np.inf
+        if criterion == "S":                        # n strata, n picks: one row each
+            gain[np.isin(stratum, stratum[chosen])] = -np.inf
         i = int(np.argmax(gain))
         chosen.append(i)
         S = _update(S, X[i])
