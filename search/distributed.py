@@ -184,9 +184,16 @@ def run_on_ranks(fn: Callable[[Any], Any], payload: Any, processes: Processes) -
     if not will_spawn(processes):
         _run_and_leave(fn, payload)
         return
-    # CPU on Linux: fork (children inherit the imported modules: seconds faster per process).
-    # CUDA cannot be used in forked children, so GPU runs spawn fresh interpreters.
-    method = "fork" if _uses_cpu(processes) and sys.platform == "linux" else "spawn"
+    # Never fork this process: once it has run a backward pass whose autograd engine started
+    # its device threads, a forked child's backward raises "Unable to handle autograd's
+    # threading in combination with fork-based multiprocessing" (seen in the test suite), and
+    # CUDA cannot be used in forked children at all. On the CPU under Linux the ranks come from
+    # a fork server that has only imported torch and ``fn``'s module (never ran autograd):
+    # fresh, and the imports are paid once per calling process, not per rank and call);
+    # elsewhere fresh interpreters.
+    method = "forkserver" if _uses_cpu(processes) and sys.platform == "linux" else "spawn"
+    if method == "forkserver":
+        mp.get_context("forkserver").set_forkserver_preload(["torch", fn.__module__])
     mp.start_processes(_spawn_entry, args=(fn, payload, processes, _free_port()),
                        nprocs=processes.nproc, join=True, start_method=method)
 
