@@ -231,3 +231,22 @@ def test_deferred_nan_check_names_the_step_window(toy, monkeypatch):
     monkeypatch.setattr(proxy, "build_model", lambda spec: _NaNModel(real_build(spec)))
     with pytest.raises(NonFiniteLoss, match=r"epoch 1, steps 1-3/6 "):
         train_proxy(TINY, FID.replace(epochs=1), toy, seed=0, device="cpu")
+
+
+def test_gradients_are_freed_right_after_each_step(toy, monkeypatch):
+    """Issue 19 (memory): no parameter-sized gradient set stays alive through the next forward
+    or the epoch's BN recalibration + eval -- every forward of train_proxy sees no gradients."""
+    grads_alive: list[bool] = []
+    real = proxy.build_model
+
+    def build(spec):
+        model = real(spec)
+        model.register_forward_pre_hook(
+            lambda m, args: grads_alive.append(any(p.grad is not None for p in m.parameters())))
+        return model
+
+    monkeypatch.setattr(proxy, "build_model", build)
+    train_proxy(TINY, FID.replace(epochs=2), toy, seed=0, device="cpu", threads=1)
+    steps = 2 * (len(toy.train_y) // FID.batch_size)
+    assert len(grads_alive) > steps  # training steps + recalibration + eval batches
+    assert not any(grads_alive), grads_alive

@@ -444,7 +444,6 @@ def _train_epoch(s: _Setup, spec: ArchSpec, fidelity: Fidelity, epoch: int, step
                 raise NonFiniteLoss(f"arch {spec.arch_hash}: training loss {loss.item()} at epoch "
                                     f"{epoch}, {where}/{s.steps_per_epoch} "
                                     f"(lr {s.opt.param_groups[0]['lr']:.3g})")
-        s.opt.zero_grad(set_to_none=True)
         if s.scaler is not None:
             s.scaler.scale(loss).backward()
             s.scaler.step(s.opt)
@@ -452,6 +451,10 @@ def _train_epoch(s: _Setup, spec: ArchSpec, fidelity: Fidelity, epoch: int, step
         else:
             loss.backward()
             s.opt.step()
+        # Gradients freed as soon as the step has used them, not at the next backward: the
+        # next forward (and the epoch's BN recalibration + eval) then runs without a
+        # parameter-sized gradient set alive (same numbers: backward sees None grads either way).
+        s.opt.zero_grad(set_to_none=True)
         step += 1
         s.sched.step_update(step)
         loss_sum += loss.detach()
