@@ -152,6 +152,7 @@ def test_engine_choice_per_device():
     cpu = choose_engine("cpu")
     assert cpu.autocast_dtype is None and not cpu.grad_scaler and not cpu.pin_memory
     assert cpu.channels_last and cpu.conv_matmul and cpu.fused_adamw and cpu.check_every == 1
+    assert cpu.step_in_backward and not h200.step_in_backward and not e.step_in_backward
     mps = choose_engine("mps")
     assert mps.autocast_dtype is None and not mps.pin_memory and not mps.fused_adamw
     with pytest.raises(ValueError, match="compute capability"):
@@ -235,9 +236,15 @@ def test_deferred_nan_check_names_the_step_window(toy, monkeypatch):
 
 def test_gradients_are_freed_right_after_each_step(toy, monkeypatch):
     """Issue 19 (memory): no parameter-sized gradient set stays alive through the next forward
-    or the epoch's BN recalibration + eval -- every forward of train_proxy sees no gradients."""
+    or the epoch's BN recalibration + eval -- every forward of train_proxy sees no gradients.
+    Checked with the step after backward (the CUDA engine's way; on CPU the step in backward
+    frees them too, see the next test)."""
+    import dataclasses
+
     grads_alive: list[bool] = []
-    real = proxy.build_model
+    real, real_engine = proxy.build_model, proxy.engine_for
+    monkeypatch.setattr(proxy, "engine_for",
+                        lambda d: dataclasses.replace(real_engine(d), step_in_backward=False))
 
     def build(spec):
         model = real(spec)
@@ -250,3 +257,37 @@ def test_gradients_are_freed_right_after_each_step(toy, monkeypatch):
     steps = 2 * (len(toy.train_y) // FID.batch_size)
     assert len(grads_alive) > steps  # training steps + recalibration + eval batches
     assert not any(grads_alive), grads_alive
+
+
+def test_optimizer_step_in_backward_is_bit_identical_and_frees_gradients(toy, monkeypatch):
+    """Issue 19 (memory): on CPU the AdamW step runs during backward, chunk by chunk, so the
+    whole gradient set is never alive; the numbers are those of one step after backward."""
+    import dataclasses
+
+    alive: list[int] = []
+    real_build, real_engine = proxy.build_model, proxy.engine_for
+
+    def build(spec):
+        model = real_build(spec)
+        params = list(model.parameters())
+        for p in params:  # registered before the engine's hooks: sees the state before a step
+            p.register_post_accumulate_grad_hook(
+                lambda _: alive.append(sum(q.grad is not None for q in params)))
+        return model
+
+    monkeypatch.setattr(proxy, "build_model", build)
+    # TINY is small: chunks of >= 2**11 elements so that it is cut into several chunks.
+    monkeypatch.setattr(proxy._StepInBackward.__init__, "__defaults__", (16, 2 ** 11))
+    f = FID.replace(epochs=2)
+    a = train_proxy(TINY, f, toy, seed=0, device="cpu", threads=1)
+    n_params = len(list(real_build(TINY).parameters()))
+    assert alive and max(alive) <= n_params // 2, (max(alive), n_params)
+    assert proxy.choose_engine("cpu").step_in_backward
+
+    monkeypatch.setattr(proxy, "engine_for",
+                        lambda d: dataclasses.replace(real_engine(d), step_in_backward=False))
+    alive.clear()
+    b = train_proxy(TINY, f, toy, seed=0, device="cpu", threads=1)
+    assert max(alive) == n_params  # one step after backward: every gradient alive at its end
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert (a["top1"], a["val_loss"]) == (b["top1"], b["val_loss"])
