@@ -291,3 +291,27 @@ def test_optimizer_step_in_backward_is_bit_identical_and_frees_gradients(toy, mo
     assert max(alive) == n_params  # one step after backward: every gradient alive at its end
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     assert (a["top1"], a["val_loss"]) == (b["top1"], b["val_loss"])
+
+
+def test_a_finished_or_diverged_run_leaves_no_model_alive(toy, monkeypatch):
+    """Issue 19 (memory): a reused worker must not keep the last trial's model, gradients or
+    AdamW moments (the step-in-backward hooks on the parameters point back at them)."""
+    import gc
+    import weakref
+
+    weights: list[weakref.ref] = []
+    real = proxy.build_model
+
+    def build(spec):
+        model = real(spec)
+        weights.extend(weakref.ref(p) for p in model.parameters())
+        return model
+
+    monkeypatch.setattr(proxy, "build_model", build)
+    train_proxy(TINY, FID.replace(epochs=1), toy, seed=0, device="cpu", threads=1)
+    monkeypatch.setattr(proxy, "build_model", lambda spec: _NaNModel(build(spec)))
+    with pytest.raises(NonFiniteLoss):
+        train_proxy(TINY, FID.replace(epochs=1), toy, seed=0, device="cpu", threads=1)
+    gc.collect()
+    n = len(list(real(TINY).parameters()))
+    assert len(weights) == 2 * n and [w for w in weights if w() is not None] == []

@@ -409,8 +409,7 @@ class _StepInBackward:
             self.steppers.append((sub, ids))
         self.chunk_of = {p: c for c, chunk in enumerate(self.chunks) for p in chunk}
         self.pending = [0] * len(self.chunks)
-        for p in params:
-            p.register_post_accumulate_grad_hook(self._grad_ready)
+        self.handles = [p.register_post_accumulate_grad_hook(self._grad_ready) for p in params]
 
     def _grad_ready(self, p: torch.Tensor) -> None:
         c = self.chunk_of[p]
@@ -425,6 +424,14 @@ class _StepInBackward:
         sub.step()
         sub.zero_grad(set_to_none=True)
         self.pending[c] = -1  # stepped
+
+    def close(self) -> None:
+        """Remove the hooks: the parameters hold them, and the garbage collector does not free
+        a model whose parameters' hooks point back at it (measured: one trial's weights and
+        AdamW moments stayed alive per trial)."""
+        for h in self.handles:
+            h.remove()
+        self.handles, self.steppers, self.chunks, self.chunk_of = [], [], [], {}
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()`` with the optimizer step; a chunk some of whose parameters got no
@@ -553,32 +560,36 @@ def train_proxy(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: in
     if threads is not None:
         torch.set_num_threads(int(threads))
     s = _setup(spec, fidelity, data, seed, device, channels_last)
-    n_params = sum(p.numel() for p in s.model.parameters())
-    history: list[dict] = []
-    t_start, cpu_start = time.perf_counter(), time.process_time()  # CPU time: robust to load
-    step, train_time, n_img = 0, 0.0, s.steps_per_epoch * s.bs
-    for epoch in range(1, fidelity.epochs + 1):
-        t_ep, c_ep = time.perf_counter(), time.process_time()
-        step, loss_sum = _train_epoch(s, spec, fidelity, epoch, step)
-        if s.dev.type == "cuda":
-            torch.cuda.synchronize(s.dev)
-        ep_train, ep_cpu = time.perf_counter() - t_ep, time.process_time() - c_ep
-        train_time += ep_train
-        train_loss = loss_sum.item() / max(s.steps_per_epoch, 1)
-        recalibrate_bn(s.model, data, fidelity.bn_recal_images, fidelity.eval_batch_size, s.dev,
-                       s.channels_last)
-        top1, val_loss = evaluate(s.model, data, fidelity, s.dev, s.channels_last)
-        if not math.isfinite(val_loss):
-            # Eval-mode BN with diverged running stats can blow up even if the last loss was finite.
-            raise NonFiniteLoss(f"arch {spec.arch_hash}: validation loss {val_loss} at epoch {epoch}")
-        now = time.perf_counter()
-        m = {"epoch": epoch, "top1": top1, "val_loss": val_loss, "train_loss": train_loss,
-             "img_per_s": n_img / max(ep_train, 1e-9), "seconds": now - t_start,
-             "epoch_seconds": now - t_ep, "train_cpu_seconds": ep_cpu,
-             "lr": s.opt.param_groups[0]["lr"]}
-        history.append(m)
-        if report is not None:
-            report(dict(m))
+    try:
+        n_params = sum(p.numel() for p in s.model.parameters())
+        history: list[dict] = []
+        t_start, cpu_start = time.perf_counter(), time.process_time()  # CPU time: robust to load
+        step, train_time, n_img = 0, 0.0, s.steps_per_epoch * s.bs
+        for epoch in range(1, fidelity.epochs + 1):
+            t_ep, c_ep = time.perf_counter(), time.process_time()
+            step, loss_sum = _train_epoch(s, spec, fidelity, epoch, step)
+            if s.dev.type == "cuda":
+                torch.cuda.synchronize(s.dev)
+            ep_train, ep_cpu = time.perf_counter() - t_ep, time.process_time() - c_ep
+            train_time += ep_train
+            train_loss = loss_sum.item() / max(s.steps_per_epoch, 1)
+            recalibrate_bn(s.model, data, fidelity.bn_recal_images, fidelity.eval_batch_size, s.dev,
+                           s.channels_last)
+            top1, val_loss = evaluate(s.model, data, fidelity, s.dev, s.channels_last)
+            if not math.isfinite(val_loss):
+                # Eval-mode BN with diverged running stats can blow up even if the last loss was finite.
+                raise NonFiniteLoss(f"arch {spec.arch_hash}: validation loss {val_loss} at epoch {epoch}")
+            now = time.perf_counter()
+            m = {"epoch": epoch, "top1": top1, "val_loss": val_loss, "train_loss": train_loss,
+                 "img_per_s": n_img / max(ep_train, 1e-9), "seconds": now - t_start,
+                 "epoch_seconds": now - t_ep, "train_cpu_seconds": ep_cpu,
+                 "lr": s.opt.param_groups[0]["lr"]}
+            history.append(m)
+            if report is not None:
+                report(dict(m))
+    finally:  # also when a NonFiniteLoss ends the run
+        if s.stepper is not None:
+            s.stepper.close()
     result = {"top1": top1, "val_loss": val_loss, "train_loss": train_loss,
               "epochs_done": len(history), "train_seconds": time.perf_counter() - t_start,
               "cpu_seconds": time.process_time() - cpu_start,
