@@ -172,20 +172,19 @@ def run_child(job: dict, env: dict[str, str]) -> list[dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_ray(jobs: list[tuple[dict, dict]]) -> list[list[dict]]:
+def run_ray(jobs: list[tuple[dict, dict]], no_triton: bool) -> list[list[dict]]:
     import ray
 
+    # --no-triton: the search driver's job-level hook (search.cluster.init_ray); Ray ignores a
+    # worker_process_setup_hook in a task's runtime_env (measured: triton still loaded).
+    hook = {"worker_process_setup_hook": CPU_WORKER_SETUP_HOOK} if no_triton else {}
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
-             object_store_memory=128 * 2 ** 20, runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+             object_store_memory=128 * 2 ** 20,
+             runtime_env={"env_vars": {"PYTHONPATH": ROOT}, **hook})
     try:
         body = ray.remote(num_cpus=1, max_calls=1)(thread_body)  # max_calls=1: a fresh worker each
-        out = []
-        for job, env in jobs:  # --no-triton: the search driver's hook (search.cluster.init_ray)
-            hook = {"worker_process_setup_hook": CPU_WORKER_SETUP_HOOK} if job["no_triton"] else {}
-            out.append(ray.get(body.options(runtime_env={"env_vars": {**env, "PYTHONPATH": ROOT},
-                                                         **hook})
-                               .remote({**job, "ray_imports": True})))
-        return out
+        return [ray.get(body.options(runtime_env={"env_vars": {**env, "PYTHONPATH": ROOT}})
+                        .remote({**job, "ray_imports": True})) for job, env in jobs]
     finally:
         ray.shutdown()
 
@@ -261,7 +260,7 @@ def main() -> int:
                    "no_release": a.no_release, "no_triton": a.no_triton, "adamw": a.adamw}
             jobs.append(("+".join(n for n, _ in group), job, env))
     if a.ray:
-        results = run_ray([(job, env) for _, job, env in jobs])
+        results = run_ray([(job, env) for _, job, env in jobs], a.no_triton)
     else:
         results = [run_child(job, env) for _, job, env in jobs]
     for (name, _, env), rows in zip(jobs, results):
