@@ -4,6 +4,7 @@
   python bench/bench_memory.py --reuse --models XS,L1,L3,random:3   # one worker, six trials in turn
   python bench/bench_memory.py --ray --reuse ...       # the same body inside a Ray task (a real worker)
   python bench/bench_memory.py --models L3 --env MALLOC_ARENA_MAX=2 --no-triton --no-release
+  python bench/bench_memory.py --models XS,L3 --adamw foreach  # fused (default) / foreach / loop
 
 Every configuration runs in a fresh child process (``python bench/bench_memory.py --child``, or a
 ``ray.remote`` task with ``runtime_env={"env_vars": ...}`` under ``--ray``), which goes through
@@ -33,10 +34,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from search.cluster import CPU_WORKER_SETUP_HOOK, block_triton  # noqa: E402  (light: no torch)
 from search.options import parse_fidelity  # noqa: E402  (light: no torch)
 from search.proxy.data import ProxyData, prepare_data  # noqa: E402
 
 STATUS_KEYS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "Threads")
+# torch.optim.AdamW implementations (extra arguments to timm's create_optimizer_v2).
+ADAMW_VARIANTS = {"fused": {"fused": True}, "foreach": {"fused": False, "foreach": True},
+                  "loop": {"fused": False, "foreach": False}}
 
 
 def status() -> dict[str, int]:
@@ -85,14 +90,15 @@ def trial_body(job: dict) -> list[dict]:
     m = Meter()
     m.start()
     m.end("python")
-    if job.get("no_triton"):
-        sys.modules.setdefault("triton", None)  # import triton -> ImportError: torch skips it
+    if job.get("no_triton") and not job.get("ray_imports"):
+        block_triton()  # under --ray the worker's setup hook has done it (run_ray)
     if job.get("ray_imports"):
         import ray  # noqa: F401
         import ray.tune  # noqa: F401
     import torch
 
     import search.proxy.train as train_mod
+    import search.proxy.trial  # noqa: F401  (run_candidate: the worker's import path)
     import search.proxy.zero_cost as zc_mod
     from search.proxy.fidelity import Fidelity
     from search_space.spec import ArchSpec
@@ -101,6 +107,10 @@ def trial_body(job: dict) -> list[dict]:
 
     if job.get("no_release"):  # measure what release_memory() saves
         train_mod.release_memory = zc_mod.release_memory = lambda: None
+    if job.get("adamw"):  # another AdamW implementation (memory / CPU time of each)
+        flags = ADAMW_VARIANTS[job["adamw"]]
+        create = train_mod.create_optimizer_v2
+        train_mod.create_optimizer_v2 = lambda *a, **k: create(*a, **{**k, **flags})
     fid = Fidelity.from_dict(job["fidelity"])
     data = ProxyData(**job["data"])
     rows: list[dict] = []
@@ -132,8 +142,9 @@ def trial_body(job: dict) -> list[dict]:
             train_mod.recalibrate_bn, train_mod.evaluate = real_recal, real_eval
         m.end(tag + "after")
         rows.append({"phase": "result", "trial": i + 1, "arch": spec.arch_hash, "top1": r["top1"],
-                     "cpu_seconds": r["cpu_seconds"], "params_m": r["params"] / 1e6,
-                     "torch_threads": torch.get_num_threads()})
+                     "val_loss": r["val_loss"], "cpu_seconds": r["cpu_seconds"],
+                     "params_m": r["params"] / 1e6, "torch_threads": torch.get_num_threads(),
+                     "triton": "triton" in sys.modules and sys.modules["triton"] is not None})
     return m.result() + rows
 
 
@@ -161,11 +172,15 @@ def run_child(job: dict, env: dict[str, str]) -> list[dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_ray(jobs: list[tuple[dict, dict]]) -> list[list[dict]]:
+def run_ray(jobs: list[tuple[dict, dict]], no_triton: bool) -> list[list[dict]]:
     import ray
 
+    # --no-triton: the search driver's job-level hook (search.cluster.init_ray); Ray ignores a
+    # worker_process_setup_hook in a task's runtime_env (measured: triton still loaded).
+    hook = {"worker_process_setup_hook": CPU_WORKER_SETUP_HOOK} if no_triton else {}
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
-             object_store_memory=128 * 2 ** 20, runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+             object_store_memory=128 * 2 ** 20,
+             runtime_env={"env_vars": {"PYTHONPATH": ROOT}, **hook})
     try:
         body = ray.remote(num_cpus=1, max_calls=1)(thread_body)  # max_calls=1: a fresh worker each
         return [ray.get(body.options(runtime_env={"env_vars": {**env, "PYTHONPATH": ROOT}})
@@ -180,7 +195,8 @@ def print_rows(title: str, rows: list[dict]) -> None:
     for r in rows:
         if r["phase"] == "result":
             print(f"  trial {r['trial']}: {r['arch']} {r['params_m']:.1f} M params, top-1 "
-                  f"{r['top1']:.1f}%, {r['cpu_seconds']:.0f} CPU-s, torch threads {r['torch_threads']}")
+                  f"{r['top1']:.1f}% (val loss {r['val_loss']!r}), {r['cpu_seconds']:.1f} "
+                  f"CPU-s, torch threads {r['torch_threads']}, triton loaded: {r['triton']}")
             continue
         print(f"  {r['phase']:10} {r['peak_mb']:8.0f}M {r['rss_mb']:7.0f}M {r['anon_mb']:6.0f}M "
               f"{r['file_mb']:6.0f}M {r['threads']:7d}")
@@ -210,7 +226,10 @@ def main() -> int:
                     "with reuse_actors=True (the search driver's setting); default one fresh worker each")
     ap.add_argument("--no-release", action="store_true", help="disable release_memory() (to measure it)")
     ap.add_argument("--no-triton", action="store_true", help="make triton unimportable before torch is "
-                    "imported (what a CPU-only worker could do in a setup hook)")
+                    "imported (search.cluster.block_triton; under --ray as the search does it, "
+                    "through Ray's worker_process_setup_hook)")
+    ap.add_argument("--adamw", choices=sorted(ADAMW_VARIANTS), default=None,
+                    help="AdamW implementation instead of the engine's choice (fused on CPU)")
     ap.add_argument("--fidelity", default=None, help="preset name or JSON (as --fidelity)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment of the measured process (repeatable), e.g. "
@@ -238,10 +257,10 @@ def main() -> int:
         for env in envs:
             job = {"specs": [s.canonical_json() for _, s in group], "fidelity": fid.to_dict(),
                    "data": {k: v for k, v in data.__getstate__().items() if k != "_arrays"},
-                   "no_release": a.no_release, "no_triton": a.no_triton}
+                   "no_release": a.no_release, "no_triton": a.no_triton, "adamw": a.adamw}
             jobs.append(("+".join(n for n, _ in group), job, env))
     if a.ray:
-        results = run_ray([(job, env) for _, job, env in jobs])
+        results = run_ray([(job, env) for _, job, env in jobs], a.no_triton)
     else:
         results = [run_child(job, env) for _, job, env in jobs]
     for (name, _, env), rows in zip(jobs, results):

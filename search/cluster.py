@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import socket
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +40,8 @@ HOST_PORT = re.compile(r"(?:ray://)?(\[[0-9a-fA-F:]+\]|[^:/\s]+):(\d{1,5})")
 ADDRESS_HELP = ("allowed: auto (the cluster this machine belongs to), HOST:PORT of a running "
                 "head (`ray start --head`) or ray://HOST:10001")
 PROBE_TIMEOUT_S = 300.0  # a node may first have to set up the job's runtime environment
+# Ray's worker_process_setup_hook for CPU-only trials (a dotted path: each worker imports it).
+CPU_WORKER_SETUP_HOOK = "search.cluster.block_triton"
 
 
 def check_address(address: str | None, timeout: float = 5.0) -> None:
@@ -63,19 +66,38 @@ def _one_line(e: BaseException) -> str:
     return f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
 
 
-def init_ray(address: str | None, log_to_driver: bool = False) -> float:
+def cpu_only_trials(torch_device: str, gpus_per_trial: float) -> bool:
+    """Whether trials run on the CPU: no GPU reserved and no CUDA device asked for ("auto"
+    with no GPU reserved is CPU on a CPU node; on a GPU node it may pick CUDA, which runs
+    eagerly without triton: nothing in a trial compiles)."""
+    return gpus_per_trial == 0 and not torch_device.startswith("cuda")
+
+
+def block_triton() -> None:
+    """Make ``import triton`` fail in this process (set up before torch is imported).
+
+    Ray's ``worker_process_setup_hook`` for CPU-only trials: timm imports torchvision, whose
+    ops import torch._dynamo, which imports triton (~75 MB RSS per worker, notes/search_proxy.md
+    section 3); torch treats a missing triton as "no triton", and CPU trials never compile."""
+    sys.modules.setdefault("triton", None)
+
+
+def init_ray(address: str | None, log_to_driver: bool = False,
+             cpu_only_workers: bool = False) -> float:
     """Start (or join) Ray quietly (``log_to_driver``: show the workers' prints here);
-    returns the cluster's CPU count."""
+    returns the cluster's CPU count. ``cpu_only_workers``: every worker runs
+    :func:`block_triton` at start (see :func:`cpu_only_trials`)."""
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if ray.is_initialized():
         return float(ray.cluster_resources().get("CPU", 1))
+    hook = {"worker_process_setup_hook": CPU_WORKER_SETUP_HOOK} if cpu_only_workers else {}
     if address:
         try:
             ray.init(address=address, log_to_driver=log_to_driver,
                      logging_level=logging.ERROR,
                      runtime_env={"working_dir": str(PROJECT_ROOT),
-                                  "excludes": WORKING_DIR_EXCLUDES})
+                                  "excludes": WORKING_DIR_EXCLUDES, **hook})
         except ConnectionError as e:  # no cluster there, or it refused us (token auth)
             raise UsageError(f"--address {address}: could not join the Ray cluster "
                              f"({_one_line(e)}); {ADDRESS_HELP}") from None
@@ -87,7 +109,7 @@ def init_ray(address: str | None, log_to_driver: bool = False) -> float:
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
                  log_to_driver=log_to_driver,
                  logging_level=logging.ERROR, object_store_memory=256 * 2 ** 20,
-                 configure_logging=True)
+                 configure_logging=True, runtime_env=hook or None)
     return float(ray.cluster_resources().get("CPU", 1))
 
 

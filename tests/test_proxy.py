@@ -152,6 +152,7 @@ def test_engine_choice_per_device():
     cpu = choose_engine("cpu")
     assert cpu.autocast_dtype is None and not cpu.grad_scaler and not cpu.pin_memory
     assert cpu.channels_last and cpu.conv_matmul and cpu.fused_adamw and cpu.check_every == 1
+    assert cpu.step_in_backward and not h200.step_in_backward and not e.step_in_backward
     mps = choose_engine("mps")
     assert mps.autocast_dtype is None and not mps.pin_memory and not mps.fused_adamw
     with pytest.raises(ValueError, match="compute capability"):
@@ -231,3 +232,86 @@ def test_deferred_nan_check_names_the_step_window(toy, monkeypatch):
     monkeypatch.setattr(proxy, "build_model", lambda spec: _NaNModel(real_build(spec)))
     with pytest.raises(NonFiniteLoss, match=r"epoch 1, steps 1-3/6 "):
         train_proxy(TINY, FID.replace(epochs=1), toy, seed=0, device="cpu")
+
+
+def test_gradients_are_freed_right_after_each_step(toy, monkeypatch):
+    """Issue 19 (memory): no parameter-sized gradient set stays alive through the next forward
+    or the epoch's BN recalibration + eval -- every forward of train_proxy sees no gradients.
+    Checked with the step after backward (the CUDA engine's way; on CPU the step in backward
+    frees them too, see the next test)."""
+    import dataclasses
+
+    grads_alive: list[bool] = []
+    real, real_engine = proxy.build_model, proxy.engine_for
+    monkeypatch.setattr(proxy, "engine_for",
+                        lambda d: dataclasses.replace(real_engine(d), step_in_backward=False))
+
+    def build(spec):
+        model = real(spec)
+        model.register_forward_pre_hook(
+            lambda m, args: grads_alive.append(any(p.grad is not None for p in m.parameters())))
+        return model
+
+    monkeypatch.setattr(proxy, "build_model", build)
+    train_proxy(TINY, FID.replace(epochs=2), toy, seed=0, device="cpu", threads=1)
+    steps = 2 * (len(toy.train_y) // FID.batch_size)
+    assert len(grads_alive) > steps  # training steps + recalibration + eval batches
+    assert not any(grads_alive), grads_alive
+
+
+def test_optimizer_step_in_backward_is_bit_identical_and_frees_gradients(toy, monkeypatch):
+    """Issue 19 (memory): on CPU the AdamW step runs during backward, chunk by chunk, so the
+    whole gradient set is never alive; the numbers are those of one step after backward."""
+    import dataclasses
+
+    alive: list[int] = []
+    real_build, real_engine = proxy.build_model, proxy.engine_for
+
+    def build(spec):
+        model = real_build(spec)
+        params = list(model.parameters())
+        for p in params:  # registered before the engine's hooks: sees the state before a step
+            p.register_post_accumulate_grad_hook(
+                lambda _: alive.append(sum(q.grad is not None for q in params)))
+        return model
+
+    monkeypatch.setattr(proxy, "build_model", build)
+    # TINY is small: chunks of >= 2**11 elements so that it is cut into several chunks.
+    monkeypatch.setattr(proxy._StepInBackward.__init__, "__defaults__", (16, 2 ** 11))
+    f = FID.replace(epochs=2)
+    a = train_proxy(TINY, f, toy, seed=0, device="cpu", threads=1)
+    n_params = len(list(real_build(TINY).parameters()))
+    assert alive and max(alive) <= n_params // 2, (max(alive), n_params)
+    assert proxy.choose_engine("cpu").step_in_backward
+
+    monkeypatch.setattr(proxy, "engine_for",
+                        lambda d: dataclasses.replace(real_engine(d), step_in_backward=False))
+    alive.clear()
+    b = train_proxy(TINY, f, toy, seed=0, device="cpu", threads=1)
+    assert max(alive) == n_params  # one step after backward: every gradient alive at its end
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert (a["top1"], a["val_loss"]) == (b["top1"], b["val_loss"])
+
+
+def test_a_finished_or_diverged_run_leaves_no_model_alive(toy, monkeypatch):
+    """Issue 19 (memory): a reused worker must not keep the last trial's model, gradients or
+    AdamW moments (the step-in-backward hooks on the parameters point back at them)."""
+    import gc
+    import weakref
+
+    weights: list[weakref.ref] = []
+    real = proxy.build_model
+
+    def build(spec):
+        model = real(spec)
+        weights.extend(weakref.ref(p) for p in model.parameters())
+        return model
+
+    monkeypatch.setattr(proxy, "build_model", build)
+    train_proxy(TINY, FID.replace(epochs=1), toy, seed=0, device="cpu", threads=1)
+    monkeypatch.setattr(proxy, "build_model", lambda spec: _NaNModel(build(spec)))
+    with pytest.raises(NonFiniteLoss):
+        train_proxy(TINY, FID.replace(epochs=1), toy, seed=0, device="cpu", threads=1)
+    gc.collect()
+    n = len(list(real(TINY).parameters()))
+    assert len(weights) == 2 * n and [w for w in weights if w() is not None] == []

@@ -41,7 +41,8 @@ from search_space.errors import UsageError
 from search_space.io import write_json_atomic
 from search_space.lazy import lazy_import
 
-from ..cluster import ask_each_node, data_problem, init_ray, node_name, nodes_fitting, slots
+from ..cluster import (ask_each_node, cpu_only_trials, data_problem, init_ray, node_name,
+                       nodes_fitting, slots)
 from ..proxy.data import ProxyData, prepare_data
 from ..proxy.node_cache import CACHE_ENV
 from ..proxy.record import TrialRecorder
@@ -138,7 +139,8 @@ def run_resolved(resolved: ResolvedSearch, *, resume: bool = False,
     t0 = time.monotonic()
     started_ray = not ray.is_initialized()
     try:
-        total_cpus = init_ray(cfg.address)
+        total_cpus = init_ray(cfg.address, cpu_only_workers=cpu_only_trials(
+            cfg.torch_device, cfg.gpus_per_trial))
         res = plan_resources(cfg, total_cpus, float(ray.cluster_resources().get("GPU", 0)))
         nodes = _check_cluster(cfg, data, res)
         res = dataclasses.replace(res, slots=slots(nodes, res.cpus_per_trial,

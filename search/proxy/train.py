@@ -85,6 +85,11 @@ class EngineChoice:
     check_every: int
     # cuDNN autotuning per new convolution shape (every trial is a new architecture).
     cudnn_benchmark: bool = False
+    # AdamW steps taken during backward, chunk by chunk, each chunk's gradients freed at once
+    # (_StepInBackward): the full gradient set is never alive (-1x parameters at the backward
+    # peak: L3 ~100 MB of a CPU worker's peak). Same numbers (per-tensor fused kernel). On
+    # CUDA one multi-tensor kernel per step is cheaper and memory is not what limits.
+    step_in_backward: bool = False
 
 
 def choose_engine(device_type: str, capability: tuple[int, int] | None = None) -> EngineChoice:
@@ -95,7 +100,7 @@ def choose_engine(device_type: str, capability: tuple[int, int] | None = None) -
     * older CUDA (Volta 7.0, Turing 7.5): fp16 autocast + GradScaler (bf16 would be emulated).
     * CPU: float32 (bf16 autocast on CPU changes the numbers of the default search), 1x1 and
       tiny-input convolutions as matrix products (measured faster, notes/search_proxy.md),
-      fused AdamW.
+      fused AdamW stepped during backward (memory, see EngineChoice.step_in_backward).
     * MPS: float32, no fused optimizer (kept conservative: never measured here).
     """
     if device_type == "cuda":
@@ -107,7 +112,8 @@ def choose_engine(device_type: str, capability: tuple[int, int] | None = None) -
                             fused_adamw=True, conv_matmul=False, check_every=50)
     if device_type == "cpu":
         return EngineChoice(autocast_dtype=None, grad_scaler=False, channels_last=True,
-                            pin_memory=False, fused_adamw=True, conv_matmul=True, check_every=1)
+                            pin_memory=False, fused_adamw=True, conv_matmul=True, check_every=1,
+                            step_in_backward=True)
     return EngineChoice(autocast_dtype=None, grad_scaler=False, channels_last=True,
                         pin_memory=False, fused_adamw=False, conv_matmul=False, check_every=1)
 
@@ -368,6 +374,75 @@ def evaluate(model: torch.nn.Module, data: ProxyData, fidelity: Fidelity, device
     return 100.0 * correct.item() / n, loss_sum.item() / n
 
 
+class _StepInBackward:
+    """The optimizer's AdamW step taken during ``backward``, chunk by chunk (memory).
+
+    The model's parameters are cut into ``chunks`` runs of about equal size in registration
+    order (backward reaches them roughly in reverse), none under ``min_chunk`` elements (each
+    chunk's step costs ~0.1 ms of Python: XS gets 2 chunks, L1 5, L3 13); each chunk has its
+    own ``torch.optim.AdamW`` over its parameters with their groups' hyperparameters. A post-accumulate-grad hook counts
+    the chunk's finished gradients; when the last is in, the chunk steps (at the learning rate
+    the scheduler has set on ``opt``) and its gradients are freed, so a few chunks' gradients
+    are alive at a time instead of all. The fused AdamW kernel works tensor by tensor: the
+    weights are bit-identical to one ``opt.step()`` after backward (tested). ``opt`` keeps the
+    param groups the scheduler drives and is never stepped itself."""
+
+    def __init__(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], chunks: int = 16,
+                 min_chunk: int = 2 ** 21) -> None:
+        self.opt = opt
+        group_of = {p: i for i, g in enumerate(opt.param_groups) for p in g["params"]}
+        params = [p for p in params if p in group_of]
+        budget = max(sum(p.numel() for p in params) / max(chunks, 1), min_chunk)
+        self.chunks: list[list[nn.Parameter]] = [[]]
+        size = 0
+        for p in params:
+            if size >= budget:
+                self.chunks.append([])
+                size = 0
+            self.chunks[-1].append(p)
+            size += p.numel()
+        self.steppers = []
+        for chunk in self.chunks:
+            ids = sorted({group_of[p] for p in chunk})
+            sub = torch.optim.AdamW([{**{k: v for k, v in opt.param_groups[i].items() if k != "params"},
+                                      "params": [p for p in chunk if group_of[p] == i]} for i in ids])
+            self.steppers.append((sub, ids))
+        self.chunk_of = {p: c for c, chunk in enumerate(self.chunks) for p in chunk}
+        self.pending = [0] * len(self.chunks)
+        self.handles = [p.register_post_accumulate_grad_hook(self._grad_ready) for p in params]
+
+    def _grad_ready(self, p: torch.Tensor) -> None:
+        c = self.chunk_of[p]
+        self.pending[c] += 1
+        if self.pending[c] == len(self.chunks[c]):
+            self._step(c)
+
+    def _step(self, c: int) -> None:
+        sub, group_ids = self.steppers[c]
+        for g, i in zip(sub.param_groups, group_ids):
+            g["lr"] = self.opt.param_groups[i]["lr"]
+        sub.step()
+        sub.zero_grad(set_to_none=True)
+        self.pending[c] = -1  # stepped
+
+    def close(self) -> None:
+        """Remove the hooks: the parameters hold them, and the garbage collector does not free
+        a model whose parameters' hooks point back at it (measured: one trial's weights and
+        AdamW moments stayed alive per trial)."""
+        for h in self.handles:
+            h.remove()
+        self.handles, self.steppers, self.chunks, self.chunk_of = [], [], [], {}
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()`` with the optimizer step; a chunk some of whose parameters got no
+        gradient steps at the end (those are skipped, as ``opt.step()`` skips them)."""
+        self.pending = [0] * len(self.chunks)
+        loss.backward()
+        for c, n in enumerate(self.pending):
+            if n > 0:
+                self._step(c)
+
+
 # -- training --------------------------------------------------------------------------------------
 @dataclass
 class _Setup:
@@ -386,6 +461,7 @@ class _Setup:
     gen: torch.Generator
     labels: torch.Tensor
     batches: _Batches
+    stepper: _StepInBackward | None = None  # engine.step_in_backward (and no GradScaler)
 
 
 def _setup(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, seed: int, device: str,
@@ -415,7 +491,9 @@ def _setup(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, seed: int, devic
                   sched=sched, loss_fn=loss_fn, scaler=scaler, steps_per_epoch=steps_per_epoch,
                   bs=bs, gen=torch.Generator().manual_seed(seed),  # shuffles + augmentation
                   labels=torch.from_numpy(np.array(data.train_y, dtype=np.int64)),
-                  batches=_Batches(data.train_x, dev, engine.pin_memory, bs))
+                  batches=_Batches(data.train_x, dev, engine.pin_memory, bs),
+                  stepper=_StepInBackward(opt, list(model.parameters()))
+                  if engine.step_in_backward and scaler is None else None)
 
 
 def _train_epoch(s: _Setup, spec: ArchSpec, fidelity: Fidelity, epoch: int, step: int) -> tuple[int, torch.Tensor]:
@@ -444,14 +522,19 @@ def _train_epoch(s: _Setup, spec: ArchSpec, fidelity: Fidelity, epoch: int, step
                 raise NonFiniteLoss(f"arch {spec.arch_hash}: training loss {loss.item()} at epoch "
                                     f"{epoch}, {where}/{s.steps_per_epoch} "
                                     f"(lr {s.opt.param_groups[0]['lr']:.3g})")
-        s.opt.zero_grad(set_to_none=True)
         if s.scaler is not None:
             s.scaler.scale(loss).backward()
             s.scaler.step(s.opt)
             s.scaler.update()
+        elif s.stepper is not None:
+            s.stepper.backward(loss)  # steps and frees each chunk's gradients during backward
         else:
             loss.backward()
             s.opt.step()
+        # Gradients freed as soon as the step has used them, not at the next backward: the
+        # next forward (and the epoch's BN recalibration + eval) then runs without a
+        # parameter-sized gradient set alive (same numbers: backward sees None grads either way).
+        s.opt.zero_grad(set_to_none=True)
         step += 1
         s.sched.step_update(step)
         loss_sum += loss.detach()
@@ -477,32 +560,36 @@ def train_proxy(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: in
     if threads is not None:
         torch.set_num_threads(int(threads))
     s = _setup(spec, fidelity, data, seed, device, channels_last)
-    n_params = sum(p.numel() for p in s.model.parameters())
-    history: list[dict] = []
-    t_start, cpu_start = time.perf_counter(), time.process_time()  # CPU time: robust to load
-    step, train_time, n_img = 0, 0.0, s.steps_per_epoch * s.bs
-    for epoch in range(1, fidelity.epochs + 1):
-        t_ep, c_ep = time.perf_counter(), time.process_time()
-        step, loss_sum = _train_epoch(s, spec, fidelity, epoch, step)
-        if s.dev.type == "cuda":
-            torch.cuda.synchronize(s.dev)
-        ep_train, ep_cpu = time.perf_counter() - t_ep, time.process_time() - c_ep
-        train_time += ep_train
-        train_loss = loss_sum.item() / max(s.steps_per_epoch, 1)
-        recalibrate_bn(s.model, data, fidelity.bn_recal_images, fidelity.eval_batch_size, s.dev,
-                       s.channels_last)
-        top1, val_loss = evaluate(s.model, data, fidelity, s.dev, s.channels_last)
-        if not math.isfinite(val_loss):
-            # Eval-mode BN with diverged running stats can blow up even if the last loss was finite.
-            raise NonFiniteLoss(f"arch {spec.arch_hash}: validation loss {val_loss} at epoch {epoch}")
-        now = time.perf_counter()
-        m = {"epoch": epoch, "top1": top1, "val_loss": val_loss, "train_loss": train_loss,
-             "img_per_s": n_img / max(ep_train, 1e-9), "seconds": now - t_start,
-             "epoch_seconds": now - t_ep, "train_cpu_seconds": ep_cpu,
-             "lr": s.opt.param_groups[0]["lr"]}
-        history.append(m)
-        if report is not None:
-            report(dict(m))
+    try:
+        n_params = sum(p.numel() for p in s.model.parameters())
+        history: list[dict] = []
+        t_start, cpu_start = time.perf_counter(), time.process_time()  # CPU time: robust to load
+        step, train_time, n_img = 0, 0.0, s.steps_per_epoch * s.bs
+        for epoch in range(1, fidelity.epochs + 1):
+            t_ep, c_ep = time.perf_counter(), time.process_time()
+            step, loss_sum = _train_epoch(s, spec, fidelity, epoch, step)
+            if s.dev.type == "cuda":
+                torch.cuda.synchronize(s.dev)
+            ep_train, ep_cpu = time.perf_counter() - t_ep, time.process_time() - c_ep
+            train_time += ep_train
+            train_loss = loss_sum.item() / max(s.steps_per_epoch, 1)
+            recalibrate_bn(s.model, data, fidelity.bn_recal_images, fidelity.eval_batch_size, s.dev,
+                           s.channels_last)
+            top1, val_loss = evaluate(s.model, data, fidelity, s.dev, s.channels_last)
+            if not math.isfinite(val_loss):
+                # Eval-mode BN with diverged running stats can blow up even if the last loss was finite.
+                raise NonFiniteLoss(f"arch {spec.arch_hash}: validation loss {val_loss} at epoch {epoch}")
+            now = time.perf_counter()
+            m = {"epoch": epoch, "top1": top1, "val_loss": val_loss, "train_loss": train_loss,
+                 "img_per_s": n_img / max(ep_train, 1e-9), "seconds": now - t_start,
+                 "epoch_seconds": now - t_ep, "train_cpu_seconds": ep_cpu,
+                 "lr": s.opt.param_groups[0]["lr"]}
+            history.append(m)
+            if report is not None:
+                report(dict(m))
+    finally:  # also when a NonFiniteLoss ends the run
+        if s.stepper is not None:
+            s.stepper.close()
     result = {"top1": top1, "val_loss": val_loss, "train_loss": train_loss,
               "epochs_done": len(history), "train_seconds": time.perf_counter() - t_start,
               "cpu_seconds": time.process_time() - cpu_start,
