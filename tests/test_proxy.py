@@ -7,11 +7,10 @@ import pytest
 import torch
 
 import search.proxy.train as proxy
-from search.proxy.data import prepare_data
 from search.proxy.fidelity import Fidelity
 from search.proxy.train import NonFiniteLoss, augment_batch, train_proxy
 from search_space.spec import ArchSpec
-from test_search_data import make_imagefolder
+from test_search_data import prepared_imagefolder
 
 TINY = ArchSpec(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32), mlp_ratios=(2.0,) * 4,
                 attn_blocks=(0, 0, 0, 1))
@@ -22,9 +21,7 @@ KEYS = {"epoch", "top1", "val_loss", "train_loss", "img_per_s", "seconds"}
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    src = make_imagefolder(root / "src", n_classes=4, n_train=24, n_val=8)
-    return prepare_data(src, FID, cache_dir=str(root / "cache"))
+    return prepared_imagefolder(tmp_path_factory.mktemp("toy"), FID, n_classes=4, n_train=24, n_val=8)
 
 
 def test_learns_toy_task_and_reports_every_epoch(toy):

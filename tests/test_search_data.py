@@ -32,6 +32,13 @@ def make_imagefolder(root, n_classes=4, n_train=6, n_val=3, size=(40, 48), seed=
     return str(root)
 
 
+def prepared_imagefolder(root, fidelity, **sizes) -> ProxyData:
+    """``make_imagefolder(root/src, **sizes)`` prepared for ``fidelity`` (cache in root/cache):
+    the toy data of the proxy and supernet tests."""
+    src = make_imagefolder(os.path.join(root, "src"), **sizes)
+    return prepare_data(src, fidelity, cache_dir=os.path.join(root, "cache"))
+
+
 def small(**kw) -> Fidelity:
     base = dict(classes=4, images_per_class=4, val_per_class=2, resolution=32)
     base.update(kw)

@@ -14,7 +14,6 @@ import textwrap
 import pytest
 import torch
 
-from search.proxy.data import prepare_data
 from search.proxy.fidelity import Fidelity
 from search.proxy.supernet import training
 from search.proxy.supernet.config import (SupernetConfig, largest, proxy_space, smallest,
@@ -26,7 +25,7 @@ from search_space.errors import NotFoundError, UsageError
 from search_space.space import DEFAULT_SPACE, SearchSpace
 from search_space.spec import PRESETS
 from search_space.swiftformer import build_model
-from test_search_data import make_imagefolder
+from test_search_data import prepared_imagefolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,9 +43,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    src = make_imagefolder(root / "src", n_classes=4, n_train=12, n_val=4)
-    return prepare_data(src, FID, cache_dir=str(root / "cache"))
+    return prepared_imagefolder(tmp_path_factory.mktemp("toy"), FID, n_classes=4, n_train=12, n_val=4)
 
 
 def _specs(space: SearchSpace, n: int = 6) -> list:

@@ -11,7 +11,6 @@ import torch
 from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 from search.distributed import DistContext, param_digest, run_on_ranks
-from search.proxy.data import prepare_data
 from search.proxy.fidelity import Fidelity
 from search.proxy.supernet import training
 from search.proxy.supernet.config import SupernetConfig
@@ -21,7 +20,7 @@ from search.retrain.config import Processes
 from search_space.errors import UsageError
 from search_space.io import save_torch_atomic
 from search_space.space import SearchSpace
-from test_search_data import make_imagefolder
+from test_search_data import prepared_imagefolder
 
 # Small enough for seconds per 2-process run; both encoders at the last positions (so the
 # largest subnet leaves some weights without a gradient) and elastic widths / depths.
@@ -38,9 +37,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    src = make_imagefolder(root / "src", n_classes=4, n_train=8, n_val=2)
-    return prepare_data(src, FID, cache_dir=str(root / "cache"))
+    return prepared_imagefolder(tmp_path_factory.mktemp("ddp"), FID, n_classes=4, n_train=8, n_val=2)
 
 
 def _state_digest(net: torch.nn.Module) -> dict[str, float]:
