@@ -327,7 +327,8 @@ def fit_features(F: np.ndarray, y: np.ndarray, device: str, prior: Any = None,
     need = dict(config.min_rows)
     usable = [c for c in candidates if len(y) >= need[c]] or ["scale"]
     runs = {c: loo(T, logy, theta0, c, sigma0, prior_cov, config) for c in usable}
-    name = choose({c: e for c, (e, _) in runs.items()}, config)
+    errors = {c: e for c, (e, _) in runs.items()}  # per-row leave-one-out log errors
+    name = choose(errors, config)
     err, sd = runs[name]
     kappa = float(np.clip(np.sqrt(np.mean((err / sd) ** 2)), 1.0, config.kappa_max))
     f = fit_candidate(T, logy, theta0, name, sigma0, config)
@@ -339,7 +340,7 @@ def fit_features(F: np.ndarray, y: np.ndarray, device: str, prior: Any = None,
         speed_scale_vs_prior=float(math.exp(f.z[0])),
         max_term_move=float(np.max(np.abs(np.log(moves)))),
         loo={c: _loo_summary(*runs[c]) for c in usable}, loo_mape=summary["mape"],
-        selection=selection_stats({c: e for c, (e, _) in runs.items()}),
+        selection=selection_stats(errors),
         loo_rel_rmse=summary["rel_rmse"], loo_coverage_2sigma=summary["coverage_2sigma"],
         loo_coverage_2sigma_raw=_loo_summary(err, sd)["coverage_2sigma"])
     return LatencyPredictor(device, f.theta, max(summary["rel_rmse"], MIN_REL_STD), info,
