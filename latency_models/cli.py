@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from search_space.cli_types import number_type
 from search_space.errors import NotFoundError, UsageError
 from search_space.io import check_writable_file
 from search_space.lazy import lazy_import
@@ -42,6 +43,10 @@ BACKENDS = ("torch", "onnxruntime", "coreml")
 EXPORT_FORMATS = ("coreml", "onnx")
 CLOCKS = ("wall", "cpu")
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Number options are checked where they are parsed (search_space.cli_types: one message form).
+RESOLUTION = number_type(int, 32)    # the stem and four stages halve it 5 times: 32 px -> 1x1
+COUNT = number_type(int, 1)
+COUNT0 = number_type(int, 0)
 
 
 def register(sub) -> None:
@@ -64,7 +69,7 @@ def _register_predict(lsub) -> None:
     q.add_argument("arch", nargs="+", help="preset (XS/S/L1/L3), spec JSON file, inline JSON, "
                                            "or timm model name")
     add_latency_device_option(q)
-    q.add_argument("--resolution", type=int, default=None)
+    q.add_argument("--resolution", type=RESOLUTION, default=None)
     q.add_argument("--breakdown", action="store_true", help="also print ms per cost term")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_predict)
@@ -75,10 +80,10 @@ def _register_measure(lsub) -> None:
                                         "on macOS)")
     m.add_argument("arch", nargs="+")
     m.add_argument("--backend", default="torch", help=f"one of {BACKENDS}")
-    m.add_argument("--resolution", type=int, default=None)
-    m.add_argument("--threads", type=int, default=1)
-    m.add_argument("--warmup", type=int, default=5)
-    m.add_argument("--runs", type=int, default=30)
+    m.add_argument("--resolution", type=RESOLUTION, default=None)
+    m.add_argument("--threads", type=COUNT, default=1)
+    m.add_argument("--warmup", type=COUNT0, default=5)
+    m.add_argument("--runs", type=COUNT, default=30)
     m.add_argument("--compute-unit", default="ALL", help=f"CoreML: one of {COMPUTE_UNITS}")
     m.add_argument("--clock", default="wall", help="wall: median wall time; cpu: median CPU time "
                    "of the inference thread (threads=1 only; robust on a shared machine)")
@@ -125,12 +130,12 @@ def _register_suggest(lsub) -> None:
                         description="Choose the SwiftFormer-space members and timm models whose "
                                     "latencies best pin down a new device's coefficients; "
                                     "write them as .mlpackage files and a CSV to fill in.")
-    s.add_argument("--n", type=int, default=10, help="how many models (default 10)")
+    s.add_argument("--n", type=COUNT, default=10, help="how many models (default 10)")
     s.add_argument("--out", required=True, help="directory for measure.csv, spec JSON files "
                                                 "and .mlpackage exports")
     add_latency_device_option(s, purpose="the prior whose cost terms the design targets "
                                          "('generic' = the hand-set ANE prior)")
-    s.add_argument("--pool", type=int, default=1000,
+    s.add_argument("--pool", type=COUNT0, default=1000,
                    help="random SwiftFormer-space members considered (default 1000)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-export", action="store_true",
@@ -143,7 +148,7 @@ def _register_export(lsub) -> None:
     x.add_argument("arch")
     x.add_argument("--format", default="coreml", help=f"one of {EXPORT_FORMATS}")
     x.add_argument("--out", required=True, help=".mlpackage or .onnx path")
-    x.add_argument("--resolution", type=int, default=None)
+    x.add_argument("--resolution", type=RESOLUTION, default=None)
     x.add_argument("--precision", default="fp16", help="CoreML: fp16 or fp32")
     x.add_argument("--opset", type=int, default=17, help="ONNX: 17 or 11")
     x.add_argument("--features", action="store_true", help="CoreML: print the per-op feature sums")
@@ -169,11 +174,6 @@ def _check_choice(name: str, value, allowed) -> None:
         raise UsageError(f"--{name} {value!r}: allowed {list(allowed)}")
 
 
-def _check_positive(name: str, value: int | None, minimum: int = 1) -> None:
-    if value is not None and value < minimum:
-        raise UsageError(f"--{name} {value}: must be >= {minimum}")
-
-
 def _load_prior(name: str | None):
     if name == "generic":
         return None
@@ -182,7 +182,6 @@ def _load_prior(name: str | None):
 
 # -- handlers ------------------------------------------------------------------------------------
 def _predict(args: argparse.Namespace) -> int:
-    _check_positive("resolution", args.resolution, 32)
     archs = [_resolve_arch(a, args.resolution) for a in args.arch]
     pred = load_predictor(args.latency_device)
     rows = []
@@ -211,10 +210,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _check_measure(args: argparse.Namespace) -> None:
     _check_choice("backend", args.backend, BACKENDS)
-    _check_positive("threads", args.threads)
-    _check_positive("runs", args.runs)
-    _check_positive("warmup", args.warmup, 0)
-    _check_positive("resolution", args.resolution, 32)
     _check_choice("compute-unit", args.compute_unit, COMPUTE_UNITS)
     _check_choice("clock", args.clock, CLOCKS)
     if args.clock == "cpu" and (args.threads != 1 or args.backend == "coreml"):
@@ -376,7 +371,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _check_export(args: argparse.Namespace) -> None:
     _check_choice("format", args.format, EXPORT_FORMATS)
-    _check_positive("resolution", args.resolution, 32)
     if args.format == "coreml":
         _check_choice("precision", args.precision, ("fp16", "fp32"))
         if not args.out.endswith(".mlpackage"):
@@ -428,8 +422,6 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _suggest(args: argparse.Namespace) -> int:
-    _check_positive("n", args.n)
-    _check_positive("pool", args.pool, 0)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out!r}: exists and is not a directory")
     prior = (LatencyPredictor("generic-ane", prior_coef(None)) if args.latency_device == "generic"

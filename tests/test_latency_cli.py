@@ -11,7 +11,10 @@ GOOD = ("model,device,latency_ms,source\nXS,phone-x,1.0,m\nS,phone-x,1.3,m\nL1,p
 
 
 def run(capsys, *argv):
-    code = run_search.main(list(argv))
+    try:
+        code = run_search.main(list(argv))
+    except SystemExit as e:   # argparse's own errors (number options) exit from parse_args
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -30,7 +33,15 @@ def test_predict_and_devices(capsys):
     (["latency", "predict", "not_a_model_anywhere"], "not a preset"),
     (["latency", "predict", "missing.json"], "missing.json"),
     (["latency", "measure", "XS", "--backend", "tpu"], "--backend"),
-    (["latency", "measure", "XS", "--runs", "0"], "--runs"),
+    (["latency", "measure", "XS", "--runs", "0"], "argument --runs: 0: allowed integers >= 1"),
+    (["latency", "measure", "XS", "--warmup", "-1"], "argument --warmup: -1: allowed integers >= 0"),
+    (["latency", "measure", "XS", "--threads", "two"],
+     "argument --threads: 'two' is not an integer; allowed integers >= 1"),
+    (["latency", "predict", "XS", "--resolution", "16"],
+     "argument --resolution: 16: allowed integers >= 32"),
+    (["latency", "export", "XS", "--out", "x.onnx", "--resolution", "8"], "--resolution: 8"),
+    (["latency", "suggest", "--out", "d", "--n", "0"], "argument --n: 0: allowed integers >= 1"),
+    (["latency", "suggest", "--out", "d", "--pool", "-5"], "argument --pool: -5: allowed"),
     (["latency", "measure", "m.mlpackage", "--backend", "coreml", "--compute-unit", "GPU"],
      "--compute-unit"),
     (["latency", "export", "XS", "--format", "tflite", "--out", "x.tflite"], "--format"),

@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image
 
 from search.proxy.images import class_dirs
+from search_space.cli_types import number_type
+from search_space.io import atomic_write
 
 EXTS = (".jpg", ".jpeg", ".png")
 
@@ -46,23 +48,27 @@ def _split(root: str, split: str, per_class: int, classes: list[str]):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("src", help="CIFAR-10 root with train/ and val/ class folders")
-    ap.add_argument("--train-per-class", type=int, default=500)
-    ap.add_argument("--val-per-class", type=int, default=100)
+    ap.add_argument("--train-per-class", type=number_type(int, 1), default=500)
+    ap.add_argument("--val-per-class", type=number_type(int, 1), default=100)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "cifar10_subset.npz"))
     a = ap.parse_args(argv)
     for split in ("train", "val"):
         if not os.path.isdir(os.path.join(a.src, split)):
-            raise SystemExit(f"error: {os.path.join(a.src, split)}: not a directory "
-                             "(expected an ImageFolder root with train/ and val/)")
+            print(f"error: {os.path.join(a.src, split)}: not a directory "
+                  "(expected an ImageFolder root with train/ and val/)", file=sys.stderr)
+            return 2
     classes = class_dirs(os.path.join(a.src, "train"))  # hidden directories are no classes
     tx, ty, tn = _split(a.src, "train", a.train_per_class, classes)
     vx, vy, vn = _split(a.src, "val", a.val_per_class, classes)
-    tmp = a.out + f".tmp{os.getpid()}.npz"
-    np.savez_compressed(tmp, train_x=tx, train_y=ty, val_x=vx, val_y=vy,
-                        classes=np.asarray(classes), train_files=np.asarray(tn),
-                        val_files=np.asarray(vn),
-                        source=np.asarray("CIFAR-10 (Krizhevsky 2009), ImageFolder JPEGs"))
-    os.replace(tmp, a.out)
+    arrays = dict(train_x=tx, train_y=ty, val_x=vx, val_y=vy, classes=np.asarray(classes),
+                  train_files=np.asarray(tn), val_files=np.asarray(vn),
+                  source=np.asarray("CIFAR-10 (Krizhevsky 2009), ImageFolder JPEGs"))
+
+    def write(tmp):
+        with open(tmp, "wb") as f:   # a file object: savez would append ".npz" to a tmp name
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(a.out, write)
     h = hashlib.sha256(open(a.out, "rb").read()).hexdigest()
     print(f"wrote {a.out}: train {tx.shape}, val {vx.shape}, {len(classes)} classes, "
           f"{os.path.getsize(a.out) / 1e6:.2f} MB, sha256 {h}")
