@@ -349,6 +349,41 @@ def test_export_writes_valid_launch_scripts(spec_file, tmp_path):
     assert ns.arch == str(out / "arch.json") and ns.batch_size == 512 and ns.drop_path == 0.1
     text = ray_py.read_text()
     assert "TorchTrainer(" in text and "ScalingConfig(" in text
+    # --cpu workers start without triton (the search's hook); GPU workers keep it
+    from search.cluster import CPU_WORKER_SETUP_HOOK
+    for argv, hook in ((["--cpu"], CPU_WORKER_SETUP_HOOK), ([], None)):
+        env = _ray_init_runtime_env(mod, ["train_ray.py", "/data/imagenet", *argv])
+        assert env.get("worker_process_setup_hook") == hook
+        assert env["env_vars"]["PYTHONPATH"] == mod.PROJECT_DIR
+
+
+class _Stop(Exception):
+    pass
+
+
+def _ray_init_runtime_env(mod, argv: list[str]) -> dict:
+    """The runtime_env the exported train_ray.py passes to ray.init (a fake ray stops there)."""
+    import types
+
+    seen = {}
+
+    def init(**kwargs):
+        seen.update(kwargs.get("runtime_env") or {})
+        raise _Stop
+
+    fake = {"ray": types.ModuleType("ray"), "ray.train": types.ModuleType("ray.train"),
+            "ray.train.torch": types.ModuleType("ray.train.torch")}
+    fake["ray"].init = init
+    for name in ("FailureConfig", "RunConfig", "ScalingConfig"):
+        setattr(fake["ray.train"], name, object)
+    fake["ray.train.torch"].TorchTrainer = object
+    with pytest.MonkeyPatch.context() as mp:
+        for name, m in fake.items():
+            mp.setitem(sys.modules, name, m)
+        mp.setattr(sys, "argv", argv)
+        with pytest.raises(_Stop):
+            mod.main()
+    return seen
 
 
 def test_export_from_trial_links_db(tmp_path):

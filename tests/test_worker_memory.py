@@ -102,3 +102,37 @@ def test_a_cpu_search_worker_has_no_triton():
     finally:
         ray.shutdown()
     assert answer is False
+
+
+class _Stop(Exception):
+    """Raised by the fake init_ray: the test needs only the arguments it was called with."""
+
+
+@pytest.mark.parametrize("extra,cpu_only", [
+    ([], True),                                           # CPU workers (the default)
+    (["--gpus-per-worker", "1"], False),                  # GPU workers may compile
+    (["--torch-device", "cpu", "--gpus-per-worker", "1"], False),  # a GPU reserved: keep it
+])
+@pytest.mark.timeout(120)
+def test_retrain_on_ray_blocks_triton_only_for_cpu_workers(tmp_path, monkeypatch, extra,
+                                                           cpu_only):
+    """``retrain --ray`` starts Ray as the search does: CPU-only workers get the setup hook."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ray_cluster import make_imagefolder
+
+    import run_search
+    import search.retrain.ray_train as ray_train
+
+    seen = {}
+
+    def fake_init_ray(address, log_to_driver=False, cpu_only_workers=False):
+        seen.update(address=address, cpu_only_workers=cpu_only_workers)
+        raise _Stop
+
+    monkeypatch.setattr(ray_train, "init_ray", fake_init_ray)
+    data = make_imagefolder(tmp_path / "data")
+    with pytest.raises(_Stop):
+        run_search.main(["retrain", "--arch", "XS", "--data", str(data), "--ray",
+                         "--output", str(tmp_path / "run"), "--db", str(tmp_path / "r.db"),
+                         *extra])
+    assert seen == {"address": None, "cpu_only_workers": cpu_only}

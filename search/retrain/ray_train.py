@@ -42,8 +42,8 @@ from ray.train.torch import TorchTrainer
 from search_space.errors import UsageError
 from search_space.io import json_safe, write_json_atomic
 
-from ..cluster import (ask_each_node, check_address, init_ray, node_name, nodes_fitting,
-                       paths_problem, slots, storage_problem)
+from ..cluster import (ask_each_node, check_address, cpu_only_trials, init_ray, node_name,
+                       nodes_fitting, paths_problem, slots, storage_problem)
 from ..storage import join, local_fs, open_storage
 from .checkpoints import CHECKPOINT_NAME
 from .config import RayLaunch, RetrainJob
@@ -298,7 +298,10 @@ def retrain_on_ray(job: RetrainJob, launch: RayLaunch) -> int:
                          "add --resume to continue it, or give another --output")
     started = not ray.is_initialized()
     try:
-        init_ray(launch.address, log_to_driver=True)  # rank 0's epoch lines
+        # rank 0's epoch lines; CPU-only workers start without triton, as the search's trials
+        init_ray(launch.address, log_to_driver=True,
+                 cpu_only_workers=cpu_only_trials(job.processes.torch_device,
+                                                  launch.gpus_per_worker))
         nodes = _check_capacity(launch)
         if launch.address:
             check_nodes(job, run, nodes)

@@ -155,7 +155,10 @@ def main() -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    ray.init(address=a.address, runtime_env={"env_vars": {"PYTHONPATH": PROJECT_DIR}})
+    runtime_env = {"env_vars": {"PYTHONPATH": PROJECT_DIR}}
+    if a.cpu:  # CPU workers never compile: start them without triton (~75 MB each)
+        runtime_env["worker_process_setup_hook"] = "search.cluster.block_triton"
+    ray.init(address=a.address, runtime_env=runtime_env)
     resources = {"CPU": a.cpus_per_worker} if a.cpu else {"CPU": a.cpus_per_worker, "GPU": 1}
     trainer = TorchTrainer(
         train_loop_per_worker,
