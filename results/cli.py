@@ -14,6 +14,7 @@ from search_space.errors import NotFoundError, UsageError
 from search_space.lazy import lazy_import
 
 from .options import add_db_option, open_store
+from .schema import RUNGS, STANDALONE
 
 queries = lazy_import("results.queries")
 report = lazy_import("results.report")
@@ -56,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ref", help="hypervolume reference point, one number per objective "
                                  "(default: worst value over the searched and baseline points "
                                  "+ 10%% of the range)")
+    p.add_argument("--rung", choices=RUNGS, default=STANDALONE,
+                   help="rung of the fidelity ladder: standalone (trained proxies' top-1, "
+                        "default) or supernet (one --proxy supernet study's candidates by "
+                        "their supernet score; needs one --study)")
     p.set_defaults(func=_pareto)
 
     p = sub.add_parser("compare", help="searched architectures vs XS/S/L1/L3")
@@ -82,7 +87,8 @@ def _filter(args):
         studies=tuple(args.study) if args.study else None,
         study_latency_device=args.study_latency_device, dataset_id=args.dataset,
         fidelity=args.fidelity, latency_device=args.latency_device,
-        predictor_version=args.predictor_version)
+        predictor_version=args.predictor_version,
+        rung=getattr(args, "rung", STANDALONE))   # `pareto` only
 
 
 def _studies(args) -> int:
@@ -113,15 +119,18 @@ def _pareto(args) -> int:
     flt = _filter(args)
     store = open_store(args.db, readonly=True)
     res = queries.pareto_front(store, objs, flt, reference=ref)
-    names = [o.name for o in objs]
-    extra = [c for c in ("top1", "latency_ms", "params", "gmacs") if c not in names]
+    names = [o.split(":")[0] for o in res["objectives"]]   # the supernet rung: score, not top1
+    extra = [c for c in (res.get("metric", "top1"), "latency_ms", "params", "gmacs")
+             if c not in names]
     cols = ["trial_id", "study", "trial_key", "arch_hash"] + names + extra
     if any("latency_std_ms" in r for r in res["front"]):    # one study: intervals known
         cols.insert(cols.index("latency_ms") + 1, "latency_std_ms")
         cols.append("advantage_within_interval")
     print(report.render(args.format, res, res["front"], cols,
                         title=f"Pareto front over {', '.join(res['objectives'])}"
-                              + (f" (study {res['study']})" if res["study"] else ""),
+                              + (f" (study {res['study']})" if res["study"] else "")
+                              + (f", {res['rung']} rung" if res.get("rung", STANDALONE)
+                                 != STANDALONE else ""),
                         footer=_pareto_footer(res, args.fidelity, names)))
     return 0
 

@@ -29,7 +29,7 @@ from search_space.errors import NotFoundError, UsageError
 
 from .pareto import (REFERENCE_RULE, Objective, as_loss, baseline_comparison, dominating,
                      exact_mask, hypervolume, pareto_mask, reference_from_bounds)
-from .schema import (COMPLETED, STANDALONE, TRIAL_METRIC_COLUMNS, Architecture, LatencyPrediction,
+from .schema import (COMPLETED, RUNGS, STANDALONE, TRIAL_METRIC_COLUMNS, Architecture, LatencyPrediction,
                      Study, Trial)
 from .store import ResultsStore, raw_rows
 from .study_front import OBJECTIVES as STUDY_OBJECTIVES
@@ -82,6 +82,12 @@ class TrialFilter:
     this device (one predictor version: ``predictor_version`` or the newest one recorded for
     the device) instead of the trial's own prediction for its study's device; trials whose
     architecture has no such prediction are left out.
+
+    rung: which rung of the fidelity ladder (``results.schema.RUNGS``). "standalone": trained
+    proxies' top-1, comparable across studies on one dataset and budget. "supernet": the
+    candidates of one ``--proxy supernet`` study scored on its own supernet; a score means
+    nothing beside another supernet's, so this rung is shown one study at a time, on the
+    default objectives (score up, latency down).
     """
     studies: tuple[str, ...] | None = None
     study_latency_device: str | None = None
@@ -89,6 +95,7 @@ class TrialFilter:
     fidelity: str = "full"
     latency_device: str | None = None
     predictor_version: str | None = None
+    rung: str = STANDALONE
 
 
 def resolve_predictor_version(store: ResultsStore, device: str,
@@ -353,33 +360,54 @@ def pareto_front(store: ResultsStore, objectives: str | Sequence[str] | Sequence
         raise UsageError(f"--ref {list(reference)}: need {len(objs)} numbers (one per objective)")
     ref = None if reference is None else [float(x) for x in reference]
     studies = resolve_studies(store, flt)
-    if (len(studies) == 1 and tuple(objs) == STUDY_OBJECTIVES and flt.latency_device is None
-            and flt.predictor_version is None):
+    one_study_view = (len(studies) == 1 and tuple(objs) == STUDY_OBJECTIVES
+                      and flt.latency_device is None and flt.predictor_version is None)
+    if flt.rung != STANDALONE:
+        _check_rung_view(flt, studies, one_study_view)
+    if one_study_view:
         res = _study_pareto(store, studies[0]["name"], flt, ref)
     else:
         res = _selection_pareto(store, objs, flt, ref)
-    res.update(objectives=[str(o) for o in objs], filter=_filter_dict(flt))
+    m = res.get("metric", "top1")
+    res.update(objectives=[str(o).replace("top1", m, 1) if o.name == "top1" else str(o)
+                           for o in objs], filter=_filter_dict(flt))
     return res
+
+
+def _check_rung_view(flt: TrialFilter, studies: list[dict], one_study_view: bool) -> None:
+    """A rung other than the stand-alone one is one study's view (see ``TrialFilter.rung``)."""
+    if flt.rung not in RUNGS:
+        raise UsageError(f"--rung {flt.rung!r}: allowed {', '.join(RUNGS)}")
+    if len(studies) != 1:
+        raise UsageError(f"--rung {flt.rung}: give one --study (its scores are not comparable "
+                         f"across studies; {len(studies)} selected)")
+    if not one_study_view:
+        raise UsageError(f"--rung {flt.rung}: only with the default objectives "
+                         "top1,latency_ms and the study's own latency device")
 
 
 def _study_pareto(store: ResultsStore, study: str, flt: TrialFilter,
                   ref: list[float] | None) -> dict[str, Any]:
-    """:func:`pareto_front` of one study: its :func:`results.study_front.study_front`."""
-    v = study_front(store, study, fidelity="any" if flt.fidelity == "any" else "full")
+    """:func:`pareto_front` of one study: its :func:`results.study_front.study_front`. On the
+    supernet rung the first objective is the supernet score: ``metric`` names it."""
+    v = study_front(store, study, fidelity="any" if flt.fidelity == "any" else "full",
+                    rung=flt.rung)
     cand = v["cand"]
+    m = v["metric"]   # the key of the first objective in the rows: top1, or the supernet score
     front = sorted(v["front"], key=lambda p: (-p["top1"], p["latency_ms"], p["trial_id"]))
     rows = [{"trial_id": p["trial_id"], "study": study, "trial_key": p["trial_key"],
-             "arch_hash": p["arch_hash"], "top1": p["top1"], "latency_ms": p["latency_ms"],
+             "arch_hash": p["arch_hash"], m: p["top1"], "latency_ms": p["latency_ms"],
              "params": p["params"], "gmacs": p["gmacs"], "latency_std_ms": p["latency_std_ms"],
              "latency_interval_ms": p["latency_interval_ms"],
              "advantage_within_interval": p["advantage_within_interval"]} for p in front]
-    baselines = [{"baseline": b["name"], "trial_id": b["trial_id"], "top1": b["top1"],
+    baselines = [{"baseline": b["name"], "trial_id": b["trial_id"], m: b["top1"],
                   "latency_ms": b["latency_ms"], "latency_std_ms": b["latency_std_ms"],
                   "top1_source": b["top1_source"], "latency_source": b["latency_source"],
                   "dominated_by_front": b["dominated_by_front"],
                   "dominated_beyond_interval": b["dominated_beyond_interval"]}
                  for b in v["baselines"]]
-    out = {"study": study, "device": v["device"], "n_considered": len(cand),
+    out = {"study": study, "device": v["device"], "rung": flt.rung, "metric": v["metric"],
+           "n_considered": len(cand),
            "n_front": len(rows), "front": rows, "baselines": baselines,
            "reference_point": None, "reference_rule": None, "hypervolume": None}
     if len(cand) and ref is None:
@@ -561,4 +589,5 @@ def _filter_dict(flt: TrialFilter) -> dict[str, Any]:
     return {"studies": list(flt.studies) if flt.studies else None,
             "study_latency_device": flt.study_latency_device,
             "dataset_id": flt.dataset_id, "fidelity": flt.fidelity,
-            "latency_device": flt.latency_device, "predictor_version": flt.predictor_version}
+            "latency_device": flt.latency_device, "predictor_version": flt.predictor_version,
+            "rung": flt.rung}

@@ -180,6 +180,26 @@ def _add_family(db: str, name: str = "fam") -> list[dict]:
     return rows
 
 
+def _add_supernet_rung(db: str) -> list[int]:
+    """Three candidates of study "demo" scored on a supernet (as `search --proxy supernet`
+    records them); returns their trial ids, sorted."""
+    from results.schema import SUPERNET
+    from results.store import ResultsStore
+    from search.proxy.record import TrialRecorder
+    from search_space.space import DEFAULT_SPACE
+
+    with ResultsStore(db) as store:
+        rec = TrialRecorder(store, store.study_id("demo"), FIDELITY, rung=SUPERNET)
+        for i, spec in enumerate(DEFAULT_SPACE.sample_many(3, seed=11)):
+            key = f"sn-{i:05d}-{spec.arch_hash}"
+            rec.start(key, spec, config={"kind": "candidate"}, seed=0)
+            rec.finish(key, "COMPLETED", {"score": -1.0 - i, "val_loss": 1.0 + i,
+                                          "latency_ms": 0.5 + i, "latency_std_ms": 0.05},
+                       reached=FIDELITY)
+        ids = sorted(t["id"] for t in store.trials(store.study_id("demo"), rung=SUPERNET))
+    return ids
+
+
 def _family_table(drv) -> list[str]:
     from selenium.webdriver.common.by import By
 
@@ -267,6 +287,26 @@ def test_dashboard_in_browser(server, driver):
           what="family comparison table after polling")
     ft = {t["name"]: t for t in driver.execute_script(FAMILY_TRACES_JS)}
     assert ft["family (fam)"]["n"] == 2 and ft["SwiftFormer"]["text"] == ["XS", "S", "L1", "L3"]
+
+    # 5) A supernet rung written to the study: the rung control appears (polling), and choosing
+    # it draws that rung's points by their supernet score, never mixed with trained top-1.
+    rung = driver.find_element(By.ID, "rung-control")
+    assert not rung.is_displayed()  # one rung so far
+    sn_ids = _add_supernet_rung(db)
+    _wait(driver, lambda d: d.find_element(By.ID, "rung-control").is_displayed(), timeout=20,
+          what="rung control after polling")
+    from selenium.webdriver.support.ui import Select
+    Select(driver.find_element(By.ID, "rung-select")).select_by_value("supernet")
+    _wait(driver, lambda d: sorted(_traces(d).get("dominated", {}).get("ids", [])
+                                   + _traces(d).get("Pareto front", {}).get("ids", [])) == sn_ids,
+          what="the supernet rung's points")
+    assert driver.execute_script("return document.getElementById('scatter')._fullLayout"
+                                 ".yaxis.title.text").startswith("supernet score")
+    assert driver.find_element(By.CSS_SELECTOR, "#front-table thead").text.startswith(
+        "trial key supernet score")
+    Select(driver.find_element(By.ID, "rung-select")).select_by_value("standalone")
+    _wait(driver, lambda d: tid in (_traces(d).get("dominated") or {}).get("ids", []),
+          what="back on the stand-alone rung")
 
     _no_console_errors(driver)
     driver.execute_script("window.scrollTo(0, 0)")

@@ -101,6 +101,90 @@ def test_fronts_and_hypervolumes_never_mix_rungs(tmp_path):
         store.start_trial(1, "x", a.arch_hash, config={}, seed=0, rung="third")
 
 
+def _two_rungs(tmp_path) -> ResultsStore:
+    store, standalone, supernet = _study(tmp_path)
+    a, b, c = DEFAULT_SPACE.sample_many(3, seed=3)
+    _row(standalone, "cand-0000-a", a, top1=40.0, latency_ms=1.0, latency_std_ms=0.1)
+    _row(standalone, "cand-0001-b", b, top1=50.0, latency_ms=2.0, latency_std_ms=0.1)
+    _row(supernet, "sn-00000-c", c, score=-0.1, top1=999.0, val_loss=0.1, latency_ms=0.5,
+         latency_std_ms=0.1)
+    _row(supernet, "sn-00001-a", a, score=-2.0, top1=10.0, val_loss=2.0, latency_ms=1.0,
+         latency_std_ms=0.1)
+    _row(supernet, f"sn-base-XS-{PRESETS['XS'].arch_hash}", PRESETS["XS"], score=-1.5,
+         top1=30.0, val_loss=1.5, latency_ms=0.7, latency_std_ms=0.05)
+    return store
+
+
+def test_pareto_shows_the_supernet_rung_of_one_study(tmp_path, capsys):
+    store = _two_rungs(tmp_path)
+    db = str(tmp_path / "r.db")
+    assert run_search.main(["pareto", "--db", db, "--study", "two", "--rung", "supernet",
+                            "--format", "json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["objectives"] == ["score:max", "latency_ms:min"] and res["rung"] == "supernet"
+    assert [(r["trial_key"], r["score"]) for r in res["front"]] == [("sn-00000-c", -0.1)]
+    assert "top1" not in res["front"][0]      # the column says what it holds
+    assert [(b["baseline"], b["score"]) for b in res["baselines"] if b["score"] is not None] \
+        == [("XS", -1.5)]
+    assert res["hypervolume"] == study_front(store, "two", rung=SUPERNET)["hypervolume"]
+    # the default stays the stand-alone rung
+    assert run_search.main(["pareto", "--db", db, "--study", "two", "--format", "json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert {r["trial_key"] for r in res["front"]} == {"cand-0000-a", "cand-0001-b"}
+    assert res["objectives"] == ["top1:max", "latency_ms:min"]
+    # the table names the rung and the score column
+    assert run_search.main(["pareto", "--db", db, "--study", "two", "--rung", "supernet"]) == 0
+    out = capsys.readouterr().out
+    assert "supernet rung" in out and "score" in out and "sn-00000-c" in out
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ([], "--rung supernet: give one --study (its scores are not comparable across studies; "
+         "2 selected)"),
+    (["--study", "two", "--objectives", "top1,params"],
+     "--rung supernet: only with the default objectives"),
+    (["--study", "two", "--rung", "third"], "argument --rung: invalid choice: 'third'"),
+])
+def test_pareto_supernet_rung_bad_input(tmp_path, capsys, extra, needle):
+    store = _two_rungs(tmp_path)
+    TrialRecorder.for_study(store, "other", config={}, seed=0, dataset_id="d", fidelity=FID,
+                            device="iphone14-ane")
+    argv = ["pareto", "--db", str(tmp_path / "r.db"), "--rung", "supernet", *extra]
+    try:
+        code = run_search.main(argv)
+    except SystemExit as e:   # argparse's own errors (choices) exit from parse_args
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_dashboard_draws_either_rung(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from results.dashboard.app import create_app
+
+    store = _two_rungs(tmp_path)
+    TrialRecorder.for_study(store, "plain", config={}, seed=0, dataset_id="d", fidelity=FID,
+                            device="iphone14-ane")
+    with TestClient(create_app(str(tmp_path / "r.db"), poll_seconds=0)) as c:
+        studies = {s["name"]: s["rungs"] for s in c.get("/api/studies").json()["studies"]}
+        assert studies == {"two": ["standalone", "supernet"], "plain": ["standalone"]}
+        sc = c.get("/api/studies/two/scatter", params={"rung": "supernet"}).json()
+        assert sc["rung"] == "supernet" and sc["y"]["label"].startswith("supernet score")
+        assert sorted(p["top1"] for p in sc["points"]) == [-2.0, -0.1]   # scores, not 999 / 10
+        assert [b["top1"] for b in sc["baselines"] if b["name"] == "XS"] == [-1.5]
+        sa_sc = c.get("/api/studies/two/scatter").json()
+        assert sorted(p["top1"] for p in sa_sc["points"]) == [40.0, 50.0]
+        f = c.get("/api/studies/two/front", params={"rung": "supernet"}).json()
+        assert [r["trial_key"] for r in f["rows"]] == ["sn-00000-c"] and f["metric"] == "score"
+        hv = c.get("/api/studies/two/hypervolume", params={"rung": "supernet"}).json()
+        assert hv["final"] == study_front(store, "two", rung=SUPERNET)["hypervolume"]
+        assert hv["final"] != c.get("/api/studies/two/hypervolume").json()["final"]
+        csv = c.get("/api/studies/two/front", params={"rung": "supernet", "format": "csv"})
+        assert "sn-00000-c" in csv.text and "-supernet.csv" in csv.headers["content-disposition"]
+        assert c.get("/api/studies/two/scatter", params={"rung": "third"}).status_code == 422
+
+
 def test_an_old_database_upgrades_and_its_trials_are_stand_alone(tmp_path):
     path = tmp_path / "old.db"
     eng = old_database(path, "0100_families", dataset_id="d", device="iphone14-ane")

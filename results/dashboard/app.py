@@ -67,6 +67,9 @@ DeviceQ = Annotated[str | None, Query(pattern=DEVICE_PATTERN, max_length=128,
 FidelityQ = Annotated[Literal["full", "any"], Query(
     description="full: trials that reached the study's whole proxy budget; any: every "
                 "completed trial")]
+RungQ = Annotated[Literal["standalone", "supernet"], Query(
+    description="rung of the fidelity ladder: standalone (trained proxies' top-1, default) or "
+                "supernet (every candidate's supernet score; a --proxy supernet study)")]
 
 router = APIRouter()
 
@@ -111,18 +114,21 @@ def studies(d: Dash):
 
 @router.get("/api/studies/{study}/scatter")
 def scatter(d: Dash, study: StudyName, device: DeviceQ = None, fidelity: FidelityQ = "full",
-            max_points: Annotated[int, Query(ge=1, le=MAX_POINTS_LIMIT)] = data.DEFAULT_MAX_POINTS):
+            max_points: Annotated[int, Query(ge=1, le=MAX_POINTS_LIMIT)] = data.DEFAULT_MAX_POINTS,
+            rung: RungQ = "standalone"):
     return fast_json(data.scatter_data(d.store, study, device, fidelity, max_points,
-                                       cache=d.cache.fresh()))
+                                       cache=d.cache.fresh(), rung=rung))
 
 
 @router.get("/api/studies/{study}/front")
 def front(d: Dash, study: StudyName, device: DeviceQ = None, fidelity: FidelityQ = "full",
-          format: Annotated[Literal["json", "csv"], Query()] = "json"):
-    f = data.front_data(d.store, study, device, fidelity, cache=d.cache.fresh())
+          format: Annotated[Literal["json", "csv"], Query()] = "json",
+          rung: RungQ = "standalone"):
+    f = data.front_data(d.store, study, device, fidelity, cache=d.cache.fresh(), rung=rung)
     if format == "json":
         return fast_json(f)
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"front-{study}-{f['device']}-{fidelity}")
+    suffix = "" if rung == "standalone" else f"-{rung}"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"front-{study}-{f['device']}-{fidelity}{suffix}")
     return PlainTextResponse(data.front_csv(f), media_type="text/csv", headers={
         "Content-Disposition": f'attachment; filename="{name}.csv"'})
 
@@ -131,12 +137,13 @@ def front(d: Dash, study: StudyName, device: DeviceQ = None, fidelity: FidelityQ
 def hypervolume(d: Dash, study: StudyName, device: DeviceQ = None, fidelity: FidelityQ = "full",
                 ref_top1: Annotated[float | None, Query(
                     allow_inf_nan=False, description="reference top-1 (with ref_latency_ms)")] = None,
-                ref_latency_ms: Annotated[float | None, Query(allow_inf_nan=False, gt=0)] = None):
+                ref_latency_ms: Annotated[float | None, Query(allow_inf_nan=False, gt=0)] = None,
+                rung: RungQ = "standalone"):
     if (ref_top1 is None) != (ref_latency_ms is None):
         raise HTTPException(400, "give both ref_top1 and ref_latency_ms, or neither")
     ref = None if ref_top1 is None else [ref_top1, ref_latency_ms]
     return fast_json(data.hypervolume_data(d.store, study, device, fidelity, ref,
-                                           cache=d.cache.fresh()))
+                                           cache=d.cache.fresh(), rung=rung))
 
 
 @router.get("/api/families")

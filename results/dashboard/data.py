@@ -24,10 +24,12 @@ from search_space.spec import PRESETS, ArchSpec
 from ..families import family_view, list_families
 from ..pareto import REFERENCE_RULE, hypervolume_steps
 from ..report import to_csv
-from ..schema import (COMPLETED, TRIAL_STATUSES, Baseline, EpochMetric, Family,
-                      LatencyMeasurement, LatencyPrediction, Study, TrainingRun, Trial)
+from ..schema import (COMPLETED, RUNGS, STANDALONE, SUPERNET, TRIAL_STATUSES, Baseline,
+                      EpochMetric, Family, LatencyMeasurement, LatencyPrediction, Study,
+                      TrainingRun, Trial)
 from ..store import ResultsStore
-from ..study_front import FIDELITIES, OBJECTIVES, spec_summary, study_devices, study_front
+from ..study_front import (FIDELITIES, OBJECTIVES, RUNG_METRIC, spec_summary, study_devices,
+                           study_front)
 
 DEFAULT_MAX_POINTS = 20_000
 MAX_ARCH_TRIALS = 50  # trials listed (with epoch curves) in one architecture's detail
@@ -43,19 +45,27 @@ def _iso(dt: datetime | None) -> str | None:
 def studies_data(store: ResultsStore) -> dict:
     """Every study with trial counts per status and the devices it can be viewed on."""
     rows = store.studies()
+    with store.transaction() as s:   # which rungs of the ladder each study has trials on
+        have = s.execute(select(Trial.study_id, Trial.rung).distinct()).all()
+    rungs = {}
+    for study_id, rung in have:
+        rungs.setdefault(study_id, set()).add(rung)
     for r in rows:
         r["devices"] = study_devices(store, r["id"], r["device"])
-    return {"studies": rows, "fidelities": list(FIDELITIES)}
+        r["rungs"] = [g for g in RUNGS if g in rungs.get(r["id"], ())] or [STANDALONE]
+    return {"studies": rows, "fidelities": list(FIDELITIES), "rungs": list(RUNGS),
+            "rung_metrics": dict(RUNG_METRIC)}
 
 
 def scatter_data(store: ResultsStore, study: str, device: str | None = None,
                  fidelity: str = "full", max_points: int = DEFAULT_MAX_POINTS,
-                 cache: dict | None = None) -> dict:
+                 cache: dict | None = None, rung: str = STANDALONE) -> dict:
     """Proxy top-1 vs predicted latency of one study on one device (see :func:`results.study_front.study_front`),
     with the Pareto front of the searched architectures and the XS/S/L1/L3 markers. With more
     than ``max_points`` points, dominated ones are thinned evenly (the front is always kept;
-    ``n_shown`` says how many were sent)."""
-    v = study_front(store, study, device, fidelity, cache)
+    ``n_shown`` says how many were sent). ``rung``: the fidelity ladder's rung (on "supernet"
+    the y axis is the supernet score of each candidate, never mixed with trained top-1)."""
+    v = study_front(store, study, device, fidelity, cache, rung=rung)
     cand, on_front = v["cand"], v["on_front"]
     n, n_front = len(cand), len(v["front"])
     keep = on_front.copy()
@@ -65,25 +75,33 @@ def scatter_data(store: ResultsStore, study: str, device: str | None = None,
         keep[dom[np.unique(np.linspace(0, len(dom) - 1, n_dom).astype(int))]] = True
     shown = [cand.point(i, bool(on_front[i])) for i in np.flatnonzero(keep).tolist()]
     return {"study": v["study"], "device": v["device"], "devices": v["devices"],
-            "fidelity": fidelity,
+            "fidelity": fidelity, "rung": rung,
             "x": {"metric": "latency_ms", "label": f"predicted latency on {v['device']} (ms)"},
-            "y": {"metric": "top1", "label": "proxy top-1"},
+            "y": {"metric": "top1", "label": Y_LABEL[rung]},
             "latency_source": v["latency_source"],
             "n_considered": n, "n_front": n_front, "n_shown": len(shown),
             "counts": v["counts"], "points": shown, "baselines": v["baselines"]}
 
+
+# what the y value of a point is on each rung (results.schema.RUNG_METRIC names the metric)
+# (the supernet score is the subnet's top-1 or minus its val loss with inherited weights:
+# SupernetConfig.score; only its order matters)
+Y_LABEL = {STANDALONE: "proxy top-1", SUPERNET: "supernet score (inherited weights)"}
+assert set(Y_LABEL) == set(RUNGS)
 
 FRONT_COLUMNS = ("trial_id", "trial_key", "arch_hash", "top1", "latency_ms", "latency_std_ms",
                  "advantage_within_interval", "params", "gmacs", "epochs_reached", "arch")
 
 
 def front_data(store: ResultsStore, study: str, device: str | None = None,
-               fidelity: str = "full", cache: dict | None = None) -> dict:
+               fidelity: str = "full", cache: dict | None = None,
+               rung: str = STANDALONE) -> dict:
     """The searched front of :func:`results.study_front.study_front` as table rows, fastest
-    first."""
-    v = study_front(store, study, device, fidelity, cache)
+    first (on the "supernet" rung ``top1`` holds the supernet score: ``metric`` says so)."""
+    v = study_front(store, study, device, fidelity, cache, rung=rung)
     rows = sorted(v["front"], key=lambda p: (p["latency_ms"], -p["top1"], p["trial_id"]))
     return {"study": v["study"]["name"], "device": v["device"], "fidelity": fidelity,
+            "rung": rung, "metric": v["metric"],
             "columns": list(FRONT_COLUMNS), "n_considered": len(v["cand"]),
             "rows": [{c: p[c] for c in FRONT_COLUMNS} for p in rows]}
 
@@ -94,7 +112,7 @@ def front_csv(front: dict) -> str:
 
 def hypervolume_data(store: ResultsStore, study: str, device: str | None = None,
                      fidelity: str = "full", reference: Sequence[float] | None = None,
-                     cache: dict | None = None) -> dict:
+                     cache: dict | None = None, rung: str = STANDALONE) -> dict:
     """Hypervolume of the searched front after each trial (finish order), top-1 up, latency down.
 
     The reference point is fixed for the whole curve (default: the study's reference point, the
@@ -102,14 +120,14 @@ def hypervolume_data(store: ResultsStore, study: str, device: str | None = None,
     searched points and the baselines), so the curve is non-decreasing and ends at the study's
     hypervolume. Steps are listed only where the front changed, plus the last trial.
     """
-    v = study_front(store, study, device, fidelity, cache)
-    key = ("hypervolume", v["study"]["name"], v["device"], fidelity,
+    v = study_front(store, study, device, fidelity, cache, rung=rung)
+    key = ("hypervolume", v["study"]["name"], v["device"], fidelity, rung,
            None if reference is None else tuple(float(x) for x in reference))
     if cache is not None and key in cache:
         return cache[key]
     cand = v["cand"]  # finish order
     out = {"study": v["study"]["name"], "device": v["device"], "fidelity": fidelity,
-           "objectives": [str(o) for o in OBJECTIVES], "n_trials": len(cand),
+           "rung": rung, "metric": v["metric"], "objectives": [str(o) for o in OBJECTIVES], "n_trials": len(cand),
            "reference_point": None, "reference_rule": None, "steps": [], "final": None}
     if not len(cand):
         return out
