@@ -341,3 +341,4 @@ def test_two_rung_search_resumes_the_killed_supernet_and_keeps_rungs_apart(tmp_p
     text = (tmp_path / "runs" / "sn" / "pareto.txt").read_text()
     assert "== Rung 1: supernet ==" in text and "== Rung 2: trained stand-alone ==" in text
     assert render_rungs(build_report(store, "sn"), build_supernet_report(store, "sn")) in text
+    assert "`pareto --study sn --rung supernet`" in text   # where to see rung 1 again

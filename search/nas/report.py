@@ -267,7 +267,8 @@ def write_report(store: ResultsStore, study: str, out_dir: Path, *, db: str,
         rep["supernet_rung"] = sn
     text = (render_table(rep) if sn is None else render_rungs(rep, sn)) + (
         f"\n\nplot: {png}\ntable: {txt}\ndatabase: {os.path.abspath(db)} (study {study}; "
-        f"inspect with `run_search.py studies` / `pareto --study {study}`)")
+        f"inspect with `run_search.py studies` / `pareto --study {study}`"
+        + ("" if sn is None else f" / `pareto --study {study} --rung supernet`") + ")")
     write_text_atomic(txt, text + "\n")
     write_json_atomic(js, rep)
     print(text, file=stream or sys.stdout, flush=True)
