@@ -189,8 +189,10 @@ def _delimiter(header: str) -> str:
     return ","
 
 
-def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str]:
-    """(row number, raw dict) of a CSV or JSON records file, and the CSV delimiter."""
+def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str, list[str] | None]:
+    """(row number, raw dict) of a CSV or JSON records file, the CSV delimiter, and the columns
+    (a CSV's header, so a header-only file is checked too; a JSON file's first record's keys,
+    None when it has none)."""
     if not os.path.isfile(path):
         raise NotFoundError(f"{path}: no such records file (CSV or JSON)")
     try:
@@ -209,24 +211,26 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str]:
         for i, r in enumerate(rows, start=1):
             if not isinstance(r, dict):
                 raise RecordError(f"{path}: record {i}: expected an object, got {type(r).__name__}")
-        return list(enumerate(rows, start=1)), ","
+        return list(enumerate(rows, start=1)), ",", (list(rows[0]) if rows else None)
     delim = _delimiter(text.split("\n", 1)[0])
     reader = csv.DictReader(text.splitlines(), delimiter=delim)
     if reader.fieldnames is None:
         raise RecordError(f"{path}: empty file (expected a CSV header with {list(REQUIRED)})")
     reader.fieldnames = [c.strip().lower() for c in reader.fieldnames]
+    twice = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
+    if twice:   # csv.DictReader would silently keep the last of each
+        raise RecordError(f"{path}: header: column(s) {twice} appear more than once")
     out = []
     for line_no, r in enumerate(reader, start=2):  # header is line 1
         if None in r:
             raise RecordError(f"{path}: row {line_no}: more fields than header columns")
         out.append((line_no, r))
-    return out, delim
+    return out, delim, list(reader.fieldnames)
 
 
-def check_header(path: str, rows: list[tuple[int, dict]], required: tuple[str, ...]) -> None:
-    cols = set(rows[0][1]) if rows else set()
-    missing = [c for c in required if c not in cols]
-    if rows and missing:
+def check_header(path: str, columns: list[str] | None, required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in (columns or ())]
+    if columns is not None and missing:
         raise RecordError(f"{path}: header lacks required column(s) {missing}; "
                           f"columns are {list(COLUMNS)}")
 
@@ -234,8 +238,8 @@ def check_header(path: str, rows: list[tuple[int, dict]], required: tuple[str, .
 def read_records(path: str) -> list[Record]:
     """Read a CSV or JSON records file strictly: every row needs model, device and latency_ms;
     raise RecordError on the first malformed row."""
-    rows, delim = raw_rows(path)
-    check_header(path, rows, REQUIRED)
+    rows, delim, columns = raw_rows(path)
+    check_header(path, columns, REQUIRED)
     return [parse_record(r, path, i, decimal_comma=delim != ",") for i, r in rows]
 
 

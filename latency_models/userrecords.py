@@ -83,9 +83,9 @@ def _blank(v) -> bool:
 
 
 def _parse_rows(path: str, device: str | None) -> Loaded:
-    rows, delim = raw_rows(path)
+    rows, delim, columns = raw_rows(path)
     required = tuple(c for c in REQUIRED if c != "device" or device is None)
-    check_header(path, rows, required)
+    check_header(path, columns, required)
     out = Loaded(path, [])
     for i, raw in rows:
         if all(_blank(v) for v in raw.values()):

@@ -152,6 +152,10 @@ def test_calibrate_from_model_and_latency_only(capsys, tmp_path, user_dir):
                                            "times on 'my-phone' disagrees"),
     ("model,latency_ms\nXS,0.9\nXS,0.9\n", "needs at least 2 distinct measured models, found 1"),
     ("latency_ms\n0.9\n", "header lacks required column(s) ['model']"),
+    # a header without data rows is still checked (it used to pass and say "found 0")
+    ("modell,latency\n", "header lacks required column(s) ['model', 'latency_ms']"),
+    ("model,latency_ms,model\nXS,0.9,S\nS,1.1,XS\n",
+     "header: column(s) ['model'] appear more than once"),
 ])
 def test_calibrate_bad_input_one_line_nothing_written(capsys, tmp_path, user_dir, body, needle):
     rec = tmp_path / "bad.csv"
