@@ -55,7 +55,7 @@ def parse_fidelity(text: str | None, base: Fidelity = DEFAULT_FIDELITY) -> Fidel
     text = text.strip()
     if text in FIDELITY_PRESETS:
         return FIDELITY_PRESETS[text]
-    if text.startswith("{"):
+    if text.startswith(("{", "[")):   # inline JSON (a list is refused below, by its type)
         try:
             overrides = json.loads(text)
         except json.JSONDecodeError as e:

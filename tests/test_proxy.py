@@ -115,6 +115,10 @@ def test_unknown_preset_lists_the_presets(tmp_path, monkeypatch):
     # A file named like a bare word is still read as a file.
     (tmp_path / "mine").write_text('{"epochs": 3}')
     assert parse_fidelity("mine").epochs == 3
+    # Inline JSON that is no object is named as such (not looked up as a file "[]").
+    with pytest.raises(UsageError, match=r"^--fidelity: expected a JSON object of Fidelity "
+                                         r"fields, got list$"):
+        parse_fidelity("[]")
 
 
 def test_json_overrides_on_top_of_a_preset(tmp_path):
