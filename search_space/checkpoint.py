@@ -44,11 +44,17 @@ def read_file(path: str | Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights only load failed" in first.lower() or "unsupported global" in str(e).lower():
+        text = str(e)
+        if "unsupported global" in text.lower():   # a class or function pickled by reference
             raise CheckpointError(f"{what} {p}: refused: it holds pickled Python objects, not "
                                   "only tensors (loading is weights-only)") from None
-        raise CheckpointError(f"{what} {p}: not a PyTorch weights file ({first})") from None
+        # else the byte stream itself is no weights pickle ("Unsupported operand 120": a text
+        # file, a plain pickle of sets and such): say what the weights-only reader said
+        lines = [ln.strip() for ln in text.split("WeightsUnpickler error:")[-1].splitlines()
+                 if ln.strip()]
+        reason = lines[0] if lines else type(e).__name__
+        raise CheckpointError(f"{what} {p}: not a PyTorch weights file the weights-only loader "
+                              f"can read ({reason[:160]})") from None
     except _UNREADABLE as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{what} {p}: not a readable PyTorch weights file (truncated or "

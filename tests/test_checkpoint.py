@@ -8,6 +8,7 @@ not change which weights are used).
 """
 import functools
 import os
+import pickle
 
 import pytest
 import timm
@@ -139,6 +140,10 @@ def test_other_head_size_says_which_num_classes(tmp_path, xs_model):
 @pytest.mark.parametrize("content, message", [
     (b"", "empty file (0 bytes)"),
     (b"just some text\n", "not a readable PyTorch weights file"),
+    (b"x", "not a PyTorch weights file the weights-only loader can read (Unsupported operand "
+           "120)"),   # not "holds pickled Python objects": there are none
+    (pickle.dumps({"a": {1, 2}}, protocol=4), "weights-only loader can read (Unsupported "
+                                               "operand 149)"),
     (None, "not a readable PyTorch weights file"),  # a real checkpoint cut in half
 ])
 def test_unreadable_files_are_one_line_errors(tmp_path, xs_model, content, message):
@@ -202,9 +207,10 @@ def test_other_unpickling_errors_name_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(ck.torch, "load", raises(pickle.UnpicklingError("bad opcode\nmore")))
     with pytest.raises(CheckpointError) as e:
         ck.read_file(path, "--teacher")
-    assert str(e.value) == f"--teacher {path}: not a PyTorch weights file (bad opcode)"
+    assert str(e.value) == (f"--teacher {path}: not a PyTorch weights file the weights-only "
+                            "loader can read (bad opcode)")
     monkeypatch.setattr(ck.torch, "load", raises(pickle.UnpicklingError("")))
-    with pytest.raises(CheckpointError, match=r"not a PyTorch weights file \(UnpicklingError\)"):
+    with pytest.raises(CheckpointError, match=r"loader can read \(UnpicklingError\)"):
         ck.read_file(path)
     monkeypatch.setattr(ck.torch, "load", raises(pickle.UnpicklingError(
         "Weights only load failed. ... Unsupported global: GLOBAL os.system")))
