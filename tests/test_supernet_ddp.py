@@ -184,6 +184,28 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(toy, tmp_path, unint
             torch.testing.assert_close(a["state"][k][name], v, rtol=0, atol=0)
 
 
+def test_the_search_trial_trains_on_ranks_and_summarises_that_run(toy, tmp_path):
+    """``search --supernet-nproc 2``: the supernet trial's training (search.nas.supernet_search
+    .train_on_ranks) is the 2-rank run, summarised as one: world size, epochs, per-rank threads;
+    a second call (resume of a finished run) trains nothing."""
+    from search.nas.supernet_search import SUMMARY_KEYS, train_on_ranks
+
+    info = train_on_ranks(2, CFG, FID, toy, seed=0, space=SPACE, device="cpu",
+                          checkpoint_dir=str(tmp_path), threads=2)
+    net, meta = load_supernet(str(tmp_path / CHECKPOINT_NAME))
+    ck = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert (ck["world_size"], meta["epoch"]) == (2, CFG.epochs)    # trained by 2 ranks
+    digest = _state_digest(net)
+    assert (info["world_size"], info["threads"], info["epochs_done"]) == (2, 1, CFG.epochs)
+    assert (info["resumed_at_epoch"], len(info["history"])) == (0, CFG.epochs)
+    assert set(SUMMARY_KEYS) - {"node_id"} <= set(info)   # node_id: added by the Tune trial
+    assert "world_size" in SUMMARY_KEYS
+    again = train_on_ranks(2, CFG, FID, toy, seed=0, space=SPACE, device="cpu",
+                           checkpoint_dir=str(tmp_path), threads=2)
+    assert again["resumed_at_epoch"] == CFG.epochs and again["steps"] == info["steps"]
+    assert _state_digest(load_supernet(str(tmp_path / CHECKPOINT_NAME))[0]) == digest
+
+
 def test_train_supernet_ranks_spawns_the_same_run(toy, tmp_path, uninterrupted):
     train_supernet_ranks(2, CFG, FID, toy, seed=0, space=SPACE, device="cpu",
                          channels_last=False, checkpoint_dir=str(tmp_path))

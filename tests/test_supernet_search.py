@@ -4,6 +4,7 @@ with the supernet trial killed after its first epoch's checkpoint and resumed (t
 trained beside rung 1, are not trained again)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -221,6 +222,14 @@ def test_stand_alone_identity_is_unchanged_and_supernet_config_round_trips():
     (["--proxy", "supernet", "--supernet", '{"width_divisor": 3}'],
      "error: supernet.width_divisor=3: does not divide width"),
     (["--proxy", "supernet", "--supernet", "[1]"], "error: --supernet: expected a JSON object"),
+    (["--proxy", "supernet", "--supernet-nproc", "0"], "error: --supernet-nproc 0: allowed 1..64"),
+    (["--supernet-nproc", "2"], "error: --supernet-nproc 2: only with --proxy supernet"),
+    (["--proxy", "supernet", "--supernet-nproc", "2", "--gpus-per-trial", "0.5"],
+     "error: --supernet-nproc 2 with --gpus-per-trial 0.5: each rank takes one whole GPU"),
+    (["--proxy", "supernet", "--supernet-nproc", "2", "--torch-device", "cuda:1"],
+     "error: --supernet-nproc 2 with --torch-device cuda:1: use cuda or auto"),
+    (["--proxy", "supernet", "--supernet-nproc", "3"],
+     "error: --supernet-nproc 3: the supernet's batch_size 64 does not split evenly over 3"),
 ])
 def test_bad_supernet_settings_fail_in_one_line_before_any_work(tmp_path, capsys, argv, needle):
     try:
@@ -314,13 +323,17 @@ def test_two_rung_search_resumes_the_killed_supernet_and_keeps_rungs_apart(tmp_p
     (base,) = store.trials(sid, rung=STANDALONE)
     assert (base["config"]["kind"], base["status"]) == ("baseline", "COMPLETED")
 
-    rep = run_search(cfg, resume=True, stream=open(os.devnull, "w"), wrap_supernet=wrap)
+    # resumed data-parallel (an execution setting: --supernet-nproc 2, two gloo ranks in the
+    # supernet's trial, which holds both CPUs): the 1-process checkpoint continues on 2 ranks
+    rep = run_search(dataclasses.replace(cfg, supernet_nproc=2), resume=True,
+                     stream=open(os.devnull, "w"), wrap_supernet=wrap)
     assert not rep["interrupted"]
     rows = store.trials(sid, rung=SUPERNET)
     (model,) = [t for t in rows if t["config"]["kind"] == "supernet"]
     m = model["metrics"]
     assert model["status"] == "COMPLETED"
     assert (m["resumed_at_epoch"], m["epochs_done"]) == (killed_at, RECIPE["epochs"])
+    assert torch.load(ckpt, weights_only=True)["world_size"] == 2 == m["world_size"]
     assert m["tau"] is None and m["cpu_seconds"] > 0 and model["config"]["supernet"]["epochs"] == 3
     epochs = [e["epoch"] for e in store.trial(model["id"])["epochs"]]
     assert epochs == [1, 2, 3]  # one row per epoch across the kill

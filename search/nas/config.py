@@ -43,6 +43,7 @@ PROXIES = ("standalone", "supernet")
 # before they existed keep their identity (and --resume works on them).
 SUPERNET_FIELDS = ("proxy", "top_k", "scored", "supernet")
 MAX_TOP_K = 1_000  # rung 2 trains each: more is a typo
+MAX_SUPERNET_NPROC = 64  # local processes of one node: more is a typo
 DEFAULT_BASELINES = ("XS", "S", "L1", "L3")
 CONFIG_FILE = "search_config.json"  # runs/<study>/search_config.json: what --resume reloads
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a directory name on any OS
@@ -191,10 +192,21 @@ class SearchConfig:
         "run", type=int, metavar="N"))
     # auto = CUDA when the trial was given a GPU (bf16 AMP, channels_last), else CPU.
     torch_device: str = field(default="auto", metadata=_shared("torch_device", "run"))
+    # --proxy supernet: rung 1's supernet trains data-parallel on this many local processes
+    # inside its one Tune trial (search.proxy.supernet.training.train_supernet_ranks: NCCL with
+    # one GPU per rank when --gpus-per-trial is 1, gloo on the CPU), the trial holding N times
+    # one trial's CPUs and GPUs. The global batch stays the recipe's, so the supernet means the
+    # same at any N (docs/supernet.md); an execution setting, like --gpus-per-trial. 1 (one
+    # process) by default: at the CPU preset's size a second process does not pay for its
+    # communication; for the imagenet-gpu preset on a multi-GPU node, N = its GPUs.
+    supernet_nproc: int = field(default=1, metadata=_cli(
+        "--supernet-nproc", "--proxy supernet: train the supernet data-parallel on N local "
+        "processes in its trial, each with one trial's CPUs / GPUs (default %(default)s)",
+        "run", type=int, metavar="N"))
 
     EXECUTION: ClassVar[tuple[str, ...]] = (
         "db", "out_root", "address", "cpus_per_trial", "gpus_per_trial", "storage",
-        "max_concurrent", "torch_device")
+        "max_concurrent", "torch_device", "supernet_nproc")
 
     def identity(self) -> dict[str, Any]:
         """The study-defining fields as JSON values (stored with the study)."""
@@ -366,11 +378,32 @@ def _check_settings(cfg: SearchConfig) -> None:
     if not (g >= 0 and (g <= 1 or g == int(g))):
         raise UsageError(f"--gpus-per-trial {g:g}: need 0, a fraction of one GPU (0.25: four "
                          "trials share a GPU) or a whole number of GPUs")
+    _check_supernet_nproc(cfg)
     if cfg.max_concurrent is not None and cfg.max_concurrent < 1:
         raise UsageError(f"--max-concurrent {cfg.max_concurrent}: need at least 1")
     if not TORCH_DEVICE_PATTERN.fullmatch(cfg.torch_device):
         raise UsageError(f"--torch-device {cfg.torch_device!r}: allowed auto, cpu, cuda, "
                          "cuda:N, mps")
+
+
+def _check_supernet_nproc(cfg: SearchConfig) -> None:
+    n = cfg.supernet_nproc
+    if not 1 <= n <= MAX_SUPERNET_NPROC:
+        raise UsageError(f"--supernet-nproc {n}: allowed 1..{MAX_SUPERNET_NPROC}")
+    if n == 1:
+        return
+    if cfg.proxy != "supernet":
+        raise UsageError(f"--supernet-nproc {n}: only with --proxy supernet")
+    if cfg.gpus_per_trial not in (0, 1):
+        raise UsageError(f"--supernet-nproc {n} with --gpus-per-trial {cfg.gpus_per_trial:g}: "
+                         "each rank takes one whole GPU (1) or none (0)")
+    if ":" in cfg.torch_device:
+        raise UsageError(f"--supernet-nproc {n} with --torch-device {cfg.torch_device}: use "
+                         "cuda or auto (rank r takes cuda:r of the trial's GPUs)")
+    bs = cfg.supernet.batch_size
+    if bs % n:
+        raise UsageError(f"--supernet-nproc {n}: the supernet's batch_size {bs} does not split "
+                         f"evenly over {n} processes (the global batch is split over the ranks)")
 
 
 def _load_latency_device(device: str) -> tuple[str, LatencyPredictor]:

@@ -163,6 +163,11 @@ def _check_cluster(cfg: SearchConfig, data: ProxyData, res: Resources) -> list[d
     nodes = nodes_fitting(res.cpus_per_trial, cfg.gpus_per_trial,
                           f"--cpus-per-trial {res.cpus_per_trial:g} --gpus-per-trial "
                           f"{cfg.gpus_per_trial:g}")
+    n = cfg.supernet_nproc
+    if cfg.proxy == "supernet" and n > 1:   # the supernet's trial holds n trials' resources
+        nodes_fitting(res.cpus_per_trial * n, cfg.gpus_per_trial * n,
+                      f"--supernet-nproc {n} (x --cpus-per-trial {res.cpus_per_trial:g} "
+                      f"--gpus-per-trial {cfg.gpus_per_trial:g})")
     if cfg.address:
         for node, problem in zip(nodes, ask_each_node(nodes, data_problem, data)):
             if problem:

@@ -44,7 +44,8 @@ from ..proxy.node_cache import localize
 from ..proxy.record import TrialRecorder
 from ..proxy.supernet.config import largest, to_proxy
 from ..proxy.supernet.scoring import reference_tau, score_subnets
-from ..proxy.supernet.training import CHECKPOINT_NAME, load_supernet, train_supernet
+from ..proxy.supernet.training import (CHECKPOINT_NAME, load_supernet, train_supernet,
+                                       train_supernet_ranks)
 from ..proxy.train import resolve_device
 from .callback import error_cause
 from .context import SearchContext
@@ -65,14 +66,15 @@ SN = RUNG_KEY_PREFIX[SUPERNET]  # "sn-": the supernet rung's trial keys
 # the recorder: it is the candidates' parameter count there).
 SUMMARY_KEYS = ("epochs_done", "resumed_at_epoch", "steps", "cpu_seconds", "train_seconds",
                 "loss_largest", "loss_subnets", "device", "threads", "channels_last",
-                "config_key", "fidelity_key", "dataset_id", "space_key", "node_id")
+                "config_key", "fidelity_key", "dataset_id", "space_key", "node_id", "world_size")
 PROGRESS_EVERY = 0.1  # a progress line per tenth of the scored candidates
 
 
 def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint_dir: str,
-                   threads: int = 1, device: str = "auto") -> None:
+                   threads: int = 1, device: str = "auto", nproc: int = 1) -> None:
     """The Tune trial of rung 1: train (or resume) the supernet, a report per epoch (after its
-    checkpoint is written), then the final summary."""
+    checkpoint is written), then the final summary. ``nproc`` > 1: data-parallel on that many
+    local processes (:func:`train_on_ranks`; the epochs reach the store with the summary)."""
     threads = allocated_threads(threads)
     data = localize(data, fidelity, workers=threads)
     node = ray.get_runtime_context().get_node_id()
@@ -80,14 +82,37 @@ def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint_
     def on_epoch(m: dict) -> None:
         tune.report({**json_safe(_epoch_row(m)), "node_id": node, "final": False})
 
-    _, info = train_supernet(supernet, fidelity, data, seed=int(config["seed"]), space=space,
-                             device=device, threads=threads, checkpoint_dir=checkpoint_dir,
-                             report=on_epoch)
+    kw = dict(seed=int(config["seed"]), space=space, device=device,
+              checkpoint_dir=checkpoint_dir)
+    if nproc > 1:
+        info = train_on_ranks(nproc, supernet, fidelity, data, threads=threads, **kw)
+    else:
+        _, info = train_supernet(supernet, fidelity, data, threads=threads, report=on_epoch,
+                                 **kw)
     summary = {k: info.get(k) for k in SUMMARY_KEYS}
     summary.update(node_id=node, supernet_params=info["params"],
                    history=[{k: v for k, v in h.items() if k != "step_losses"}
                             for h in info["history"]])
     tune.report({**json_safe(summary), "final": True})
+
+
+def train_on_ranks(nproc: int, supernet, fidelity, data, *, seed: int, space, device: str,
+                   checkpoint_dir: str, threads: int) -> dict[str, Any]:
+    """Train (or resume) the supernet data-parallel on ``nproc`` local ranks, each with
+    ``threads // nproc`` torch threads (the trial holds ``nproc`` trials' CPUs); return the
+    summary ``train_supernet`` gives, read back from the finished checkpoint, with this run's
+    world size, threads per rank, wall time and the epoch it resumed at."""
+    path = os.path.join(checkpoint_dir, CHECKPOINT_NAME)
+    resumed_at = load_supernet(path)[1]["epoch"] if os.path.isfile(path) else 0
+    per_rank = max(1, threads // nproc)
+    t0 = time.perf_counter()
+    train_supernet_ranks(nproc, supernet, fidelity, data, seed=seed, checkpoint_dir=checkpoint_dir,
+                         space=space, device=device, threads=per_rank)
+    wall = time.perf_counter() - t0
+    _, info = train_supernet(supernet, fidelity, data, seed=seed, space=space, device=device,
+                             threads=per_rank, checkpoint_dir=checkpoint_dir)  # finished: loads
+    return {**info, "world_size": nproc, "threads": per_rank, "train_seconds": wall,
+            "resumed_at_epoch": resumed_at}
 
 
 class StopFlag(Stopper):
@@ -227,14 +252,16 @@ class SupernetRung:
         cfg = self.cfg
         self.start()
         fn = wrap(supernet_trial) if wrap is not None else supernet_trial
+        n = cfg.supernet_nproc   # data-parallel ranks: the trial holds n trials' resources
         trainable = tune.with_resources(tune.with_parameters(
             fn, data=self.ctx.data, fidelity=cfg.fidelity, supernet=self.sn, space=cfg.space,
-            checkpoint_dir=self.checkpoint_dir, threads=max(1, int(cpus)),
-            device=cfg.torch_device), {"cpu": cpus, "gpu": gpus})
+            checkpoint_dir=self.checkpoint_dir, threads=max(1, int(cpus)) * n,
+            device=cfg.torch_device, nproc=n), {"cpu": cpus * n, "gpu": gpus * n})
         where = experiment_storage(cfg.storage, str(cfg.out_dir), cfg.study)
+        ranks = f", data-parallel on {n} processes" if n > 1 else ""
         self.ctx.progress.line(f"rung 1: training the supernet ({self.sn.epochs} epochs, widths "
-                               f"/{self.sn.width_divisor}, {cpus:g} CPU(s)); checkpoint every "
-                               f"epoch in {self.checkpoint_dir}")
+                               f"/{self.sn.width_divisor}, {cpus * n:g} CPU(s){ranks}); "
+                               f"checkpoint every epoch in {self.checkpoint_dir}")
         tuner = tune.Tuner(trainable, param_space={"seed": cfg.seed},
                            tune_config=tune.TuneConfig(num_samples=1),
                            run_config=tune.RunConfig(

@@ -382,12 +382,13 @@ class _Ranks:
 def train_supernet_ranks(nproc: int, config: SupernetConfig, fidelity: Fidelity,
                          data: ProxyData, *, seed: int, checkpoint_dir: str,
                          space: SearchSpace = DEFAULT_SPACE, device: str = "auto",
-                         channels_last: bool | None = None) -> None:
+                         channels_last: bool | None = None, threads: int | None = None) -> None:
     """``train_supernet`` data-parallel on ``nproc`` local processes (torch.multiprocessing:
     one GPU each with NCCL on CUDA; gloo on the CPU, the cores shared), or on this rank when a
     launcher (torchrun, srun) started the ranks. The result is the checkpoint in
     ``checkpoint_dir``: ``load_supernet`` it, or call ``train_supernet`` with the same
-    arguments (a finished run just loads)."""
+    arguments (a finished run just loads). ``threads``: torch threads of each rank (None:
+    torch's default, which on the CPU oversubscribes the cores N ranks share)."""
     if nproc < 1:
         raise UsageError(f"--nproc {nproc}: allowed >= 1")
     if nproc > 1 and ":" in device:
@@ -399,7 +400,7 @@ def train_supernet_ranks(nproc: int, config: SupernetConfig, fidelity: Fidelity,
         raise UsageError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} CUDA "
                          "device(s) (one process per GPU)")
     kwargs = dict(seed=seed, space=space, device=device, channels_last=channels_last,
-                  checkpoint_dir=checkpoint_dir)
+                  checkpoint_dir=checkpoint_dir, threads=threads)
     run_on_ranks(_rank_entry, (config, fidelity, data, kwargs), ranks)
 
 
