@@ -50,18 +50,25 @@ def _row(rec: TrialRecorder, key: str, spec, **metrics) -> None:
     rec.finish(key, "COMPLETED", metrics, reached=FID)
 
 
-def test_fronts_and_hypervolumes_never_mix_rungs(tmp_path):
+def _two_rungs(tmp_path):
+    """Study "two": two stand-alone candidates; on the supernet rung a dominating score AND a
+    huge proxy top-1 at the lowest latency, another candidate, and XS scored. Returns the
+    store, the stand-alone recorder and the three specs."""
     store, standalone, supernet = _study(tmp_path)
     a, b, c = DEFAULT_SPACE.sample_many(3, seed=3)
     _row(standalone, "cand-0000-a", a, top1=40.0, latency_ms=1.0, latency_std_ms=0.1)
     _row(standalone, "cand-0001-b", b, top1=50.0, latency_ms=2.0, latency_std_ms=0.1)
-    # supernet rung: a dominating score AND a huge top-1 on the proxy, at the lowest latency
     _row(supernet, "sn-00000-c", c, score=-0.1, top1=999.0, val_loss=0.1, latency_ms=0.5,
          latency_std_ms=0.1)
     _row(supernet, "sn-00001-a", a, score=-2.0, top1=10.0, val_loss=2.0, latency_ms=1.0,
          latency_std_ms=0.1)
     _row(supernet, f"sn-base-XS-{PRESETS['XS'].arch_hash}", PRESETS["XS"], score=-1.5,
          top1=30.0, val_loss=1.5, latency_ms=0.7, latency_std_ms=0.05)
+    return store, standalone, (a, b, c)
+
+
+def test_fronts_and_hypervolumes_never_mix_rungs(tmp_path):
+    store, standalone, (a, b, c) = _two_rungs(tmp_path)
     _row(standalone, f"base-XS-{PRESETS['XS'].arch_hash}", PRESETS["XS"], top1=45.0,
          latency_ms=0.7, latency_std_ms=0.05)
 
@@ -102,22 +109,8 @@ def test_fronts_and_hypervolumes_never_mix_rungs(tmp_path):
         store.start_trial(1, "x", a.arch_hash, config={}, seed=0, rung="third")
 
 
-def _two_rungs(tmp_path) -> ResultsStore:
-    store, standalone, supernet = _study(tmp_path)
-    a, b, c = DEFAULT_SPACE.sample_many(3, seed=3)
-    _row(standalone, "cand-0000-a", a, top1=40.0, latency_ms=1.0, latency_std_ms=0.1)
-    _row(standalone, "cand-0001-b", b, top1=50.0, latency_ms=2.0, latency_std_ms=0.1)
-    _row(supernet, "sn-00000-c", c, score=-0.1, top1=999.0, val_loss=0.1, latency_ms=0.5,
-         latency_std_ms=0.1)
-    _row(supernet, "sn-00001-a", a, score=-2.0, top1=10.0, val_loss=2.0, latency_ms=1.0,
-         latency_std_ms=0.1)
-    _row(supernet, f"sn-base-XS-{PRESETS['XS'].arch_hash}", PRESETS["XS"], score=-1.5,
-         top1=30.0, val_loss=1.5, latency_ms=0.7, latency_std_ms=0.05)
-    return store
-
-
 def test_pareto_shows_the_supernet_rung_of_one_study(tmp_path, capsys):
-    store = _two_rungs(tmp_path)
+    store = _two_rungs(tmp_path)[0]
     db = str(tmp_path / "r.db")
     assert run_search.main(["pareto", "--db", db, "--study", "two", "--rung", "supernet",
                             "--format", "json"]) == 0
@@ -147,7 +140,7 @@ def test_pareto_shows_the_supernet_rung_of_one_study(tmp_path, capsys):
     (["--study", "two", "--rung", "third"], "argument --rung: invalid choice: 'third'"),
 ])
 def test_pareto_supernet_rung_bad_input(tmp_path, capsys, extra, needle):
-    store = _two_rungs(tmp_path)
+    store = _two_rungs(tmp_path)[0]
     TrialRecorder.for_study(store, "other", config={}, seed=0, dataset_id="d", fidelity=FID,
                             device="iphone14-ane")
     argv = ["pareto", "--db", str(tmp_path / "r.db"), "--rung", "supernet", *extra]
@@ -164,7 +157,7 @@ def test_dashboard_draws_either_rung(tmp_path):
 
     from results.dashboard.app import create_app
 
-    store = _two_rungs(tmp_path)
+    store = _two_rungs(tmp_path)[0]
     TrialRecorder.for_study(store, "plain", config={}, seed=0, dataset_id="d", fidelity=FID,
                             device="iphone14-ane")
     with TestClient(create_app(str(tmp_path / "r.db"), poll_seconds=0)) as c:
