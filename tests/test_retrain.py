@@ -443,7 +443,7 @@ def test_bad_input_exits_2_with_one_line(case, data, spec_file, tmp_path, capsys
         expect = "--trial 7"
     elif case == "bad_number":  # checked by RetrainConfig itself, before anything starts
         argv += ["--epochs", "0"]
-        expect = "--epochs 0: must be >= 1"
+        expect = "--epochs 0: allowed integers >= 1"
     elif case == "bad_mixup":
         argv += ["--mixup", "lots"]
         expect = "--mixup 'lots': allowed a number or 'auto'"

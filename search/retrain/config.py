@@ -38,7 +38,7 @@ def _at_least(obj: object, names: tuple[str, ...], low: int) -> None:
     for name in names:
         v = getattr(obj, name)
         if v is not None and v < low:
-            raise UsageError(f"{option(name)} {v}: must be >= {low}")
+            raise UsageError(f"{option(name)} {v}: allowed integers >= {low}")
 
 
 def _auto_or_number(name: str, v: float | str) -> float | str:
