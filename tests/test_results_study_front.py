@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -20,8 +21,11 @@ pytest.importorskip("fastapi")
 import run_search  # noqa: E402
 from results.dashboard.app import create_app  # noqa: E402
 from results.pareto import REFERENCE_RULE, reference_point  # noqa: E402
+from results.schema import COMPLETED, PRUNED, SUPERNET, LatencyPrediction  # noqa: E402
 from results.store import PUBLISHED_DEVICE, ResultsStore  # noqa: E402
-from results.study_front import OBJECTIVES, _finite, spec_summary, study_front  # noqa: E402
+from results.study_front import (OBJECTIVES, _finite, advantage_within_interval,  # noqa: E402
+                                 latency_interval, point_dominates, spec_summary,
+                                 study_front)
 from search_space.costs import analytic_gmacs, analytic_params  # noqa: E402
 from search_space.errors import NotFoundError, UsageError  # noqa: E402
 from search_space.space import DEFAULT_SPACE  # noqa: E402
@@ -326,3 +330,325 @@ def test_spec_summary_and_finite():
     assert spec_summary({"depths": None}) == "d ? | w ? | mlp ? | attn ? | ?px"
     assert _finite(None) is None and _finite(float("nan")) is None and _finite("2.5") == 2.5
     assert _finite(float("inf")) is None and _finite(3) == 3.0
+
+
+# -- the interval rules, on their own (exact values; ties and missing numbers) ------------------
+def test_latency_interval_is_k_sigmas_either_side():
+    assert latency_interval(10.0, 0.5) == [9.0, 11.0]  # INTERVAL_SIGMAS = 2
+    assert latency_interval(10.0, 0.5, k=1.0) == [9.5, 10.5]
+    assert latency_interval("4", "0.25") == [3.5, 4.5]  # numbers as the DB may hand them
+    for ms, std in ((None, 0.5), (10.0, None), (float("nan"), 0.5), (10.0, float("inf"))):
+        assert latency_interval(ms, std) is None
+
+
+@pytest.mark.parametrize("member, expected", [
+    ((60.0, 1.0), True),    # better on both
+    ((50.0, 0.5), True),    # same top-1, faster
+    ((55.0, 1.0), True),    # better top-1, same latency
+    ((50.0, 1.0), False),   # the same point: no strict gain
+    ((55.0, 1.5), False),   # better top-1, slower
+    ((45.0, 0.5), False),   # faster, worse top-1
+    ((45.0, 1.5), False),   # worse on both
+])
+def test_point_dominates_needs_one_strict_gain_and_no_loss(member, expected):
+    baseline = {"top1": 50.0, "latency_ms": 1.0}
+    got = point_dominates({"top1": member[0], "latency_ms": member[1]}, baseline)
+    assert got is expected
+
+
+def test_point_dominates_is_unknown_without_all_four_numbers():
+    full = {"top1": 60.0, "latency_ms": 1.0}
+    for key in ("top1", "latency_ms"):
+        for bad in (None, float("nan")):
+            assert point_dominates({**full, key: bad}, {"top1": 50.0, "latency_ms": 2.0}) is None
+            assert point_dominates(full, {"top1": 50.0, "latency_ms": 2.0, key: bad}) is None
+        assert point_dominates({k: v for k, v in full.items() if k != key},
+                               {"top1": 50.0, "latency_ms": 2.0}) is None
+    assert point_dominates({"top1": "60", "latency_ms": "1"}, {"top1": 50, "latency_ms": 2}) \
+        is True
+
+
+def test_advantage_within_interval_combines_both_stds():
+    def member(ms, sd):
+        return {"top1": 60.0, "latency_ms": ms, "latency_std_ms": sd}
+
+    def base(ms, sd=None):
+        return {"top1": 50.0, "latency_ms": ms, "latency_std_ms": sd}
+
+    # member sd 0.375, baseline sd 0.5: 2 * hypot = 1.25 ms (exact in binary)
+    assert advantage_within_interval(member(1.0, 0.375), base(2.25, 0.5)) is True  # gap 1.25
+    assert advantage_within_interval(member(1.0, 0.375), base(2.2500001, 0.5)) is False
+    assert advantage_within_interval(member(1.75, 0.375), base(2.25, 0.5)) is True  # gap 0.5
+    assert advantage_within_interval(member(1.0, 0.375), base(2.0, 0.5)) is True  # b's sd counts
+    assert advantage_within_interval(member(1.0, 0.375), base(2.0, 0.5), k=1.0) is False
+    # a baseline without a std is exact: the member's 2 sd alone (0.75 ms)
+    assert advantage_within_interval(member(1.0, 0.375), base(1.75)) is True
+    assert advantage_within_interval(member(1.0, 0.375), base(1.8125)) is False
+    assert advantage_within_interval(member(1.0, 0.375), base(1.8125, float("nan"))) is False
+    # not dominating: False, even without the member's std
+    assert advantage_within_interval(member(3.0, 0.375), base(2.0, 0.5)) is False
+    assert advantage_within_interval(member(3.0, None), base(2.0)) is False
+    # dominating, but the member's std unknown: cannot say
+    assert advantage_within_interval(member(1.0, None), base(2.0, 0.5)) is None
+    assert advantage_within_interval({"top1": 60.0, "latency_ms": 1.0}, base(2.0)) is None
+    # a missing number: cannot say
+    assert advantage_within_interval(member(1.0, 0.375), base(None, 0.5)) is None
+    assert advantage_within_interval(member(None, 0.375), base(2.0)) is None
+
+
+# -- latency intervals through study_front: points, markers and the verdicts -------------------
+IV_DEVICE2 = "pixel-y"
+
+
+def _trial_std(store, sid, key, spec, top1, lat, std):
+    h = store.upsert_architecture(spec)
+    tid = store.start_trial(sid, key, h, config={}, seed=0)
+    store.finish_trial(tid, "COMPLETED", fidelity_reached=FID,
+                       metrics={"top1": top1, "latency_ms": lat, "latency_std_ms": std})
+    return tid
+
+
+@pytest.fixture(scope="module")
+def db_iv(tmp_path_factory):
+    """Study "iv": searched points with latency stds (numbers exact in binary) and every kind
+    of baseline marker with a std: XS trained in the study, S from another study's trial on the
+    same device, L1's top-1 from a study on another device with its latency from a prediction,
+    a user baseline without a std, L3 with its published latency only. Study "empty": nothing
+    to show. The front is A (60, 1.0), C (50, 0.875), B (45, 0.75); D (44, 2.0) is behind it."""
+    path = str(tmp_path_factory.mktemp("iv") / "r.db")
+    store = ResultsStore(path)
+    store.ensure_baselines()
+    kw = dict(config={}, dataset_id="c10", fidelity=FID, code_version="t")
+    sid = store.get_or_create_study("iv", seed=0, device=DEVICE, **kw)
+    o1 = store.get_or_create_study("o1", seed=1, device=DEVICE, **kw)
+    o2 = store.get_or_create_study("o2", seed=2, device=IV_DEVICE2, **kw)
+    store.get_or_create_study("empty", seed=3, device=DEVICE,
+                              **{**kw, "fidelity": {"epochs": 3, "resolution": 32}})
+    a, c, b, d, u = DEFAULT_SPACE.sample_many(5, seed=21)
+    ids = {"A": _trial_std(store, sid, "cand-A", a, 60.0, 1.0, 0.125),
+           "C": _trial_std(store, sid, "cand-C", c, 50.0, 0.875, 0.03125),
+           "B": _trial_std(store, sid, "cand-B", b, 45.0, 0.75, None),
+           "D": _trial_std(store, sid, "cand-D", d, 44.0, 2.0, 0.25)}
+    ids["XS"] = _trial_std(store, sid, "base-XS-x", PRESETS["XS"], 55.0, 1.5, 0.125)
+    ids["mine"] = _trial_std(store, sid, f"base-mine-{u.arch_hash}", u, 48.0, 1.0625, None)
+    ids["S"] = _trial_std(store, o1, "base-S-x", PRESETS["S"], 58.0, 1.3125, 0.125)
+    ids["L1"] = _trial_std(store, o2, "base-L1-x", PRESETS["L1"], 40.0, 9.0, 0.25)
+    store.add_latency_prediction(PRESETS["L1"].arch_hash, DEVICE, "p7", 1.5, 0.5)
+    store.add_latency_prediction(a.arch_hash, IV_DEVICE2, "p1", 3.0, 0.25)
+    store.close()
+    return path, ids
+
+
+def test_intervals_of_points_and_baseline_markers(db_iv):
+    path, ids = db_iv
+    with ResultsStore(path, readonly=True) as store:
+        v = study_front(store, "iv")
+    front = {p["trial_key"]: p for p in v["front"]}
+    assert [p["trial_key"] for p in v["front"]] == ["cand-A", "cand-C", "cand-B"]
+    assert {k: (p["latency_std_ms"], p["latency_interval_ms"]) for k, p in front.items()} == {
+        "cand-A": (0.125, [0.75, 1.25]), "cand-C": (0.03125, [0.8125, 0.9375]),
+        "cand-B": (None, None)}
+    behind = v["cand"].point(3)
+    assert behind["trial_key"] == "cand-D" and behind["latency_interval_ms"] == [1.5, 2.5]
+    by = {b["name"]: b for b in v["baselines"]}
+    want = {  # name: trial, top1, source, latency, std, latency source, interval
+        "XS": (ids["XS"], 55.0, "this study", 1.5, 0.125,
+               "trial (predicted on the study device)", [1.25, 1.75]),
+        "S": (ids["S"], 58.0, "study o1 (same dataset and budget)", 1.3125, 0.125,
+              f"trial {ids['S']}", [1.0625, 1.5625]),
+        "L1": (ids["L1"], 40.0, "study o2 (same dataset and budget)", 1.5, 0.5,
+               "prediction p7", [0.5, 2.5]),
+        "mine": (ids["mine"], 48.0, "this study", 1.0625, None,
+                 "trial (predicted on the study device)", None),
+        "L3": (None, None, None, by["L3"]["published_latency_ms"], None, "published", None)}
+    fields = ("trial_id", "top1", "top1_source", "latency_ms", "latency_std_ms",
+              "latency_source", "latency_interval_ms")
+    assert {n: tuple(b[f] for f in fields) for n, b in by.items()} == want
+
+
+def test_interval_verdicts_between_front_and_baselines(db_iv):
+    """A dominates XS beyond the interval (gap 0.5 > 2 hypot(0.125, 0.125)), S and L1 only
+    inside it (S: gap 0.3125 <= 0.354, beyond A's 2 sd alone; L1: gap 0.5, inside only with
+    L1's prediction std 0.5), "mine" inside (gap 0.0625); C dominates "mine" beyond (gap 0.1875
+    > 2 * 0.03125); B (no std) dominates L1: no verdict for B, so none for L1."""
+    path, _ = db_iv
+    with ResultsStore(path, readonly=True) as store:
+        v = study_front(store, "iv")
+    front = {p["trial_key"]: p["advantage_within_interval"] for p in v["front"]}
+    assert front == {"cand-A": ["L1", "S", "mine"], "cand-C": ["L1"], "cand-B": []}
+    by = {b["name"]: (b["dominated_by_front"], b["dominated_beyond_interval"])
+          for b in v["baselines"]}
+    assert by == {
+        "XS": (True, True),     # its one dominating member is beyond the interval
+        "S": (True, False),     # every dominating member only inside it
+        "L1": (True, None),     # B (no std) dominates it too: cannot say
+        "mine": (True, True),   # A inside, C beyond: beyond
+        "L3": (None, None)}     # no top-1: not compared
+
+
+
+def test_another_device_takes_the_predictions_std(db_iv):
+    path, ids = db_iv
+    with ResultsStore(path, readonly=True) as store:
+        v = study_front(store, "iv", device=IV_DEVICE2)
+    assert v["devices"] == [DEVICE, IV_DEVICE2]
+    (p,) = v["front"]  # the one searched architecture with a prediction there
+    assert (p["trial_id"], p["top1"], p["latency_ms"], p["latency_std_ms"],
+            p["latency_interval_ms"], p["epochs_reached"]) == (ids["A"], 60.0, 3.0, 0.25,
+                                                               [2.5, 3.5], 2)
+
+
+def test_an_empty_study(db_iv):
+    """No trials: no points, no front, hypervolume 0, no reference point (no baseline has both
+    numbers: nothing was trained at this budget and L3's published latency has no top-1)."""
+    path, _ = db_iv
+    with ResultsStore(path, readonly=True) as store:
+        v = study_front(store, "empty")
+    assert len(v["cand"]) == 0 and v["cand"].values.shape == (0, 2)
+    assert v["on_front"].dtype == bool and v["on_front"].shape == (0,)
+    assert v["front"] == [] and v["hypervolume"] == 0.0 and v["reference_point"] is None
+    assert {b["name"]: (b["top1"], b["dominated_by_front"]) for b in v["baselines"]} == {
+        n: (None, None) for n in ("XS", "S", "L1", "L3")}
+    assert v["counts"] == {"trials": 0, "completed": 0, "full_budget": 0, "failed": 0,
+                           "rejected": 0, "pruned": 0, "running": 0}
+
+
+# -- imported trials (bulk_add_trials: one finish time for all), two studies, odd keys ---------
+def _row(key, spec, top1, lat, full=True, status=COMPLETED, **more):
+    return {"trial_key": key, "arch_hash": spec.arch_hash, "status": status, "top1": top1,
+            "latency_ms": lat, "full_budget": full, **more}
+
+
+@pytest.fixture(scope="module")
+def db_bulk(tmp_path_factory):
+    """Study "p" imported in one bulk_add_trials call (every row finishes at the same instant,
+    so ids give the finish order), beside study "q" whose one point would lead p's front.
+    Imported rows carry no params. Two predictions on "dev3" share one created_at."""
+    path = str(tmp_path_factory.mktemp("bulk") / "r.db")
+    store = ResultsStore(path)
+    store.ensure_baselines()
+    kw = dict(config={}, dataset_id="c10", fidelity=FID, device=DEVICE, code_version="t")
+    p = store.get_or_create_study("p", seed=0, **kw)
+    q = store.get_or_create_study("q", seed=1, **kw)
+    specs = DEFAULT_SPACE.sample_many(7, seed=31)
+    for spec in specs:
+        store.upsert_architecture(spec)
+    xs = PRESETS["XS"]
+    store.bulk_add_trials(q, [_row("q-0", specs[6], 99.0, 0.1)])
+    store.bulk_add_trials(p, [
+        _row("base-XS-1", xs, 35.0, 0.5),
+        _row("k-z", specs[0], 50.0, 1.0),
+        _row("base-XS-2", xs, 30.0, 0.5, full=False),  # the newest XS, short of the budget
+        _row("k-a", specs[1], 55.0, 2.0, full=False),
+        _row(f"base-mine-{specs[2].arch_hash}", specs[2], 52.0, 1.25),
+        _row(f"base--{specs[3].arch_hash}", specs[3], 40.0, 3.0),  # no name: its hash
+        _row("k-nolat", specs[4], 70.0, None, params=123),  # no latency: not a point
+        _row("k-pruned", specs[5], 80.0, 0.2, status=PRUNED)])  # not COMPLETED
+    when = datetime(2026, 1, 1)
+    with store.transaction() as s:  # the same instant: the later row (higher id) is newer
+        s.add(LatencyPrediction(arch_hash=specs[0].arch_hash, device="dev3",
+                                predictor_version="p9", latency_ms=4.0, std_ms=None,
+                                created_at=when))
+    with store.transaction() as s:
+        s.add(LatencyPrediction(arch_hash=specs[0].arch_hash, device="dev3",
+                                predictor_version="p1", latency_ms=2.0, std_ms=0.5,
+                                created_at=when))
+    store.close()
+    return path, specs
+
+
+def test_imported_trials_of_one_study_only(db_bulk):
+    path, specs = db_bulk
+    with ResultsStore(path, readonly=True) as store:
+        v = study_front(store, "p")
+    assert v["study"] == {"id": v["study"]["id"], "name": "p", "device": DEVICE,
+                          "dataset_id": "c10", "fidelity": FID,
+                          "fidelity_key": v["study"]["fidelity_key"], "seed": 0}
+    assert [v["cand"].point(i)["trial_key"] for i in range(len(v["cand"]))] == ["k-z"]
+    assert [(p["trial_key"], p["params"]) for p in v["front"]] == [("k-z", None)]
+    assert v["counts"] == {"trials": 8, "completed": 7, "full_budget": 5, "failed": 0,
+                           "rejected": 0, "pruned": 1, "running": 0}
+    by = {b["name"]: (b["top1"], b["latency_ms"]) for b in v["baselines"]
+          if b["top1"] is not None}  # XS: its full-budget trial; the user baselines after it
+    assert by == {"XS": (35.0, 0.5), "mine": (52.0, 1.25), specs[3].arch_hash: (40.0, 3.0)}
+
+
+def test_ties_in_finish_time_go_by_id(db_bulk):
+    """Fidelity "any": all rows of the import finished at once; their order (and so the newest
+    XS trial, the one its marker shows) is the order they were recorded in."""
+    path, specs = db_bulk
+    with ResultsStore(path, readonly=True) as store:
+        v = study_front(store, "p", fidelity="any")
+    assert [v["cand"].point(i)["trial_key"] for i in range(len(v["cand"]))] == ["k-z", "k-a"]
+    assert v["on_front"].tolist() == [True, True]
+    assert [p["trial_key"] for p in v["front"]] == ["k-z", "k-a"]
+    xs = next(b for b in v["baselines"] if b["name"] == "XS")
+    assert (xs["top1"], xs["top1_source"]) == (30.0, "this study")
+
+
+def test_newest_prediction_ties_in_time_go_by_id(db_bulk):
+    path, specs = db_bulk
+    with ResultsStore(path, readonly=True) as store:
+        v = study_front(store, "p", device="dev3")
+    assert [(p["trial_key"], p["latency_ms"], p["latency_std_ms"]) for p in v["front"]] == [
+        ("k-z", 2.0, 0.5)]
+
+
+# -- the supernet rung: its own rows, its score, its baselines, its cache entry ---------------
+def _rung_trial(store, sid, key, spec, rung, **metrics):
+    h = store.upsert_architecture(spec)
+    tid = store.start_trial(sid, key, h, config={}, seed=0, rung=rung)
+    store.finish_trial(tid, "COMPLETED", metrics=metrics, fidelity_reached=FID)
+    return tid
+
+
+def test_supernet_rung_view(tmp_path):
+    path = str(tmp_path / "sn.db")
+    a, c, u = DEFAULT_SPACE.sample_many(3, seed=41)
+    xs = PRESETS["XS"]
+    with ResultsStore(path) as store:
+        store.ensure_baselines()
+        kw = dict(config={}, dataset_id="c10", fidelity=FID, device=DEVICE, code_version="t")
+        sid = store.get_or_create_study("r", seed=0, **kw)
+        other = store.get_or_create_study("r2", seed=1, **kw)
+        _rung_trial(store, other, "base-S-x", PRESETS["S"], "standalone", top1=50.0,
+                    latency_ms=0.75)  # S trained stand-alone elsewhere: not a supernet score
+        _rung_trial(store, sid, "cand-a", a, "standalone", top1=40.0, latency_ms=1.0)
+        _rung_trial(store, sid, f"base-XS-{xs.arch_hash}", xs, "standalone", top1=45.0,
+                    latency_ms=0.7)
+        ids = {"c": _rung_trial(store, sid, "sn-0-c", c, SUPERNET, score=-0.5, top1=999.0,
+                                latency_ms=0.5),
+               "a": _rung_trial(store, sid, "sn-1-a", a, SUPERNET, score=-2.0, top1=10.0,
+                                latency_ms=1.0),
+               "XS": _rung_trial(store, sid, f"sn-base-XS-{xs.arch_hash}", xs, SUPERNET,
+                                 score=-1.5, top1=30.0, latency_ms=0.7, latency_std_ms=0.25),
+               "mine": _rung_trial(store, sid, f"sn-base-mine-{u.arch_hash}", u, SUPERNET,
+                                   score=-1.0, latency_ms=0.625)}
+        _rung_trial(store, sid, "sn-2-u", u, SUPERNET, top1=70.0, latency_ms=0.1)  # no score
+        cache: dict = {}
+        sa_view = study_front(store, "r", cache=cache)
+        v = study_front(store, "r", rung=SUPERNET, cache=cache)
+        assert study_front(store, "r", rung=SUPERNET, cache=cache) is v
+        with pytest.raises(UsageError, match="rung 'third': allowed standalone, supernet"):
+            study_front(store, "r", rung="third")
+    assert list(cache) == [("r", None, "full"), ("r", None, "full", SUPERNET)] and v is not sa_view
+    assert (v["rung"], v["metric"], sa_view["metric"]) == (SUPERNET, "score", "top1")
+    assert [(v["cand"].point(i)["trial_key"], v["cand"].point(i)["top1"])
+            for i in range(len(v["cand"]))] == [("sn-0-c", -0.5), ("sn-1-a", -2.0)]
+    assert [p["trial_id"] for p in v["front"]] == [ids["c"]]
+    assert [p["trial_key"] for p in sa_view["front"]] == ["cand-a"]
+    by = {b["name"]: (b["trial_id"], b["top1"], b["latency_ms"], b["latency_std_ms"],
+                      b["dominated_by_front"]) for b in v["baselines"] if b["name"] != "L3"}
+    assert by == {"XS": (ids["XS"], -1.5, 0.7, 0.25, True),  # c dominates both
+                  "mine": (ids["mine"], -1.0, 0.625, None, True),
+                  # no stand-alone proxy fallback on this rung: published latency, no score
+                  "S": (None, None, 0.8, None, None), "L1": (None, None, 1.1, None, None)}
+    assert {b["name"]: b["top1"] for b in sa_view["baselines"]} == {
+        "XS": 45.0, "S": 50.0, "L1": None, "L3": None}
+    assert (v["counts"]["trials"], v["counts"]["completed"], v["counts"]["full_budget"]) == (
+        5, 5, 5)
+    assert sa_view["counts"]["trials"] == 2
+    ref = v["reference_point"]  # over the scores and the two scored baselines
+    assert ref == pytest.approx(reference_point(
+        np.array([[-0.5, 0.5], [-2.0, 1.0], [-1.5, 0.7], [-1.0, 0.625]]), OBJECTIVES))
+    assert v["hypervolume"] == pytest.approx((-0.5 - ref[0]) * (ref[1] - 0.5))
