@@ -8,17 +8,32 @@ moved them by less than the tolerance. Here every weight, bias, layer scale and 
 statistic is random and O(1) before the supernet's forward is compared with timm's."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
+import pickle
+import random
 import re
 
+import numpy as np
 import pytest
 import torch
+from timm.loss import LabelSmoothingCrossEntropy
 
+from search.distributed import DistContext
+from search.proxy.fidelity import Fidelity
+from search.proxy.supernet import scoring, training
 from search.proxy.supernet.config import SupernetConfig, proxy_space, to_proxy
 from search.proxy.supernet.model import Supernet, _subnet_sizes, position_kinds
+from search.proxy.supernet.scoring import reference_specs, reference_tau, score_subnets
+from search.proxy.supernet.training import CHECKPOINT_NAME, load_supernet, train_supernet
+from search.proxy.train import (NonFiniteLoss, augment_batch, evaluate, normalize,
+                                recalibrate_bn)
 from search_space.errors import UsageError
 from search_space.space import DEFAULT_SPACE, SearchSpace
+from search_space.spec import PRESETS
 from search_space.swiftformer import build_model
+from test_search_data import prepared_imagefolder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -244,3 +259,427 @@ def test_config_input_errors_name_the_supernet_config():
         SupernetConfig.from_json("{")
     with pytest.raises(UsageError, match=r"^supernet config: unknown field\(s\) \['epoch'\]"):
         SupernetConfig.from_json('{"epoch": 3}')
+
+
+# == training and scoring (bench/mutation.py supernet_train) =====================================
+TINY = SearchSpace(depths=((1, 2),) * 4, widths=((8, 12), (8, 16), (16, 24), (16, 32)),
+                   mlp_ratios=(2.0, 3.0), resolutions=(32,), num_classes=4,
+                   fixed={"layer_scale_init": 0.5})
+FID = Fidelity(classes=4, images_per_class=12, val_per_class=4, resolution=32,
+               eval_batch_size=64, bn_recal_images=16)
+# 48 train images, batch 20: 2 steps per epoch, the ragged 8 images dropped
+CFG = SupernetConfig(epochs=2, batch_size=20, num_random=2, warmup_epochs=0.5, recal_images=16,
+                     width_divisor=1, kd_weight=0.25, kd_temperature=2.0)
+CPU = torch.device("cpu")
+SUMMARY_KEYS = {"epochs_done", "resumed_at_epoch", "steps", "cpu_seconds", "train_seconds",
+                "loss_largest", "loss_subnets", "params", "device", "threads", "channels_last",
+                "world_size", "history", "config", "config_key", "fidelity_key", "dataset_id",
+                "seed", "space", "space_key"}
+EPOCH_KEYS = {"epoch", "loss_largest", "loss_subnets", "step_losses", "lr", "seconds",
+              "cpu_seconds", "img_per_s", "subnet_img_per_s"}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return prepared_imagefolder(tmp_path_factory.mktemp("toy"), FID, n_classes=4, n_train=12,
+                                n_val=4)
+
+
+def _run(toy, cfg=CFG, ctx=None, seed=0):
+    return training._Run(cfg, FID, toy, TINY, seed, CPU, False, ctx)
+
+
+def test_kd_loss_is_the_soft_cross_entropy_to_the_teacher_scaled_by_t_squared():
+    s = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+    t = [[0.5, 1.5, -1.0], [2.0, 0.0, 1.0]]
+
+    def softmax(row, temp):
+        e = [math.exp(v / temp) for v in row]
+        return [v / sum(e) for v in e]
+
+    def want(temp):
+        rows = [-sum(p * math.log(q) for p, q in zip(softmax(tr, temp), softmax(sr, temp)))
+                for sr, tr in zip(s, t)]
+        return temp ** 2 * sum(rows) / len(rows)
+
+    student, teacher = torch.tensor(s, dtype=torch.float64), torch.tensor(t, dtype=torch.float64)
+    assert training.kd_loss(student, teacher, 2.0).item() == pytest.approx(want(2.0), rel=1e-12)
+    assert training.kd_loss(student, teacher).item() == pytest.approx(want(1.0), rel=1e-12)
+
+
+def test_the_run_is_set_up_from_the_config(toy):
+    run = _run(toy)
+    assert (run.bs, run.rank_bs, run.steps_per_epoch, run.rank, run.world) == (20, 20, 2, 0, 1)
+    s = run.sched
+    assert (s.t_initial, s.warmup_t, s.lr_min, s.warmup_lr_init) == (4, 1, 1e-5, 1e-5)
+    assert run.opt.param_groups[0]["lr"] == 1e-5  # warmup starts at warmup_lr
+    assert {g["weight_decay"] for g in run.opt.param_groups} == {0.0, 0.05}
+    assert type(run.opt).__name__ == "AdamW" and run.opt.defaults["lr"] == 2e-3
+    assert run.ce.smoothing == 0.1
+    assert type(_run(toy, CFG.replace(label_smoothing=0.0)).ce) is torch.nn.CrossEntropyLoss
+    assert _run(toy, CFG.replace(warmup_epochs=10.0)).sched.warmup_t == 3  # at most total - 1
+    assert _run(toy, CFG.replace(batch_size=64)).bs == 48  # at most the train images
+    # the same seed gives the same store, another seed another one
+    for k, v in _run(toy).net.state_dict().items():
+        assert torch.equal(v, run.net.state_dict()[k]), k
+    assert not torch.equal(_run(toy, seed=1).net.stem[0].weight, run.net.stem[0].weight)
+    cl = training._Run(CFG, FID, toy, TINY, 0, CPU, True)
+    assert cl.net.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not run.net.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_global_batch_is_split_over_the_ranks(toy):
+    with pytest.raises(UsageError) as e:
+        _run(toy, ctx=DistContext(0, 3, 0, CPU))
+    assert str(e.value) == ("supernet batch_size 20 (at most the 48 train images) is not divisible "
+                            "by the 3 processes: the global batch is split evenly over the ranks")
+    run = _run(toy, ctx=DistContext(1, 2, 1, CPU))
+    assert (run.rank, run.world, run.bs, run.rank_bs) == (1, 2, 20, 10)
+
+
+def _expected_batches(run, toy, n_steps, share=slice(None)):
+    """The batches and sandwiches of the run's next epoch, drawn from copies of its RNGs."""
+    gen = torch.Generator()
+    gen.set_state(run.gen.get_state())
+    rng = random.Random()
+    rng.setstate(run.arch_rng.getstate())
+    perm = torch.randperm(len(toy.train_y), generator=gen).numpy()
+    out = []
+    for b in range(n_steps):
+        idx = np.sort(perm[b * run.bs:(b + 1) * run.bs])
+        x = augment_batch(torch.from_numpy(np.ascontiguousarray(toy.train_x[idx])), gen,
+                          FID.crop_padding, FID.hflip)
+        y = torch.from_numpy(np.asarray(toy.train_y, dtype=np.int64)[idx])
+        out.append((normalize(x[share], False), y[share],
+                    [run.net.min_spec] + [run.pspace.sample(rng) for _ in range(2)]))
+    return out
+
+
+def _record_steps(monkeypatch, real=True):
+    calls = []
+    step = training._sandwich_step
+
+    def record(run, x, y, subnets):
+        out = step(run, x, y, subnets) if real else (torch.tensor(1.5), torch.tensor(2.5))
+        calls.append((x.clone(), y.clone(), list(subnets), [float(v) for v in out]))
+        return out
+
+    monkeypatch.setattr(training, "_sandwich_step", record)
+    return calls
+
+
+def test_an_epoch_trains_the_sandwich_on_every_batch_and_reports_it(toy, monkeypatch):
+    run = _run(toy)
+    calls = _record_steps(monkeypatch)
+    expected = _expected_batches(run, toy, 2)
+    m = training._train_epoch(run)
+    assert len(calls) == 2
+    for (x, y, subnets, _), (ex, ey, esub) in zip(calls, expected):
+        torch.testing.assert_close(x, ex, rtol=0, atol=0)
+        assert torch.equal(y, ey) and subnets == esub
+    assert set(m) == EPOCH_KEYS
+    assert m["step_losses"] == [c[3] for c in calls]
+    assert m["loss_largest"] == pytest.approx((calls[0][3][0] + calls[1][3][0]) / 2, rel=1e-12)
+    assert m["loss_subnets"] == pytest.approx((calls[0][3][1] + calls[1][3][1]) / 2, rel=1e-12)
+    assert (m["epoch"], run.epoch, run.step) == (1, 1, 2)
+    assert m["lr"] == pytest.approx(1e-5 + 0.5 * (2e-3 - 1e-5))  # cosine at step 2 of 4
+    assert 0 < m["seconds"] < 600 and 0 < m["cpu_seconds"] < 600
+    assert run.cpu_seconds == m["cpu_seconds"]
+    assert m["img_per_s"] == pytest.approx(40 / m["seconds"])  # 2 steps x 20 images
+    assert m["subnet_img_per_s"] == pytest.approx(40 * 4 / m["seconds"])  # 4 subnets a step
+    m2 = training._train_epoch(run)
+    assert (m2["epoch"], run.epoch, run.step) == (2, 2, 4)
+    assert run.cpu_seconds == pytest.approx(m["cpu_seconds"] + m2["cpu_seconds"])
+
+
+def test_a_rank_trains_its_share_and_takes_part_in_every_collective(toy, monkeypatch):
+    ctx = DistContext(1, 2, 1, CPU)
+    run = _run(toy, ctx=ctx)
+    calls = _record_steps(monkeypatch, real=False)
+    seen = []
+    monkeypatch.setattr(training, "_check_in_step", lambda r: seen.append(("check", r)))
+    monkeypatch.setattr(training, "distribute_bn",
+                        lambda net, world, reduce: seen.append(("bn", net, world, reduce)))
+    monkeypatch.setattr(training, "all_reduce_sum",
+                        lambda values, c: seen.append(("cpu", len(values), c)) or [123.0])
+    expected = _expected_batches(run, toy, 2, share=slice(10, 20))
+    m = training._train_epoch(run)
+    for (x, y, subnets, _), (ex, ey, esub) in zip(calls, expected):
+        torch.testing.assert_close(x, ex, rtol=0, atol=0)
+        assert torch.equal(y, ey) and subnets == esub
+    assert seen == [("check", run), ("bn", run.net, 2, True), ("cpu", 1, ctx)]
+    assert m["cpu_seconds"] == run.cpu_seconds == 123.0
+
+
+@pytest.mark.parametrize("losses, message", [
+    ((float("nan"), 1.5), "supernet: training loss nan (largest) / 1.5 (others) at epoch 1, step 2"),
+    ((1.5, float("inf")), "supernet: training loss 1.5 (largest) / inf (others) at epoch 1, step 2"),
+])
+def test_a_non_finite_loss_stops_training_naming_epoch_and_step(toy, monkeypatch, losses, message):
+    steps = iter([(torch.tensor(1.0), torch.tensor(1.0)), tuple(map(torch.tensor, losses))])
+    monkeypatch.setattr(training, "_sandwich_step", lambda *a: next(steps))
+    with pytest.raises(NonFiniteLoss) as e:
+        training._train_epoch(_run(toy))
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("reorder, calls", [("l1", 1), ("none", 0)])
+def test_hidden_units_are_reordered_at_epoch_end_with_the_optimizer(toy, monkeypatch, reorder,
+                                                                   calls):
+    run = _run(toy, CFG.replace(reorder=reorder))
+    _record_steps(monkeypatch, real=False)
+    seen = []
+    monkeypatch.setattr(run.net, "reorder_hidden_units", seen.append)
+    training._train_epoch(run)
+    assert seen == [run.opt] * calls
+
+
+def _losses_by_hand(run, x, y, subnets):
+    """The sandwich's losses and summed gradients, computed on a copy of the store."""
+    net = copy.deepcopy(run.net)
+    cfg = run.config
+    ce = LabelSmoothingCrossEntropy(cfg.label_smoothing)
+    net.set_active(net.max_spec)
+    out = net(x)
+    total = ce(out, y)
+    loss_max = total.item()
+    others = []
+    for spec in subnets:
+        net.set_active(spec)
+        o = net(x)
+        kd = training.kd_loss(o, out.detach(), cfg.kd_temperature)
+        loss = cfg.kd_weight * kd + (1 - cfg.kd_weight) * ce(o, y)
+        others.append(loss.item())
+        total = total + loss
+    total.backward()
+    return loss_max, sum(others) / len(others), {n: p.grad for n, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("cfg", [CFG, CFG.replace(kd_weight=1.0, grad_clip=0.0)])
+def test_the_sandwich_step_sums_the_largest_label_loss_and_the_others_distillation(toy, cfg):
+    run = _run(toy, cfg)
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(6, 3, 32, 32, generator=g), torch.randint(0, 4, (6,), generator=g)
+    subnets = [run.net.min_spec, TINY.sample(random.Random(2))]
+    loss_max, loss_others, grads = _losses_by_hand(run, x, y, subnets)
+    run.opt.step = lambda *a, **k: None  # keep the weights and gradients to compare
+    lm, lo = training._sandwich_step(run, x, y, subnets)
+    assert lm.item() == pytest.approx(loss_max, rel=1e-5)
+    assert lo.item() == pytest.approx(loss_others, rel=1e-5)
+    for n, p in run.net.named_parameters():
+        if grads[n] is None:
+            assert p.grad is None, n
+        else:
+            torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert run.net.active == run.net.max_spec
+
+
+def test_the_sandwich_step_clips_the_summed_gradient(toy):
+    run = _run(toy, CFG.replace(grad_clip=1e-3))
+    run.opt.step = lambda *a, **k: None
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(6, 3, 32, 32, generator=g), torch.randint(0, 4, (6,), generator=g)
+    training._sandwich_step(run, x, y, [run.net.min_spec])
+    norm = torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(p.grad) for p in run.net.parameters() if p.grad is not None]))
+    assert norm.item() == pytest.approx(1e-3, rel=1e-4)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_first_epoch(m):
+    if m["epoch"] == 1:
+        raise _Stop
+
+
+def _train(toy, **kw):
+    return train_supernet(CFG, FID, toy, seed=5, space=TINY, device="cpu", channels_last=False,
+                          **kw)
+
+
+@pytest.mark.timeout(120)
+def test_a_run_stopped_after_an_epoch_resumes_exactly_and_loads(toy, tmp_path):
+    stopped, full = tmp_path / "stopped", tmp_path / "full"
+    with pytest.raises(_Stop):
+        _train(toy, checkpoint_dir=str(stopped), report=_stop_after_first_epoch)
+    first = torch.load(stopped / CHECKPOINT_NAME, weights_only=True)
+    assert set(first) == {"format", "meta", "model", "optimizer", "scheduler", "scaler",
+                          "generator", "arch_rng", "epoch", "step", "cpu_seconds", "history",
+                          "world_size"}
+    assert (first["format"], first["epoch"], first["step"], first["world_size"]) == (1, 1, 2, 1)
+    assert first["scaler"] is None and first["cpu_seconds"] == first["history"][0]["cpu_seconds"]
+    reported = []
+    net_full, info_full = _train(toy, checkpoint_dir=str(full), report=reported.append)
+    assert reported == info_full["history"] and [m["epoch"] for m in reported] == [1, 2]
+    net_res, info_res = _train(toy, checkpoint_dir=str(stopped))
+    assert (info_res["resumed_at_epoch"], info_res["epochs_done"], info_res["steps"]) == (1, 2, 4)
+    assert info_full["resumed_at_epoch"] == 0
+    assert [h["step_losses"] for h in info_res["history"]] == \
+        [h["step_losses"] for h in info_full["history"]]
+    assert info_res["cpu_seconds"] == pytest.approx(sum(h["cpu_seconds"] for h in info_res["history"]))
+    a, b = (torch.load(d / CHECKPOINT_NAME, weights_only=True) for d in (stopped, full))
+    assert a["scheduler"] == b["scheduler"] and a["arch_rng"] == b["arch_rng"]
+    assert torch.equal(a["generator"], b["generator"])
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    for k, state in b["optimizer"]["state"].items():
+        for name, v in state.items():
+            torch.testing.assert_close(a["optimizer"]["state"][k][name], v, rtol=0, atol=0)
+    for k, v in net_full.state_dict().items():
+        torch.testing.assert_close(net_res.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    # load_supernet: the same store (space with its fixed fields, conv layer scale) and meta
+    loaded, meta = load_supernet(str(stopped / CHECKPOINT_NAME))
+    assert loaded.space == proxy_space(TINY, 4, 32) and meta["epoch"] == 2
+    assert meta["history"] == info_res["history"]
+    assert {k: meta[k] for k in ("config", "config_key", "seed", "space_key")} == \
+        {k: info_res[k] for k in ("config", "config_key", "seed", "space_key")}
+    for k, v in net_full.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_a_checkpoint_missing_entries_is_refused_on_resume_and_on_load(toy, tmp_path):
+    cfg = CFG.replace(epochs=1, batch_size=48)
+    train_supernet(cfg, FID, toy, seed=0, space=TINY, device="cpu", channels_last=False,
+                   checkpoint_dir=str(tmp_path / "run"))
+    ck = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
+    del ck["model"]["stages.0.blocks.0.pwconv1.weight"]
+    (tmp_path / "partial").mkdir()
+    torch.save(ck, tmp_path / "partial" / CHECKPOINT_NAME)
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "stages\.0\.blocks\.0'
+                                           r'\.pwconv1\.weight"'):
+        load_supernet(str(tmp_path / "partial" / CHECKPOINT_NAME))
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "stages\.0\.blocks\.0'
+                                           r'\.pwconv1\.weight"'):
+        train_supernet(cfg, FID, toy, seed=0, space=TINY, device="cpu", channels_last=False,
+                       checkpoint_dir=str(tmp_path / "partial"))
+    loaded, _ = load_supernet(str(tmp_path / "run" / CHECKPOINT_NAME))
+    assert loaded.stem[0].weight.device == CPU
+
+
+def test_load_supernet_loads_weights_only(tmp_path):
+    torch.save({"meta": {}, "payload": _Stop()}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_supernet(str(tmp_path / "evil.pt"))
+
+
+@pytest.mark.parametrize("change, what", [
+    ("seed", "seed (5 != 6)"), ("config", "config"), ("fidelity", "fidelity"), ("space", "space"),
+])
+def test_resume_refuses_a_checkpoint_of_another_run_in_one_line(toy, tmp_path, change, what):
+    cfg = CFG.replace(epochs=1, batch_size=48)
+    train_supernet(cfg, FID, toy, seed=5, space=TINY, device="cpu", channels_last=False,
+                   checkpoint_dir=str(tmp_path))
+    kw = dict(config=cfg, fidelity=FID, seed=5, space=TINY)
+    kw.update({"seed": {"seed": 6}, "config": {"config": cfg.replace(lr=1e-3)},
+               "fidelity": {"fidelity": dataclasses.replace(FID, eval_batch_size=32)},
+               "space": {"space": dataclasses.replace(TINY, mlp_ratios=(2.0,))}}[change])
+    with pytest.raises(UsageError) as e:
+        train_supernet(kw["config"], kw["fidelity"], toy, seed=kw["seed"], space=kw["space"],
+                       device="cpu", channels_last=False, checkpoint_dir=str(tmp_path))
+    msg = str(e.value)
+    prefix = f"supernet checkpoint {tmp_path / CHECKPOINT_NAME}: was trained with a different "
+    assert msg.startswith(prefix + what) and "\n" not in msg
+    assert msg.endswith("; remove it or use another directory")
+    assert re.fullmatch(r".*different \w+ \(\S+ != \S+\); remove it.*", msg)
+
+
+def test_space_key_is_16_hex_digits_of_the_whole_space():
+    k = training.space_key(TINY)
+    assert re.fullmatch(r"[0-9a-f]{16}", k)
+    assert training.space_key(dataclasses.replace(TINY, fixed={})) != k
+
+
+def test_train_supernet_summary_defaults_and_threads(toy, tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        net, info = train_supernet(CFG.replace(epochs=1), FID, toy, seed=0, space=TINY, threads=1,
+                                   checkpoint_dir=str(tmp_path))  # device auto, channels_last None
+    finally:
+        torch.set_num_threads(threads)
+    assert set(info) == SUMMARY_KEYS
+    assert info["threads"] == 1 and info["channels_last"] is True and info["world_size"] == 1
+    assert info["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert net.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert (info["epochs_done"], info["steps"], info["resumed_at_epoch"]) == (1, 2, 0)
+    assert info["params"] == sum(p.numel() for p in net.parameters())
+    last = info["history"][-1]
+    assert (info["loss_largest"], info["loss_subnets"]) == (last["loss_largest"], last["loss_subnets"])
+    assert 0 < info["train_seconds"] < 600 and info["cpu_seconds"] == last["cpu_seconds"]
+    assert info["space"] == training.json_space(proxy_space(TINY, 4, 32))
+    assert info["space"]["fixed"] == {"layer_scale_init": 0.5}
+    assert (tmp_path / CHECKPOINT_NAME).is_file()
+    with pytest.raises(UsageError) as e:
+        train_supernet(CFG, dataclasses.replace(FID, resolution=64), toy, seed=0, space=TINY)
+    assert str(e.value) == ("data resolution 32 != fidelity.resolution 64: prepare_data with this "
+                            "fidelity")
+
+
+# -- scoring --------------------------------------------------------------------------------------
+def _trained_store(seed=0):
+    net = _randomize(Supernet(proxy_space(TINY, 4, 32)), seed)
+    return net
+
+
+def test_score_subnets_recalibrates_and_evaluates_each_subnet_as_if_built_alone(toy):
+    net = _trained_store()
+    specs = [net.min_spec, TINY.sample(random.Random(9)), net.max_spec]
+    scores = score_subnets(net, specs, toy, FID, recal_images=16, channels_last=False)
+    assert [s["arch_hash"] for s in scores] == [s.arch_hash for s in specs]
+    assert net.active == net.max_spec
+    for spec, s in zip(specs, scores):
+        assert set(s) == {"arch_hash", "top1", "val_loss", "score", "seconds", "cpu_seconds"}
+        assert s["score"] == -s["val_loss"]
+        assert 0 < s["seconds"] < 600 and 0 < s["cpu_seconds"] < 600
+        model = _built(_trained_store(), spec)  # the store before any recalibration
+        recalibrate_bn(model, toy, 16, FID.eval_batch_size, CPU)
+        top1, val_loss = evaluate(model, toy, FID, CPU)
+        assert s["top1"] == pytest.approx(top1, abs=1e-9)
+        assert s["val_loss"] == pytest.approx(val_loss, rel=1e-4)
+    top = score_subnets(net, specs[:1], toy, FID, recal_images=16, score="top1")
+    assert top[0]["score"] == top[0]["top1"] == scores[0]["top1"]
+
+
+def test_score_subnets_refuses_bad_input_before_any_work(toy):
+    net = _trained_store()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(UsageError) as e:
+        score_subnets(net, [net.min_spec], toy, FID, recal_images=16, score="loss")
+    assert str(e.value) == "score='loss': allowed one of ('val_loss', 'top1')"
+    outside = net.max_spec.replace(widths=(8, 16, 24, 64))
+    with pytest.raises(UsageError, match="is not a subnet of this supernet"):
+        score_subnets(net, [net.min_spec, outside], toy, FID, recal_images=16)
+    for k, v in net.state_dict().items():  # the first spec was not recalibrated
+        assert torch.equal(v, before[k]), k
+
+
+def test_reference_tau_ranks_xs_s_l1_l3_against_imagenet():
+    assert reference_tau({"XS": 1.0, "S": 2.0, "L1": 3.0, "L3": 4.0}) == 1.0
+    assert reference_tau({"XS": 4.0, "S": 3.0, "L1": 2.0, "L3": 1.0}) == -1.0
+    assert reference_tau({"XS": 1.0, "S": 2.0, "L1": 4.0, "L3": 3.0}) == pytest.approx(2 / 3)
+    assert reference_tau({"XS": 1.0, "S": 2.0, "L1": 3.0}) is None
+
+
+def test_reference_ranking_scores_the_presets_at_proxy_size(toy, monkeypatch):
+    cfg = SupernetConfig(width_divisor=4, recal_images=16, score="top1")
+    net = Supernet(proxy_space(DEFAULT_SPACE, 4, 32, 4))
+    specs = reference_specs(cfg, toy, FID)
+    assert list(specs) == ["XS", "S", "L1", "L3"]
+    assert specs["L3"] == to_proxy(PRESETS["L3"], 4, 32, 4)
+    fake = {spec.arch_hash: (10.0 * i, 2.0 - i / 10) for i, spec in enumerate(specs.values())}
+    calls = []
+
+    def scores(n, sp, data, fid, *, recal_images, device, channels_last, score):
+        calls.append((n, data, fid, recal_images, device, channels_last, score))
+        return [{"arch_hash": s.arch_hash, "top1": fake[s.arch_hash][0],
+                 "val_loss": fake[s.arch_hash][1], "score": -fake[s.arch_hash][0],
+                 "seconds": 0.5, "cpu_seconds": 0.25} for s in sp]
+
+    monkeypatch.setattr(scoring, "score_subnets", scores)
+    r = scoring.reference_ranking(net, cfg, toy, FID, device="cpu", channels_last=False)
+    assert calls == [(net, toy, FID, 16, "cpu", False, "top1")]
+    assert r["top1"] == {"XS": 0.0, "S": 10.0, "L1": 20.0, "L3": 30.0}
+    assert r["val_loss"] == {"XS": 2.0, "S": 1.9, "L1": 1.8, "L3": 1.7}
+    assert r["score"] == {"XS": -0.0, "S": -10.0, "L1": -20.0, "L3": -30.0}
+    assert (r["score_metric"], r["tau"], r["tau_top1"], r["tau_val_loss"]) == ("top1", -1.0, 1.0, 1.0)
+    assert (r["score_cpu_seconds"], r["score_seconds"]) == (1.0, 2.0)
