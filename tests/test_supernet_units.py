@@ -623,7 +623,7 @@ def _trained_store(seed=0):
 
 def test_score_subnets_recalibrates_and_evaluates_each_subnet_as_if_built_alone(toy):
     net = _trained_store()
-    specs = [net.min_spec, TINY.sample(random.Random(9)), net.max_spec]
+    specs = [net.max_spec, net.min_spec, TINY.sample(random.Random(9))]
     scores = score_subnets(net, specs, toy, FID, recal_images=16, channels_last=False)
     assert [s["arch_hash"] for s in scores] == [s.arch_hash for s in specs]
     assert net.active == net.max_spec
@@ -683,3 +683,16 @@ def test_reference_ranking_scores_the_presets_at_proxy_size(toy, monkeypatch):
     assert r["score"] == {"XS": -0.0, "S": -10.0, "L1": -20.0, "L3": -30.0}
     assert (r["score_metric"], r["tau"], r["tau_top1"], r["tau_val_loss"]) == ("top1", -1.0, 1.0, 1.0)
     assert (r["score_cpu_seconds"], r["score_seconds"]) == (1.0, 2.0)
+
+
+def test_gradient_buckets_are_runs_of_one_dtype_up_to_the_cap():
+    def f32(n):
+        return torch.zeros(n, dtype=torch.float32)
+
+    a, f, b, c = f32(10), f32(15), f32(10), f32(30)  # 40, 60, 40, 120 bytes
+    d, e = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    got = training._buckets([a, f, b, c, d, e], 100)
+    # a + f fill the cap exactly; c alone exceeds it; a new dtype starts a new bucket
+    assert [[id(t) for t in bucket] for bucket in got] == \
+        [[id(a), id(f)], [id(b)], [id(c)], [id(d), id(e)]]
+    assert training._buckets([], 100) == []
