@@ -262,9 +262,11 @@ def test_config_input_errors_name_the_supernet_config():
 
 
 # == training and scoring (bench/mutation.py supernet_train) =====================================
+# (non-default attention modes, distillation and fixed fields: a checkpoint's space must
+# come back with all of them)
 TINY = SearchSpace(depths=((1, 2),) * 4, widths=((8, 12), (8, 16), (16, 24), (16, 32)),
-                   mlp_ratios=(2.0, 3.0), resolutions=(32,), num_classes=4,
-                   fixed={"layer_scale_init": 0.5})
+                   mlp_ratios=(2.0, 3.0), attn_modes=("none", "last1", "all"), resolutions=(32,),
+                   num_classes=4, distillation=False, fixed={"layer_scale_init": 0.5})
 FID = Fidelity(classes=4, images_per_class=12, val_per_class=4, resolution=32,
                eval_batch_size=64, bn_recal_images=16)
 # 48 train images, batch 20: 2 steps per epoch, the ragged 8 images dropped
@@ -319,6 +321,10 @@ def test_the_run_is_set_up_from_the_config(toy):
     assert type(_run(toy, CFG.replace(label_smoothing=0.0)).ce) is torch.nn.CrossEntropyLoss
     assert _run(toy, CFG.replace(warmup_epochs=10.0)).sched.warmup_t == 3  # at most total - 1
     assert _run(toy, CFG.replace(batch_size=64)).bs == 48  # at most the train images
+    assert _run(toy, CFG.replace(batch_size=48, epochs=1)).sched.warmup_t == 0  # one step
+    wide = dataclasses.replace(TINY, widths=tuple(tuple(2 * w for w in ws) for ws in TINY.widths))
+    halved = training._Run(CFG.replace(width_divisor=2), FID, toy, wide, 0, CPU, False)
+    assert halved.pspace == proxy_space(TINY, 4, 32) == proxy_space(wide, 4, 32, 2)
     # the same seed gives the same store, another seed another one
     for k, v in _run(toy).net.state_dict().items():
         assert torch.equal(v, run.net.state_dict()[k]), k
@@ -455,12 +461,12 @@ def _losses_by_hand(run, x, y, subnets):
     return loss_max, sum(others) / len(others), {n: p.grad for n, p in net.named_parameters()}
 
 
-@pytest.mark.parametrize("cfg", [CFG, CFG.replace(kd_weight=1.0, grad_clip=0.0)])
-def test_the_sandwich_step_sums_the_largest_label_loss_and_the_others_distillation(toy, cfg):
+@pytest.mark.parametrize("cfg, n", [(CFG, 2), (CFG.replace(kd_weight=1.0), 2), (CFG, 1)])
+def test_the_sandwich_step_sums_the_largest_label_loss_and_the_others_distillation(toy, cfg, n):
     run = _run(toy, cfg)
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(6, 3, 32, 32, generator=g), torch.randint(0, 4, (6,), generator=g)
-    subnets = [run.net.min_spec, TINY.sample(random.Random(2))]
+    subnets = [run.net.min_spec, TINY.sample(random.Random(2))][:n]
     loss_max, loss_others, grads = _losses_by_hand(run, x, y, subnets)
     run.opt.step = lambda *a, **k: None  # keep the weights and gradients to compare
     lm, lo = training._sandwich_step(run, x, y, subnets)
@@ -696,3 +702,31 @@ def test_gradient_buckets_are_runs_of_one_dtype_up_to_the_cap():
     assert [[id(t) for t in bucket] for bucket in got] == \
         [[id(a), id(f)], [id(b)], [id(c)], [id(d), id(e)]]
     assert training._buckets([], 100) == []
+
+
+def test_weights_no_pass_of_a_step_used_get_no_gradient(toy):
+    run = _run(toy)
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(6, 3, 32, 32, generator=g), torch.randint(0, 4, (6,), generator=g)
+    conv = run.net.stages[0].blocks[0].pwconv1.weight  # the largest has attention there
+    training._sandwich_step(run, x, y, [run.net.min_spec])  # the smallest: a conv encoder
+    assert conv.grad is not None
+    training._sandwich_step(run, x, y, [])
+    assert conv.grad is None  # so AdamW leaves it alone
+
+
+def test_a_rank_averages_the_gradients_and_losses_once_per_step(toy, monkeypatch):
+    run = _run(toy, ctx=DistContext(0, 2, 0, CPU))
+    seen = []
+
+    def average(net, losses, world):
+        seen.append((net, losses.tolist(), world))
+        return torch.tensor([7.0, 8.0])
+
+    monkeypatch.setattr(training, "average_gradients", average)
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(6, 3, 32, 32, generator=g), torch.randint(0, 4, (6,), generator=g)
+    lm, lo = training._sandwich_step(run, x, y, [run.net.min_spec])
+    assert (lm.item(), lo.item()) == (7.0, 8.0)
+    assert len(seen) == 1 and seen[0][0] is run.net and seen[0][2] == 2
+    assert all(math.isfinite(v) and v > 0 for v in seen[0][1])
