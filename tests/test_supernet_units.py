@@ -321,7 +321,7 @@ def test_the_run_is_set_up_from_the_config(toy):
     assert type(_run(toy, CFG.replace(label_smoothing=0.0)).ce) is torch.nn.CrossEntropyLoss
     assert _run(toy, CFG.replace(warmup_epochs=10.0)).sched.warmup_t == 3  # at most total - 1
     assert _run(toy, CFG.replace(batch_size=64)).bs == 48  # at most the train images
-    assert _run(toy, CFG.replace(batch_size=48, epochs=1)).sched.warmup_t == 0  # one step
+    assert _run(toy, CFG.replace(batch_size=48, epochs=1, warmup_epochs=5.0)).sched.warmup_t == 0
     wide = dataclasses.replace(TINY, widths=tuple(tuple(2 * w for w in ws) for ws in TINY.widths))
     halved = training._Run(CFG.replace(width_divisor=2), FID, toy, wide, 0, CPU, False)
     assert halved.pspace == proxy_space(TINY, 4, 32) == proxy_space(wide, 4, 32, 2)
