@@ -14,6 +14,7 @@ import math
 import pickle
 import random
 import re
+import time
 
 import numpy as np
 import pytest
@@ -398,8 +399,9 @@ def test_an_epoch_trains_the_sandwich_on_every_batch_and_reports_it(toy, monkeyp
     assert run.cpu_seconds == pytest.approx(m["cpu_seconds"] + m2["cpu_seconds"])
 
 
-def test_a_rank_trains_its_share_and_takes_part_in_every_collective(toy, monkeypatch):
-    ctx = DistContext(1, 2, 1, CPU)
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_rank_trains_its_share_and_takes_part_in_every_collective(toy, monkeypatch, rank):
+    ctx = DistContext(rank, 2, rank, CPU)
     run = _run(toy, ctx=ctx)
     calls = _record_steps(monkeypatch, real=False)
     seen = []
@@ -408,7 +410,7 @@ def test_a_rank_trains_its_share_and_takes_part_in_every_collective(toy, monkeyp
                         lambda net, world, reduce: seen.append(("bn", net, world, reduce)))
     monkeypatch.setattr(training, "all_reduce_sum",
                         lambda values, c: seen.append(("cpu", len(values), c)) or [123.0])
-    expected = _expected_batches(run, toy, 2, share=slice(10, 20))
+    expected = _expected_batches(run, toy, 2, share=slice(10 * rank, 10 * rank + 10))
     m = training._train_epoch(run)
     for (x, y, subnets, _), (ex, ey, esub) in zip(calls, expected):
         torch.testing.assert_close(x, ex, rtol=0, atol=0)
@@ -518,6 +520,7 @@ def test_a_run_stopped_after_an_epoch_resumes_exactly_and_loads(toy, tmp_path):
     assert first["scaler"] is None and first["cpu_seconds"] == first["history"][0]["cpu_seconds"]
     reported = []
     net_full, info_full = _train(toy, checkpoint_dir=str(full), report=reported.append)
+    assert info_full["channels_last"] is False
     assert reported == info_full["history"] and [m["epoch"] for m in reported] == [1, 2]
     net_res, info_res = _train(toy, checkpoint_dir=str(stopped))
     assert (info_res["resumed_at_epoch"], info_res["epochs_done"], info_res["steps"]) == (1, 2, 4)
@@ -561,6 +564,8 @@ def test_a_checkpoint_missing_entries_is_refused_on_resume_and_on_load(toy, tmp_
                        checkpoint_dir=str(tmp_path / "partial"))
     loaded, _ = load_supernet(str(tmp_path / "run" / CHECKPOINT_NAME))
     assert loaded.stem[0].weight.device == CPU
+    moved, _ = load_supernet(str(tmp_path / "run" / CHECKPOINT_NAME), device="meta")
+    assert moved.stem[0].weight.device.type == "meta"
 
 
 def test_load_supernet_loads_weights_only(tmp_path):
@@ -585,7 +590,7 @@ def test_resume_refuses_a_checkpoint_of_another_run_in_one_line(toy, tmp_path, c
                        device="cpu", channels_last=False, checkpoint_dir=str(tmp_path))
     msg = str(e.value)
     prefix = f"supernet checkpoint {tmp_path / CHECKPOINT_NAME}: was trained with a different "
-    assert msg.startswith(prefix + what) and "\n" not in msg
+    assert msg.startswith(prefix + what + (" (" if change != "seed" else "")) and "\n" not in msg
     assert msg.endswith("; remove it or use another directory")
     assert re.fullmatch(r".*different \w+ \(\S+ != \S+\); remove it.*", msg)
 
@@ -614,6 +619,7 @@ def test_train_supernet_summary_defaults_and_threads(toy, tmp_path):
     assert 0 < info["train_seconds"] < 600 and info["cpu_seconds"] == last["cpu_seconds"]
     assert info["space"] == training.json_space(proxy_space(TINY, 4, 32))
     assert info["space"]["fixed"] == {"layer_scale_init": 0.5}
+    assert set(info["space"]) == {f.name for f in dataclasses.fields(SearchSpace)}
     assert (tmp_path / CHECKPOINT_NAME).is_file()
     with pytest.raises(UsageError) as e:
         train_supernet(CFG, dataclasses.replace(FID, resolution=64), toy, seed=0, space=TINY)
@@ -630,7 +636,11 @@ def _trained_store(seed=0):
 def test_score_subnets_recalibrates_and_evaluates_each_subnet_as_if_built_alone(toy):
     net = _trained_store()
     specs = [net.max_spec, net.min_spec, TINY.sample(random.Random(9))]
+    t0, c0 = time.perf_counter(), time.process_time()
     scores = score_subnets(net, specs, toy, FID, recal_images=16, channels_last=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert sum(s["seconds"] for s in scores) <= wall
+    assert sum(s["cpu_seconds"] for s in scores) <= cpu
     assert [s["arch_hash"] for s in scores] == [s.arch_hash for s in specs]
     assert net.active == net.max_spec
     for spec, s in zip(specs, scores):
@@ -689,6 +699,8 @@ def test_reference_ranking_scores_the_presets_at_proxy_size(toy, monkeypatch):
     assert r["score"] == {"XS": -0.0, "S": -10.0, "L1": -20.0, "L3": -30.0}
     assert (r["score_metric"], r["tau"], r["tau_top1"], r["tau_val_loss"]) == ("top1", -1.0, 1.0, 1.0)
     assert (r["score_cpu_seconds"], r["score_seconds"]) == (1.0, 2.0)
+    scoring.reference_ranking(net, cfg, toy, FID)  # on the CPU, channels_last by default
+    assert calls[1][4:6] == ("cpu", True)
 
 
 def test_gradient_buckets_are_runs_of_one_dtype_up_to_the_cap():
