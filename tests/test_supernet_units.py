@@ -326,6 +326,9 @@ def test_the_run_is_set_up_from_the_config(toy):
     wide = dataclasses.replace(TINY, widths=tuple(tuple(2 * w for w in ws) for ws in TINY.widths))
     halved = training._Run(CFG.replace(width_divisor=2), FID, toy, wide, 0, CPU, False)
     assert halved.pspace == proxy_space(TINY, 4, 32) == proxy_space(wide, 4, 32, 2)
+    scaled = _run(toy, CFG.replace(conv_layer_scale_init=0.25)).net
+    assert all(torch.all(b.layer_scale.gamma == 0.25)
+               for st in scaled.stages for b in st.blocks if "conv" in b.kinds)
     # the same seed gives the same store, another seed another one
     for k, v in _run(toy).net.state_dict().items():
         assert torch.equal(v, run.net.state_dict()[k]), k
@@ -379,7 +382,9 @@ def test_an_epoch_trains_the_sandwich_on_every_batch_and_reports_it(toy, monkeyp
     run = _run(toy)
     calls = _record_steps(monkeypatch)
     expected = _expected_batches(run, toy, 2)
+    c0 = time.process_time()
     m = training._train_epoch(run)
+    assert m["cpu_seconds"] <= time.process_time() - c0
     assert len(calls) == 2
     for (x, y, subnets, _), (ex, ey, esub) in zip(calls, expected):
         torch.testing.assert_close(x, ex, rtol=0, atol=0)
