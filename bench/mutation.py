@@ -72,6 +72,38 @@ MODULES: dict[str, dict] = {
         "tests": ["tests/test_search_driver.py", "tests/test_search_resume_units.py",
                   "-k", "not gp"],
     },
+    # The weight-sharing supernet (issue 16): the store, its slicing / functional forward and
+    # the spec mapping. The subprocess tests (SIGKILL resume, GPU script) are left out: they
+    # take a minute each and run the code in another process, out of mutmut's reach.
+    "supernet_model": {
+        "mutate": ["search/proxy/supernet/model.py", "search/proxy/supernet/config.py"],
+        "tests": ["tests/test_supernet.py", "tests/test_supernet_units.py",
+                  "-k", "not sigkill and not gpu_script"],
+    },
+    # Its sandwich-rule training and subnet scoring: the single-process functions (the DDP
+    # paths need several processes, tests/test_supernet_ddp.py, minutes per mutant).
+    "supernet_train": {
+        "mutate": ["search/proxy/supernet/training.py", "search/proxy/supernet/scoring.py"],
+        "functions": [
+            "search.proxy.supernet.training.x_kd_loss__mutmut_*",
+            "search.proxy.supernet.training.x_space_key__mutmut_*",
+            "search.proxy.supernet.training.x__space_from_dict__mutmut_*",
+            "search.proxy.supernet.training.x_json_space__mutmut_*",
+            "search.proxy.supernet.training.x__as_tuple__mutmut_*",
+            "search.proxy.supernet.training.x__sandwich_step__mutmut_*",
+            "search.proxy.supernet.training.x__buckets__mutmut_*",
+            "search.proxy.supernet.training.x__train_epoch__mutmut_*",
+            "search.proxy.supernet.training.x_train_supernet__mutmut_*",
+            "search.proxy.supernet.training.x_load_supernet__mutmut_*",
+            "search.proxy.supernet.training.xǁ_Runǁ__init____mutmut_*",
+            "search.proxy.supernet.training.xǁ_Runǁmeta__mutmut_*",
+            "search.proxy.supernet.training.xǁ_Runǁstate__mutmut_*",
+            "search.proxy.supernet.training.xǁ_Runǁrestore__mutmut_*",
+            "search.proxy.supernet.scoring.x_*",
+        ],
+        "tests": ["tests/test_supernet.py", "tests/test_supernet_units.py",
+                  "-k", "not sigkill and not gpu_script"],
+    },
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 
