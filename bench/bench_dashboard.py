@@ -71,7 +71,7 @@ def main() -> int:
     w.close()
 
     app = create_app(args.db, poll_seconds=0)
-    c = TestClient(app)
+    c = TestClient(app, base_url="http://127.0.0.1")
     q = {"fidelity": "full"}
 
     t_stamp, st = timeit(lambda: c.get("/api/stamp").json())
@@ -80,7 +80,7 @@ def main() -> int:
     # Cold: a fresh app (empty cache) per repeat.
     def cold():
         a = create_app(args.db, poll_seconds=0)
-        cc = TestClient(a)
+        cc = TestClient(a, base_url="http://127.0.0.1")
         out = [cc.get(f"/api/studies/big/{k}", params=q).json()
                for k in ("scatter", "hypervolume", "front")]
         a.state.store.close()

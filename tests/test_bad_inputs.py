@@ -278,7 +278,7 @@ def test_wildcard_bind_keeps_the_host_check_and_warns(tmp_path, capsys, monkeypa
                             "--allowed-host", "nas.example.org"]) == 0
     err = capsys.readouterr().err
     assert "warning: binding 0.0.0.0" in err and "nas.example.org" in err
-    client = TestClient(served["app"])
+    client = TestClient(served["app"], base_url="http://127.0.0.1")
     for host, status in (("evil.example", 400), ("myhost:8050", 200), ("10.1.2.3", 200),
                          ("nas.example.org", 200), ("127.0.0.1:8050", 200)):
         assert client.get("/api/studies", headers={"host": host}).status_code == status, host

@@ -111,7 +111,7 @@ def client(filled):
 
     from results.dashboard.app import create_app
     app = create_app(filled[0], poll_seconds=0)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
     app.state.store.close()
 
@@ -283,7 +283,7 @@ def test_readonly_and_updates_while_writing(filled, tmp_path):
     writer = ResultsStore(db)
     mode = sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         s0 = c.get("/api/stamp").json()
         n0 = c.get("/api/studies/demo/scatter").json()["n_considered"]
         # Hold a read transaction open in the app's store while the writer commits.
@@ -376,3 +376,20 @@ def test_host_check_and_headers(filled):
         assert c.get("/docs").status_code == 404  # Swagger UI would load a CDN
         assert "/api/studies/{study}/scatter" in c.get("/api/openapi.json").json()["paths"]
     app.state.store.close()
+
+
+def test_the_host_check_is_on_by_default(filled):
+    """create_app() itself refuses other Host names (not only the CLI's server); accepting any
+    Host takes an explicit ("*",)."""
+    from fastapi.testclient import TestClient
+
+    from results.dashboard.app import create_app
+    app = create_app(filled[0], poll_seconds=0)
+    with TestClient(app, base_url="http://localhost") as c:
+        assert c.get("/api/health").status_code == 200
+        assert c.get("/api/health", headers={"host": "evil.example"}).status_code == 400
+    app.state.store.close()
+    anyhost = create_app(filled[0], poll_seconds=0, allowed_hosts=("*",))
+    with TestClient(anyhost) as c:   # Host: testserver
+        assert c.get("/api/health").status_code == 200
+    anyhost.state.store.close()

@@ -41,7 +41,7 @@ def _client(db):
 
     from results.dashboard.app import create_app
 
-    return TestClient(create_app(db, poll_seconds=0))
+    return TestClient(create_app(db, poll_seconds=0), base_url="http://127.0.0.1")
 
 
 def test_family_view_without_ladder(scaled):

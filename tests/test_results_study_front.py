@@ -100,7 +100,7 @@ def test_pareto_dashboard_and_report_agree(db, tmp_path, capsys):
     # the dashboard's API
     from fastapi.testclient import TestClient
     app = create_app(db, poll_seconds=0)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         curve = c.get("/api/studies/s/hypervolume").json()
         front = c.get("/api/studies/s/front").json()
         scatter = c.get("/api/studies/s/scatter").json()

@@ -160,7 +160,8 @@ def test_dashboard_draws_either_rung(tmp_path):
     store = _two_rungs(tmp_path)[0]
     TrialRecorder.for_study(store, "plain", config={}, seed=0, dataset_id="d", fidelity=FID,
                             device="iphone14-ane")
-    with TestClient(create_app(str(tmp_path / "r.db"), poll_seconds=0)) as c:
+    with TestClient(create_app(str(tmp_path / "r.db"), poll_seconds=0),
+                    base_url="http://127.0.0.1") as c:
         studies = {s["name"]: s["rungs"] for s in c.get("/api/studies").json()["studies"]}
         assert studies == {"two": ["standalone", "supernet"], "plain": ["standalone"]}
         sc = c.get("/api/studies/two/scatter", params={"rung": "supernet"}).json()

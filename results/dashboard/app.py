@@ -184,12 +184,13 @@ async def _bad_input(_req: Request, exc: UsageError) -> JSONResponse:
 
 
 def create_app(db: str, *, poll_seconds: float = 5.0, store: ResultsStore | None = None,
-               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+               allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
     """The FastAPI app serving the page and the JSON API over ``db``, opened read-only.
 
     ``allowed_hosts``: Host header values accepted (Starlette's TrustedHostMiddleware), which
-    stops DNS-rebinding pages from reading the API through a browser; None = no check (the CLI
-    always passes the loopback names plus the bound address).
+    stops DNS-rebinding pages from reading the API through a browser. The check is always on:
+    the default accepts the loopback names only (the CLI adds the bound address and
+    ``--allowed-host`` names); ``("*",)`` is the explicit way to accept any Host.
     """
     store = store or open_store(db, readonly=True)
     if not store.readonly:
@@ -200,8 +201,7 @@ def create_app(db: str, *, poll_seconds: float = 5.0, store: ResultsStore | None
                   version="1", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.store = store
     app.state.dashboard = Dashboard(store, str(db), poll_seconds, data.StampCache(store))
-    if allowed_hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.middleware("http")(_security_headers)
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(UsageError, _bad_input)
