@@ -120,8 +120,7 @@ def _pareto(args) -> int:
     store = open_store(args.db, readonly=True)
     res = queries.pareto_front(store, objs, flt, reference=ref)
     names = [o.split(":")[0] for o in res["objectives"]]   # the supernet rung: score, not top1
-    extra = [c for c in (res.get("metric", "top1"), "latency_ms", "params", "gmacs")
-             if c not in names]
+    extra = [c for c in (res["metric"], "latency_ms", "params", "gmacs") if c not in names]
     cols = ["trial_id", "study", "trial_key", "arch_hash"] + names + extra
     if any("latency_std_ms" in r for r in res["front"]):    # one study: intervals known
         cols.insert(cols.index("latency_ms") + 1, "latency_std_ms")
@@ -129,8 +128,7 @@ def _pareto(args) -> int:
     print(report.render(args.format, res, res["front"], cols,
                         title=f"Pareto front over {', '.join(res['objectives'])}"
                               + (f" (study {res['study']})" if res["study"] else "")
-                              + (f", {res['rung']} rung" if res.get("rung", STANDALONE)
-                                 != STANDALONE else ""),
+                              + (f", {res['rung']} rung" if res["rung"] != STANDALONE else ""),
                         footer=_pareto_footer(res, args.fidelity, names)))
     return 0
 

@@ -29,8 +29,8 @@ from search_space.errors import NotFoundError, UsageError
 
 from .pareto import (REFERENCE_RULE, Objective, as_loss, baseline_comparison, dominating,
                      exact_mask, hypervolume, pareto_mask, reference_from_bounds)
-from .schema import (COMPLETED, RUNGS, STANDALONE, TRIAL_METRIC_COLUMNS, Architecture, LatencyPrediction,
-                     Study, Trial)
+from .schema import (COMPLETED, RUNGS, STANDALONE, TRIAL_METRIC_COLUMNS, Architecture,
+                     LatencyPrediction, Study, Trial)
 from .store import ResultsStore, raw_rows
 from .study_front import OBJECTIVES as STUDY_OBJECTIVES
 from .study_front import study_front
@@ -368,9 +368,11 @@ def pareto_front(store: ResultsStore, objectives: str | Sequence[str] | Sequence
         res = _study_pareto(store, studies[0]["name"], flt, ref)
     else:
         res = _selection_pareto(store, objs, flt, ref)
-    m = res.get("metric", "top1")
-    res.update(objectives=[str(o).replace("top1", m, 1) if o.name == "top1" else str(o)
-                           for o in objs], filter=_filter_dict(flt))
+    # the one-study view names its first objective (the supernet rung's is its score)
+    m = res.setdefault("metric", "top1")
+    res.setdefault("rung", flt.rung)
+    res.update(objectives=[f"{m}:{o.direction}" if o.name == "top1" else str(o) for o in objs],
+               filter=_filter_dict(flt))
     return res
 
 
@@ -406,7 +408,7 @@ def _study_pareto(store: ResultsStore, study: str, flt: TrialFilter,
                   "dominated_by_front": b["dominated_by_front"],
                   "dominated_beyond_interval": b["dominated_beyond_interval"]}
                  for b in v["baselines"]]
-    out = {"study": study, "device": v["device"], "rung": flt.rung, "metric": v["metric"],
+    out = {"study": study, "device": v["device"], "rung": flt.rung, "metric": m,
            "n_considered": len(cand),
            "n_front": len(rows), "front": rows, "baselines": baselines,
            "reference_point": None, "reference_rule": None, "hypervolume": None}

@@ -28,8 +28,7 @@ from ..schema import (COMPLETED, RUNGS, STANDALONE, SUPERNET, TRIAL_STATUSES, Ba
                       EpochMetric, Family, LatencyMeasurement, LatencyPrediction, Study,
                       TrainingRun, Trial)
 from ..store import ResultsStore
-from ..study_front import (FIDELITIES, OBJECTIVES, RUNG_METRIC, spec_summary, study_devices,
-                           study_front)
+from ..study_front import FIDELITIES, OBJECTIVES, spec_summary, study_devices, study_front
 
 DEFAULT_MAX_POINTS = 20_000
 MAX_ARCH_TRIALS = 50  # trials listed (with epoch curves) in one architecture's detail
@@ -53,8 +52,7 @@ def studies_data(store: ResultsStore) -> dict:
     for r in rows:
         r["devices"] = study_devices(store, r["id"], r["device"])
         r["rungs"] = [g for g in RUNGS if g in rungs.get(r["id"], ())] or [STANDALONE]
-    return {"studies": rows, "fidelities": list(FIDELITIES), "rungs": list(RUNGS),
-            "rung_metrics": dict(RUNG_METRIC)}
+    return {"studies": rows, "fidelities": list(FIDELITIES)}
 
 
 def scatter_data(store: ResultsStore, study: str, device: str | None = None,
@@ -127,7 +125,8 @@ def hypervolume_data(store: ResultsStore, study: str, device: str | None = None,
         return cache[key]
     cand = v["cand"]  # finish order
     out = {"study": v["study"]["name"], "device": v["device"], "fidelity": fidelity,
-           "rung": rung, "metric": v["metric"], "objectives": [str(o) for o in OBJECTIVES], "n_trials": len(cand),
+           "rung": rung, "metric": v["metric"], "objectives": [str(o) for o in OBJECTIVES],
+           "n_trials": len(cand),
            "reference_point": None, "reference_rule": None, "steps": [], "final": None}
     if not len(cand):
         return out
