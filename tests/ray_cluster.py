@@ -136,8 +136,9 @@ class LocalCluster:
     """Head + one worker node on this machine (see module doc)."""
 
     def __init__(self, root: Path, node2_env: dict[str, str] | None = None,
-                 hide_from_node2: tuple[Path, ...] = ()) -> None:
+                 hide_from_node2: tuple[Path, ...] = (), head_cpus: int = 1) -> None:
         self.root = Path(root)
+        self.head_cpus = head_cpus  # 0: the head runs no trial (Ray's advice for a big cluster)
         # Unix socket paths are limited to 107 bytes: keep Ray's temp dirs short.
         self.tmp = Path(tempfile.mkdtemp(prefix="sfnc-"))
         self.node2_env = dict(node2_env or {})
@@ -157,10 +158,10 @@ class LocalCluster:
                 "--runtime-env-agent-port", str(free_port())]
 
     def _launch(self, name: str, tag: str, args: list[str], env: dict[str, str],
-                hide: tuple[Path, ...] = ()) -> Node:
+                hide: tuple[Path, ...] = (), cpus: int = 1) -> Node:
         temp_dir = self.tmp / name
         log = self.root / f"ray-{name}.log"
-        cmd = [RAY, "start", "--block", "--num-cpus", "1", "--num-gpus", "0",
+        cmd = [RAY, "start", "--block", "--num-cpus", str(cpus), "--num-gpus", "0",
                "--temp-dir", str(temp_dir), "--resources", json.dumps({tag: 1}),
                "--disable-usage-stats", *self._ports(), *args]
         if hide:  # its own mount namespace, an empty tmpfs over each hidden path
@@ -201,7 +202,8 @@ class LocalCluster:
         try:
             head = self._launch("head", NODE_TAGS[0],
                                 ["--head", "--port", str(free_port()),
-                                 "--include-dashboard", "false"], self._env())
+                                 "--include-dashboard", "false"], self._env(),
+                                cpus=self.head_cpus)
             self.address = self._wait_address(head, timeout)
             self._launch("node2", NODE_TAGS[1], ["--address", self.address],
                          self._env(self.node2_env), hide=self.hide)

@@ -3,9 +3,12 @@
 Rung 1 ("supernet", ``results.schema.SUPERNET``):
 
 * the weight-sharing supernet (``search.proxy.supernet``) is trained as ONE Ray Tune trial
-  (:func:`supernet_trial`), reporting every epoch; ``train_supernet`` writes
-  ``<out>/<study>/supernet/supernet.pt`` after every epoch, so a killed run continues from its
-  last epoch on ``--resume``. The supernet is a trial row of the study (rung "supernet", kind
+  (:func:`supernet_trial`), reporting every epoch. The trial may run on any node, which need
+  not see the driver's ``--out`` (docs/search.md "What each node must reach"): it trains in a
+  node-local directory and sends the checkpoint after every epoch to a
+  :class:`DriverCheckpoint` actor on the driver's node, which writes
+  ``<out>/<study>/supernet/supernet.pt``; a killed run continues from its last epoch on
+  ``--resume`` (the trial starts from the bytes that actor reads back). The supernet is a trial row of the study (rung "supernet", kind
   "supernet": its recipe, fidelity, dataset, CPU-seconds and, once the baselines are scored,
   the Kendall tau of XS/S/L1/L3 against ImageNet);
 * the driver loads it and Optuna (the ``--strategy`` sampler, NSGA-II by default) proposes
@@ -25,7 +28,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Mapping
@@ -36,7 +41,7 @@ from ray.tune import Callback, Stopper
 from results.schema import STANDALONE, SUPERNET
 from results.study_front import BASELINE_TRIAL_PREFIX, RUNG_KEY_PREFIX, study_front
 from search_space.errors import UsageError
-from search_space.io import json_safe
+from search_space.io import atomic_write, json_safe
 from search_space.lazy import lazy_import
 from search_space.spec import ArchSpec
 
@@ -56,6 +61,7 @@ from .trainable import allocated_threads
 
 ray = lazy_import("ray")
 tune = lazy_import("ray.tune")
+strategies = lazy_import("ray.util.scheduling_strategies")
 optuna = lazy_import("optuna")
 torch = lazy_import("torch")
 
@@ -70,25 +76,71 @@ SUMMARY_KEYS = ("epochs_done", "resumed_at_epoch", "steps", "cpu_seconds", "trai
 PROGRESS_EVERY = 0.1  # a progress line per tenth of the scored candidates
 
 
-def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint_dir: str,
+class DriverCheckpoint:
+    """The supernet checkpoint on the driver's node (a Ray actor pinned there, zero CPUs).
+
+    The trial sends the checkpoint after every epoch (``put``) and reads it back when it starts
+    (``get``: a resumed run's last epoch), so the node the trial runs on needs neither the
+    driver's ``--out`` nor a shared filesystem. Written atomically: a kill between two epochs
+    leaves the previous one whole."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def get(self) -> bytes | None:
+        if not os.path.isfile(self.path):
+            return None
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def put(self, blob: bytes) -> int:
+        atomic_write(self.path, lambda tmp: tmp.write_bytes(blob))
+        return len(blob)
+
+
+def driver_checkpoint(path: str):
+    """A :class:`DriverCheckpoint` actor for ``path``, on this (the driver's) node."""
+    here = ray.get_runtime_context().get_node_id()
+    strategy = strategies.NodeAffinitySchedulingStrategy(here, soft=False)
+    return ray.remote(num_cpus=0)(DriverCheckpoint).options(
+        scheduling_strategy=strategy).remote(path)
+
+
+def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint,
                    threads: int = 1, device: str = "auto", nproc: int = 1) -> None:
-    """The Tune trial of rung 1: train (or resume) the supernet, a report per epoch (after its
-    checkpoint is written), then the final summary. ``nproc`` > 1: data-parallel on that many
-    local processes (:func:`train_on_ranks`; the epochs reach the store with the summary)."""
+    """The Tune trial of rung 1: train (or resume) the supernet in a node-local directory, a
+    report per epoch (after ``checkpoint``, a :class:`DriverCheckpoint` handle, has that
+    epoch's checkpoint), then the final summary. ``nproc`` > 1: data-parallel on that many
+    local processes (:func:`train_on_ranks`; the epochs and the checkpoint reach the driver
+    with the summary)."""
     threads = allocated_threads(threads)
     data = localize(data, fidelity, workers=threads)
     node = ray.get_runtime_context().get_node_id()
+    work = tempfile.mkdtemp(prefix="sfn-supernet-")
+    path = os.path.join(work, CHECKPOINT_NAME)
+    try:
+        blob = ray.get(checkpoint.get.remote())
+        if blob is not None:  # a resumed run: continue from the driver's last epoch
+            with open(path, "wb") as f:
+                f.write(blob)
 
-    def on_epoch(m: dict) -> None:
-        tune.report({**json_safe(_epoch_row(m)), "node_id": node, "final": False})
+        def send() -> None:
+            with open(path, "rb") as f:
+                ray.get(checkpoint.put.remote(f.read()))
 
-    kw = dict(seed=int(config["seed"]), space=space, device=device,
-              checkpoint_dir=checkpoint_dir)
-    if nproc > 1:
-        info = train_on_ranks(nproc, supernet, fidelity, data, threads=threads, **kw)
-    else:
-        _, info = train_supernet(supernet, fidelity, data, threads=threads, report=on_epoch,
-                                 **kw)
+        def on_epoch(m: dict) -> None:
+            send()
+            tune.report({**json_safe(_epoch_row(m)), "node_id": node, "final": False})
+
+        kw = dict(seed=int(config["seed"]), space=space, device=device, checkpoint_dir=work)
+        if nproc > 1:
+            info = train_on_ranks(nproc, supernet, fidelity, data, threads=threads, **kw)
+            send()
+        else:
+            _, info = train_supernet(supernet, fidelity, data, threads=threads,
+                                     report=on_epoch, **kw)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     summary = {k: info.get(k) for k in SUMMARY_KEYS}
     summary.update(node_id=node, supernet_params=info["params"],
                    history=[{k: v for k, v in h.items() if k != "step_losses"}
@@ -253,9 +305,10 @@ class SupernetRung:
         self.start()
         fn = wrap(supernet_trial) if wrap is not None else supernet_trial
         n = cfg.supernet_nproc   # data-parallel ranks: the trial holds n trials' resources
+        checkpoint = driver_checkpoint(self.checkpoint)
         trainable = tune.with_resources(tune.with_parameters(
             fn, data=self.ctx.data, fidelity=cfg.fidelity, supernet=self.sn, space=cfg.space,
-            checkpoint_dir=self.checkpoint_dir, threads=max(1, int(cpus)) * n,
+            checkpoint=checkpoint, threads=max(1, int(cpus)) * n,
             device=cfg.torch_device, nproc=n), {"cpu": cpus * n, "gpu": gpus * n})
         where = experiment_storage(cfg.storage, str(cfg.out_dir), cfg.study)
         ranks = f", data-parallel on {n} processes" if n > 1 else ""
@@ -270,7 +323,10 @@ class SupernetRung:
                                callbacks=[SupernetCallback(self)], stop=StopFlag(self.stop),
                                verbose=0, log_to_file=True,
                                failure_config=tune.FailureConfig(max_failures=0)))
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            ray.kill(checkpoint)
         row = self.row()
         return row is not None and row["status"] == "COMPLETED"
 
