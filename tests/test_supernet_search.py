@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from results.store import ResultsStore, head_revision
 from results.study_front import study_front
 from search.nas.config import SUPERNET_FIELDS, SearchConfig
 from search.nas.report import build_report, build_supernet_report, render_rungs
-from search.nas.supernet_search import spread_picks
+from search.nas.supernet_search import spread_picks, work_name
 from search.proxy.record import TrialRecorder
 from search.proxy.supernet.config import SupernetConfig
 from search.proxy.supernet.scoring import reference_tau
@@ -307,6 +308,8 @@ def test_two_rung_search_resumes_the_killed_supernet_and_keeps_rungs_apart(tmp_p
     wrap = kill_after_first_checkpoint(str(ckpt), str(tmp_path / "killed-once"))
     first = run_search(cfg, stream=open(os.devnull, "w"), wrap_supernet=wrap)
     assert first["interrupted"]
+    work = Path(tempfile.gettempdir()) / work_name(str(ckpt))  # the trial's node-local copy
+    assert (work / CHECKPOINT_NAME).is_file()  # left behind by the kill
     killed_at = torch.load(ckpt, weights_only=True)["epoch"]
     assert 1 <= killed_at < RECIPE["epochs"]
     store = ResultsStore(tmp_path / "r.db", readonly=True)
@@ -322,6 +325,7 @@ def test_two_rung_search_resumes_the_killed_supernet_and_keeps_rungs_apart(tmp_p
     rep = run_search(dataclasses.replace(cfg, supernet_nproc=2), resume=True,
                      stream=open(os.devnull, "w"), wrap_supernet=wrap)
     assert not rep["interrupted"]
+    assert not work.exists()  # removed by the resumed trial
     rows = store.trials(sid, rung=SUPERNET)
     (model,) = [t for t in rows if t["config"]["kind"] == "supernet"]
     m = model["metrics"]

@@ -26,6 +26,7 @@ Fronts never mix rungs: ``results.study_front.study_front(..., rung=...)``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import shutil
@@ -106,17 +107,27 @@ def driver_checkpoint(path: str):
         scheduling_strategy=strategy).remote(path)
 
 
-def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint,
+def work_name(checkpoint: str) -> str:
+    """The supernet trial's node-local directory name (under the system temp directory): one
+    per driver checkpoint path, so a resumed trial on the same node finds and removes the
+    directory of a killed one, and two studies never share one."""
+    return "sfn-supernet-" + hashlib.sha256(checkpoint.encode()).hexdigest()[:16]
+
+
+def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint, work_name: str,
                    threads: int = 1, device: str = "auto", nproc: int = 1) -> None:
     """The Tune trial of rung 1: train (or resume) the supernet in a node-local directory, a
     report per epoch (after ``checkpoint``, a :class:`DriverCheckpoint` handle, has that
     epoch's checkpoint), then the final summary. ``nproc`` > 1: data-parallel on that many
     local processes (:func:`train_on_ranks`; the epochs and the checkpoint reach the driver
-    with the summary)."""
+    with the summary). ``work_name``: the node-local directory's name under the system temp
+    directory, one per study and supernet (a killed trial's is removed by the next run there)."""
     threads = allocated_threads(threads)
     data = localize(data, fidelity, workers=threads)
     node = ray.get_runtime_context().get_node_id()
-    work = tempfile.mkdtemp(prefix="sfn-supernet-")
+    work = os.path.join(tempfile.gettempdir(), work_name)
+    shutil.rmtree(work, ignore_errors=True)  # a killed run's: the driver has its checkpoint
+    os.makedirs(work)
     path = os.path.join(work, CHECKPOINT_NAME)
     try:
         blob = ray.get(checkpoint.get.remote())
@@ -309,6 +320,7 @@ class SupernetRung:
         trainable = tune.with_resources(tune.with_parameters(
             fn, data=self.ctx.data, fidelity=cfg.fidelity, supernet=self.sn, space=cfg.space,
             checkpoint=checkpoint, threads=max(1, int(cpus)) * n,
+            work_name=work_name(self.checkpoint),
             device=cfg.torch_device, nproc=n), {"cpu": cpus * n, "gpu": gpus * n})
         where = experiment_storage(cfg.storage, str(cfg.out_dir), cfg.study)
         ranks = f", data-parallel on {n} processes" if n > 1 else ""
