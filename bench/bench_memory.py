@@ -37,6 +37,7 @@ sys.path.insert(0, ROOT)
 from search.cluster import CPU_WORKER_SETUP_HOOK, block_triton  # noqa: E402  (light: no torch)
 from search.options import parse_fidelity  # noqa: E402  (light: no torch)
 from search.proxy.data import ProxyData, prepare_data  # noqa: E402
+from search.proxy.memory import reset_peak_rss, status_kib  # noqa: E402  (light: no torch)
 
 STATUS_KEYS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "Threads")
 # torch.optim.AdamW implementations (extra arguments to timm's create_optimizer_v2).
@@ -45,18 +46,7 @@ ADAMW_VARIANTS = {"fused": {"fused": True}, "foreach": {"fused": False, "foreach
 
 
 def status() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in STATUS_KEYS:
-                out[k] = int(v.split()[0])
-    return out
-
-
-def reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-        f.write("5")
+    return status_kib(STATUS_KEYS)
 
 
 class Meter:
@@ -67,7 +57,7 @@ class Meter:
         self.order: list[str] = []
 
     def start(self) -> None:
-        reset_peak()
+        reset_peak_rss()
 
     def end(self, phase: str) -> None:
         s = status()
@@ -78,7 +68,7 @@ class Meter:
         row.update(peak_mb=max(row["peak_mb"], s["VmHWM"] / 1024), rss_mb=s["VmRSS"] / 1024,
                    anon_mb=s["RssAnon"] / 1024, file_mb=s["RssFile"] / 1024, threads=s["Threads"],
                    visits=row["visits"] + 1)
-        reset_peak()
+        reset_peak_rss()
 
     def result(self) -> list[dict]:
         return [self.rows[p] for p in self.order]

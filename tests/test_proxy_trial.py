@@ -52,3 +52,21 @@ def test_divergence_is_recorded_failed(recorder, toy, monkeypatch):  # noqa: F81
     assert res["status"] == "FAILED" and "loss" in res["error"]
     (t,) = recorder.store.trials(recorder.study_id)
     assert t["status"] == "FAILED" and "training loss" in t["error"]
+
+
+def test_a_trial_records_the_peak_of_its_own_run(recorder, toy):  # noqa: F811
+    """``peak_rss_mib``: the process's peak from the trial's start, not since it began (a
+    reused Ray worker would otherwise report its biggest trial for every later one)."""
+    from search.proxy.memory import release_memory, reset_peak_rss, status_kib
+    if not reset_peak_rss():
+        pytest.skip("no /proc/self/clear_refs here")
+    blob = b"\x01" * (400 << 20)  # this process peaks 400 MiB above where it is now
+    del blob
+    release_memory()
+    now = status_kib()["VmRSS"] / 1024
+    assert status_kib()["VmHWM"] / 1024 > now + 390
+    res = train_and_record(recorder, "p", TINY, FID.replace(epochs=1), toy, seed=0,
+                           config={"kind": "ladder"}, device="cpu")
+    assert now * 0.9 < res["peak_rss_mib"] < now + 200
+    (t,) = recorder.store.trials(recorder.study_id)
+    assert t["metrics"]["peak_rss_mib"] == res["peak_rss_mib"]

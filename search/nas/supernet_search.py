@@ -46,6 +46,7 @@ from search_space.io import atomic_write, json_safe
 from search_space.lazy import lazy_import
 from search_space.spec import ArchSpec
 
+from ..proxy.memory import peak_rss_mib, reset_peak_rss
 from ..proxy.node_cache import localize
 from ..proxy.record import TrialRecorder
 from ..proxy.supernet.config import largest, to_proxy
@@ -73,7 +74,8 @@ SN = RUNG_KEY_PREFIX[SUPERNET]  # "sn-": the supernet rung's trial keys
 # the recorder: it is the candidates' parameter count there).
 SUMMARY_KEYS = ("epochs_done", "resumed_at_epoch", "steps", "cpu_seconds", "train_seconds",
                 "loss_largest", "loss_subnets", "device", "threads", "channels_last",
-                "config_key", "fidelity_key", "dataset_id", "space_key", "node_id", "world_size")
+                "config_key", "fidelity_key", "dataset_id", "space_key", "node_id", "world_size",
+                "peak_rss_mib")
 PROGRESS_EVERY = 0.1  # a progress line per tenth of the scored candidates
 
 
@@ -122,6 +124,7 @@ def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint,
     local processes (:func:`train_on_ranks`; the epochs and the checkpoint reach the driver
     with the summary). ``work_name``: the node-local directory's name under the system temp
     directory, one per study and supernet (a killed trial's is removed by the next run there)."""
+    reset_peak_rss()
     threads = allocated_threads(threads)
     data = localize(data, fidelity, workers=threads)
     node = ray.get_runtime_context().get_node_id()
@@ -153,7 +156,7 @@ def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = {k: info.get(k) for k in SUMMARY_KEYS}
-    summary.update(node_id=node, supernet_params=info["params"],
+    summary.update(node_id=node, supernet_params=info["params"], peak_rss_mib=peak_rss_mib(),
                    history=[{k: v for k, v in h.items() if k != "step_losses"}
                             for h in info["history"]])
     tune.report({**json_safe(summary), "final": True})

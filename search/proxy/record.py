@@ -21,7 +21,7 @@ from search_space.spec import ArchSpec
 FINAL_KEYS = ("top1", "top5", "val_loss", "train_loss", "epochs_done", "train_seconds",
               "cpu_seconds", "synflow", "naswot", "grad_norm", "zero_cost_seconds",
               "wall_seconds", "epoch", "replayed", "img_per_s", "threads", "device",
-              "latency_ms", "latency_std_ms", "node_id", "data_cache")
+              "latency_ms", "latency_std_ms", "node_id", "data_cache", "peak_rss_mib")
 # What each epoch leaves (sfn_epoch_metrics).
 EPOCH_KEYS = ("epoch", "top1", "top5", "val_loss", "train_loss", "lr", "epoch_seconds",
               "seconds", "img_per_s", "train_cpu_seconds")

@@ -17,9 +17,7 @@ bench/bench_proxy.py (CPU, against timm in a plain loop), bench/gpu_engine.py (G
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
-import gc
 import math
 import time
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from search_space.swiftformer import build_model
 
 from .data import ProxyData
 from .fidelity import Fidelity
+from .memory import release_memory
 
 __all__ = ["NonFiniteLoss", "train_proxy", "evaluate", "recalibrate_bn", "augment_batch", "normalize",
            "resolve_device", "proxy_spec", "EngineChoice", "choose_engine", "engine_for",
@@ -208,24 +207,6 @@ def prepare_model(model: nn.Module, device: torch.device, engine: EngineChoice,
                 if type(m) is nn.Conv2d:
                     m.__class__ = MatmulConv2d
     return model
-
-
-try:  # glibc: give freed heap pages back to the OS between trials (see release_memory)
-    _LIBC = ctypes.CDLL("libc.so.6")
-    _MALLOC_TRIM = _LIBC.malloc_trim
-except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-    _MALLOC_TRIM = None
-
-
-def release_memory() -> None:
-    """Collect garbage and return the freed heap to the OS (glibc ``malloc_trim``).
-
-    A trial worker is reused for many trials of different architectures; without this the
-    freed activations, gradients and optimizer states of the previous trial stay mapped in
-    glibc's arenas and the worker's resident memory only grows (notes/search_proxy.md)."""
-    gc.collect()
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 # -- data ----------------------------------------------------------------------------------------

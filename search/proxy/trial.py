@@ -21,6 +21,7 @@ from search_space.spec import ArchSpec
 
 from .data import ProxyData
 from .fidelity import Fidelity
+from .memory import peak_rss_mib, reset_peak_rss
 from .record import TrialRecorder
 from .train import NonFiniteLoss, train_proxy
 from .zero_cost import zero_cost_scores
@@ -38,8 +39,11 @@ def run_candidate(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: 
     every epoch (see ``train_proxy``). Raises ``NonFiniteLoss`` when the training diverges.
 
     The result holds the ``search.proxy.record.FINAL_KEYS`` that apply, ``history`` (the per-epoch metrics),
-    ``params`` and the identity fields ``train_proxy`` returns.
+    ``params`` and the identity fields ``train_proxy`` returns. ``peak_rss_mib``: the peak
+    resident set of this process from the start of this call (what the process held before,
+    imports included, counts: in a Tune trial it is the worker's peak during the trial).
     """
+    reset_peak_rss()
     t0, c0 = time.perf_counter(), time.process_time()
     out: dict[str, Any] = {}
     if isinstance(zero_cost, Mapping):
@@ -52,6 +56,7 @@ def run_candidate(spec: ArchSpec, fidelity: Fidelity, data: ProxyData, *, seed: 
                            threads=threads))
     out["wall_seconds"] = time.perf_counter() - t0
     out["cpu_seconds"] = time.process_time() - c0
+    out["peak_rss_mib"] = peak_rss_mib()
     return out
 
 

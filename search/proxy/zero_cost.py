@@ -30,7 +30,8 @@ from search_space.spec import ArchSpec
 from search_space.swiftformer import build_model
 
 from .data import ProxyData
-from .train import normalize, release_memory
+from .memory import release_memory
+from .train import normalize
 
 __all__ = ["zero_cost_scores", "synflow", "naswot", "grad_norm"]
 
