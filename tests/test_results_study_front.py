@@ -652,3 +652,26 @@ def test_supernet_rung_view(tmp_path):
     assert ref == pytest.approx(reference_point(
         np.array([[-0.5, 0.5], [-2.0, 1.0], [-1.5, 0.7], [-1.0, 0.625]]), OBJECTIVES))
     assert v["hypervolume"] == pytest.approx((-0.5 - ref[0]) * (ref[1] - 0.5))
+
+
+def test_end_of_search_report_gives_the_trials_peak_memory(tmp_path):
+    """The report's memory line: median and max of the trials' recorded ``peak_rss_mib``, the
+    trial that reached the max; trials without one (older rows) are left out of both."""
+    from search.nas.report import build_report, render_table
+
+    store = ResultsStore(str(tmp_path / "m.db"))
+    sid = store.get_or_create_study("m", config={}, seed=0, dataset_id="c10", fidelity=FID,
+                                    device=DEVICE, code_version="t")
+    specs = DEFAULT_SPACE.sample_many(4, seed=5)
+    for key, spec, peak in zip(("a", "b", "c", "old"), specs, (900.0, 1250.5, 1000.0, None)):
+        tid = store.start_trial(sid, key, store.upsert_architecture(spec), config={}, seed=0)
+        metrics = {"top1": 50.0, "latency_ms": 1.0}
+        if peak is not None:
+            metrics["peak_rss_mib"] = peak
+        store.finish_trial(tid, "COMPLETED", metrics=metrics, fidelity_reached=FID)
+    rep = build_report(store, "m")
+    store.close()
+    assert rep["peak_rss_mib"] == {"median": 1000.0, "max": 1250.5, "max_trial": "b",
+                                   "trials": 3}
+    assert ("peak RSS per trial worker: median 1,000 MiB, max 1,250 MiB (b; 3 trials)"
+            in render_table(rep).splitlines())

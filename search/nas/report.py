@@ -57,6 +57,7 @@ def build_report(store: ResultsStore, study: str, rung: str = STANDALONE) -> dic
             "n_candidates_full": len({r[2] for r in cand.rows}),
             "failures": [(t["trial_key"], t.get("error") or "") for t in rows
                          if t["status"] == "FAILED"],
+            "peak_rss_mib": peak_rss(rows),
             "front": front,
             "candidates": [{k: p[k] for k in ("trial_key", "top1", "latency_ms")}
                            for p in map(cand.point, range(len(cand)))],
@@ -64,6 +65,19 @@ def build_report(store: ResultsStore, study: str, rung: str = STANDALONE) -> dic
             "hypervolume": {"value": view["hypervolume"], "rule": REFERENCE_RULE,
                             "reference": None if ref is None else
                             {"top1": ref[0], "latency_ms": ref[1]}}}
+
+
+def peak_rss(rows: list[dict]) -> dict[str, Any] | None:
+    """Peak resident memory of the trials that trained (``peak_rss_mib`` of their metrics:
+    the worker's peak during the trial): median, max and the trial that reached it; None when
+    no trial recorded one (scored-only rows, older studies)."""
+    peaks = [((t.get("metrics") or {}).get("peak_rss_mib"), t["trial_key"]) for t in rows]
+    peaks = [(p, k) for p, k in peaks if p is not None]
+    if not peaks:
+        return None
+    top, key = max(peaks)
+    return {"median": float(np.median([p for p, _ in peaks])), "max": top, "max_trial": key,
+            "trials": len(peaks)}
 
 
 def _front_rows(front: list[dict], by_key: dict[str, dict]) -> list[dict]:
@@ -140,6 +154,10 @@ def render_table(rep: dict[str, Any]) -> str:
                      f"{hv['reference']['latency_ms']:.3f} ms: {hv['rule']})")
     lines.append("trials: " + ", ".join(f"{k.lower()} {v}"
                                         for k, v in sorted(rep["counts"].items())))
+    mem = rep.get("peak_rss_mib")
+    if mem is not None:
+        lines.append(f"peak RSS per trial worker: median {mem['median']:,.0f} MiB, max "
+                     f"{mem['max']:,.0f} MiB ({mem['max_trial']}; {mem['trials']} trials)")
     for key, err in rep["failures"][:10]:
         lines.append(f"  failed {key}: {err[:150]}")
     return "\n".join(lines)
