@@ -29,7 +29,7 @@ from .devices import device_files, load_predictor, shipped_devices, user_calibra
 from .features import FEATURE_NAMES, aggregate
 from .featurize import featurize, featurize_records
 from .fewshot import fit, fit_features
-from .options import DEFAULT_DEVICE, add_latency_device_option
+from .options import DEFAULT_DEVICE, LATENCY_ALIASES, add_latency_device_option
 from .predictor import LatencyPredictor, prior_coef
 from .records import Record, read_records, write_records
 from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
@@ -68,7 +68,7 @@ def _register_predict(lsub) -> None:
     q = lsub.add_parser("predict", help="predicted latency (ms +- std) of architectures")
     q.add_argument("arch", nargs="+", help="preset (XS/S/L1/L3), spec JSON file, inline JSON, "
                                            "or timm model name")
-    add_latency_device_option(q)
+    add_latency_device_option(q, aliases=LATENCY_ALIASES)
     q.add_argument("--resolution", type=RESOLUTION, default=None)
     q.add_argument("--breakdown", action="store_true", help="also print ms per cost term")
     q.add_argument("--json", action="store_true")
@@ -98,7 +98,7 @@ def _register_calibrate(lsub) -> None:
                         description="Calibrate a device from a records CSV/JSON; "
                                     "`model,latency_ms` columns are enough (docs/latency.md).")
     c.add_argument("--records", required=True, help="CSV (, ; or tab) or JSON records")
-    c.add_argument("--latency-device", required=True, metavar="NAME",
+    c.add_argument("--latency-device", *LATENCY_ALIASES, required=True, metavar="NAME",
                    help="name of the device this calibrates (letters, digits, '-', '_', '.'); "
                         "later found by `--latency-device NAME`; also the device of rows "
                         "without a device column")
@@ -117,7 +117,8 @@ def _register_evaluate(lsub) -> None:
     e = lsub.add_parser("evaluate", help="accuracy of a predictor on measurement records")
     e.add_argument("--records", required=True)
     add_latency_device_option(e, purpose="the predictor evaluated (without --loo); also the "
-                                         "device of rows without a device column")
+                                         "device of rows without a device column",
+                              aliases=LATENCY_ALIASES)
     e.add_argument("--match", default=None)
     e.add_argument("--loo", action="store_true", help="leave-one-out: recalibrate on the other "
                                                       "records for each row instead")
@@ -134,7 +135,8 @@ def _register_suggest(lsub) -> None:
     s.add_argument("--out", required=True, help="directory for measure.csv, spec JSON files "
                                                 "and .mlpackage exports")
     add_latency_device_option(s, purpose="the prior whose cost terms the design targets "
-                                         "('generic' = the hand-set ANE prior)")
+                                         "('generic' = the hand-set ANE prior)",
+                              aliases=LATENCY_ALIASES)
     s.add_argument("--pool", type=COUNT0, default=1000,
                    help="random SwiftFormer-space members considered (default 1000)")
     s.add_argument("--seed", type=int, default=0)

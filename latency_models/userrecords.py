@@ -10,6 +10,9 @@ skips unmeasured rows with a reason, and merges duplicate measurements:
   row, column and the accepted forms (unless the spec / timm_name / mlpackage columns say what
   the model is);
 * a blank ``latency_ms`` skips the row with a warning naming it;
+* the rows of one device: ``--match TEXT`` picks them (rows of other devices are not read
+  further), and a file naming several devices without it is refused (a calibration mixing
+  phones, OS or toolchain versions fits none of them);
 * the same model measured twice on one device is averaged when the values agree within
   ``records.DUPLICATE_TOLERANCE`` and refused otherwise (one row twice is one measurement).
 """
@@ -82,16 +85,40 @@ def _blank(v) -> bool:
     return v is None or not str(v).strip()
 
 
-def _parse_rows(path: str, device: str | None) -> Loaded:
+def _device_of(raw: dict, device: str | None) -> str:
+    """A row's device: its device column, else ``device`` (``--latency-device``)."""
+    if device is not None and _blank(raw.get("device")):
+        return device
+    return str(raw.get("device") or "").strip()
+
+
+def _check_one_device(path: str, devices: list[str], match: str | None) -> None:
+    """A calibration is for one device: the rows ``match`` picks, or a file naming one device
+    (one mixing phones, OS or toolchain versions fits none of them)."""
+    names = sorted(set(devices))
+    if match is not None and not any(match.lower() in d.lower() for d in names):
+        raise UsageError(f"--match {match!r}: no record's device contains it; devices: {names}")
+    if match is None and len(names) > 1:
+        shown = ", ".join(repr(d) for d in names[:6]) + (", ..." if len(names) > 6 else "")
+        raise UsageError(f"{path}: column 'device' names {len(names)} devices ({shown}): a "
+                         "calibration is for one device; choose its rows with --match TEXT")
+
+
+def _parse_rows(path: str, device: str | None, match: str | None) -> Loaded:
+    """The rows of the device ``match`` selects (case-insensitive substring of the device
+    column; None: the file must name one device) parsed and resolved. Rows of other devices
+    are not read further (their models may be ones this tool cannot featurise)."""
     rows, delim, columns = raw_rows(path)
     required = tuple(c for c in REQUIRED if c != "device" or device is None)
     check_header(path, columns, required)
+    rows = [(i, raw) for i, raw in rows if not all(_blank(v) for v in raw.values())]
+    _check_one_device(path, [_device_of(raw, device) for _, raw in rows], match)
     out = Loaded(path, [])
     for i, raw in rows:
-        if all(_blank(v) for v in raw.values()):
-            continue                                   # an empty line
-        if device is not None and _blank(raw.get("device")):
-            raw = {**raw, "device": device}
+        dev = _device_of(raw, device)
+        if match is not None and match.lower() not in dev.lower():
+            continue
+        raw = {**raw, "device": dev}
         if _blank(raw.get("latency_ms")) and not _blank(raw.get("model")):
             out.skipped.append(f"{path}: row {i} ({str(raw['model']).strip()!r}): blank "
                                "latency_ms (not measured): skipped")
@@ -128,17 +155,6 @@ def merge_duplicates(loaded: Loaded, tolerance: float = DUPLICATE_TOLERANCE) -> 
     return Loaded(loaded.path, out, loaded.skipped, loaded.merged)
 
 
-def select(loaded: Loaded, match: str | None) -> Loaded:
-    """Only the records whose device column contains ``match`` (case-insensitive)."""
-    if match is None:
-        return loaded
-    sel = [r for r in loaded.records if match.lower() in r.device.lower()]
-    if not sel:
-        devices = sorted({r.device for r in loaded.records})
-        raise UsageError(f"--match {match!r}: no record's device contains it; devices: {devices}")
-    return Loaded(loaded.path, sel, loaded.skipped, loaded.merged)
-
-
 def load_user_records(path: str, device: str | None = None, match: str | None = None) -> Loaded:
     """Read, resolve, select (``match``) and de-duplicate a records file (module docstring)."""
-    return merge_duplicates(select(_parse_rows(path, device), match))
+    return merge_duplicates(_parse_rows(path, device, match))

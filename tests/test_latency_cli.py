@@ -111,8 +111,31 @@ def test_calibrate_evaluate_round_trip(capsys, tmp_path):
     assert code == 2 and "--match" in err
     rec.write_text(GOOD + "L3,phone-x,fast,m\n")
     code, _, err = run(capsys, "latency", "calibrate", "--records", str(rec), "--latency-device",
-                       "d")
+                       "d", "--match", "phone-x")
     assert code == 2 and "row 7, column 'latency_ms'" in err
+
+
+def test_a_calibration_is_for_one_device(capsys, tmp_path, user_dir):
+    """A file naming several devices is refused unless --match picks one; the rows of the
+    other devices are not read further (a model this tool cannot featurise there is fine);
+    ``--device`` is the ``latency`` commands' alias of --latency-device."""
+    rec = tmp_path / "r.csv"
+    rec.write_text(GOOD + "RepViT-M0.6,other,0.6,m\n")    # no timm model: unknown here
+    code, o, err = run(capsys, "latency", "calibrate", "--records", str(rec), "--device", "px")
+    assert code == 2 and not o and err == (
+        f"error: {rec}: column 'device' names 2 devices ('other', 'phone-x'): a calibration is "
+        "for one device; choose its rows with --match TEXT\n")
+    assert not (user_dir / "px.json").exists()
+    code, o, err = run(capsys, "latency", "calibrate", "--records", str(rec), "--device", "px",
+                       "--match", "PHONE")
+    assert code == 0, err
+    assert "calibrated px on 4 records" in o and (user_dir / "px.json").exists()
+    code, o, err = run(capsys, "latency", "calibrate", "--records", str(rec), "--device", "py",
+                       "--match", "other")
+    assert code == 2 and "row 7, column 'model': unknown model 'RepViT-M0.6'" in err
+    code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "px",
+                       "--match", "phone-x")
+    assert code == 0 and "MAPE" in o, err
 
 
 # -- calibrate from what users have (issue 14) and bad input (issue 18) ---------------------
