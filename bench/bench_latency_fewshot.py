@@ -41,73 +41,21 @@ sys.path.insert(0, ROOT)
 
 from latency_models import load_predictor  # noqa: E402
 from latency_models.analytic import SpecArrays, spec_features_many  # noqa: E402
-from latency_models.features import gmacs_of  # noqa: E402
 from latency_models.featurize import featurize_records  # noqa: E402
 from latency_models.fewshot import fit_features  # noqa: E402
 from latency_models.published import published_records  # noqa: E402
 from latency_models.predictor import prior_coef, terms_matrix  # noqa: E402
 from latency_models.suggest import choose_rows, design_rows  # noqa: E402
+from latency_models.transfer import (METHODS, evaluate_split, metrics,  # noqa: E402
+                                     render_summary, summarise, transfer)
 from search_space.io import write_json_atomic  # noqa: E402
 from search_space.space import DEFAULT_SPACE  # noqa: E402
 from search_space.spec import ArchSpec  # noqa: E402
-from search_space.stats import kendall_tau  # noqa: E402
 
-METHODS = ("ours", "scale", "gmacs")
 
 
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
-def metrics(pred: np.ndarray, y: np.ndarray, sd: np.ndarray | None = None) -> dict:
-    rel = (pred - y) / y
-    out = {"mape": float(np.mean(np.abs(rel))), "within10": float(np.mean(np.abs(rel) <= 0.1)),
-           "tau": kendall_tau(pred, y), "max_ape": float(np.max(np.abs(rel)))}
-    out["cov2"] = None if sd is None else float(np.mean(np.abs(pred - y) <= 2 * sd))
-    out["rel_sd"] = None if sd is None else float(np.mean(sd / pred))   # interval half-width / 2
-    return out
-
-
-def gmacs_line(g_cal, y_cal, g_ev) -> np.ndarray:
-    a, b = np.polyfit(g_cal, y_cal, 1)
-    return a * g_ev + b
-
-
-def best_factor_mape(pred: np.ndarray, y: np.ndarray) -> float:
-    """The lowest MAPE any single factor on ``pred`` can reach on these rows (the factor chosen
-    on the evaluation rows themselves: a bound for prior x scale, not a method). MAPE of s*pred
-    is convex piecewise linear in s with kinks at y_i / pred_i: the minimum is at a kink."""
-    kinks = y / pred
-    return float(min(np.mean(np.abs(k * pred / y - 1)) for k in kinks))
-
-
-def evaluate_split(F, y, cal, ev, prior) -> dict:
-    """All three methods calibrated on rows ``cal``, evaluated on rows ``ev``."""
-    t0 = time.perf_counter()
-    ours = fit_features(F[cal], y[cal], "target", prior)
-    fit_s = time.perf_counter() - t0
-    scale = fit_features(F[cal], y[cal], "target", prior, candidates=("scale",))
-    g = gmacs_of(F)
-    pm, ps = ours.predict_features(F[ev])
-    sm, ss = scale.predict_features(F[ev])
-    out = {"ours": metrics(pm, y[ev], ps), "scale": metrics(sm, y[ev], ss),
-           "gmacs": metrics(gmacs_line(g[cal], y[cal], g[ev]), y[ev]),
-           "scale_bound": best_factor_mape(sm, y[ev]),
-           "candidate": ours.meta["candidate"], "kappa": ours.kappa, "fit_s": fit_s,
-           "extrapolating": int(sum(bool(w) for w in ours.extrapolation(F[ev])))}
-    return out
-
-
-def transfer(F, y, prior, n_cal: int, draws: int, seed: int) -> dict:
-    """Random draws and the suggest draw of one direction."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(draws):
-        cal = np.sort(rng.choice(len(y), n_cal, replace=False))
-        rows.append(evaluate_split(F, y, cal, np.setdiff1d(np.arange(len(y)), cal), prior))
-    sug = np.array(sorted(choose_rows(design_rows(F, prior), n_cal)))
-    suggest = evaluate_split(F, y, sug, np.setdiff1d(np.arange(len(y)), sug), prior)
-    return {"random": rows, "suggest": suggest, "suggest_rows": sug.tolist()}
 
 
 def paired_suggest(F, y, prior, n_cal: int, draws: int, seed: int) -> dict:
@@ -142,28 +90,6 @@ def prior_ms(F, prior) -> np.ndarray:
     return terms_matrix(F) @ prior_coef(prior)
 
 
-def summarise(res: dict) -> dict:
-    """Median / worst over random draws per method and metric; the suggest draw; wins."""
-    out: dict = {}
-    for m in METHODS:
-        for k in ("mape", "within10", "tau", "cov2"):
-            vals = [r[m][k] for r in res["random"] if r[m][k] is not None]
-            if vals:
-                out[f"{m}_{k}_median"] = float(np.median(vals))
-                out[f"{m}_{k}_worst"] = float(max(vals) if k == "mape" else min(vals))
-            out[f"{m}_{k}_suggest"] = res["suggest"][m][k]
-    r = res["random"]
-    out["scale_bound_mape_median"] = float(np.median([x["scale_bound"] for x in res["random"]]))
-    out["ours_worse_than_scale_draws"] = sum(x["ours"]["mape"] > x["scale"]["mape"] + 1e-9
-                                             for x in r)
-    out["suggest_beats_random_draws"] = sum(res["suggest"]["ours"]["mape"] < x["ours"]["mape"]
-                                            for x in r)
-    out["random_draws"] = len(r)
-    out["candidates"] = {c: sum(x["candidate"] == c for x in r) for c in
-                         ("scale", "groups", "full")}
-    return out
-
-
 def iphone_table(prefix: str, source: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Featurisable published rows of one phone; rows measuring the same model are averaged."""
     recs = published_records(device_prefix=prefix, source_contains=source)
@@ -178,26 +104,6 @@ def iphone_table(prefix: str, source: str) -> tuple[np.ndarray, np.ndarray, list
     return F, y, names
 
 
-def print_table(title: str, s: dict) -> None:
-    print(f"\n{title}")
-    print(f"{'method':<8} {'MAPE med':>9} {'worst':>7} {'+-10% med':>10} {'tau med':>8} "
-          f"{'cov2 med':>9} | suggest: {'MAPE':>6} {'+-10%':>6} {'tau':>6} {'cov2':>6}")
-    for m in METHODS:
-        def f(k, pct=True):
-            v = s.get(k)
-            return "    -" if v is None else (f"{100 * v:5.1f}%" if pct else f"{v:5.3f}")
-        print(f"{m:<8} {f(f'{m}_mape_median'):>9} {f(f'{m}_mape_worst'):>7} "
-              f"{f(f'{m}_within10_median'):>10} {f(f'{m}_tau_median', False):>8} "
-              f"{f(f'{m}_cov2_median'):>9} | {f(f'{m}_mape_suggest'):>14} "
-              f"{f(f'{m}_within10_suggest'):>6} {f(f'{m}_tau_suggest', False):>6} "
-              f"{f(f'{m}_cov2_suggest'):>6}")
-    print(f"bound: the best single factor on the prior, chosen on the held-out rows themselves, "
-          f"MAPE median {100 * s['scale_bound_mape_median']:.1f}%")
-    print(f"ours worse than scale in {s['ours_worse_than_scale_draws']} of {s['random_draws']} "
-          f"random draws; suggest draw beats {s['suggest_beats_random_draws']} of them; "
-          f"chosen fits {s['candidates']}")
-
-
 def phones(args) -> dict:
     t14 = iphone_table("iPhone 14 (iOS 16)", "Table 2")
     t12 = iphone_table("iPhone 12", "")
@@ -208,8 +114,9 @@ def phones(args) -> dict:
                                    ("iPhone 12 -> iPhone 14", t14, p12)):
         res = transfer(F, y, prior, args.n_cal, args.draws, args.seed)
         s = summarise(res)
-        print_table(f"{name}: calibrate on {args.n_cal} of {len(y)} rows, predict the other "
-                    f"{len(y) - args.n_cal}; {args.draws} random draws + suggest", s)
+        print("\n" + render_summary(f"{name}: calibrate on {args.n_cal} of {len(y)} rows, predict "
+                                    f"the other {len(y) - args.n_cal}; {args.draws} random draws "
+                                    "+ suggest", s))
         pair = paired_suggest(F, y, prior, args.n_cal, args.draws, args.seed)
         print(f"same held-out third, {pair['draws']} draws: random 10 of the rest -> MAPE median "
               f"{100 * pair['random_mape_median']:.1f}%; " + "; ".join(
@@ -317,10 +224,11 @@ def cpu(args) -> dict:
         paired.append(evaluate_split(F, y, cal, rest, prior)["ours"]["mape"])   # same rows
     res["paired_suggest_mape"] = paired
     s = summarise(res)
-    print_table(f"local CPU (onnxruntime, 1 thread, min thread-CPU time of "
-                f"{len(cache['specs'][specs[0].arch_hash]['cpu_ms'])} runs): calibrate on the "
-                f"{len(cal)} suggested specs, predict {len(ev)} random ones (suggest columns); "
-                f"random columns: 10 of the {len(ev)} -> the other {len(ev) - args.n_cal}", s)
+    print("\n" + render_summary(
+        f"local CPU (onnxruntime, 1 thread, min thread-CPU time of "
+        f"{len(cache['specs'][specs[0].arch_hash]['cpu_ms'])} runs): calibrate on the "
+        f"{len(cal)} suggested specs, predict {len(ev)} random ones (suggest columns); "
+        f"random columns: 10 of the {len(ev)} -> the other {len(ev) - args.n_cal}", s))
     better = sum(a < b["ours"]["mape"] for a, b in zip(paired, res["random"]))
     print(f"on the same 130 rows as each random draw: suggested set better in {better} of "
           f"{len(paired)} (MAPE median {100 * np.median(paired):.1f}%); mean relative std of "

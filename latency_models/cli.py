@@ -34,6 +34,7 @@ from .predictor import LatencyPredictor, prior_coef
 from .records import Record, read_records, write_records
 from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
 from .timm_models import is_spec_reference, is_timm_model
+from .transfer import render_summary, summarise, transfer
 from .userrecords import Loaded, load_user_records
 
 backends = lazy_import("latency_models.backends")   # torch, onnxruntime, coremltools
@@ -122,7 +123,17 @@ def _register_evaluate(lsub) -> None:
     e.add_argument("--match", default=None)
     e.add_argument("--loo", action="store_true", help="leave-one-out: recalibrate on the other "
                                                       "records for each row instead")
-    e.add_argument("--prior", default=None, help="with --loo: reference device")
+    e.add_argument("--few-shot", type=COUNT, default=None, metavar="N",
+                   help="how well N measured rows calibrate this device: --draws random sets of "
+                        "N rows (and the set `latency suggest` picks) each calibrate from "
+                        "--prior and predict the other rows; against prior x one factor and a "
+                        "GMACs line fitted on the same rows")
+    e.add_argument("--draws", type=COUNT, default=20, help="with --few-shot: random draws "
+                                                           "(default 20)")
+    e.add_argument("--seed", type=int, default=0, help="with --few-shot: seed of the draws")
+    e.add_argument("--prior", default=None, help="with --loo / --few-shot: reference device "
+                                                 "(default: the default device; 'generic' = "
+                                                 "hand-set)")
     e.set_defaults(func=_evaluate)
 
 
@@ -341,16 +352,32 @@ def _loo_predictions(F: np.ndarray, y: np.ndarray, prior) -> tuple[np.ndarray, n
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.loo and args.few_shot is not None:
+        raise UsageError("--loo and --few-shot: choose one")
+    prior = _load_prior(args.prior) if args.loo or args.few_shot is not None else None
     loaded = load_user_records(args.records, device=args.latency_device, match=args.match)
     _report_input(loaded)
     records = loaded.records
     F, errs = featurize_records(records)
     ok = [i for i, e in enumerate(errs) if e is None]
-    if len(ok) < (3 if args.loo else 1):
-        raise UsageError(f"{args.records}: too few featurisable records ({len(ok)})")
+    need = 3 if args.loo else 1 if args.few_shot is None else args.few_shot + 2
+    if len(ok) < need:
+        what = f" for --few-shot {args.few_shot} (N + 2: some rows must be left to predict)" \
+            if args.few_shot is not None else ""
+        raise UsageError(f"{args.records}: too few featurisable records ({len(ok)}; need "
+                         f"{need}{what})")
     y = np.array([records[i].latency_ms for i in ok])
+    if args.few_shot is not None:
+        res = transfer(F[ok], y, prior, args.few_shot, args.draws, args.seed)
+        prior_name = "generic" if prior is None else prior.device
+        print(render_summary(
+            f"few-shot calibration: {args.few_shot} of {len(ok)} rows calibrate (prior "
+            f"{prior_name}), the other {len(ok) - args.few_shot} are predicted; "
+            f"{args.draws} random draws (median, worst) + the `latency suggest` set", 
+            summarise(res)))
+        return 0
     if args.loo:
-        pred, sd = _loo_predictions(F[ok], y, _load_prior(args.prior))
+        pred, sd = _loo_predictions(F[ok], y, prior)
         why = ["" for _ in ok]
     else:
         predictor = load_predictor(args.latency_device)

@@ -295,3 +295,61 @@ def test_predict_shows_interval_and_extrapolation(capsys, tmp_path, user_dir):
     l1, mv = out.split("\n")[0], out.split("mobilevitv2_100:")[1]
     assert "2-sigma" in l1 and "warning" not in out.split("mobilevitv2_100:")[0]
     assert "warning: extrapolates beyond the calibration set" in mv and "hirank_mbytes" in mv
+
+
+def _phone_table(path, factor: float = 1.0, noise: float = 0.0) -> int:
+    """The featurisable published iPhone 12 models as a ``model,resolution,latency_ms`` CSV
+    whose latencies are ``factor`` x the shipped iPhone 14 prediction (x a fixed +-``noise``
+    pattern); returns the row count."""
+    from latency_models import load_predictor
+    from latency_models.featurize import featurize_records
+    from latency_models.published import published_records
+    recs = published_records(device_prefix="iPhone 12", source_contains="")
+    F, errs = featurize_records(recs)
+    ok = [i for i, e in enumerate(errs) if e is None]
+    ms, _ = load_predictor("iphone14-ane").predict_features(F[ok])
+    lines, seen = ["model,resolution,latency_ms"], set()
+    for j, i in enumerate(ok):
+        if recs[i].identity() in seen:
+            continue
+        seen.add(recs[i].identity())
+        wobble = 1 + noise * (1 if j % 2 else -1)
+        lines.append(f"{recs[i].timm_name},{recs[i].resolution or ''},"
+                     f"{factor * ms[j] * wobble:.6f}")
+    path.write_text("\n".join(lines) + "\n")
+    return len(lines) - 1
+
+
+def test_evaluate_few_shot_reports_the_transfer_protocol(capsys, tmp_path):
+    """``latency evaluate --few-shot N``: on a phone exactly 2x the prior, ours and prior x
+    scale are exact on every draw (so is the single-factor bound) while the GMACs line is not;
+    the table names the rows, draws and prior."""
+    rec = tmp_path / "twice.csv"
+    n = _phone_table(rec, factor=2.0)
+    code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p2",
+                       "--few-shot", "8", "--draws", "3")
+    assert code == 0, err
+    lines = o.splitlines()
+    assert lines[0].startswith(f"few-shot calibration: 8 of {n} rows calibrate (prior "
+                               f"iphone14-ane), the other {n - 8} are predicted; 3 random draws")
+    cols = {ln.split()[0]: ln.split() for ln in lines[2:5]}
+    assert cols["ours"][1:3] == ["0.0%", "0.0%"] and cols["scale"][1:3] == ["0.0%", "0.0%"]
+    assert float(cols["gmacs"][1].rstrip("%")) > 5.0
+    assert "MAPE median 0.0%" in lines[5]
+    assert lines[6].startswith("ours worse than scale in 0 of 3 random draws")
+
+
+def test_evaluate_few_shot_bad_input(capsys, tmp_path):
+    rec = tmp_path / "t.csv"
+    n = _phone_table(rec, noise=0.1)
+    code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p",
+                       "--few-shot", str(n - 1))
+    assert code == 2 and not o and err == (
+        f"error: {rec}: too few featurisable records ({n}; need {n + 1} for --few-shot {n - 1} "
+        "(N + 2: some rows must be left to predict))\n")
+    code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p",
+                       "--few-shot", "5", "--loo")
+    assert code == 2 and err == "error: --loo and --few-shot: choose one\n"
+    code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p",
+                       "--few-shot", "0")
+    assert code == 2 and "--few-shot" in err and len(err.strip().splitlines()) == 1
