@@ -198,7 +198,7 @@ def test_the_search_trial_trains_on_ranks_and_summarises_that_run(toy, tmp_path)
     digest = _state_digest(net)
     assert (info["world_size"], info["threads"], info["epochs_done"]) == (2, 1, CFG.epochs)
     assert (info["resumed_at_epoch"], len(info["history"])) == (0, CFG.epochs)
-    assert set(SUMMARY_KEYS) - {"node_id"} <= set(info)   # node_id: added by the Tune trial
+    assert set(SUMMARY_KEYS) - {"node_id", "peak_rss_mib"} <= set(info)  # added by the Tune trial
     assert "world_size" in SUMMARY_KEYS
     again = train_on_ranks(2, CFG, FID, toy, seed=0, space=SPACE, device="cpu",
                            checkpoint_dir=str(tmp_path), threads=2)
