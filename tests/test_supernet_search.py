@@ -5,6 +5,7 @@ trained beside rung 1, are not trained again)."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -322,9 +323,17 @@ def test_two_rung_search_resumes_the_killed_supernet_and_keeps_rungs_apart(tmp_p
 
     # resumed data-parallel (an execution setting: --supernet-nproc 2, two gloo ranks in the
     # supernet's trial, which holds both CPUs): the 1-process checkpoint continues on 2 ranks
+    progress = io.StringIO()
     rep = run_search(dataclasses.replace(cfg, supernet_nproc=2), resume=True,
-                     stream=open(os.devnull, "w"), wrap_supernet=wrap)
+                     stream=progress, wrap_supernet=wrap)
     assert not rep["interrupted"]
+    # rank 0's epochs reached the driver as they ended, each once, before the summary
+    lines = progress.getvalue().splitlines()
+    epoch_lines = [ln for ln in lines if "supernet epoch " in ln]
+    assert [ln.split("supernet epoch ")[1].split(":")[0] for ln in epoch_lines] == \
+        [f"{e}/{RECIPE['epochs']}" for e in range(killed_at + 1, RECIPE["epochs"] + 1)]
+    trained_at = next(i for i, ln in enumerate(lines) if "supernet trained" in ln)
+    assert all(lines.index(ln) < trained_at for ln in epoch_lines)
     assert not work.exists()  # removed by the resumed trial
     rows = store.trials(sid, rung=SUPERNET)
     (model,) = [t for t in rows if t["config"]["kind"] == "supernet"]

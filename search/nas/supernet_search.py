@@ -51,8 +51,8 @@ from ..proxy.node_cache import localize
 from ..proxy.record import TrialRecorder
 from ..proxy.supernet.config import largest, to_proxy
 from ..proxy.supernet.scoring import reference_tau, score_subnets
-from ..proxy.supernet.training import (CHECKPOINT_NAME, load_supernet, train_supernet,
-                                       train_supernet_ranks)
+from ..proxy.supernet.training import (CHECKPOINT_NAME, EpochLog, load_supernet,
+                                       read_epoch_log, train_supernet, train_supernet_ranks)
 from ..proxy.train import resolve_device
 from .callback import error_cause
 from .context import SearchContext
@@ -121,9 +121,10 @@ def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint,
     """The Tune trial of rung 1: train (or resume) the supernet in a node-local directory, a
     report per epoch (after ``checkpoint``, a :class:`DriverCheckpoint` handle, has that
     epoch's checkpoint), then the final summary. ``nproc`` > 1: data-parallel on that many
-    local processes (:func:`train_on_ranks`; the epochs and the checkpoint reach the driver
-    with the summary). ``work_name``: the node-local directory's name under the system temp
-    directory, one per study and supernet (a killed trial's is removed by the next run there)."""
+    local processes (:func:`train_on_ranks`; rank 0's epochs and checkpoints reach the driver
+    as the epochs end). ``work_name``: the node-local directory's name under the system temp
+    directory, one per study and supernet (a killed trial's is removed by the next run there).
+    ``peak_rss_mib`` of the summary is this process's (the ranks are processes of their own)."""
     reset_peak_rss()
     threads = allocated_threads(threads)
     data = localize(data, fidelity, workers=threads)
@@ -148,8 +149,9 @@ def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint,
 
         kw = dict(seed=int(config["seed"]), space=space, device=device, checkpoint_dir=work)
         if nproc > 1:
-            info = train_on_ranks(nproc, supernet, fidelity, data, threads=threads, **kw)
-            send()
+            info = train_on_ranks(nproc, supernet, fidelity, data, threads=threads,
+                                  on_epoch=on_epoch, **kw)
+            send()  # the last epoch again if it was sent; a resumed finished run: no epoch
         else:
             _, info = train_supernet(supernet, fidelity, data, threads=threads,
                                      report=on_epoch, **kw)
@@ -163,17 +165,46 @@ def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint,
 
 
 def train_on_ranks(nproc: int, supernet, fidelity, data, *, seed: int, space, device: str,
-                   checkpoint_dir: str, threads: int) -> dict[str, Any]:
+                   checkpoint_dir: str, threads: int,
+                   on_epoch: Callable[[dict], None] | None = None,
+                   poll_seconds: float = 1.0) -> dict[str, Any]:
     """Train (or resume) the supernet data-parallel on ``nproc`` local ranks, each with
     ``threads // nproc`` torch threads (the trial holds ``nproc`` trials' CPUs); return the
     summary ``train_supernet`` gives, read back from the finished checkpoint, with this run's
-    world size, threads per rank, wall time and the epoch it resumed at."""
+    world size, threads per rank, wall time and the epoch it resumed at. ``on_epoch`` gets
+    each epoch's metrics in this thread while the ranks run (rank 0 logs them after the
+    epoch's checkpoint: :class:`EpochLog`), at most ``poll_seconds`` after they are logged."""
     path = os.path.join(checkpoint_dir, CHECKPOINT_NAME)
     resumed_at = load_supernet(path)[1]["epoch"] if os.path.isfile(path) else 0
     per_rank = max(1, threads // nproc)
+    log = os.path.join(checkpoint_dir, "epochs.jsonl")
+    if os.path.exists(log):
+        os.remove(log)
+    failure: list[BaseException] = []
+
+    def ranks() -> None:
+        try:
+            train_supernet_ranks(nproc, supernet, fidelity, data, seed=seed,
+                                 checkpoint_dir=checkpoint_dir, space=space, device=device,
+                                 threads=per_rank, report=EpochLog(log))
+        except BaseException as e:  # re-raised in the calling thread below
+            failure.append(e)
+
     t0 = time.perf_counter()
-    train_supernet_ranks(nproc, supernet, fidelity, data, seed=seed, checkpoint_dir=checkpoint_dir,
-                         space=space, device=device, threads=per_rank)
+    worker = threading.Thread(target=ranks, name="supernet-ranks", daemon=True)
+    worker.start()
+    done = 0
+    while True:
+        worker.join(timeout=poll_seconds)
+        epochs = read_epoch_log(log)
+        for m in epochs[done:]:
+            if on_epoch is not None:
+                on_epoch(m)
+        done = len(epochs)
+        if not worker.is_alive():
+            break
+    if failure:
+        raise failure[0]
     wall = time.perf_counter() - t0
     _, info = train_supernet(supernet, fidelity, data, seed=seed, space=space, device=device,
                              threads=per_rank, checkpoint_dir=checkpoint_dir)  # finished: loads

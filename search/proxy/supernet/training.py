@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import pickle
@@ -71,7 +72,7 @@ from timm.utils import distribute_bn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from search_space.errors import NotFoundError, UsageError
-from search_space.io import canonical_json, save_torch_atomic
+from search_space.io import canonical_json, json_safe, save_torch_atomic
 from search_space.space import DEFAULT_SPACE, SearchSpace
 from search_space.spec import ArchSpec
 
@@ -379,16 +380,44 @@ class _Ranks:
     nproc: int
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochLog:
+    """A ``report`` for the ranks of :func:`train_supernet_ranks` (picklable, unlike a
+    closure): rank 0 appends each epoch's metrics to ``path`` as one JSON line, after the
+    epoch's checkpoint is written, so the process that started the ranks can follow them
+    (:func:`read_epoch_log`)."""
+
+    path: str
+
+    def __call__(self, metrics: dict) -> None:
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        line = json.dumps(json_safe({k: v for k, v in metrics.items() if k != "step_losses"}))
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def read_epoch_log(path: str) -> list[dict]:
+    """The complete lines of an :class:`EpochLog` so far (a line still being written is not)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return [json.loads(ln) for ln in text.split("\n")[:-1] if ln]
+
+
 def train_supernet_ranks(nproc: int, config: SupernetConfig, fidelity: Fidelity,
                          data: ProxyData, *, seed: int, checkpoint_dir: str,
                          space: SearchSpace = DEFAULT_SPACE, device: str = "auto",
-                         channels_last: bool | None = None, threads: int | None = None) -> None:
+                         channels_last: bool | None = None, threads: int | None = None,
+                         report: EpochLog | None = None) -> None:
     """``train_supernet`` data-parallel on ``nproc`` local processes (torch.multiprocessing:
     one GPU each with NCCL on CUDA; gloo on the CPU, the cores shared), or on this rank when a
     launcher (torchrun, srun) started the ranks. The result is the checkpoint in
     ``checkpoint_dir``: ``load_supernet`` it, or call ``train_supernet`` with the same
     arguments (a finished run just loads). ``threads``: torch threads of each rank (None:
-    torch's default, which on the CPU oversubscribes the cores N ranks share)."""
+    torch's default, which on the CPU oversubscribes the cores N ranks share). ``report``: an
+    :class:`EpochLog` rank 0 appends every epoch to."""
     if nproc < 1:
         raise UsageError(f"--nproc {nproc}: allowed >= 1")
     if nproc > 1 and ":" in device:
@@ -400,7 +429,7 @@ def train_supernet_ranks(nproc: int, config: SupernetConfig, fidelity: Fidelity,
         raise UsageError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} CUDA "
                          "device(s) (one process per GPU)")
     kwargs = dict(seed=seed, space=space, device=device, channels_last=channels_last,
-                  checkpoint_dir=checkpoint_dir, threads=threads)
+                  checkpoint_dir=checkpoint_dir, threads=threads, report=report)
     run_on_ranks(_rank_entry, (config, fidelity, data, kwargs), ranks)
 
 
