@@ -153,7 +153,7 @@ def test_trial_resources_threads_and_packing():
      "filesystem for nosuchfs:// is installed here"),
     (["search", "--storage", "hdfs://namenode:8020/x"], "--storage hdfs://namenode:8020/x: "
      "cannot open it"),
-    (["search", "--gpus-per-trial", "1.5"], "--gpus-per-trial 1.5: need 0, a fraction"),
+    (["search", "--gpus-per-trial", "1.5"], "--gpus-per-trial 1.5: allowed 0, a fraction"),
     (["retrain", "--arch", "XS", "--data", "{tmp}/data", "--num-workers", "2"],
      "--num-workers: only with --ray"),
     (["retrain", "--arch", "XS", "--data", "{tmp}/data", "--ray", "--address",

@@ -71,7 +71,7 @@ def _rows(db: Path, study: str) -> list[dict]:
     (["search", "--fidelity", '{"epochs": 0}'], "fidelity.epochs=0"),
     (["search", "--space", '{"depth": [[1]]}'], "--space: unknown field"),
     (["search", "--trials", "0"], "--trials 0: allowed 1..100,000"),
-    (["search", "--cpus-per-trial", "0"], "--cpus-per-trial 0.0: need a positive number"),
+    (["search", "--cpus-per-trial", "0"], "--cpus-per-trial 0.0: allowed numbers > 0"),
     (["search", "--study", "a/b"], "--study 'a/b'"),
     (["search", "--resume"], "--resume: give the --study NAME"),
     (["search", "--study", "nothing-here", "--resume"], "nothing to resume"),

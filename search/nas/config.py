@@ -360,7 +360,7 @@ def _check_settings(cfg: SearchConfig) -> None:
     if not 0 <= cfg.seed <= MAX_SEED:
         raise UsageError(f"--seed {cfg.seed}: allowed 0..{MAX_SEED}")
     if cfg.prerank < 0:
-        raise UsageError(f"--prerank {cfg.prerank}: need 0 (off) or more")
+        raise UsageError(f"--prerank {cfg.prerank}: allowed integers >= 0 (0: off)")
     if cfg.proxy not in PROXIES:
         raise UsageError(f"--proxy {cfg.proxy!r}: allowed {', '.join(PROXIES)}")
     if not 1 <= cfg.top_k <= MAX_TOP_K:
@@ -371,16 +371,16 @@ def _check_settings(cfg: SearchConfig) -> None:
         proxy_space(cfg.space, 2, cfg.fidelity.resolution, cfg.supernet.width_divisor)
     b = cfg.latency_budget_ms
     if b is not None and not (b > 0 and math.isfinite(b)):
-        raise UsageError(f"--latency-budget-ms {b}: need a positive number")
+        raise UsageError(f"--latency-budget-ms {b}: allowed numbers > 0")
     if cfg.cpus_per_trial is not None and not cfg.cpus_per_trial > 0:
-        raise UsageError(f"--cpus-per-trial {cfg.cpus_per_trial}: need a positive number")
+        raise UsageError(f"--cpus-per-trial {cfg.cpus_per_trial}: allowed numbers > 0")
     g = cfg.gpus_per_trial
     if not (g >= 0 and (g <= 1 or g == int(g))):
-        raise UsageError(f"--gpus-per-trial {g:g}: need 0, a fraction of one GPU (0.25: four "
+        raise UsageError(f"--gpus-per-trial {g:g}: allowed 0, a fraction of one GPU (0.25: four "
                          "trials share a GPU) or a whole number of GPUs")
     _check_supernet_nproc(cfg)
     if cfg.max_concurrent is not None and cfg.max_concurrent < 1:
-        raise UsageError(f"--max-concurrent {cfg.max_concurrent}: need at least 1")
+        raise UsageError(f"--max-concurrent {cfg.max_concurrent}: allowed integers >= 1")
     if not TORCH_DEVICE_PATTERN.fullmatch(cfg.torch_device):
         raise UsageError(f"--torch-device {cfg.torch_device!r}: allowed auto, cpu, cuda, "
                          "cuda:N, mps")

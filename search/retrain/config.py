@@ -181,10 +181,10 @@ class RayLaunch:
         _at_least(self, ("num_workers",), 1)
         _at_least(self, ("max_failures",), 0)
         if not self.cpus_per_worker > 0:
-            raise UsageError(f"--cpus-per-worker {self.cpus_per_worker:g}: need a positive number")
+            raise UsageError(f"--cpus-per-worker {self.cpus_per_worker:g}: allowed numbers > 0")
         g = self.gpus_per_worker
         if not (g >= 0 and (g <= 1 or g == int(g))):
-            raise UsageError(f"--gpus-per-worker {g:g}: need 0, a fraction of one GPU or a whole "
+            raise UsageError(f"--gpus-per-worker {g:g}: allowed 0, a fraction of one GPU or a whole "
                              "number of GPUs")
 
 
