@@ -37,6 +37,7 @@ from .timm_models import is_spec_reference, is_timm_model
 from .transfer import render_summary, summarise, transfer
 from .userrecords import Loaded, load_user_records
 
+FEW_SHOT_DRAWS = 20  # evaluate --few-shot: random draws, as bench/bench_latency_fewshot.py
 backends = lazy_import("latency_models.backends")   # torch, onnxruntime, coremltools
 export = lazy_import("latency_models.export")       # torch, coremltools, onnxruntime
 
@@ -128,9 +129,10 @@ def _register_evaluate(lsub) -> None:
                         "N rows (and the set `latency suggest` picks) each calibrate from "
                         "--prior and predict the other rows; against prior x one factor and a "
                         "GMACs line fitted on the same rows")
-    e.add_argument("--draws", type=COUNT, default=20, help="with --few-shot: random draws "
-                                                           "(default 20)")
-    e.add_argument("--seed", type=int, default=0, help="with --few-shot: seed of the draws")
+    e.add_argument("--draws", type=COUNT, default=None, help="with --few-shot: random draws "
+                                                             f"(default {FEW_SHOT_DRAWS})")
+    e.add_argument("--seed", type=int, default=None, help="with --few-shot: seed of the draws "
+                                                          "(default 0)")
     e.add_argument("--prior", default=None, help="with --loo / --few-shot: reference device "
                                                  "(default: the default device; 'generic' = "
                                                  "hand-set)")
@@ -354,6 +356,8 @@ def _loo_predictions(F: np.ndarray, y: np.ndarray, prior) -> tuple[np.ndarray, n
 def _evaluate(args: argparse.Namespace) -> int:
     if args.loo and args.few_shot is not None:
         raise UsageError("--loo and --few-shot: choose one")
+    if args.few_shot is None and (args.draws is not None or args.seed is not None):
+        raise UsageError("--draws / --seed: only with --few-shot N")
     prior = _load_prior(args.prior) if args.loo or args.few_shot is not None else None
     loaded = load_user_records(args.records, device=args.latency_device, match=args.match)
     _report_input(loaded)
@@ -368,12 +372,13 @@ def _evaluate(args: argparse.Namespace) -> int:
                          f"{need}{what})")
     y = np.array([records[i].latency_ms for i in ok])
     if args.few_shot is not None:
-        res = transfer(F[ok], y, prior, args.few_shot, args.draws, args.seed)
+        draws = FEW_SHOT_DRAWS if args.draws is None else args.draws
+        res = transfer(F[ok], y, prior, args.few_shot, draws, args.seed or 0)
         prior_name = "generic" if prior is None else prior.device
         print(render_summary(
             f"few-shot calibration: {args.few_shot} of {len(ok)} rows calibrate (prior "
             f"{prior_name}), the other {len(ok) - args.few_shot} are predicted; "
-            f"{args.draws} random draws (median, worst) + the `latency suggest` set", 
+            f"{draws} random draws (median, worst) + the `latency suggest` set",
             summarise(res)))
         return 0
     if args.loo:

@@ -92,11 +92,16 @@ def _device_of(raw: dict, device: str | None) -> str:
     return str(raw.get("device") or "").strip()
 
 
+def _matches(device: str, match: str) -> bool:
+    """``--match``: a case-insensitive substring of the device column."""
+    return match.lower() in device.lower()
+
+
 def _check_one_device(path: str, devices: list[str], match: str | None) -> None:
     """A calibration is for one device: the rows ``match`` picks, or a file naming one device
     (one mixing phones, OS or toolchain versions fits none of them)."""
     names = sorted(set(devices))
-    if match is not None and not any(match.lower() in d.lower() for d in names):
+    if match is not None and not any(_matches(d, match) for d in names):
         raise UsageError(f"--match {match!r}: no record's device contains it; devices: {names}")
     if match is None and len(names) > 1:
         shown = ", ".join(repr(d) for d in names[:6]) + (", ..." if len(names) > 6 else "")
@@ -116,7 +121,7 @@ def _parse_rows(path: str, device: str | None, match: str | None) -> Loaded:
     out = Loaded(path, [])
     for i, raw in rows:
         dev = _device_of(raw, device)
-        if match is not None and match.lower() not in dev.lower():
+        if match is not None and not _matches(dev, match):
             continue
         raw = {**raw, "device": dev}
         if _blank(raw.get("latency_ms")) and not _blank(raw.get("model")):

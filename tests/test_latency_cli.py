@@ -353,3 +353,6 @@ def test_evaluate_few_shot_bad_input(capsys, tmp_path):
     code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p",
                        "--few-shot", "0")
     assert code == 2 and "--few-shot" in err and len(err.strip().splitlines()) == 1
+    code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p",
+                       "--draws", "5")
+    assert code == 2 and not o and err == "error: --draws / --seed: only with --few-shot N\n"

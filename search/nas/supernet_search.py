@@ -8,9 +8,10 @@ Rung 1 ("supernet", ``results.schema.SUPERNET``):
   node-local directory and sends the checkpoint after every epoch to a
   :class:`DriverCheckpoint` actor on the driver's node, which writes
   ``<out>/<study>/supernet/supernet.pt``; a killed run continues from its last epoch on
-  ``--resume`` (the trial starts from the bytes that actor reads back). The supernet is a trial row of the study (rung "supernet", kind
-  "supernet": its recipe, fidelity, dataset, CPU-seconds and, once the baselines are scored,
-  the Kendall tau of XS/S/L1/L3 against ImageNet);
+  ``--resume`` (the trial starts from the bytes that actor reads back). The supernet is a
+  trial row of the study (rung "supernet", kind "supernet": its recipe, fidelity, dataset,
+  CPU-seconds and, once the baselines are scored, the Kendall tau of XS/S/L1/L3 against
+  ImageNet);
 * the driver loads it and Optuna (the ``--strategy`` sampler, NSGA-II by default) proposes
   ``--scored`` candidates over (supernet score, predicted latency); each is scored with
   ``score_subnets`` on its ``to_proxy`` spec and recorded with rung "supernet" (score, val loss,
@@ -116,20 +117,20 @@ def work_name(checkpoint: str) -> str:
     return "sfn-supernet-" + hashlib.sha256(checkpoint.encode()).hexdigest()[:16]
 
 
-def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint, work_name: str,
+def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint, work_dir: str,
                    threads: int = 1, device: str = "auto", nproc: int = 1) -> None:
     """The Tune trial of rung 1: train (or resume) the supernet in a node-local directory, a
     report per epoch (after ``checkpoint``, a :class:`DriverCheckpoint` handle, has that
     epoch's checkpoint), then the final summary. ``nproc`` > 1: data-parallel on that many
     local processes (:func:`train_on_ranks`; rank 0's epochs and checkpoints reach the driver
-    as the epochs end). ``work_name``: the node-local directory's name under the system temp
-    directory, one per study and supernet (a killed trial's is removed by the next run there).
+    as the epochs end). ``work_dir``: the node-local directory's name under the system temp
+    directory (:func:`work_name`; a killed trial's is removed by the next run there).
     ``peak_rss_mib`` of the summary is this process's (the ranks are processes of their own)."""
     reset_peak_rss()
     threads = allocated_threads(threads)
     data = localize(data, fidelity, workers=threads)
     node = ray.get_runtime_context().get_node_id()
-    work = os.path.join(tempfile.gettempdir(), work_name)
+    work = os.path.join(tempfile.gettempdir(), work_dir)
     shutil.rmtree(work, ignore_errors=True)  # a killed run's: the driver has its checkpoint
     os.makedirs(work)
     path = os.path.join(work, CHECKPOINT_NAME)
@@ -151,7 +152,6 @@ def supernet_trial(config: dict, *, data, fidelity, supernet, space, checkpoint,
         if nproc > 1:
             info = train_on_ranks(nproc, supernet, fidelity, data, threads=threads,
                                   on_epoch=on_epoch, **kw)
-            send()  # the last epoch again if it was sent; a resumed finished run: no epoch
         else:
             _, info = train_supernet(supernet, fidelity, data, threads=threads,
                                      report=on_epoch, **kw)
@@ -354,7 +354,7 @@ class SupernetRung:
         trainable = tune.with_resources(tune.with_parameters(
             fn, data=self.ctx.data, fidelity=cfg.fidelity, supernet=self.sn, space=cfg.space,
             checkpoint=checkpoint, threads=max(1, int(cpus)) * n,
-            work_name=work_name(self.checkpoint),
+            work_dir=work_name(self.checkpoint),
             device=cfg.torch_device, nproc=n), {"cpu": cpus * n, "gpu": gpus * n})
         where = experiment_storage(cfg.storage, str(cfg.out_dir), cfg.study)
         ranks = f", data-parallel on {n} processes" if n > 1 else ""
