@@ -49,6 +49,15 @@ DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESOLUTION = number_type(int, 32)    # the stem and four stages halve it 5 times: 32 px -> 1x1
 COUNT = number_type(int, 1)
 COUNT0 = number_type(int, 0)
+SEED = number_type(int, 0, 2**32 - 1)   # numpy's seeds
+DRAWS = number_type(int, 1, 10_000)     # each draw is two fits: 10^4 is minutes already
+
+
+def _match_text(text: str) -> str:
+    """``--match``: part of a device name (empty would match every device)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed a non-empty part of a device name")
+    return text
 
 
 def register(sub) -> None:
@@ -104,7 +113,8 @@ def _register_calibrate(lsub) -> None:
                    help="name of the device this calibrates (letters, digits, '-', '_', '.'); "
                         "later found by `--latency-device NAME`; also the device of rows "
                         "without a device column")
-    c.add_argument("--match", default=None, help="use only records whose device column contains "
+    c.add_argument("--match", type=_match_text, default=None,
+                   help="use only records whose device column contains "
                                                  "this")
     c.add_argument("--prior", default=None, help="reference device for few-shot fits "
                                                  "(default: the default device; 'generic' = hand-set)")
@@ -121,7 +131,8 @@ def _register_evaluate(lsub) -> None:
     add_latency_device_option(e, purpose="the predictor evaluated (without --loo); also the "
                                          "device of rows without a device column",
                               aliases=LATENCY_ALIASES)
-    e.add_argument("--match", default=None)
+    e.add_argument("--match", type=_match_text, default=None,
+                   help="use only records whose device column contains this")
     e.add_argument("--loo", action="store_true", help="leave-one-out: recalibrate on the other "
                                                       "records for each row instead")
     e.add_argument("--few-shot", type=COUNT, default=None, metavar="N",
@@ -129,9 +140,9 @@ def _register_evaluate(lsub) -> None:
                         "N rows (and the set `latency suggest` picks) each calibrate from "
                         "--prior and predict the other rows; against prior x one factor and a "
                         "GMACs line fitted on the same rows")
-    e.add_argument("--draws", type=COUNT, default=None, help="with --few-shot: random draws "
+    e.add_argument("--draws", type=DRAWS, default=None, help="with --few-shot: random draws "
                                                              f"(default {FEW_SHOT_DRAWS})")
-    e.add_argument("--seed", type=int, default=None, help="with --few-shot: seed of the draws "
+    e.add_argument("--seed", type=SEED, default=None, help="with --few-shot: seed of the draws "
                                                           "(default 0)")
     e.add_argument("--prior", default=None, help="with --loo / --few-shot: reference device "
                                                  "(default: the default device; 'generic' = "
@@ -152,7 +163,7 @@ def _register_suggest(lsub) -> None:
                               aliases=LATENCY_ALIASES)
     s.add_argument("--pool", type=COUNT0, default=1000,
                    help="random SwiftFormer-space members considered (default 1000)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--no-export", action="store_true",
                    help="write the CSV and spec files only (no CoreML conversion)")
     s.set_defaults(func=_suggest)

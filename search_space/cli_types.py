@@ -18,7 +18,8 @@ __all__ = ["number_type"]
 
 def _allowed(kind: type, low: float, high: float | None) -> str:
     what = "integers" if kind is int else "numbers"
-    return f"{what} >= {low:g}" if high is None else f"{what} {low:g}..{high:g}"
+    num = (lambda v: str(int(v))) if kind is int else (lambda v: f"{v:g}")  # no 4.29497e+09
+    return f"{what} >= {num(low)}" if high is None else f"{what} {num(low)}..{num(high)}"
 
 
 def number_type(kind: type[int] | type[float], low: float, high: float | None = None, *,

@@ -26,6 +26,8 @@ def test_accepts_the_range_and_the_extra_values():
     (float, 0.5, 2, "abc", "'abc' is not a number; allowed numbers 0.5..2"),
     (float, 0.5, None, "inf", "inf: allowed numbers >= 0.5"),
     (float, 0.5, None, "nan", "nan: allowed numbers >= 0.5"),
+    (int, 0, 2**32 - 1, "-1", "-1: allowed integers 0..4294967295"),   # not 4.29497e+09
+    (float, 0, 1e7, "-1", "-1: allowed numbers 0..1e+07"),
 ])
 def test_refusals_name_the_input_and_what_is_allowed(kind, low, high, text, message):
     with pytest.raises(argparse.ArgumentTypeError) as e:

@@ -356,3 +356,12 @@ def test_evaluate_few_shot_bad_input(capsys, tmp_path):
     code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p",
                        "--draws", "5")
     assert code == 2 and not o and err == "error: --draws / --seed: only with --few-shot N\n"
+    for extra, message in ((("--seed", "-1"), "argument --seed: -1: allowed integers "
+                                               "0..4294967295"),
+                           (("--draws", "100000"), "argument --draws: 100000: allowed integers "
+                                                   "1..10000"),
+                           (("--match", " "), "argument --match: ' ': allowed a non-empty part "
+                                              "of a device name")):
+        code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p",
+                           "--few-shot", "5", *extra)
+        assert code == 2 and not o and err.startswith(f"error: {message} (see: "), err
