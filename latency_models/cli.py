@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from search_space.cli_types import number_type
+from search_space.cli_types import SEED, number_type
 from search_space.errors import NotFoundError, UsageError
 from search_space.io import check_writable_file
 from search_space.lazy import lazy_import
@@ -49,7 +49,6 @@ DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESOLUTION = number_type(int, 32)    # the stem and four stages halve it 5 times: 32 px -> 1x1
 COUNT = number_type(int, 1)
 COUNT0 = number_type(int, 0)
-SEED = number_type(int, 0, 2**32 - 1)   # numpy's seeds
 DRAWS = number_type(int, 1, 10_000)     # each draw is two fits: 10^4 is minutes already
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from .cli_types import SEED
 from .costs import analytic_gmacs, analytic_params, op_table
 from .errors import UsageError
 from .lazy import lazy_import
@@ -86,5 +87,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         func=_space_describe)
     smp = space.add_parser("sample", help="print seeded random specs as JSON lines")
     smp.add_argument("-n", type=int, default=5)
-    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("--seed", type=SEED, default=0)
     smp.set_defaults(func=_space_sample)

@@ -13,7 +13,9 @@ import argparse
 import math
 from typing import Callable
 
-__all__ = ["number_type"]
+__all__ = ["number_type", "SEED", "MAX_SEED"]
+
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds 0..2**32-1
 
 
 def _allowed(kind: type, low: float, high: float | None) -> str:
@@ -43,3 +45,7 @@ def number_type(kind: type[int] | type[float], low: float, high: float | None = 
 
     parse.__name__ = f"{kind.__name__} ({allowed})"
     return parse
+
+
+# ``--seed`` of every command: numpy refuses negative seeds with a traceback deep in the run.
+SEED = number_type(int, 0, MAX_SEED)

@@ -15,6 +15,7 @@ from search.options import (add_data_option, add_fidelity_option, add_threads_op
                             check_data_option, parse_fidelity)
 from search.proxy.data import prepare_data
 from search.proxy.supernet.config import SupernetConfig
+from search_space.cli_types import MAX_SEED
 from search_space.errors import UsageError
 from search_space.io import check_writable_dir, dumps_json
 from search_space.lazy import lazy_import
@@ -39,8 +40,9 @@ def _seeds(text: str) -> list[int]:
     except ValueError:
         raise UsageError(f"--seeds {text!r}: allowed a comma-separated list of integers, "
                          "e.g. 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seeds {text!r}: allowed distinct integers, at least one")
+    if not seeds or len(set(seeds)) != len(seeds) or not all(0 <= x <= MAX_SEED for x in seeds):
+        raise UsageError(f"--seeds {text!r}: allowed distinct integers 0..{MAX_SEED}, at least "
+                         "one")
     return seeds
 
 

@@ -22,6 +22,7 @@ from latency_models import list_devices, load_predictor
 from latency_models.options import DEFAULT_DEVICE
 from latency_models.predictor import LatencyPredictor
 from results.options import DEFAULT_DB, check_db
+from search_space.cli_types import MAX_SEED  # numpy / Optuna samplers: seeds 0..2**32-1
 from search_space.errors import NotFoundError, UsageError
 from search_space.fields import known_fields
 from search_space.io import check_writable_dir, json_safe, read_json
@@ -50,7 +51,6 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a directory name 
 # Far beyond any search this tool runs (a cluster search trains thousands): a larger --trials is
 # a typo, and Optuna's population and the progress counter are sized by it.
 MAX_TRIALS = 100_000
-MAX_SEED = 2**32 - 1  # numpy / Optuna samplers take seeds 0..2**32-1
 
 
 def default_study_name() -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from results.options import DEFAULT_DB
+from search_space.cli_types import MAX_SEED
 from search_space.costs import analytic_params
 from search_space.errors import UsageError
 from search_space.spec import PRESETS, ArchSpec, SpecError, load_spec
@@ -125,6 +126,8 @@ class RetrainConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, ("epochs", "batch_size", "lr_base_batch", "eval_interval"), 1)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"--seed {self.seed}: allowed integers 0..{MAX_SEED}")
         object.__setattr__(self, "mixup", _auto_or_number("mixup", self.mixup))
         object.__setattr__(self, "cutmix", _auto_or_number("cutmix", self.cutmix))
         if self.drop_path is not None and not 0.0 <= self.drop_path < 1.0:

@@ -18,6 +18,7 @@ from results.options import add_db_option, check_db, open_store
 from search.options import (add_data_option, add_fidelity_option, add_threads_option,
                             add_torch_device_option, check_data_option, parse_fidelity)
 from search.proxy.data import prepare_data
+from search_space.cli_types import SEED
 from search_space.errors import UsageError
 from search_space.io import check_writable_dir
 from search_space.lazy import lazy_import
@@ -119,7 +120,7 @@ def _register_ladder(sub: argparse._SubParsersAction) -> None:
     _add_scale_args(p, required=False)
     add_data_option(p)
     add_fidelity_option(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--study", help="study name (default ladder-<family>)")
     p.add_argument("--baselines", action="store_true", help="also train XS/S/L1/L3")
     p.add_argument("--out", help="with --base: output directory of the scaled family")
@@ -145,7 +146,7 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-ci", type=float, default=10.0,
                    help="refuse when the 95%% interval is wider than this (top-1 points)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", help="output directory (default runs/fit/<UTC>)")
     p.set_defaults(func=_fit)
 
