@@ -19,7 +19,7 @@ import numpy as np
 
 from search_space.cli_types import SEED, number_type
 from search_space.errors import NotFoundError, UsageError
-from search_space.io import check_writable_file
+from search_space.io import check_writable_dir, check_writable_file
 from search_space.lazy import lazy_import
 from search_space.spec import load_spec
 from search_space.stats import kendall_tau
@@ -241,6 +241,8 @@ def _check_measure(args: argparse.Namespace) -> None:
         raise UsageError("--clock cpu: needs --threads 1 and a CPU backend (torch, onnxruntime)")
     if args.out and not args.out.endswith(".csv"):
         raise UsageError(f"--out {args.out!r}: must be a .csv file")
+    if args.out:
+        check_writable_file(args.out, "--out")
     if args.backend == "coreml":
         for a in args.arch:
             if not a.endswith(".mlpackage"):
@@ -286,6 +288,8 @@ def _measured_record(args: argparse.Namespace, ref: str, a, r: dict) -> Record:
 
 def _measure(args: argparse.Namespace) -> int:
     _check_measure(args)
+    # the records already there, read before measuring: a bad file fails before the work
+    old = read_records(args.out) if args.out and os.path.exists(args.out) else []
     archs = [_measure_target(args, a) for a in args.arch]
     if args.backend in ("torch", "onnxruntime"):
         backends.process_warmup(2.0, args.threads)
@@ -296,7 +300,6 @@ def _measure(args: argparse.Namespace) -> int:
         print(f"{ref}: {r['latency_ms']:.3f} ms (IQR {r['p25_ms']:.3f}-{r['p75_ms']:.3f}, "
               f"{r['runs']} runs, {args.backend})")
     if args.out:
-        old = read_records(args.out) if os.path.exists(args.out) else []
         write_records(old + records, args.out)
         print(f"appended {len(records)} record(s) to {args.out}")
     return 0
@@ -415,6 +418,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _check_export(args: argparse.Namespace) -> None:
     _check_choice("format", args.format, EXPORT_FORMATS)
+    check_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out", shown=args.out)
     if args.format == "coreml":
         _check_choice("precision", args.precision, ("fp16", "fp32"))
         if not args.out.endswith(".mlpackage"):
@@ -468,6 +472,7 @@ def _devices(args: argparse.Namespace) -> int:
 def _suggest(args: argparse.Namespace) -> int:
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out!r}: exists and is not a directory")
+    check_writable_dir(args.out, "--out")
     prior = (LatencyPredictor("generic-ane", prior_coef(None)) if args.latency_device == "generic"
              else load_predictor(args.latency_device))
     cands, F = candidate_pool(args.pool, args.seed)

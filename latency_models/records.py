@@ -231,8 +231,9 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str, list[str] | None]:
 def check_header(path: str, columns: list[str] | None, required: tuple[str, ...]) -> None:
     missing = [c for c in required if c not in (columns or ())]
     if columns is not None and missing:
-        raise RecordError(f"{path}: header lacks required column(s) {missing}; "
-                          f"columns are {list(COLUMNS)}")
+        shown = [c[:40] for c in columns[:8]] + (["..."] if len(columns) > 8 else [])
+        raise RecordError(f"{path}: header lacks required column(s) {missing} (it has "
+                          f"{shown}); the records columns are {list(COLUMNS)}")
 
 
 def read_records(path: str) -> list[Record]:

@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import socket
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,11 +110,12 @@ def _nearest_existing(p: Path) -> Path:
     return p
 
 
-def check_writable_dir(path: str | os.PathLike, what: str) -> Path:
+def check_writable_dir(path: str | os.PathLike, what: str, *, shown: str | None = None) -> Path:
     """``path`` is a directory this user can write in, or one that can be created (its nearest
-    existing ancestor is a writable directory). One-line UsageError naming ``what`` otherwise;
-    nothing is created."""
+    existing ancestor is a writable directory). One-line UsageError naming ``what`` and
+    ``shown`` (default ``path``) otherwise; nothing is left behind."""
     p = Path(os.path.abspath(path))
+    path = path if shown is None else shown
     near = _nearest_existing(p)
     if os.path.islink(near) and not near.exists():
         raise UsageError(f"{what} {path}: {near} is a broken symbolic link or a symlink loop")
@@ -123,6 +125,15 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> Path:
     if not os.access(near, os.W_OK | os.X_OK):
         where = "" if near == p else f" ({near} is not writable, so it cannot be created)"
         raise UsageError(f"{what} {path}: not writable by this user{where}")
+    # os.access answers "yes" to root everywhere, also where nothing can be created (/proc, a
+    # read-only mount): a file created and removed at once is the real answer.
+    try:
+        fd, probe = tempfile.mkstemp(dir=near, prefix=".sfn-write-probe-")
+    except OSError as e:
+        where = "" if near == p else f" ({near}: nothing can be created there)"
+        raise UsageError(f"{what} {path}: not writable{where}: {e.strerror}") from None
+    os.close(fd)
+    os.unlink(probe)
     return p
 
 
@@ -132,7 +143,7 @@ def check_writable_file(path: str | os.PathLike, what: str) -> Path:
     p = Path(os.path.abspath(path))
     if p.is_dir():
         raise UsageError(f"{what} {path}: is a directory; give a file name")
-    check_writable_dir(p.parent, what)
+    check_writable_dir(p.parent, what, shown=str(path))
     return p
 
 

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from search_space.io import atomic_directory, write_json_atomic, read_json
+import os
+
+from search_space.errors import UsageError
+from search_space.io import (atomic_directory, check_writable_dir, check_writable_file, read_json,
+                             write_json_atomic)
 
 
 def test_atomic_directory_renames_into_place(tmp_path):
@@ -38,3 +42,17 @@ def test_write_json_atomic_round_trip(tmp_path):
     write_json_atomic(tmp_path / "d" / "x.json", {"a": 1})
     assert read_json(tmp_path / "d" / "x.json") == {"a": 1}
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["x.json"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
+def test_a_place_where_nothing_can_be_created_is_not_writable(tmp_path):
+    """os.access says yes to root even where creating a file fails (/proc, a read-only mount):
+    the check creates and removes a file instead, and leaves nothing behind where it can."""
+    with pytest.raises(UsageError) as e:
+        check_writable_file("/proc/sfn-report.html", "--out")
+    assert str(e.value).startswith("--out /proc/sfn-report.html: not writable")
+    with pytest.raises(UsageError) as e:
+        check_writable_dir("/proc/sfn/deeper", "--out")
+    assert str(e.value).startswith("--out /proc/sfn/deeper: not writable (/proc: nothing can")
+    check_writable_dir(tmp_path / "new" / "dir", "--out")
+    assert list(tmp_path.iterdir()) == []

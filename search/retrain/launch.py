@@ -15,7 +15,7 @@ from typing import Any
 
 from results.options import open_store
 from search_space.errors import NotFoundError, UsageError
-from search_space.io import atomic_write, dumps_json
+from search_space.io import atomic_write, check_writable_dir, dumps_json
 from search_space.spec import ArchSpec
 
 from . import templates as T
@@ -143,6 +143,7 @@ def export_launch(cfg: ExportConfig, spec: ArchSpec, origin: Origin, recipe: Ret
     ``recipe`` / ``processes`` are the retrain settings the scripts pass on (the defaults with
     the launch shape's batch and cfg.extra applied)."""
     check_extra(cfg.extra)
+    check_writable_dir(cfg.out, "--out")
     resolved = resolve_recipe(recipe, spec)
     args = recipe_args(cfg, recipe, resolved, processes, origin)
     out = Path(cfg.out).resolve()
