@@ -188,7 +188,7 @@ def test_the_search_trial_trains_on_ranks_and_summarises_that_run(toy, tmp_path)
     """``search --supernet-nproc 2``: the supernet trial's training (search.nas.supernet_search
     .train_on_ranks) is the 2-rank run, summarised as one: world size, epochs, per-rank threads;
     a second call (resume of a finished run) trains nothing."""
-    from search.nas.supernet_search import SUMMARY_KEYS, train_on_ranks
+    from search.nas.supernet_trial import SUMMARY_KEYS, train_on_ranks
 
     info = train_on_ranks(2, CFG, FID, toy, seed=0, space=SPACE, device="cpu",
                           checkpoint_dir=str(tmp_path), threads=2)

@@ -24,7 +24,8 @@ from results.store import ResultsStore, head_revision
 from results.study_front import study_front
 from search.nas.config import SUPERNET_FIELDS, SearchConfig
 from search.nas.report import build_report, build_supernet_report, render_rungs
-from search.nas.supernet_search import spread_picks, work_name
+from search.nas.supernet_search import spread_picks
+from search.nas.supernet_trial import work_name
 from search.proxy.record import TrialRecorder
 from search.proxy.supernet.config import SupernetConfig
 from search.proxy.supernet.scoring import reference_tau

@@ -12,6 +12,8 @@ Modules, bottom-up (no cycles; see ``.importlinter``):
   budget, reuse of earlier trainings, pre-ranking, resume from its checkpoint.
 * ``callback`` -- :class:`StoreCallback`, records every Tune trial.
 * ``trainable`` -- the Ray trainable (``search.proxy.trial.run_candidate`` in a worker).
+* ``supernet_trial`` -- the supernet's Ray trainable and its checkpoint's way back to the
+  driver (``DriverCheckpoint``); ``supernet_search`` -- the two-rung ladder the driver runs.
 * ``report`` -- the end-of-search report, from ``results.study_front``.
 * ``driver`` -- :func:`run_search`: validate, prepare data, open the study, run the Tuner.
 * ``cli`` -- the ``search`` sub-command and the no-argument default run.
