@@ -363,3 +363,49 @@ def test_two_rung_search_resumes_the_killed_supernet_and_keeps_rungs_apart(tmp_p
     assert "== Rung 1: supernet ==" in text and "== Rung 2: trained stand-alone ==" in text
     assert render_rungs(build_report(store, "sn"), build_supernet_report(store, "sn")) in text
     assert "`pareto --study sn --rung supernet`" in text   # where to see rung 1 again
+
+
+class _Local:
+    """A DriverCheckpoint called in this process: ``actor.method.remote(...)`` runs it."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def __getattr__(self, name):
+        fn = getattr(self.target, name)
+        return type("M", (), {"remote": staticmethod(fn)})
+
+
+def test_the_checkpoint_reaches_the_driver_in_pieces_and_a_broken_send_keeps_the_last(
+        tmp_path, monkeypatch):
+    """send_checkpoint / fetch_checkpoint move the file in CHUNK_BYTES pieces (several here) and
+    byte for byte; a send that dies before ``commit`` leaves the driver's previous checkpoint
+    whole (the pieces go to a ``.partial`` file)."""
+    import search.nas.supernet_trial as st
+    monkeypatch.setattr(st, "ray", type("R", (), {"get": staticmethod(lambda x: x)}))
+    monkeypatch.setattr(st, "CHUNK_BYTES", 1000)
+    driver = st.DriverCheckpoint(str(tmp_path / "out" / "sn" / CHECKPOINT_NAME))
+    actor = _Local(driver)
+    local = tmp_path / "node" / "supernet.pt"
+    local.parent.mkdir()
+    assert st.fetch_checkpoint(actor, str(tmp_path / "nothing.pt")) is False  # no epoch yet
+    first = os.urandom(4500)
+    local.write_bytes(first)
+    pieces = []
+    monkeypatch.setattr(driver, "write", lambda piece, w=driver.write: (pieces.append(len(piece)),
+                                                                         w(piece))[1])
+    assert st.send_checkpoint(actor, str(local)) == 4500
+    assert Path(driver.path).read_bytes() == first and pieces == [1000] * 4 + [500]
+    # a trial killed mid-send: begin and two pieces, no commit
+    driver.begin()
+    driver.write(b"x" * 1000)
+    driver.write(b"y" * 1000)
+    assert Path(driver.path).read_bytes() == first
+    # the next trial resumes from the last whole checkpoint, then sends a new one over it
+    back = tmp_path / "node" / "resumed.pt"
+    assert st.fetch_checkpoint(actor, str(back)) and back.read_bytes() == first
+    second = os.urandom(2001)
+    local.write_bytes(second)
+    assert st.send_checkpoint(actor, str(local)) == 2001
+    assert Path(driver.path).read_bytes() == second
+    assert not Path(driver.partial).exists()
