@@ -156,8 +156,9 @@ def render_table(rep: dict[str, Any]) -> str:
                                         for k, v in sorted(rep["counts"].items())))
     mem = rep.get("peak_rss_mib")
     if mem is not None:
+        n = mem["trials"]
         lines.append(f"peak RSS per trial worker: median {mem['median']:,.0f} MiB, max "
-                     f"{mem['max']:,.0f} MiB ({mem['max_trial']}; {mem['trials']} trials)")
+                     f"{mem['max']:,.0f} MiB ({mem['max_trial']}; {n} trial{'s' * (n != 1)})")
     for key, err in rep["failures"][:10]:
         lines.append(f"  failed {key}: {err[:150]}")
     return "\n".join(lines)
