@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,8 @@ def sender(how: str, actor, mb: int, chunk_kb: int | None = None) -> dict:
     from search.proxy.memory import peak_rss_mib, reset_peak_rss, status_kib
     if chunk_kb:
         st.CHUNK_BYTES = chunk_kb * 2**10
-    path = os.path.join(tempfile.mkdtemp(prefix="sfn-send-"), "supernet.pt")
+    work = tempfile.mkdtemp(prefix="sfn-send-")
+    path = os.path.join(work, "supernet.pt")
     with open(path, "wb") as f:
         f.write(os.urandom(mb * 2**20))
     reset_peak_rss()
@@ -67,7 +69,7 @@ def sender(how: str, actor, mb: int, chunk_kb: int | None = None) -> dict:
     peak = peak_rss_mib()
     with open(path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    os.remove(path)
+    shutil.rmtree(work)
     return {"start_mib": start, "peak_mib": peak, "extra_mib": peak - start, "sha": digest,
             "seconds": seconds}
 
@@ -101,6 +103,7 @@ def main() -> int:
         print(f"{how:<6} extra peak RSS while sending {a.mb} MB: median "
               f"{extra[len(extra) // 2]:.0f} MiB [min {extra[0]:.0f}, max {extra[-1]:.0f}]")
     ray.shutdown()
+    shutil.rmtree(out_dir)
     print("end:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     return 0
 
