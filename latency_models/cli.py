@@ -37,6 +37,8 @@ from .timm_models import is_spec_reference, is_timm_model
 from .transfer import render_summary, summarise, transfer
 from .userrecords import Loaded, load_user_records
 
+SKIP_UNKNOWN_HELP = ("skip (and list) rows whose model is not a preset, spec JSON, .mlpackage, "
+                     "published name or timm model, instead of stopping at the first")
 FEW_SHOT_DRAWS = 20  # evaluate --few-shot: random draws, as bench/bench_latency_fewshot.py
 backends = lazy_import("latency_models.backends")   # torch, onnxruntime, coremltools
 export = lazy_import("latency_models.export")       # torch, coremltools, onnxruntime
@@ -115,6 +117,7 @@ def _register_calibrate(lsub) -> None:
     c.add_argument("--match", type=_match_text, default=None,
                    help="use only records whose device column contains "
                                                  "this")
+    c.add_argument("--skip-unknown", action="store_true", help=SKIP_UNKNOWN_HELP)
     c.add_argument("--prior", default=None, help="reference device for few-shot fits "
                                                  "(default: the default device; 'generic' = hand-set)")
     c.add_argument("--out", default=None, help="calibration file (default: user dir/<NAME>.json)")
@@ -132,6 +135,7 @@ def _register_evaluate(lsub) -> None:
                               aliases=LATENCY_ALIASES)
     e.add_argument("--match", type=_match_text, default=None,
                    help="use only records whose device column contains this")
+    e.add_argument("--skip-unknown", action="store_true", help=SKIP_UNKNOWN_HELP)
     e.add_argument("--loo", action="store_true", help="leave-one-out: recalibrate on the other "
                                                       "records for each row instead")
     e.add_argument("--few-shot", type=COUNT, default=None, metavar="N",
@@ -331,7 +335,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     out = _check_calibration_target(args)
     name = args.latency_device
     prior = _load_prior(args.prior)
-    loaded = load_user_records(args.records, device=name, match=args.match)
+    loaded = load_user_records(args.records, device=name, match=args.match,
+                               skip_unknown=args.skip_unknown)
     _report_input(loaded)
     models = {r.identity() for r in loaded.records}
     if len(models) < 2:
@@ -372,7 +377,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.few_shot is None and (args.draws is not None or args.seed is not None):
         raise UsageError("--draws / --seed: only with --few-shot N")
     prior = _load_prior(args.prior) if args.loo or args.few_shot is not None else None
-    loaded = load_user_records(args.records, device=args.latency_device, match=args.match)
+    loaded = load_user_records(args.records, device=args.latency_device, match=args.match,
+                               skip_unknown=args.skip_unknown)
     _report_input(loaded)
     records = loaded.records
     F, errs = featurize_records(records)

@@ -8,7 +8,7 @@ skips unmeasured rows with a reason, and merges duplicate measurements:
   relative to the records file or the working directory), a published display name
   ("MobileNet-v2x1.0") or a timm model name; anything else stops the import naming the file,
   row, column and the accepted forms (unless the spec / timm_name / mlpackage columns say what
-  the model is);
+  the model is), or, with ``skip_unknown`` (``--skip-unknown``), skips that row with a warning;
 * a blank ``latency_ms`` skips the row with a warning naming it;
 * the rows of one device: ``--match TEXT`` picks them (rows of other devices are not read
   further), and a file naming several devices without it is refused (a calibration mixing
@@ -38,6 +38,10 @@ class Loaded:
     records: list[Record]
     skipped: list[str] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)
+
+
+class UnknownModel(RecordError):
+    """A ``model`` that is none of the accepted forms (skipped instead with ``skip_unknown``)."""
 
 
 def accepted_forms() -> str:
@@ -77,7 +81,7 @@ def resolve_model(rec: Record, path: str) -> Record:
         return replace(rec, spec=spec.canonical_json())
     timm_name = timm_name_for(ref) or (ref if is_timm_model(ref) else None)
     if timm_name is None:
-        raise RecordError(f"{at}: unknown model {ref!r}: expected {accepted_forms()}")
+        raise UnknownModel(f"{at}: unknown model {ref!r}: expected {accepted_forms()}")
     return replace(rec, timm_name=timm_name)
 
 
@@ -109,7 +113,8 @@ def _check_one_device(path: str, devices: list[str], match: str | None) -> None:
                          "calibration is for one device; choose its rows with --match TEXT")
 
 
-def _parse_rows(path: str, device: str | None, match: str | None) -> Loaded:
+def _parse_rows(path: str, device: str | None, match: str | None,
+                skip_unknown: bool = False) -> Loaded:
     """The rows of the device ``match`` selects (case-insensitive substring of the device
     column; None: the file must name one device) parsed and resolved. Rows of other devices
     are not read further (their models may be ones this tool cannot featurise)."""
@@ -129,7 +134,13 @@ def _parse_rows(path: str, device: str | None, match: str | None) -> Loaded:
                                "latency_ms (not measured): skipped")
             continue
         rec = parse_record(raw, path, i, decimal_comma=delim != ",")
-        out.records.append(resolve_model(rec, path))
+        try:
+            out.records.append(resolve_model(rec, path))
+        except UnknownModel:
+            if not skip_unknown:
+                raise
+            out.skipped.append(f"{path}: row {i} ({rec.model!r}): not a preset, spec JSON, "
+                               ".mlpackage, published name or timm model: skipped")
     return out
 
 
@@ -160,6 +171,9 @@ def merge_duplicates(loaded: Loaded, tolerance: float = DUPLICATE_TOLERANCE) -> 
     return Loaded(loaded.path, out, loaded.skipped, loaded.merged)
 
 
-def load_user_records(path: str, device: str | None = None, match: str | None = None) -> Loaded:
-    """Read, resolve, select (``match``) and de-duplicate a records file (module docstring)."""
-    return merge_duplicates(_parse_rows(path, device, match))
+def load_user_records(path: str, device: str | None = None, match: str | None = None,
+                      skip_unknown: bool = False) -> Loaded:
+    """Read, resolve, select (``match``) and de-duplicate a records file (module docstring);
+    ``skip_unknown``: a row whose model is none of the accepted forms is skipped (and reported)
+    instead of stopping the import."""
+    return merge_duplicates(_parse_rows(path, device, match, skip_unknown))

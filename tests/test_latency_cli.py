@@ -133,6 +133,16 @@ def test_a_calibration_is_for_one_device(capsys, tmp_path, user_dir):
     code, o, err = run(capsys, "latency", "calibrate", "--records", str(rec), "--device", "py",
                        "--match", "other")
     assert code == 2 and "row 7, column 'model': unknown model 'RepViT-M0.6'" in err
+    assert not (user_dir / "py.json").exists()
+    # --skip-unknown: that row is left out with a warning naming it; the rest calibrates
+    one = tmp_path / "one-device.csv"
+    one.write_text(GOOD.replace(",other,", ",phone-x,").replace("mobilenetv2_100", "NoSuchNet"))
+    code, o, err = run(capsys, "latency", "calibrate", "--records", str(one), "--device", "pz",
+                       "--skip-unknown")
+    assert code == 0, err
+    assert err == (f"warning: {one}: row 6 ('NoSuchNet'): not a preset, spec JSON, .mlpackage, "
+                   "published name or timm model: skipped\n")
+    assert "calibrated pz on 4 records" in o and (user_dir / "pz.json").exists()
     code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "px",
                        "--match", "phone-x")
     assert code == 0 and "MAPE" in o, err
