@@ -58,7 +58,7 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def paired_suggest(F, y, prior, n_cal: int, draws: int, seed: int) -> dict:
+def paired_suggest(F, y, prior, n_cal: int, draws: int, seed: int, families) -> dict:
     """Suggested vs random calibration sets on the SAME held-out rows: per draw a random third
     of the rows is held out; 10 of the others are chosen by `suggest` (criterion D, the
     default, and S, D with one row per latency stratum) or at random; each calibrates ("ours")
@@ -74,7 +74,8 @@ def paired_suggest(F, y, prior, n_cal: int, draws: int, seed: int) -> dict:
                 "S": pool[choose_rows(X[pool], n_cal, criterion="S", latency=lat[pool])],
                 "random": rng.choice(pool, n_cal, replace=False)}
         for k, cal in sets.items():
-            p = fit_features(F[cal], y[cal], "target", prior)
+            p = fit_features(F[cal], y[cal], "target", prior,
+                             families=[families[i] for i in cal])
             out[k].append(metrics(*p.predict_features(F[ev])[:1], y[ev])["mape"])
     r = np.array(out["random"])
     res = {"random_mape_median": float(np.median(r)), "draws": draws}
@@ -90,8 +91,10 @@ def prior_ms(F, prior) -> np.ndarray:
     return terms_matrix(F) @ prior_coef(prior)
 
 
-def iphone_table(prefix: str, source: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Featurisable published rows of one phone; rows measuring the same model are averaged."""
+def iphone_table(prefix: str, source: str
+                 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Featurisable published rows of one phone (features, ms, names, model families); rows
+    measuring the same model are averaged."""
     recs = published_records(device_prefix=prefix, source_contains=source)
     F, errs = featurize_records(recs)
     by: dict[str, list] = {}
@@ -99,36 +102,38 @@ def iphone_table(prefix: str, source: str) -> tuple[np.ndarray, np.ndarray, list
         if e is None:
             by.setdefault(r.identity(), []).append((r, f))
     names = [v[0][0].model for v in by.values()]
+    families = [v[0][0].family() for v in by.values()]
     F = np.stack([v[0][1] for v in by.values()])
     y = np.array([np.mean([r.latency_ms for r, _ in v]) for v in by.values()])
-    return F, y, names
+    return F, y, names, families
 
 
 def phones(args) -> dict:
     t14 = iphone_table("iPhone 14 (iOS 16)", "Table 2")
     t12 = iphone_table("iPhone 12", "")
     p14 = load_predictor("iphone14-ane")
-    p12 = fit_features(t12[0], t12[1], "iphone12-bench", None)
+    p12 = fit_features(t12[0], t12[1], "iphone12-bench", None, families=t12[3])
     out = {"iphone14_rows": len(t14[1]), "iphone12_rows": len(t12[1])}
-    for name, (F, y, _), prior in (("iPhone 14 -> iPhone 12", t12, p14),
-                                   ("iPhone 12 -> iPhone 14", t14, p12)):
-        res = transfer(F, y, prior, args.n_cal, args.draws, args.seed)
+    for name, (F, y, _, fam), prior in (("iPhone 14 -> iPhone 12", t12, p14),
+                                        ("iPhone 12 -> iPhone 14", t14, p12)):
+        res = transfer(F, y, prior, args.n_cal, args.draws, args.seed, fam)
         s = summarise(res)
         print("\n" + render_summary(f"{name}: calibrate on {args.n_cal} of {len(y)} rows, predict "
                                     f"the other {len(y) - args.n_cal}; {args.draws} random draws "
                                     "+ suggest", s))
-        pair = paired_suggest(F, y, prior, args.n_cal, args.draws, args.seed)
+        pair = paired_suggest(F, y, prior, args.n_cal, args.draws, args.seed, fam)
         print(f"same held-out third, {pair['draws']} draws: random 10 of the rest -> MAPE median "
               f"{100 * pair['random_mape_median']:.1f}%; " + "; ".join(
                   f"suggest {k} -> {100 * pair[f'{k}_mape_median']:.1f}%, better in "
                   f"{pair[f'{k}_better']} of {pair['draws']}" for k in ("D", "S")))
         out[name] = {"summary": s, "raw": res, "paired_suggest": pair}
-    for name, (F, y, _) in (("iPhone 14", t14), ("iPhone 12", t12)):
+    for name, (F, y, _, fam) in (("iPhone 14", t14), ("iPhone 12", t12)):
         pred = np.empty(len(y))
         sd = np.empty(len(y))
         for i in range(len(y)):
             k = np.arange(len(y)) != i
-            pred[i], sd[i] = (v[0] for v in fit_features(F[k], y[k], "loo", None)
+            rest = [fam[j] for j in np.flatnonzero(k)]
+            pred[i], sd[i] = (v[0] for v in fit_features(F[k], y[k], "loo", None, families=rest)
                               .predict_features(F[i:i + 1]))
         out[f"{name} LOO (generic prior)"] = metrics(pred, y, sd)
         print(f"{name} leave-one-out on all {len(y)} rows (generic prior): "

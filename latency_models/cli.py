@@ -354,19 +354,23 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"WARNING: {out} now SHADOWS the shipped calibration {shadowed}: every "
               f"--latency-device {name} (and searches using it) get yours. Delete {out} to "
               "restore the shipped one.", file=sys.stderr)
+    held = "leave-one-family-out" if p.meta["held_out"] == "families" else "leave-one-out"
     print(f"calibrated {name} on {p.meta['n_records']} records (prior {p.meta['prior']}, "
-          f"fit {p.meta['candidate']}): leave-one-out MAPE {100 * p.meta['loo_mape']:.1f}%, "
+          f"fit {p.meta['candidate']}): {held} MAPE {100 * p.meta['loo_mape']:.1f}%, "
           f"+-2 sigma coverage {100 * p.meta['loo_coverage_2sigma']:.0f}%, saved {out} "
           f"(version {p.version})")
     return 0
 
 
-def _loo_predictions(F: np.ndarray, y: np.ndarray, prior) -> tuple[np.ndarray, np.ndarray]:
+def _loo_predictions(F: np.ndarray, y: np.ndarray, prior, families: list[str]
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Each row predicted (ms, std) by a calibration fitted on all the other rows."""
     pred, sd = np.empty(len(y)), np.empty(len(y))
     for j in range(len(y)):
         keep = np.arange(len(y)) != j
-        ms, s = fit_features(F[keep], y[keep], "loo", prior).predict_features(F[j:j + 1])
+        fam = [f for i, f in enumerate(families) if i != j]
+        ms, s = fit_features(F[keep], y[keep], "loo", prior,
+                             families=fam).predict_features(F[j:j + 1])
         pred[j], sd[j] = ms[0], s[0]
     return pred, sd
 
@@ -390,9 +394,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.records}: too few featurisable records ({len(ok)}; need "
                          f"{need}{what})")
     y = np.array([records[i].latency_ms for i in ok])
+    families = [records[i].family() for i in ok]
     if args.few_shot is not None:
         draws = FEW_SHOT_DRAWS if args.draws is None else args.draws
-        res = transfer(F[ok], y, prior, args.few_shot, draws, args.seed or 0)
+        res = transfer(F[ok], y, prior, args.few_shot, draws, args.seed or 0, families)
         prior_name = "generic" if prior is None else prior.device
         print(render_summary(
             f"few-shot calibration: {args.few_shot} of {len(ok)} rows calibrate (prior "
@@ -401,7 +406,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             summarise(res)))
         return 0
     if args.loo:
-        pred, sd = _loo_predictions(F[ok], y, prior)
+        pred, sd = _loo_predictions(F[ok], y, prior, families)
         why = ["" for _ in ok]
     else:
         predictor = load_predictor(args.latency_device)

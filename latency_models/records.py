@@ -96,6 +96,18 @@ class Record:
             spec = spec.replace(resolution=self.resolution)
         return spec
 
+    def family(self) -> str:
+        """The model family this row measures, for held-out folds that leave a family out
+        (``fewshot.folds``): a timm model's architecture without its size or variant
+        ('deit_small_patch16_224' -> 'deit', 'mobilenetv3_large_100' -> 'mobilenetv3');
+        every SwiftFormer-space member is a family of its own (a search predicts new members
+        of that space, exchangeable with the measured ones); other rows are their own."""
+        if self.arch_spec() is None and self.timm_name:
+            head = self.timm_name.lower().split("_")[0]       # 'resnet50', 'mobilenetv2'
+            m = re.fullmatch(r"(.*?v\d+|[a-z]+)\d*", head)   # a version stays, a depth goes
+            return "timm:" + (m.group(1) if m else head)
+        return self.identity()
+
     def identity(self) -> str:
         """What was measured, independent of how the row names it (for duplicate detection)."""
         spec = self.arch_spec()

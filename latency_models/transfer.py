@@ -5,7 +5,8 @@ draw calibrates on ``n_cal`` rows and predicts the others, with three methods fi
 same rows in the same run:
 
 * ``ours``  -- :func:`latency_models.fewshot.fit_features` (shrinkage toward the prior, model
-  selection between prior x scale, per-group scales and a full refit);
+  selection between prior x scale, per-group scales, per-term multipliers and a bounded
+  refit, on folds that leave whole model families out);
 * ``scale`` -- the prior times one factor (the baseline ours must never lose to);
 * ``gmacs`` -- a least-squares line in GMACs.
 
@@ -27,11 +28,10 @@ import numpy as np
 from search_space.stats import kendall_tau
 
 from .features import gmacs_of
-from .fewshot import fit_features
+from .fewshot import CANDIDATES as FITS, fit_features  # FITS: what ours chooses between
 from .suggest import choose_rows, design_rows
 
 METHODS = ("ours", "scale", "gmacs")
-FITS = ("scale", "groups", "full")  # the candidates ours chooses between (fewshot.py)
 
 
 def metrics(pred: np.ndarray, y: np.ndarray, sd: np.ndarray | None = None) -> dict:
@@ -60,10 +60,12 @@ def best_factor_mape(pred: np.ndarray, y: np.ndarray) -> float:
 
 
 def evaluate_split(F: np.ndarray, y: np.ndarray, cal: np.ndarray, ev: np.ndarray,
-                   prior) -> dict:
-    """All three methods calibrated on rows ``cal``, evaluated on rows ``ev``."""
+                   prior, families: list[str] | None = None) -> dict:
+    """All three methods calibrated on rows ``cal``, evaluated on rows ``ev`` (``families``:
+    each row's model family, for ours' held-out folds)."""
     t0 = time.perf_counter()
-    ours = fit_features(F[cal], y[cal], "target", prior)
+    fam = None if families is None else [families[i] for i in cal]
+    ours = fit_features(F[cal], y[cal], "target", prior, families=fam)
     fit_s = time.perf_counter() - t0
     scale = fit_features(F[cal], y[cal], "target", prior, candidates=("scale",))
     g = gmacs_of(F)
@@ -76,7 +78,8 @@ def evaluate_split(F: np.ndarray, y: np.ndarray, cal: np.ndarray, ev: np.ndarray
             "extrapolating": int(sum(bool(w) for w in ours.extrapolation(F[ev])))}
 
 
-def transfer(F: np.ndarray, y: np.ndarray, prior, n_cal: int, draws: int, seed: int) -> dict:
+def transfer(F: np.ndarray, y: np.ndarray, prior, n_cal: int, draws: int, seed: int,
+             families: list[str] | None = None) -> dict:
     """``draws`` random calibration sets of ``n_cal`` rows and the suggest set, each
     evaluated on the rows it leaves out."""
     rng = np.random.default_rng(seed)
@@ -84,9 +87,9 @@ def transfer(F: np.ndarray, y: np.ndarray, prior, n_cal: int, draws: int, seed: 
     rows = []
     for _ in range(draws):
         cal = np.sort(rng.choice(len(y), n_cal, replace=False))
-        rows.append(evaluate_split(F, y, cal, np.setdiff1d(everything, cal), prior))
+        rows.append(evaluate_split(F, y, cal, np.setdiff1d(everything, cal), prior, families))
     sug = np.array(sorted(choose_rows(design_rows(F, prior), n_cal)))
-    suggest = evaluate_split(F, y, sug, np.setdiff1d(everything, sug), prior)
+    suggest = evaluate_split(F, y, sug, np.setdiff1d(everything, sug), prior, families)
     return {"random": rows, "suggest": suggest, "suggest_rows": sug.tolist(),
             "n_cal": n_cal, "rows": len(y)}
 

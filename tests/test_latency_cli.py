@@ -376,3 +376,24 @@ def test_evaluate_few_shot_bad_input(capsys, tmp_path):
         code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p",
                            "--few-shot", "5", *extra)
         assert code == 2 and not o and err.startswith(f"error: {message} (see: "), err
+
+
+def test_calibrate_holds_out_whole_families(capsys, tmp_path, user_dir):
+    """Rows from several timm families: the held-out evidence leaves a family out at a time
+    (both DeiTs, both MobileNetV2s together) and the output and the file say so; SwiftFormer-
+    space members are families of their own, so a SwiftFormer-only file is leave-one-out."""
+    rec = tmp_path / "mixed.csv"
+    rec.write_text("model,latency_ms\nMobileNet-v2x1.0,0.8\nMobileNet-v2x1.4,0.9\nDeiT-T,3.8\n"
+                   "DeiT-S,9.9\nResNet-50,1.9\nConvNeXt-T,2.5\n", encoding="utf-8")
+    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                         "--latency-device", "mixed")
+    assert code == 0, err
+    assert "calibrated mixed on 6 records" in out and "leave-one-family-out MAPE" in out
+    meta = json.loads((user_dir / "mixed.json").read_text())["meta"]
+    assert meta["held_out"] == "families" and meta["folds"] == 4
+    rec.write_text("model,latency_ms\nXS,0.7\nS,0.8\nL1,1.1\nL3,1.9\n", encoding="utf-8")
+    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                         "--latency-device", "sf")
+    assert code == 0, err
+    assert " leave-one-out MAPE" in out
+    assert json.loads((user_dir / "sf.json").read_text())["meta"]["held_out"] == "rows"

@@ -191,3 +191,26 @@ def test_non_utf8_file_is_named(tmp_path):
     p.write_bytes("model,device,latency_ms\nXS,t\xe9l\xe9phone,1.0\n".encode("latin-1"))
     with pytest.raises(RecordError, match=r"latin.csv: not UTF-8 text"):
         read_records(str(p))
+
+
+@pytest.mark.parametrize("kw, family", [
+    ({"timm_name": "deit_small_patch16_224"}, "timm:deit"),
+    ({"timm_name": "deit_tiny_patch16_224"}, "timm:deit"),
+    ({"timm_name": "resnet50"}, "timm:resnet"),
+    ({"timm_name": "mobilenetv2_100"}, "timm:mobilenetv2"),
+    ({"timm_name": "mobilenetv3_large_100"}, "timm:mobilenetv3"),
+    ({"timm_name": "efficientformerv2_s0"}, "timm:efficientformerv2"),
+    ({"timm_name": "resnet18d"}, "timm:resnet18d"),
+])
+def test_family_is_the_architecture_without_its_size(kw, family):
+    assert Record("m", "d", 1.0, **kw).family() == family
+
+
+def test_swiftformer_members_and_unnamed_rows_are_families_of_their_own():
+    """A search predicts new members of the SwiftFormer space: each measured member is its own
+    held-out fold, whether named by preset, timm name or spec; other rows by identity."""
+    xs, l3 = Record("XS", "d", 1.0), Record("m", "d", 1.0, timm_name="swiftformer_l3")
+    assert xs.family() == xs.identity() and l3.family() == l3.identity()
+    assert xs.family() != l3.family() and xs.family().startswith("spec:")
+    other = Record("EdgeViT-XS", "d", 1.0)
+    assert other.family() == "model:EdgeViT-XS"
