@@ -18,6 +18,9 @@ B. The local CPU as a device (onnxruntime, 1 thread, thread CPU time, min over i
    specs are measured and calibrate the CPU; ``--cpu-n`` random specs are measured and predicted.
 C. Speed of ``predict_arrays`` on 10^6 SwiftFormer specs (one core).
 
+Per phone split also the learning curve: the same draws with ``--curve`` rows (default 5, 15,
+19) instead of 10 -- how many rows a phone needs.
+
 Every split reports MAPE, share within +-10%, Kendall tau and +-2 sigma coverage of the
 calibrated predictor ("ours"), against prior x one scale factor ("scale", same rows) and a
 least-squares line in GMACs (same rows), in the same run. `uptime` is printed at start and end.
@@ -47,7 +50,7 @@ from latency_models.published import published_records  # noqa: E402
 from latency_models.predictor import prior_coef, terms_matrix  # noqa: E402
 from latency_models.suggest import choose_rows, design_rows  # noqa: E402
 from latency_models.transfer import (METHODS, evaluate_split, metrics,  # noqa: E402
-                                     render_summary, summarise, transfer)
+                                     render_curve, render_summary, summarise, transfer)
 from search_space.io import write_json_atomic  # noqa: E402
 from search_space.space import DEFAULT_SPACE  # noqa: E402
 from search_space.spec import ArchSpec  # noqa: E402
@@ -126,7 +129,13 @@ def phones(args) -> dict:
               f"{100 * pair['random_mape_median']:.1f}%; " + "; ".join(
                   f"suggest {k} -> {100 * pair[f'{k}_mape_median']:.1f}%, better in "
                   f"{pair[f'{k}_better']} of {pair['draws']}" for k in ("D", "S")))
-        out[name] = {"summary": s, "raw": res, "paired_suggest": pair}
+        curve = {args.n_cal: s}
+        for n in args.curve:
+            if n != args.n_cal and n + 2 <= len(y):
+                curve[n] = summarise(transfer(F, y, prior, n, args.draws, args.seed, fam))
+        print(render_curve(curve))
+        out[name] = {"summary": s, "raw": res, "paired_suggest": pair,
+                     "curve": {str(k): v for k, v in sorted(curve.items())}}
     for name, (F, y, _, fam) in (("iPhone 14", t14), ("iPhone 12", t12)):
         pred = np.empty(len(y))
         sd = np.empty(len(y))
@@ -266,6 +275,8 @@ def speed(n: int = 1_000_000) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--n-cal", type=int, default=10)
+    ap.add_argument("--curve", type=int, nargs="*", default=[5, 15, 19],
+                    help="phones: also these numbers of calibration rows (the learning curve)")
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-cpu", action="store_true")

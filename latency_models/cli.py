@@ -34,7 +34,7 @@ from .predictor import LatencyPredictor, prior_coef
 from .records import Record, read_records, write_records
 from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
 from .timm_models import is_spec_reference, is_timm_model
-from .transfer import render_summary, summarise, transfer
+from .transfer import render_curve, render_summary, summarise, transfer
 from .userrecords import Loaded, load_user_records
 
 SKIP_UNKNOWN_HELP = ("skip (and list) rows whose model is not a preset, spec JSON, .mlpackage, "
@@ -138,11 +138,12 @@ def _register_evaluate(lsub) -> None:
     e.add_argument("--skip-unknown", action="store_true", help=SKIP_UNKNOWN_HELP)
     e.add_argument("--loo", action="store_true", help="leave-one-out: recalibrate on the other "
                                                       "records for each row instead")
-    e.add_argument("--few-shot", type=COUNT, default=None, metavar="N",
+    e.add_argument("--few-shot", type=COUNT, nargs="+", default=None, metavar="N",
                    help="how well N measured rows calibrate this device: --draws random sets of "
                         "N rows (and the set `latency suggest` picks) each calibrate from "
                         "--prior and predict the other rows; against prior x one factor and a "
-                        "GMACs line fitted on the same rows")
+                        "GMACs line fitted on the same rows. Several N (e.g. 5 10 15): one "
+                        "table each, then how the error falls with N (how many to measure)")
     e.add_argument("--draws", type=DRAWS, default=None, help="with --few-shot: random draws "
                                                              f"(default {FEW_SHOT_DRAWS})")
     e.add_argument("--seed", type=SEED, default=None, help="with --few-shot: seed of the draws "
@@ -387,23 +388,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     records = loaded.records
     F, errs = featurize_records(records)
     ok = [i for i, e in enumerate(errs) if e is None]
-    need = 3 if args.loo else 1 if args.few_shot is None else args.few_shot + 2
+    need = 3 if args.loo else 1 if args.few_shot is None else max(args.few_shot) + 2
     if len(ok) < need:
-        what = f" for --few-shot {args.few_shot} (N + 2: some rows must be left to predict)" \
-            if args.few_shot is not None else ""
+        what = f" for --few-shot {max(args.few_shot)} (N + 2: some rows must be left to " \
+            "predict)" if args.few_shot is not None else ""
         raise UsageError(f"{args.records}: too few featurisable records ({len(ok)}; need "
                          f"{need}{what})")
     y = np.array([records[i].latency_ms for i in ok])
     families = [records[i].family() for i in ok]
     if args.few_shot is not None:
         draws = FEW_SHOT_DRAWS if args.draws is None else args.draws
-        res = transfer(F[ok], y, prior, args.few_shot, draws, args.seed or 0, families)
         prior_name = "generic" if prior is None else prior.device
-        print(render_summary(
-            f"few-shot calibration: {args.few_shot} of {len(ok)} rows calibrate (prior "
-            f"{prior_name}), the other {len(ok) - args.few_shot} are predicted; "
-            f"{draws} random draws (median, worst) + the `latency suggest` set",
-            summarise(res)))
+        curve = {}
+        for i, n in enumerate(sorted(set(args.few_shot))):
+            curve[n] = summarise(transfer(F[ok], y, prior, n, draws, args.seed or 0, families))
+            print(("\n" if i else "") + render_summary(
+                f"few-shot calibration: {n} of {len(ok)} rows calibrate (prior "
+                f"{prior_name}), the other {len(ok) - n} are predicted; "
+                f"{draws} random draws (median, worst) + the `latency suggest` set", curve[n]))
+        if len(curve) > 1:
+            print("\n" + render_curve(curve))
         return 0
     if args.loo:
         pred, sd = _loo_predictions(F[ok], y, prior, families)

@@ -15,9 +15,10 @@ design over the table's rows under the prior). Per method and draw: MAPE, share 
 Kendall tau, +-2 sigma coverage (ours and scale). Also the bound no "prior x one factor" can
 beat: the best single factor chosen on the predicted rows themselves.
 
-Used by ``run_search.py latency evaluate --few-shot N`` (a user's own table) and
-``bench/bench_latency_fewshot.py`` (the shipped iPhone tables). Computing
-(:func:`transfer`, :func:`summarise`) is apart from drawing (:func:`render_summary`).
+Used by ``run_search.py latency evaluate --few-shot N [N ...]`` (a user's own table; several
+N give a learning curve) and ``bench/bench_latency_fewshot.py`` (the shipped iPhone tables).
+Computing (:func:`transfer`, :func:`summarise`) is apart from drawing (:func:`render_summary`,
+:func:`render_curve`).
 """
 from __future__ import annotations
 
@@ -137,4 +138,18 @@ def render_summary(title: str, s: dict) -> str:
     lines.append(f"ours worse than scale in {s['ours_worse_than_scale_draws']} of "
                  f"{s['random_draws']} random draws; suggest draw beats "
                  f"{s['suggest_beats_random_draws']} of them; chosen fits {s['candidates']}")
+    return "\n".join(lines)
+
+
+def render_curve(curve: dict[int, dict]) -> str:
+    """How the error falls with the number of calibration rows: one line per N (median over
+    the random draws of ours and prior x scale, the single-factor bound, ours' worst draw)."""
+    lines = ["how the error falls with the rows measured (median over the random draws)",
+             f"{'rows':>5} {'ours MAPE':>10} {'worst':>7} {'+-10%':>6} {'tau':>6} "
+             f"{'scale MAPE':>11} {'bound':>6}"]
+    for n, s in sorted(curve.items()):
+        lines.append(f"{n:>5} {100 * s['ours_mape_median']:>9.1f}% "
+                     f"{100 * s['ours_mape_worst']:>6.1f}% {100 * s['ours_within10_median']:>5.0f}% "
+                     f"{s['ours_tau_median']:>6.3f} {100 * s['scale_mape_median']:>10.1f}% "
+                     f"{100 * s['scale_bound_mape_median']:>5.1f}%")
     return "\n".join(lines)

@@ -350,6 +350,23 @@ def test_evaluate_few_shot_reports_the_transfer_protocol(capsys, tmp_path):
     assert lines[6].startswith("ours worse than scale in 0 of 3 random draws")
 
 
+def test_evaluate_few_shot_learning_curve(capsys, tmp_path):
+    """Several N: one table each (ascending, duplicates once), then one line per N of how the
+    error falls with the rows measured."""
+    rec = tmp_path / "twice.csv"
+    n = _phone_table(rec, factor=2.0)
+    code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p2",
+                       "--few-shot", "8", "6", "8", "--draws", "2")
+    assert code == 0, err
+    heads = [ln for ln in o.splitlines() if ln.startswith("few-shot calibration:")]
+    assert [h.split()[2] for h in heads] == ["6", "8"]
+    curve = o.split("how the error falls with the rows measured")[1].splitlines()[2:]
+    assert [ln.split()[:2] for ln in curve] == [["6", "0.0%"], ["8", "0.0%"]]
+    code, o, err = run(capsys, "latency", "evaluate", "--records", str(rec), "--device", "p",
+                       "--few-shot", "5", str(n - 1))
+    assert code == 2 and not o and f"need {n + 1} for --few-shot {n - 1} " in err
+
+
 def test_evaluate_few_shot_bad_input(capsys, tmp_path):
     rec = tmp_path / "t.csv"
     n = _phone_table(rec, noise=0.1)
