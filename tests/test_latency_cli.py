@@ -160,13 +160,19 @@ def _written(d):
     return sorted(p.name for p in d.rglob("*")) if d.exists() else []
 
 
+def _calibrate(capsys, rec, text, device):
+    """Write ``text`` as the records file ``rec``; calibrate ``device`` from it (must succeed)."""
+    rec.write_text(text, encoding="utf-8")
+    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                         "--latency-device", device)
+    assert code == 0, err
+    return out, err
+
+
 def test_calibrate_from_model_and_latency_only(capsys, tmp_path, user_dir):
     rec = tmp_path / "mine.csv"
-    rec.write_text("model;latency_ms\nXS;0,95 ms\nSwiftFormer-S;1,2\nL1;\nL3;2,9\n"
-                   "MobileNet-v2x1.0;1,1\n", encoding="utf-8")
-    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
-                         "--latency-device", "my-phone")
-    assert code == 0, err
+    out, err = _calibrate(capsys, rec, "model;latency_ms\nXS;0,95 ms\nSwiftFormer-S;1,2\nL1;\n"
+                          "L3;2,9\nMobileNet-v2x1.0;1,1\n", "my-phone")
     assert f"warning: {rec}: row 4 ('L1'): blank latency_ms (not measured): skipped" in err
     assert "calibrated my-phone on 4 records" in out and "coverage" in out
     assert _written(user_dir) == ["my-phone.json"]
@@ -400,17 +406,11 @@ def test_calibrate_holds_out_whole_families(capsys, tmp_path, user_dir):
     (both DeiTs, both MobileNetV2s together) and the output and the file say so; SwiftFormer-
     space members are families of their own, so a SwiftFormer-only file is leave-one-out."""
     rec = tmp_path / "mixed.csv"
-    rec.write_text("model,latency_ms\nMobileNet-v2x1.0,0.8\nMobileNet-v2x1.4,0.9\nDeiT-T,3.8\n"
-                   "DeiT-S,9.9\nResNet-50,1.9\nConvNeXt-T,2.5\n", encoding="utf-8")
-    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
-                         "--latency-device", "mixed")
-    assert code == 0, err
+    out, _ = _calibrate(capsys, rec, "model,latency_ms\nMobileNet-v2x1.0,0.8\nMobileNet-v2x1.4,"
+                        "0.9\nDeiT-T,3.8\nDeiT-S,9.9\nResNet-50,1.9\nConvNeXt-T,2.5\n", "mixed")
     assert "calibrated mixed on 6 records" in out and "leave-one-family-out MAPE" in out
     meta = json.loads((user_dir / "mixed.json").read_text())["meta"]
     assert meta["held_out"] == "families" and meta["folds"] == 4
-    rec.write_text("model,latency_ms\nXS,0.7\nS,0.8\nL1,1.1\nL3,1.9\n", encoding="utf-8")
-    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
-                         "--latency-device", "sf")
-    assert code == 0, err
+    out, _ = _calibrate(capsys, rec, "model,latency_ms\nXS,0.7\nS,0.8\nL1,1.1\nL3,1.9\n", "sf")
     assert " leave-one-out MAPE" in out
     assert json.loads((user_dir / "sf.json").read_text())["meta"]["held_out"] == "rows"
