@@ -49,8 +49,9 @@ from latency_models.fewshot import fit_features  # noqa: E402
 from latency_models.published import published_records  # noqa: E402
 from latency_models.predictor import prior_coef, terms_matrix  # noqa: E402
 from latency_models.suggest import choose_rows, design_rows  # noqa: E402
-from latency_models.transfer import (METHODS, evaluate_split, metrics,  # noqa: E402
-                                     render_curve, render_summary, summarise, transfer)
+from latency_models.transfer import (METHODS, evaluate_split, loo_predictions,  # noqa: E402
+                                     metrics, render_curve, render_summary, summarise,
+                                     transfer)
 from search_space.io import write_json_atomic  # noqa: E402
 from search_space.space import DEFAULT_SPACE  # noqa: E402
 from search_space.spec import ArchSpec  # noqa: E402
@@ -137,13 +138,7 @@ def phones(args) -> dict:
         out[name] = {"summary": s, "raw": res, "paired_suggest": pair,
                      "curve": {str(k): v for k, v in sorted(curve.items())}}
     for name, (F, y, _, fam) in (("iPhone 14", t14), ("iPhone 12", t12)):
-        pred = np.empty(len(y))
-        sd = np.empty(len(y))
-        for i in range(len(y)):
-            k = np.arange(len(y)) != i
-            rest = [fam[j] for j in np.flatnonzero(k)]
-            pred[i], sd[i] = (v[0] for v in fit_features(F[k], y[k], "loo", None, families=rest)
-                              .predict_features(F[i:i + 1]))
+        pred, sd = loo_predictions(F, y, None, fam)
         out[f"{name} LOO (generic prior)"] = metrics(pred, y, sd)
         print(f"{name} leave-one-out on all {len(y)} rows (generic prior): "
               f"{json.dumps({k: round(v, 3) for k, v in metrics(pred, y, sd).items()})}")

@@ -28,13 +28,13 @@ from .coreml import COMPUTE_UNITS, coreml_ops
 from .devices import device_files, load_predictor, shipped_devices, user_calibration_path
 from .features import FEATURE_NAMES, aggregate
 from .featurize import featurize, featurize_records
-from .fewshot import fit, fit_features
+from .fewshot import fit
 from .options import DEFAULT_DEVICE, LATENCY_ALIASES, add_latency_device_option
 from .predictor import LatencyPredictor, prior_coef
 from .records import Record, read_records, write_records
 from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
 from .timm_models import is_spec_reference, is_timm_model
-from .transfer import render_curve, render_summary, summarise, transfer
+from .transfer import loo_predictions, render_curve, render_summary, summarise, transfer
 from .userrecords import Loaded, load_user_records
 
 SKIP_UNKNOWN_HELP = ("skip (and list) rows whose model is not a preset, spec JSON, .mlpackage, "
@@ -363,19 +363,6 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loo_predictions(F: np.ndarray, y: np.ndarray, prior, families: list[str]
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Each row predicted (ms, std) by a calibration fitted on all the other rows."""
-    pred, sd = np.empty(len(y)), np.empty(len(y))
-    for j in range(len(y)):
-        keep = np.arange(len(y)) != j
-        fam = [f for i, f in enumerate(families) if i != j]
-        ms, s = fit_features(F[keep], y[keep], "loo", prior,
-                             families=fam).predict_features(F[j:j + 1])
-        pred[j], sd[j] = ms[0], s[0]
-    return pred, sd
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     if args.loo and args.few_shot is not None:
         raise UsageError("--loo and --few-shot: choose one")
@@ -410,7 +397,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             print("\n" + render_curve(curve))
         return 0
     if args.loo:
-        pred, sd = _loo_predictions(F[ok], y, prior, families)
+        pred, sd = loo_predictions(F[ok], y, prior, families)
         why = ["" for _ in ok]
     else:
         predictor = load_predictor(args.latency_device)

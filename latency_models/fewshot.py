@@ -66,7 +66,7 @@ N_GROUPS = len(GROUPS)
 # z = [a, b (groups), c (terms)]; u = P @ z are the log multipliers of the terms.
 P_FULL = np.hstack([np.ones((N_TERMS, 1)), np.eye(N_GROUPS)[GROUP_OF], np.eye(N_TERMS)])
 _ACTIVE = {"scale": np.arange(1), "groups": np.arange(1 + N_GROUPS),
-           "full": np.arange(1 + N_GROUPS + N_TERMS), "refit": np.arange(1)}
+           "full": np.arange(1 + N_GROUPS + N_TERMS)}   # the refit has no log multipliers
 
 
 @dataclass(frozen=True)
@@ -330,8 +330,8 @@ def folds(n: int, families: Sequence[str] | None = None,
             raise ValueError(f"families: {len(families)} labels for {n} rows")
         keys = list(dict.fromkeys(families))
         if len(keys) >= cfg.min_families:
-            lab = np.array([keys.index(f) for f in families])
-            return [np.flatnonzero(lab == k) for k in range(len(keys))]
+            fam = np.asarray(families)
+            return [np.flatnonzero(fam == k) for k in keys]
     return [np.array([i]) for i in range(n)]
 
 

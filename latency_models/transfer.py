@@ -60,6 +60,20 @@ def best_factor_mape(pred: np.ndarray, y: np.ndarray) -> float:
     return float(min(np.mean(np.abs(k * pred / y - 1)) for k in kinks))
 
 
+def loo_predictions(F: np.ndarray, y: np.ndarray, prior, families: list[str] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row predicted (ms, std) by a calibration fitted on all the other rows (each fit's
+    own held-out folds by ``families``)."""
+    pred, sd = np.empty(len(y)), np.empty(len(y))
+    for j in range(len(y)):
+        keep = np.arange(len(y)) != j
+        fam = None if families is None else [f for i, f in enumerate(families) if i != j]
+        ms, s = fit_features(F[keep], y[keep], "loo", prior,
+                             families=fam).predict_features(F[j:j + 1])
+        pred[j], sd[j] = ms[0], s[0]
+    return pred, sd
+
+
 def evaluate_split(F: np.ndarray, y: np.ndarray, cal: np.ndarray, ev: np.ndarray,
                    prior, families: list[str] | None = None) -> dict:
     """All three methods calibrated on rows ``cal``, evaluated on rows ``ev`` (``families``:

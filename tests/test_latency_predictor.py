@@ -25,39 +25,48 @@ N_CAL = 10
 DRAWS = (0, 1, 2, 3)
 
 
-def _table(prefix, source, families=False):
-    """Featurisable published rows of one phone, duplicates (same model) averaged; with
-    ``families`` each row's model family (Record.family) instead of the features and latency."""
+def _table(prefix, source):
+    """Featurisable published rows of one phone, duplicates (same model) averaged: features,
+    latencies and each row's model family (Record.family)."""
     recs = published_records(device_prefix=prefix, source_contains=source)
     F, errs = featurize_records(recs)
     by = {}
     for r, f, e in zip(recs, F, errs):
         if e is None:
             by.setdefault(r.identity(), []).append((f, r.latency_ms, r.family()))
-    if families:
-        return [v[0][2] for v in by.values()]
     return (np.stack([v[0][0] for v in by.values()]),
-            np.array([np.mean([ms for _, ms, _ in v]) for v in by.values()]))
+            np.array([np.mean([ms for _, ms, _ in v]) for v in by.values()]),
+            [v[0][2] for v in by.values()])
 
 
 @pytest.fixture(scope="module")
-def iphone12():
+def table12():
     return _table("iPhone 12", "")
 
 
 @pytest.fixture(scope="module")
-def iphone14():
+def table14():
     return _table("iPhone 14 (iOS 16)", "Table 2")
 
 
 @pytest.fixture(scope="module")
-def fam12():
-    return _table("iPhone 12", "", families=True)
+def iphone12(table12):
+    return table12[:2]
 
 
 @pytest.fixture(scope="module")
-def fam14():
-    return _table("iPhone 14 (iOS 16)", "Table 2", families=True)
+def iphone14(table14):
+    return table14[:2]
+
+
+@pytest.fixture(scope="module")
+def fam12(table12):
+    return table12[2]
+
+
+@pytest.fixture(scope="module")
+def fam14(table14):
+    return table14[2]
 
 
 def _draw(n, seed):
