@@ -69,6 +69,21 @@ def time_callable(fn: Callable[[], Any], warmup: int = 3, runs: int = 10) -> dic
     return _stats(times, cpu)
 
 
+def pool_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several rounds of timing the same model (interleaved with other models,
+    so a slow spell of a shared machine falls on one of its rounds, not all): every round's
+    timed runs pooled and the statistics recomputed over them; the other fields from the first
+    round; ``rounds`` says how many."""
+    if not results:
+        raise ValueError("pool_rounds: no rounds")
+    out = dict(results[0])
+    times = np.concatenate([r["times_ms"] for r in results]) / 1e3
+    cpu = (np.concatenate([r["cpu_times_ms"] for r in results]) / 1e3
+           if all("cpu_times_ms" in r for r in results) else None)
+    out.update(_stats(list(times), None if cpu is None else list(cpu)), rounds=len(results))
+    return out
+
+
 def load_info() -> str:
     """The machine's load averages (measurements on a shared machine should carry them)."""
     try:

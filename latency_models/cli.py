@@ -12,8 +12,10 @@ import csv
 import io
 import json
 import os
+import random
 import re
 import sys
+import tempfile
 
 import numpy as np
 
@@ -46,6 +48,7 @@ export = lazy_import("latency_models.export")       # torch, coremltools, onnxru
 BACKENDS = ("torch", "onnxruntime", "coreml")
 EXPORT_FORMATS = ("coreml", "onnx")
 CLOCKS = ("wall", "cpu")
+STATS = ("median", "min")
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Number options are checked where they are parsed (search_space.cli_types: one message form).
 RESOLUTION = number_type(int, 32)    # the stem and four stages halve it 5 times: 32 px -> 1x1
@@ -97,8 +100,14 @@ def _register_measure(lsub) -> None:
     m.add_argument("--warmup", type=COUNT0, default=5)
     m.add_argument("--runs", type=COUNT, default=30)
     m.add_argument("--compute-unit", default="ALL", help=f"CoreML: one of {COMPUTE_UNITS}")
-    m.add_argument("--clock", default="wall", help="wall: median wall time; cpu: median CPU time "
-                   "of the inference thread (threads=1 only; robust on a shared machine)")
+    m.add_argument("--clock", default="wall", help="wall: wall time; cpu: CPU time of the "
+                   "inference thread (threads=1 only; robust on a shared machine)")
+    m.add_argument("--rounds", type=COUNT, default=1,
+                   help="time every model in this many interleaved rounds (a fresh order each "
+                        "round) of --warmup + --runs, the runs pooled: on a shared VM, whose "
+                        "speed drifts over seconds, use --clock cpu --rounds 10 --stat min")
+    m.add_argument("--stat", default="median", help=f"one of {STATS}: the recorded latency is "
+                   "this statistic of the pooled runs (min: the run least slowed by the machine)")
     m.add_argument("--record-device", default=None, metavar="TEXT",
                    help="device column of the written records (default: this host's CPU)")
     m.add_argument("--out", default=None, help="append records to this CSV")
@@ -242,6 +251,7 @@ def _check_measure(args: argparse.Namespace) -> None:
     _check_choice("backend", args.backend, BACKENDS)
     _check_choice("compute-unit", args.compute_unit, COMPUTE_UNITS)
     _check_choice("clock", args.clock, CLOCKS)
+    _check_choice("stat", args.stat, STATS)
     if args.clock == "cpu" and (args.threads != 1 or args.backend == "coreml"):
         raise UsageError("--clock cpu: needs --threads 1 and a CPU backend (torch, onnxruntime)")
     if args.out and not args.out.endswith(".csv"):
@@ -265,17 +275,50 @@ def _measure_target(args: argparse.Namespace, ref: str):
     return _resolve_arch(ref, args.resolution)
 
 
-def _measure_one(args: argparse.Namespace, a) -> dict:
+def _time_once(args: argparse.Namespace, a) -> dict:
+    """One round of one model: --warmup untimed and --runs timed runs."""
     if args.backend == "torch":
-        r = backends.measure_torch_cpu(a, args.resolution, args.threads, args.warmup, args.runs)
-    elif args.backend == "onnxruntime":
-        r = backends.measure_onnxruntime_cpu(a, args.resolution, args.threads, args.warmup,
-                                             args.runs)
-    else:
-        r = backends.measure_coreml(a, args.compute_unit, args.warmup, args.runs)
-    if args.clock == "cpu":
-        r["latency_ms"], r["p25_ms"], r["p75_ms"] = r["cpu_ms"], r["cpu_p25_ms"], r["cpu_p75_ms"]
-    return r
+        return backends.measure_torch_cpu(a, args.resolution, args.threads, args.warmup,
+                                          args.runs)
+    if args.backend == "onnxruntime":
+        return backends.measure_onnxruntime_cpu(a, args.resolution, args.threads, args.warmup,
+                                                args.runs)
+    return backends.measure_coreml(a, args.compute_unit, args.warmup, args.runs)
+
+
+def _latency_of(args: argparse.Namespace, r: dict) -> dict:
+    """``latency_ms`` (--stat of the --clock times) and its quartiles, from pooled runs."""
+    t = np.asarray(r["cpu_times_ms"] if args.clock == "cpu" else r["times_ms"], dtype=float)
+    q25, q75 = np.percentile(t, [25, 75])
+    lat = t.min() if args.stat == "min" else np.median(t)
+    return {**r, "latency_ms": float(lat), "p25_ms": float(q25), "p75_ms": float(q75)}
+
+
+def _measure_all(args: argparse.Namespace, refs: list[str], archs: list) -> list[dict]:
+    """Every model in --rounds interleaved rounds, a fresh (seeded) order each round; per model
+    the rounds' runs pooled."""
+    per: list[list[dict]] = [[] for _ in archs]
+    order = list(range(len(archs)))
+    rng = random.Random(0)
+    for k in range(args.rounds):
+        for i in order:
+            per[i].append(_time_once(args, archs[i]))
+            if args.rounds == 1:
+                print(_measured_line(args, refs[i], _latency_of(args, per[i][0])), flush=True)
+        if args.rounds > 1:
+            print(f"round {k + 1}/{args.rounds} done ({backends.load_info()})", flush=True)
+            rng.shuffle(order)
+    out = [_latency_of(args, backends.pool_rounds(p)) for p in per]
+    if args.rounds > 1:
+        for ref, r in zip(refs, out):
+            print(_measured_line(args, ref, r))
+    return out
+
+
+def _measured_line(args: argparse.Namespace, ref: str, r: dict) -> str:
+    rounds = f" in {args.rounds} rounds" if args.rounds > 1 else ""
+    return (f"{ref}: {r['latency_ms']:.3f} ms ({args.stat} {args.clock} time; IQR "
+            f"{r['p25_ms']:.3f}-{r['p75_ms']:.3f}, {r['runs']} runs{rounds}, {args.backend})")
 
 
 def _measured_record(args: argparse.Namespace, ref: str, a, r: dict) -> Record:
@@ -286,9 +329,15 @@ def _measured_record(args: argparse.Namespace, ref: str, a, r: dict) -> Record:
                   spec=spec, timm_name=timm_name, os=r["os"], runtime=r["runtime"],
                   compute_unit=r["compute_unit"], resolution=r["resolution"],
                   std_ms=round(r["p75_ms"] - r["p25_ms"], 4),
-                  source=f"measured, median {args.clock} time of {r['runs']} runs after "
-                         f"{args.warmup} warm-up, "
+                  source=f"measured, {args.stat} {args.clock} time of {r['runs']} runs "
+                         f"({args.rounds} interleaved round(s) of {args.runs} after "
+                         f"{args.warmup} warm-up), "
                          f"{r.get('threads', '')} threads, {backends.load_info()}")
+
+
+def _onnx_file(a, path: str, resolution: int | None) -> str:
+    export.export_onnx(a, path, resolution)
+    return path
 
 
 def _measure(args: argparse.Namespace) -> int:
@@ -298,12 +347,13 @@ def _measure(args: argparse.Namespace) -> int:
     archs = [_measure_target(args, a) for a in args.arch]
     if args.backend in ("torch", "onnxruntime"):
         backends.process_warmup(2.0, args.threads)
-    records = []
-    for ref, a in zip(args.arch, archs):
-        r = _measure_one(args, a)
-        records.append(_measured_record(args, ref, a, r))
-        print(f"{ref}: {r['latency_ms']:.3f} ms (IQR {r['p25_ms']:.3f}-{r['p75_ms']:.3f}, "
-              f"{r['runs']} runs, {args.backend})")
+    with tempfile.TemporaryDirectory(prefix="latency-onnx-") as tmp:
+        # onnxruntime times a file: a model is exported once, not once per round
+        timed = [_onnx_file(a, os.path.join(tmp, f"{i}.onnx"), args.resolution)
+                 if args.backend == "onnxruntime" and not str(a).endswith(".onnx") else a
+                 for i, a in enumerate(archs)]
+        results = _measure_all(args, args.arch, timed)
+    records = [_measured_record(args, ref, a, r) for ref, a, r in zip(args.arch, archs, results)]
     if args.out:
         write_records(old + records, args.out)
         print(f"appended {len(records)} record(s) to {args.out}")

@@ -35,6 +35,8 @@ def test_predict_and_devices(capsys):
     (["latency", "measure", "XS", "--backend", "tpu"], "--backend"),
     (["latency", "measure", "XS", "--runs", "0"], "argument --runs: 0: allowed integers >= 1"),
     (["latency", "measure", "XS", "--warmup", "-1"], "argument --warmup: -1: allowed integers >= 0"),
+    (["latency", "measure", "XS", "--rounds", "0"], "argument --rounds: 0: allowed integers >= 1"),
+    (["latency", "measure", "XS", "--stat", "mean"], "--stat 'mean': allowed ['median', 'min']"),
     (["latency", "measure", "XS", "--threads", "two"],
      "argument --threads: 'two' is not an integer; allowed integers >= 1"),
     (["latency", "predict", "XS", "--resolution", "16"],
@@ -87,6 +89,52 @@ def test_measure_onnx_file_records_it(capsys, tmp_path):
     code, _, err = run(capsys, "latency", "measure", str(tmp_path / "nope.onnx"), "--backend",
                        "onnxruntime")
     assert code == 2 and "nope.onnx: no such .onnx file" in err
+
+
+@pytest.mark.parametrize("stat", ["min", "median"])
+def test_measure_rounds_interleave_models_and_pool_their_runs(capsys, tmp_path, monkeypatch, stat):
+    """--rounds: every model once per round (never two rounds of one model back to back), the
+    runs of all rounds pooled, --stat of the --clock times recorded."""
+    from latency_models import cli
+    from latency_models.records import read_records
+
+    backends = cli.backends
+    backends.pool_rounds      # the lazy module loads now (loading later would undo the patches)
+    calls = []
+
+    def fake_torch(a, resolution, threads, warmup, runs):
+        calls.append(a.arch_hash)
+        k = len(calls)            # the k-th call's runs take 10k + j ms wall, half that CPU
+        wall = [(10 * k + j) / 1e3 for j in range(runs)]
+        out = backends._stats(wall, [t / 2 for t in wall])
+        out.update(resolution=224, runtime="fake", compute_unit="CPU", threads=threads,
+                   os="test", device="fake CPU")
+        return out
+
+    monkeypatch.setattr(backends, "measure_torch_cpu", fake_torch)
+    monkeypatch.setattr(backends, "process_warmup", lambda *a, **k: None)
+    out = tmp_path / "m.csv"
+    code, o, err = run(capsys, "latency", "measure", "XS", "S", "L1", "--rounds", "3",
+                       "--runs", "2", "--clock", "cpu", "--stat", stat, "--out", str(out))
+    assert code == 0, err
+    assert len(calls) == 9
+    for r in range(3):                       # each round times each model once
+        assert len(set(calls[3 * r: 3 * r + 3])) == 3
+    recs = {r.model: r for r in read_records(str(out))}
+    assert set(recs) == {"XS", "S", "L1"}
+    for name, rec in recs.items():
+        ks = [i + 1 for i, h in enumerate(calls) if h == _hash(rec.spec)]   # its calls
+        assert len(ks) == 3, name
+        cpu = sorted((10 * k + j) / 2 for k in ks for j in range(2))
+        assert rec.latency_ms == pytest.approx(min(cpu) if stat == "min" else np.median(cpu))
+        assert f"{stat} cpu time of 6 runs (3 interleaved round(s) of 2" in rec.source
+    assert "round 3/3 done" in o and f"({stat} cpu time; IQR" in o
+
+
+def _hash(spec_json: str) -> str:
+    from search_space.spec import ArchSpec
+
+    return ArchSpec.from_dict(json.loads(spec_json)).arch_hash
 
 
 def test_calibrate_evaluate_round_trip(capsys, tmp_path):
