@@ -92,17 +92,21 @@ def _transfer(F, y, prior, families=None, **kw):
 @pytest.mark.timeout(300)
 def test_few_shot_transfer_on_shipped_rows(iphone12, fam12):
     """iPhone 14 (shipped calibration) -> iPhone 12 rows, 10-shot, fixed draws, family folds:
-    the refit wins where its family-held-out evidence is clear (draws 1 and 3) and prior x
-    scale is kept elsewhere, so ours beats prior x scale by 3+ points and never loses on a
-    draw; intervals that cover without being vacuous. Without the refit candidate ours is
+    the refit wins where its family-held-out evidence is clear (draws 1, 2 and 3; draw 2 only
+    since one_se = 0.5) and prior x scale is kept elsewhere, so ours beats prior x scale by 5
+    points and never loses on a draw; intervals that cover without being vacuous. Without the refit candidate ours is
     prior x scale (the log-multiplier fits cannot reach the iPhone 12's cost structure); the
     full fit, forced, moves its coefficients within the bounds."""
     F, y = iphone12
     prior = lm.load_predictor()
     mape, cov, rel_sd, fits = _transfer(F, y, prior, fam12)
     scale_mape, _, _, scale = _transfer(F, y, prior, candidates=("scale",))
-    assert mape <= 0.17 and mape <= scale_mape - 0.03, (mape, scale_mape)  # 0.159 vs 0.195
-    assert [p.meta["candidate"] for p in fits] == ["scale", "refit", "scale", "refit"]
+    assert mape <= 0.15 and mape <= scale_mape - 0.05, (mape, scale_mape)  # 0.139 vs 0.195
+    assert [p.meta["candidate"] for p in fits] == ["scale", "refit", "refit", "refit"]
+    for seed, p, q in zip(DRAWS, fits, scale):                       # no draw lost
+        ev = _draw(len(y), seed)[1]
+        err = [np.mean(np.abs(f.predict_features(F[ev])[0] / y[ev] - 1)) for f in (p, q)]
+        assert err[0] <= err[1] + 1e-9, (seed, err)
     assert all(p.meta["held_out"] == "families" for p in fits)
     assert cov >= 0.85 and rel_sd <= 0.45, (cov, rel_sd)                   # 0.94 / 0.33
     no_refit, _, _, _ = _transfer(F, y, prior, fam12, candidates=("scale", "groups", "full"))
