@@ -45,9 +45,8 @@ sys.path.insert(0, ROOT)
 
 from latency_models import load_predictor  # noqa: E402
 from latency_models.analytic import SpecArrays, spec_features_many  # noqa: E402
-from latency_models.featurize import featurize_records  # noqa: E402
 from latency_models.fewshot import fit_features  # noqa: E402
-from latency_models.published import published_records  # noqa: E402
+from latency_models.published import published_table  # noqa: E402
 from latency_models.predictor import prior_coef, terms_matrix  # noqa: E402
 from latency_models.suggest import choose_rows, design_rows  # noqa: E402
 from latency_models.transfer import (METHODS, evaluate_split, loo_predictions,  # noqa: E402
@@ -96,23 +95,6 @@ def prior_ms(F, prior) -> np.ndarray:
     return terms_matrix(F) @ prior_coef(prior)
 
 
-def iphone_table(prefix: str, source: str
-                 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Featurisable published rows of one phone (features, ms, names, model families); rows
-    measuring the same model are averaged."""
-    recs = published_records(device_prefix=prefix, source_contains=source)
-    F, errs = featurize_records(recs)
-    by: dict[str, list] = {}
-    for r, f, e in zip(recs, F, errs):
-        if e is None:
-            by.setdefault(r.identity(), []).append((r, f))
-    names = [v[0][0].model for v in by.values()]
-    families = [v[0][0].family() for v in by.values()]
-    F = np.stack([v[0][1] for v in by.values()])
-    y = np.array([np.mean([r.latency_ms for r, _ in v]) for v in by.values()])
-    return F, y, names, families
-
-
 def more_seeds(F, y, prior, fam, args, first: dict) -> list[dict]:
     """The same 10-row split drawn with ``--more-seeds`` further seeds: one seed's 20 draws
     can happen to hold no draw where ours loses to prior x scale (seed 0 on 12 -> 14 does;
@@ -139,8 +121,8 @@ SEED_KEYS = ("ours_mape_median", "ours_mape_worst", "scale_mape_median",
 
 
 def phones(args) -> dict:
-    t14 = iphone_table("iPhone 14 (iOS 16)", "Table 2")
-    t12 = iphone_table("iPhone 12", "")
+    t14 = published_table("iPhone 14 (iOS 16)", "Table 2")
+    t12 = published_table("iPhone 12")
     p14 = load_predictor("iphone14-ane")
     p12 = fit_features(t12[0], t12[1], "iphone12-bench", None, families=t12[3])
     out = {"iphone14_rows": len(t14[1]), "iphone12_rows": len(t12[1])}

@@ -46,14 +46,10 @@ def few_shot(args) -> None:
     evaluate on its other rows; GMACs line (CoreML-counted GMACs) fitted on the same K rows."""
     import latency_models as lm
     from latency_models.features import gmacs_of
-    from latency_models.featurize import featurize_records
     from latency_models.fewshot import fit_features
-    from latency_models.published import published_records
+    from latency_models.published import published_table
 
-    recs = published_records(device_prefix=args.few_shot_device, source_contains="")
-    F, errs = featurize_records(recs)
-    ok = np.array([e is None for e in errs])
-    F, y = F[ok], np.array([r.latency_ms for r in recs])[ok]
+    F, y, _, _ = published_table(args.few_shot_device)
     if len(y) < args.few_shot + 3:
         print(f"few-shot: only {len(y)} featurisable {args.few_shot_device} rows; skipped")
         return

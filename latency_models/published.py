@@ -1,7 +1,8 @@
 """Published on-device latencies (``data/published_latency.csv``) and the shipped default device.
 
 ``published_latency.csv`` is the project's reference table (sources cited per row in its
-``source`` column). Rows of non-SwiftFormer models are featurised from the CoreML conversion of
+``source`` column); ``published_table`` is one phone's featurisable rows as arrays (what the
+few-shot bench and tests calibrate and predict). Rows of non-SwiftFormer models are featurised from the CoreML conversion of
 the timm model named in ``timm_name``, cached in ``data/published_features.json``
 (``feature_cache``), so nothing converts at run time. ``calibrate_default`` fits the shipped
 ``iphone14-ane`` calibration on the SwiftFormer paper's iPhone 14 rows.
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
 
 from .devices import SHIPPED_DIR
 from .feature_cache import DATA_DIR, cached_features
 from .options import DEFAULT_DEVICE
+from .featurize import featurize_records
 from .fewshot import fit
 from .predictor import LatencyPredictor
 from .records import Record, parse_record
@@ -51,6 +55,31 @@ def published_records(device_prefix: str = "iPhone 14 (iOS 16)",
                 and r["latency_ms"].strip():   # Swin-T has no published iPhone latency
             out.append(parse_record(r, PUBLISHED_CSV, i))
     return out
+
+
+class PublishedTable(NamedTuple):
+    """One phone's featurisable published rows, one per model (repeated measurements of a
+    model averaged)."""
+    features: np.ndarray       # (rows, N_FEATURES)
+    latency_ms: np.ndarray     # (rows,)
+    names: list[str]           # display name of each row's first record
+    families: list[str]        # each row's model family (Record.family: the held-out folds)
+
+
+def published_table(device_prefix: str, source_contains: str = "") -> PublishedTable:
+    """The rows of ``published_records(device_prefix, source_contains)`` that can be
+    featurised (SwiftFormer specs analytically, timm models from the shipped cache), one per
+    model (Record.identity)."""
+    recs = published_records(device_prefix=device_prefix, source_contains=source_contains)
+    F, errs = featurize_records(recs)
+    by: dict[str, list[tuple[Record, np.ndarray]]] = {}
+    for r, f, e in zip(recs, F, errs):
+        if e is None:
+            by.setdefault(r.identity(), []).append((r, f))
+    return PublishedTable(np.stack([v[0][1] for v in by.values()]),
+                          np.array([np.mean([r.latency_ms for r, _ in v]) for v in by.values()]),
+                          [v[0][0].model for v in by.values()],
+                          [v[0][0].family() for v in by.values()])
 
 
 def calibrate_default(device: str = DEFAULT_DEVICE, path: str | None = None,

@@ -12,11 +12,10 @@ import pytest
 import latency_models as lm
 from latency_models import fewshot
 from latency_models.analytic import SpecArrays, spec_features_many
-from latency_models.featurize import featurize_records
 from latency_models.fewshot import fit, fit_features
 from latency_models.predictor import (GROUP_OF, GROUPS, TERM_NAMES, LatencyPredictor, prior_coef,
                                       terms_matrix)
-from latency_models.published import published_records
+from latency_models.published import published_table
 from search_space.errors import NotFoundError, UsageError
 from search_space.space import DEFAULT_SPACE
 from search_space.spec import PRESETS
@@ -25,28 +24,16 @@ N_CAL = 10
 DRAWS = (0, 1, 2, 3)
 
 
-def _table(prefix, source):
-    """Featurisable published rows of one phone, duplicates (same model) averaged: features,
-    latencies and each row's model family (Record.family)."""
-    recs = published_records(device_prefix=prefix, source_contains=source)
-    F, errs = featurize_records(recs)
-    by = {}
-    for r, f, e in zip(recs, F, errs):
-        if e is None:
-            by.setdefault(r.identity(), []).append((f, r.latency_ms, r.family()))
-    return (np.stack([v[0][0] for v in by.values()]),
-            np.array([np.mean([ms for _, ms, _ in v]) for v in by.values()]),
-            [v[0][2] for v in by.values()])
-
-
 @pytest.fixture(scope="module")
 def table12():
-    return _table("iPhone 12", "")
+    t = published_table("iPhone 12")
+    return t.features, t.latency_ms, t.families
 
 
 @pytest.fixture(scope="module")
 def table14():
-    return _table("iPhone 14 (iOS 16)", "Table 2")
+    t = published_table("iPhone 14 (iOS 16)", "Table 2")
+    return t.features, t.latency_ms, t.families
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,27 @@ def test_shipped_published_table_parses():
     assert isinstance(recs[0], Record)
 
 
+def test_published_table_is_one_row_per_featurisable_model():
+    """The arrays the few-shot bench and tests use: a model measured twice (MobileNetV2x1.0 on
+    the iPhone 12 and 12 Pro: 1.7 and 1.73 ms) is one row at the mean; a row without a
+    latency (Swin-T) or without features (EdgeViT: no timm model) is left out; each row keeps
+    its family for the held-out folds."""
+    from latency_models.features import N_FEATURES
+    from latency_models.published import published_table
+
+    t12 = published_table("iPhone 12")
+    assert t12.names.count("MobileNetV2x1.0") == 1 and len(set(t12.names)) == len(t12.names)
+    assert t12.latency_ms[t12.names.index("MobileNetV2x1.0")] == pytest.approx((1.7 + 1.73) / 2)
+    assert t12.features.shape == (len(t12.names), N_FEATURES) == (len(t12.latency_ms),
+                                                                  N_FEATURES)
+    assert t12.families[t12.names.index("FastViT-T8")] == t12.families[
+        t12.names.index("FastViT-SA36")] != t12.families[t12.names.index("MobileOne-S0")]
+    t14 = published_table("iPhone 14 (iOS 16)", "Table 2")
+    assert "SwiftFormer-L3" in t14.names and "DeiT-S" in t14.names
+    assert "Swin-T" not in t14.names and "EdgeViT-XS" not in t14.names
+    assert len(t14.names) == 21
+
+
 # -- calibration input as users have it (issue 14) and bad input (issue 18) ------------------
 def _user_csv(tmp_path, text, name="my.csv"):
     p = tmp_path / name
