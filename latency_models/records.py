@@ -34,9 +34,10 @@ import json
 import math
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from search_space.errors import NotFoundError, UsageError
 from search_space.io import atomic_write
@@ -225,19 +226,40 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str, list[str] | None]:
                 raise RecordError(f"{path}: record {i}: expected an object, got {type(r).__name__}")
         return list(enumerate(rows, start=1)), ",", (list(rows[0]) if rows else None)
     delim = _delimiter(text.split("\n", 1)[0])
-    reader = csv.DictReader(text.splitlines(), delimiter=delim)
-    if reader.fieldnames is None:
+    # strict: an unbalanced '"' is an error, not a field that swallows the rest of the file
+    reader = csv.DictReader(text.splitlines(), delimiter=delim, strict=True)
+    with _csv_errors(path, reader):
+        columns = reader.fieldnames
+    if columns is None:
         raise RecordError(f"{path}: empty file (expected a CSV header with {list(REQUIRED)})")
-    reader.fieldnames = [c.strip().lower() for c in reader.fieldnames]
+    reader.fieldnames = [c.strip().lower() for c in columns]
     twice = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
     if twice:   # csv.DictReader would silently keep the last of each
         raise RecordError(f"{path}: header: column(s) {twice} appear more than once")
     out = []
-    for line_no, r in enumerate(reader, start=2):  # header is line 1
+    rows = iter(reader)
+    while True:
+        with _csv_errors(path, reader):
+            r = next(rows, None)
+        if r is None:
+            break
+        line_no = reader.line_num   # the file's line (blank lines, which are skipped, count)
         if None in r:
             raise RecordError(f"{path}: row {line_no}: more fields than header columns")
         out.append((line_no, r))
     return out, delim, list(reader.fieldnames)
+
+
+@contextmanager
+def _csv_errors(path: str, reader: csv.DictReader) -> Iterator[None]:
+    """A csv.Error while reading the next row -> one RecordError naming the line it began on."""
+    start = reader.reader.line_num + 1
+    try:
+        yield
+    except csv.Error as e:
+        raise RecordError(f"{path}: row {start}: not valid CSV ({e}): a field holding the "
+                          "separator must be in double quotes, and every opening '\"' needs its "
+                          "closing one") from None
 
 
 def check_header(path: str, columns: list[str] | None, required: tuple[str, ...]) -> None:

@@ -244,6 +244,12 @@ def test_calibrate_from_model_and_latency_only(capsys, tmp_path, user_dir):
                          "['modell', 'latency']); the records columns are ['model', "),
     ("model,latency_ms,model\nXS,0.9,S\nS,1.1,XS\n",
      "header: column(s) ['model'] appear more than once"),
+    # row numbers are the file's lines: a blank line (skipped) still counts
+    ("model,latency_ms\nXS,0.9\n\nS,fast\n", "row 4, column 'latency_ms': 'fast' is not"),
+    # an unclosed quote used to swallow the rest of the file into one field ("found 0")
+    ('model,latency_ms\nXS,0.9\n"S,1.1\nL1,1.2\n', "row 3: not valid CSV (unexpected end "
+                                                     "of data): a field holding the separator"),
+    ('model,latency_ms\nXS,0.9\n"S"x,1.1\n', "row 3: not valid CSV (',' expected after '\"')"),
 ])
 def test_calibrate_bad_input_one_line_nothing_written(capsys, tmp_path, user_dir, body, needle):
     rec = tmp_path / "bad.csv"
