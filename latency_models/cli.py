@@ -55,6 +55,7 @@ RESOLUTION = number_type(int, 32)    # the stem and four stages halve it 5 times
 COUNT = number_type(int, 1)
 COUNT0 = number_type(int, 0)
 DRAWS = number_type(int, 1, 10_000)     # each draw is two fits: 10^4 is minutes already
+POOL = number_type(int, 0, 100_000)     # suggest's random space members: features of 10^5 in s
 
 
 def _match_text(text: str) -> str:
@@ -174,8 +175,9 @@ def _register_suggest(lsub) -> None:
     add_latency_device_option(s, purpose="the prior whose cost terms the design targets "
                                          "('generic' = the hand-set ANE prior)",
                               aliases=LATENCY_ALIASES)
-    s.add_argument("--pool", type=COUNT0, default=1000,
-                   help="random SwiftFormer-space members considered (default 1000)")
+    s.add_argument("--pool", type=POOL, default=1000,
+                   help="random SwiftFormer-space members considered (default 1000, at most "
+                        "100000)")
     s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--no-export", action="store_true",
                    help="write the CSV and spec files only (no CoreML conversion)")
@@ -528,6 +530,11 @@ def _suggest(args: argparse.Namespace) -> int:
     prior = (LatencyPredictor("generic-ane", prior_coef(None)) if args.latency_device == "generic"
              else load_predictor(args.latency_device))
     cands, F = candidate_pool(args.pool, args.seed)
+    if args.n > len(cands):   # before any export: each is a CoreML conversion
+        n_timm = sum(c.spec is None for c in cands)
+        raise UsageError(f"--n {args.n}: allowed 1..{len(cands)}, the candidates (the 4 presets, "
+                         f"{len(cands) - 4 - n_timm} space members of --pool {args.pool}, "
+                         f"{n_timm} timm models)")
     X = design_rows(F, prior)
     rows = choose_rows(X, args.n)
     chosen = [cands[i] for i in rows]

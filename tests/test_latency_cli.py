@@ -44,6 +44,8 @@ def test_predict_and_devices(capsys):
     (["latency", "export", "XS", "--out", "x.onnx", "--resolution", "8"], "--resolution: 8"),
     (["latency", "suggest", "--out", "d", "--n", "0"], "argument --n: 0: allowed integers >= 1"),
     (["latency", "suggest", "--out", "d", "--pool", "-5"], "argument --pool: -5: allowed"),
+    (["latency", "suggest", "--out", "d", "--pool", "100001"],
+     "argument --pool: 100001: allowed integers 0..100000"),
     (["latency", "measure", "m.mlpackage", "--backend", "coreml", "--compute-unit", "GPU"],
      "--compute-unit"),
     (["latency", "export", "XS", "--format", "tflite", "--out", "x.tflite"], "--format"),
@@ -319,6 +321,18 @@ def test_mlpackage_rows_are_featurised_from_the_package(capsys, tmp_path, user_d
     code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
                          "--latency-device", "p")
     assert code == 0, err and "on 3 records" in out
+
+
+def test_suggest_refuses_more_models_than_candidates_before_exporting(capsys, tmp_path):
+    """--n above the pool (it once exported all 1051 candidates for --n 100000, minutes of
+    CoreML conversions) is one line naming the pool, and nothing is created."""
+    out_dir = tmp_path / "new" / "suggest"
+    code, _, err = run(capsys, "latency", "suggest", "--n", "52", "--pool", "0",
+                       "--out", str(out_dir))
+    assert code == 2 and err.strip().splitlines() == [
+        "error: --n 52: allowed 1..51, the candidates (the 4 presets, 0 space members of "
+        "--pool 0, 47 timm models)"]
+    assert not (tmp_path / "new").exists()
 
 
 def test_suggest_writes_a_template_that_calibrates(capsys, tmp_path, user_dir):
