@@ -440,6 +440,12 @@ def latency_cases() -> list[Case]:
              write("r.csv", LATENCY_CSV.replace("1.3", "1e12"))),
         Case("latency-calibrate-unknown-model", (*cal, "{t}/r.csv"), "NoSuchNet",
              write("r.csv", LATENCY_CSV + "NoSuchNet,phone,2.0\n")),
+        # an unclosed quote swallowed the rest of the file into one field
+        Case("latency-calibrate-unclosed-quote", (*cal, "{t}/r.csv"), "row 3: not valid CSV",
+             write("r.csv", LATENCY_CSV.replace("\nS,", '\n"S,', 1))),
+        # --n above the candidates exported every one of them (minutes of conversions)
+        Case("latency-suggest-n-above-pool", ("latency", "suggest", "--n", "60", "--pool", "0",
+                                              "--out", "{t}/sg"), "--n 60: allowed 1..51"),
         Case("latency-predict-unknown-arch", ("latency", "predict", "NoSuchNet"), "NoSuchNet"),
         Case("latency-predict-unknown-device", ("latency", "predict", "XS", "--latency-device",
                                                 "nokia-3310"), "nokia-3310"),
