@@ -194,12 +194,16 @@ def train_on_ranks(nproc: int, supernet, fidelity, data, *, seed: int, space, de
     done = 0
     while True:
         worker.join(timeout=poll_seconds)
+        # alive BEFORE reading: a rank that logs its last epoch and ends between a read and the
+        # check would otherwise end the loop with that epoch unread (its checkpoint never sent,
+        # the driver scoring on the one before)
+        alive = worker.is_alive()
         epochs = read_epoch_log(log)
         for m in epochs[done:]:
             if on_epoch is not None:
                 on_epoch(m)
         done = len(epochs)
-        if not worker.is_alive():
+        if not alive:
             break
     if failure:
         raise failure[0]
