@@ -45,7 +45,7 @@ def _stats(times_s: list[float], cpu_s: list[float] | None = None) -> dict[str, 
     if cpu_s is not None:
         cpu = np.asarray(cpu_s) * 1e3
         out.update(cpu_ms=float(np.median(cpu)), cpu_p25_ms=float(np.percentile(cpu, 25)),
-                   cpu_p75_ms=float(np.percentile(cpu, 75)),
+                   cpu_p75_ms=float(np.percentile(cpu, 75)), cpu_min_ms=float(cpu.min()),
                    cpu_times_ms=[round(float(t), 4) for t in cpu])
     return out
 

@@ -288,12 +288,17 @@ def _time_once(args: argparse.Namespace, a) -> dict:
     return backends.measure_coreml(a, args.compute_unit, args.warmup, args.runs)
 
 
+# the keys of backends' statistics (backends._stats) per --clock: median, min, quartiles
+_STAT_KEYS = {"wall": ("latency_ms", "min_ms", "p25_ms", "p75_ms"),
+              "cpu": ("cpu_ms", "cpu_min_ms", "cpu_p25_ms", "cpu_p75_ms")}
+
+
 def _latency_of(args: argparse.Namespace, r: dict) -> dict:
-    """``latency_ms`` (--stat of the --clock times) and its quartiles, from pooled runs."""
-    t = np.asarray(r["cpu_times_ms"] if args.clock == "cpu" else r["times_ms"], dtype=float)
-    q25, q75 = np.percentile(t, [25, 75])
-    lat = t.min() if args.stat == "min" else np.median(t)
-    return {**r, "latency_ms": float(lat), "p25_ms": float(q25), "p75_ms": float(q75)}
+    """``latency_ms`` (--stat of the --clock times) and its quartiles, from a result's own
+    statistics (one round's, or the pooled rounds' of ``backends.pool_rounds``)."""
+    median, low, q25, q75 = (r[k] for k in _STAT_KEYS[args.clock])
+    return {**r, "latency_ms": low if args.stat == "min" else median, "p25_ms": q25,
+            "p75_ms": q75}
 
 
 def _measure_all(args: argparse.Namespace, refs: list[str], archs: list) -> list[dict]:

@@ -2,9 +2,9 @@
 
 ``published_latency.csv`` is the project's reference table (sources cited per row in its
 ``source`` column); ``published_table`` is one phone's featurisable rows as arrays (what the
-few-shot bench and tests calibrate and predict). Rows of non-SwiftFormer models are featurised from the CoreML conversion of
-the timm model named in ``timm_name``, cached in ``data/published_features.json``
-(``feature_cache``), so nothing converts at run time. ``calibrate_default`` fits the shipped
+few-shot bench and tests calibrate and predict). Rows of non-SwiftFormer models are featurised
+from the CoreML conversion of the timm model named in ``timm_name``, cached in
+``data/published_features.json`` (``feature_cache``), so nothing converts at run time. ``calibrate_default`` fits the shipped
 ``iphone14-ane`` calibration on the SwiftFormer paper's iPhone 14 rows.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 
 from .devices import SHIPPED_DIR
 from .feature_cache import DATA_DIR, cached_features
-from .options import DEFAULT_DEVICE
 from .featurize import featurize_records
 from .fewshot import fit
+from .options import DEFAULT_DEVICE
 from .predictor import LatencyPredictor
 from .records import Record, parse_record
 from .timm_models import default_resolution
