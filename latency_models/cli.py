@@ -191,7 +191,8 @@ def _register_export(lsub) -> None:
     x.add_argument("--out", required=True, help=".mlpackage or .onnx path")
     x.add_argument("--resolution", type=RESOLUTION, default=None)
     x.add_argument("--precision", default="fp16", help="CoreML: fp16 or fp32")
-    x.add_argument("--opset", type=int, default=17, help="ONNX: 17 or 11")
+    x.add_argument("--opset", type=number_type(int, 11, 11, also=(17,), allowed="11 or 17"),
+                   default=17, help="ONNX: 17 or 11")
     x.add_argument("--features", action="store_true", help="CoreML: print the per-op feature sums")
     x.set_defaults(func=_export)
 
@@ -482,10 +483,8 @@ def _check_export(args: argparse.Namespace) -> None:
         _check_choice("precision", args.precision, ("fp16", "fp32"))
         if not args.out.endswith(".mlpackage"):
             raise UsageError(f"--out {args.out!r}: CoreML export needs a .mlpackage path")
-    else:
-        _check_choice("opset", args.opset, (11, 17))
-        if not args.out.endswith(".onnx"):
-            raise UsageError(f"--out {args.out!r}: ONNX export needs a .onnx path")
+    elif not args.out.endswith(".onnx"):  # --opset: checked by its parse step (11 or 17)
+        raise UsageError(f"--out {args.out!r}: ONNX export needs a .onnx path")
 
 
 def _records_line(arch: str, info: dict) -> str:

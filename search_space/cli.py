@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli_types import SEED
+from .cli_types import SEED, number_type
 from .costs import analytic_gmacs, analytic_params, op_table
 from .errors import UsageError
 from .lazy import lazy_import
@@ -86,6 +86,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     space.add_parser("describe", help="ranges per dimension and size").set_defaults(
         func=_space_describe)
     smp = space.add_parser("sample", help="print seeded random specs as JSON lines")
-    smp.add_argument("-n", type=int, default=5)
+    smp.add_argument("-n", type=number_type(int, 1, MAX_SAMPLES), default=5)
     smp.add_argument("--seed", type=SEED, default=0)
     smp.set_defaults(func=_space_sample)

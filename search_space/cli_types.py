@@ -13,21 +13,25 @@ import argparse
 import math
 from typing import Callable
 
-__all__ = ["number_type", "SEED", "MAX_SEED"]
+__all__ = ["number_type", "INTEGER", "NUMBER", "SEED", "MAX_SEED"]
 
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds 0..2**32-1
 
 
-def _allowed(kind: type, low: float, high: float | None) -> str:
+def _allowed(kind: type, low: float | None, high: float | None) -> str:
     what = "integers" if kind is int else "numbers"
     num = (lambda v: str(int(v))) if kind is int else (lambda v: f"{v:g}")  # no 4.29497e+09
+    if low is None:
+        return ("finite " + what if kind is float else what) if high is None else \
+            f"{what} <= {num(high)}"
     return f"{what} >= {num(low)}" if high is None else f"{what} {num(low)}..{num(high)}"
 
 
-def number_type(kind: type[int] | type[float], low: float, high: float | None = None, *,
-                also: tuple[float, ...] = (), allowed: str = "") -> Callable[[str], float]:
+def number_type(kind: type[int] | type[float], low: float | None = None,
+                high: float | None = None, *, also: tuple[float, ...] = (),
+                allowed: str = "") -> Callable[[str], float]:
     """An argparse ``type=``: the text as ``kind`` (int or float), accepted when
-    ``low <= value <= high`` (``high`` None: no upper bound) or ``value in also`` (e.g. 0 meaning
+    ``low <= value <= high`` (None: no bound on that side) or ``value in also`` (e.g. 0 meaning
     "off"), else ``argparse.ArgumentTypeError``. ``allowed`` says what is allowed in the message
     (default: "integers LOW..HIGH", "numbers >= LOW", ...). NaN and infinities are refused."""
     allowed = allowed or _allowed(kind, low, high)
@@ -38,7 +42,8 @@ def number_type(kind: type[int] | type[float], low: float, high: float | None = 
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {noun}; allowed {allowed}") from None
-        ok = math.isfinite(v) and (v in also or (low <= v and (high is None or v <= high)))
+        ok = math.isfinite(v) and (v in also or ((low is None or low <= v)
+                                                  and (high is None or v <= high)))
         if not ok:
             raise argparse.ArgumentTypeError(f"{text}: allowed {allowed}")
         return v
@@ -46,6 +51,12 @@ def number_type(kind: type[int] | type[float], low: float, high: float | None = 
     parse.__name__ = f"{kind.__name__} ({allowed})"
     return parse
 
+
+# Options whose range is checked by the config they fill (its __post_init__ names the range):
+# at parse time only "a finite integer / number", so 'abc', '1.5' for an int and 'nan', '1e400'
+# fail with one line saying what is allowed instead of argparse's "invalid int value".
+INTEGER = number_type(int)
+NUMBER = number_type(float)
 
 # ``--seed`` of every command: numpy refuses negative seeds with a traceback deep in the run.
 SEED = number_type(int, 0, MAX_SEED)

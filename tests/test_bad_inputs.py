@@ -244,9 +244,19 @@ def test_space_names_the_field_and_what_is_allowed(tmp_path, capsys, space, need
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["search", "--trials", "many"], "argument --trials: invalid int value: 'many'"),
-    (["search", "--trials", "10000000000"], "--trials 10000000000: allowed 1..100,000"),
-    (["search", "--seed", "-1"], "--seed -1: allowed 0..4294967295"),
+    (["search", "--trials", "many"],
+     "argument --trials: 'many' is not an integer; allowed integers 1..100000"),
+    (["search", "--trials", "1e3"],
+     "argument --trials: '1e3' is not an integer; allowed integers 1..100000"),
+    (["retrain", "--arch", "XS", "--data", "d", "--lr", "fast"],
+     "argument --lr: 'fast' is not a number; allowed finite numbers"),
+    (["retrain", "--arch", "XS", "--data", "d", "--reprob", "-0.25"],
+     "--reprob -0.25: allowed 0..1"),
+    (["latency", "export", "--arch", "XS", "--out", "x.onnx", "--opset", "13"],
+     "argument --opset: 13: allowed 11 or 17"),
+    (["search", "--trials", "10000000000"],
+     "argument --trials: 10000000000: allowed integers 1..100000"),
+    (["search", "--seed", "-1"], "argument --seed: -1: allowed integers 0..4294967295"),
     (["search", "--trails", "3"], "unrecognized arguments: --trails"),
     # number options: one parse step (search_space.cli_types.number_type), one wording
     (["dashboard", "--port", "70000"], "argument --port: 70000: allowed integers 1..65535"),
@@ -257,7 +267,7 @@ def test_space_names_the_field_and_what_is_allowed(tmp_path, capsys, space, need
     (["report", "--out", "r.html", "--max-details", "-1"],
      "argument --max-details: -1: allowed integers 0..100000"),
     (["fidelity", "--threads", "0"], "argument --threads: 0: allowed integers >= 1"),
-    (["fidelity", "--report-only", "--boot", "0"], "--boot 0: allowed integers >= 1"),
+    (["fidelity", "--report-only", "--boot", "0"], "argument --boot: 0: allowed integers >= 1"),
 ])
 def test_option_errors_are_one_line(tmp_path, capsys, argv, needle):
     _one_line(*_main(argv + (["--db", str(tmp_path / "r.db")] if argv[0] == "search" else []),

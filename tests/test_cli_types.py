@@ -44,3 +44,62 @@ def test_the_allowed_text_can_be_given_and_argparse_names_the_flag(capsys):
         p.parse_args(["--poll", "0.5"])
     assert capsys.readouterr().err.splitlines()[-1] == (
         "x: error: argument --poll: 0.5: allowed 0 (off) or 1..3600 seconds")
+
+
+@pytest.mark.parametrize("kind, text, message", [
+    (int, "abc", "'abc' is not an integer; allowed integers"),
+    (int, "1.5", "'1.5' is not an integer; allowed integers"),
+    (float, "abc", "'abc' is not a number; allowed finite numbers"),
+    (float, "nan", "nan: allowed finite numbers"),
+    (float, "-1e400", "-1e400: allowed finite numbers"),
+])
+def test_unbounded_types_refuse_what_is_not_a_finite_number(kind, text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as e:
+        number_type(kind)(text)
+    assert str(e.value) == message
+    assert number_type(kind)("-7") == -7
+
+
+def _number_options():
+    """(sub-command words, option) for every option of run_search.py whose value is a number:
+    generated from the real parser, so an option added later with a bare type=int is caught."""
+    import run_search
+    parser, _ = run_search.build_parser()
+    found = []
+
+    def walk(words, p):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    walk(words + [name], sub)
+            elif a.option_strings and a.type is not None:
+                try:
+                    a.type("1")
+                except (argparse.ArgumentTypeError, TypeError, ValueError):
+                    continue  # a number type refuses no "1" (port 1, seed 1, ...); others skip
+                if a.type in (int, float) or isinstance(a.type("1"), (int, float)):
+                    found.append((tuple(words), a.option_strings[-1]))
+    walk([], parser)
+    return found
+
+
+NUMBER_OPTIONS = _number_options()
+
+
+def test_the_registry_walk_finds_the_number_options():
+    assert len(NUMBER_OPTIONS) >= 60  # every command's counts, seeds, rates ...
+    assert (("search",), "--trials") in NUMBER_OPTIONS
+    assert (("retrain",), "--lr") in NUMBER_OPTIONS
+
+
+@pytest.mark.parametrize("words, flag", NUMBER_OPTIONS, ids=lambda v: " ".join(v) if
+                         isinstance(v, tuple) else v)
+def test_every_number_option_refuses_a_word_with_what_is_allowed(words, flag, capsys):
+    import run_search
+    parser, _ = run_search.build_parser()
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args([*words, flag, "abc"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: argument {flag}: 'abc' is not a"), err
+    assert "; allowed " in err[0], err

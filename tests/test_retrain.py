@@ -25,6 +25,7 @@ from search.retrain.cli import retrain_parser
 from search.retrain.data import eval_transform
 from search.retrain.losses import DistillationLoss
 from search.retrain.loop import retrain_worker
+from search_space.errors import UsageError
 from search_space.spec import ArchSpec
 from search_space.swiftformer import build_model
 from test_checkpoint import official_state_dict  # one synthesizer of official-layout weights
@@ -446,7 +447,7 @@ def test_bad_input_exits_2_with_one_line(case, data, spec_file, tmp_path, capsys
         expect = "--epochs 0: allowed integers >= 1"
     elif case == "bad_mixup":
         argv += ["--mixup", "lots"]
-        expect = "--mixup 'lots': allowed a number or 'auto'"
+        expect = "--mixup 'lots': allowed a number >= 0 or 'auto'"
     else:  # a value the parser accepts but the recipe does not, inside --extra
         argv = ["export", "--arch", str(spec_file), "--out", str(out), "--extra",
                 "--drop-path 1.5"]
@@ -455,6 +456,52 @@ def test_bad_input_exits_2_with_one_line(case, data, spec_file, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expect in err and "\n" not in err
     assert not out.exists()  # nothing spawned, nothing written
+
+
+# Each number of the recipe with a value outside its range and one at its edge: written out here,
+# not read from the config's table, so a range dropped from RetrainConfig fails this test.
+RECIPE_RANGE_CASES = [
+    ("lr", -1e-3, 1e-9, "--lr -0.001: allowed numbers > 0"),
+    ("lr", 0.0, 1e-9, "--lr 0: allowed numbers > 0"),
+    ("opt_eps", 0.0, 1e-12, "--opt-eps 0: allowed numbers > 0"),
+    ("weight_decay", -0.1, 0.0, "--weight-decay -0.1: allowed numbers >= 0"),
+    ("warmup_epochs", -1, 0, "--warmup-epochs -1: allowed integers >= 0"),
+    ("warmup_lr", -1e-6, 0.0, "--warmup-lr -1e-06: allowed numbers >= 0"),
+    ("min_lr", -1e-5, 0.0, "--min-lr -1e-05: allowed numbers >= 0"),
+    ("clip_grad", -0.01, 0.0, "--clip-grad -0.01: allowed numbers >= 0 (0: off)"),
+    ("mixup", -0.8, 0.0, "--mixup -0.8: allowed a number >= 0 or 'auto'"),
+    ("cutmix", float("nan"), 0.0, "--cutmix nan: allowed a number >= 0 or 'auto'"),
+    ("mixup_prob", 1.5, 1.0, "--mixup-prob 1.5: allowed 0..1"),
+    ("mixup_switch_prob", -0.5, 0.0, "--mixup-switch-prob -0.5: allowed 0..1"),
+    ("smoothing", 1.0, 0.99, "--smoothing 1: allowed [0, 1)"),
+    ("color_jitter", -0.4, 0.0, "--color-jitter -0.4: allowed numbers >= 0"),
+    ("reprob", 2.0, 1.0, "--reprob 2: allowed 0..1"),
+    ("drop_path", 1.0, 0.0, "--drop-path 1: allowed [0, 1)"),
+    ("distillation_alpha", 1.5, 1.0, "--distillation-alpha 1.5: allowed 0..1"),
+    ("distillation_tau", 0.0, 1e-3, "--distillation-tau 0: allowed numbers > 0"),
+    ("model_ema_decay", 1.01, 1.0, "--model-ema-decay 1.01: allowed 0..1"),
+    ("model_ema_decay", float("nan"), 0.0, "--model-ema-decay nan: allowed 0..1"),
+]
+
+
+@pytest.mark.parametrize("name, bad, edge, message", RECIPE_RANGE_CASES,
+                         ids=[f"{c[0]}={c[1]}" for c in RECIPE_RANGE_CASES])
+def test_recipe_numbers_outside_their_range_are_refused_naming_it(name, bad, edge, message):
+    from search.retrain.config import RetrainConfig
+
+    with pytest.raises(UsageError) as e:
+        RetrainConfig(**{name: bad})
+    assert str(e.value) == message
+    assert getattr(RetrainConfig(**{name: edge}), name) == edge  # the edge itself is allowed
+
+
+def test_a_recipe_number_out_of_range_stops_retrain_before_anything_starts(capsys, tmp_path):
+    out = tmp_path / "run"
+    argv = ["retrain", "--arch", "XS", "--data", str(tmp_path / "no-data"), "--output", str(out),
+            "--mixup-prob", "7"]
+    assert run_search.main(argv) == 2
+    assert capsys.readouterr().err.strip() == "error: --mixup-prob 7: allowed 0..1"
+    assert not out.exists()
 
 
 # -- the recipe is declared once: RetrainConfig; the command line is derived from it -------------

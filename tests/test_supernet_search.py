@@ -210,8 +210,10 @@ def test_stand_alone_identity_is_unchanged_and_supernet_config_round_trips():
 
 @pytest.mark.parametrize("argv, needle", [
     (["--proxy", "oracle"], "argument --proxy: invalid choice: 'oracle'"),
-    (["--proxy", "supernet", "--top-k", "0"], "error: --top-k 0: allowed 1..1,000"),
-    (["--proxy", "supernet", "--scored", "0"], "error: --scored 0: allowed 1..100,000"),
+    (["--proxy", "supernet", "--top-k", "0"],
+     "error: argument --top-k: 0: allowed integers 1..1000"),
+    (["--proxy", "supernet", "--scored", "0"],
+     "error: argument --scored: 0: allowed integers 1..100000"),
     (["--proxy", "supernet", "--supernet", '{"epoch": 2}'],
      "error: supernet config: unknown field(s) ['epoch']"),
     (["--proxy", "supernet", "--supernet", '{"epochs": 0}'],
@@ -219,7 +221,8 @@ def test_stand_alone_identity_is_unchanged_and_supernet_config_round_trips():
     (["--proxy", "supernet", "--supernet", '{"width_divisor": 3}'],
      "error: supernet.width_divisor=3: does not divide width"),
     (["--proxy", "supernet", "--supernet", "[1]"], "error: --supernet: expected a JSON object"),
-    (["--proxy", "supernet", "--supernet-nproc", "0"], "error: --supernet-nproc 0: allowed 1..64"),
+    (["--proxy", "supernet", "--supernet-nproc", "0"],
+     "error: argument --supernet-nproc: 0: allowed integers 1..64"),
     (["--supernet-nproc", "2"], "error: --supernet-nproc 2: only with --proxy supernet"),
     (["--proxy", "supernet", "--supernet-nproc", "2", "--gpus-per-trial", "0.5"],
      "error: --supernet-nproc 2 with --gpus-per-trial 0.5: each rank takes one whole GPU"),

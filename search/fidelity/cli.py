@@ -15,7 +15,7 @@ from search.options import (add_data_option, add_fidelity_option, add_threads_op
                             check_data_option, parse_fidelity)
 from search.proxy.data import prepare_data
 from search.proxy.supernet.config import SupernetConfig
-from search_space.cli_types import MAX_SEED
+from search_space.cli_types import MAX_SEED, number_type
 from search_space.errors import UsageError
 from search_space.io import check_writable_dir, dumps_json
 from search_space.lazy import lazy_import
@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(i1000-e1, i2000-e1, i5000-e1; refused without it, left out of 'all')")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--refs", default="XS,S,L1,L3", help="reference presets (default XS,S,L1,L3)")
-    p.add_argument("--workers", type=int, default=1, help="parallel training processes (default 1)")
+    p.add_argument("--workers", type=number_type(int, 1), default=1,
+                   help="parallel training processes (default 1)")
     add_threads_option(p, default_text="cores / workers")
     p.add_argument("--out", default="runs/fidelity", help="cache + report directory")
     p.add_argument("--cache-dir", default="runs/cache", help="proxy data cache")
@@ -83,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-zero-cost", action="store_true", help="skip synflow/NASWOT/grad-norm")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: summarise what is cached in --out")
-    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--boot", type=number_type(int, 1), default=2000,
+                   help="bootstrap resamples (default 2000)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=handle)
 

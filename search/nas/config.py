@@ -23,6 +23,7 @@ from latency_models.options import DEFAULT_DEVICE
 from latency_models.predictor import LatencyPredictor
 from results.options import DEFAULT_DB, check_db
 from search_space.cli_types import MAX_SEED  # numpy / Optuna samplers: seeds 0..2**32-1
+from search_space.cli_types import NUMBER, SEED, number_type
 from search_space.errors import NotFoundError, UsageError
 from search_space.fields import known_fields
 from search_space.io import check_writable_dir, json_safe, read_json
@@ -95,17 +96,18 @@ class SearchConfig:
     # from an earlier training do not count: they cost no training.
     n_trials: int = field(default=12, metadata=_cli(
         "--trials", "candidates to train, baselines not counted; suggestions over the budget or "
-        "already trained at this fidelity do not count (default %(default)s)", type=int,
+        "already trained at this fidelity do not count (default %(default)s)",
+        type=number_type(int, 1, MAX_TRIALS),
         metavar="N"))
     # Hard constraint in ms on latency_device: candidates predicted slower are recorded REJECTED
     # and never trained (predicting costs microseconds, training minutes). None = no budget.
     latency_budget_ms: float | None = field(default=None, metadata=_cli(
         "--latency-budget-ms", "hard budget: candidates predicted slower are REJECTED untrained",
-        type=float, metavar="MS"))
+        type=NUMBER, metavar="MS"))
     # Seeds Optuna's sampler and, with the candidate index, every candidate's training: the same
     # seed gives the same suggestions and the same trials.
     seed: int = field(default=0, metadata=_cli("--seed", "search seed (default %(default)s)",
-                                                type=int, metavar="N"))
+                                                type=SEED, metavar="N"))
     # How candidates are proxy-trained; see search/proxy/fidelity.py for the reasoning.
     fidelity: Fidelity = field(default=DEFAULT_FIDELITY, metadata=_shared("fidelity"))
     # What is searched: depths, widths, MLP ratios, attention placement, resolution per stage.
@@ -125,7 +127,7 @@ class SearchConfig:
     # record the others PRUNED. 0 = off: zero-cost ranks agree poorly with trained ranks here.
     prerank: int = field(default=0, metadata=_cli(
         "--prerank", "ask K candidates, train the best by zero-cost rank (default off)",
-        type=int, metavar="K"))
+        type=number_type(int, 0, allowed="integers >= 0 (0: off)"), metavar="K"))
     # --- the supernet proxy (search/nas/supernet_search.py; docs/search.md) -----------------
     # `search` stays stand-alone by default (scripts, cluster runs and resumed studies keep
     # their meaning); the no-argument `python run_search.py` runs the supernet proxy
@@ -139,7 +141,7 @@ class SearchConfig:
     # default's 12 trainings: the two rungs together cost about what the stand-alone run does.
     top_k: int = field(default=4, metadata=_cli(
         "--top-k", "--proxy supernet: members of the supernet front trained stand-alone "
-        "(default %(default)s)", type=int, metavar="K"))
+        "(default %(default)s)", type=number_type(int, 1, MAX_TOP_K), metavar="K"))
     # Rung 1 of --proxy supernet: candidates Optuna proposes and the supernet scores (0.32
     # CPU-s each at the default supernet, measured). 160 = 20x the 8 stand-alone trainings of
     # rung 2 (top 4 + 4 baselines); per wall-second scoring does 79x the candidates training
@@ -147,7 +149,8 @@ class SearchConfig:
     # 240 to ~15.1 (notes/supernet_search.md).
     scored: int = field(default=160, metadata=_cli(
         "--scored", "--proxy supernet: candidates scored on the supernet; suggestions over the "
-        "budget or already scored do not count (default %(default)s)", type=int, metavar="N"))
+        "budget or already scored do not count (default %(default)s)",
+        type=number_type(int, 1, MAX_TRIALS), metavar="N"))
     # The supernet's training and scoring recipe (search/proxy/supernet/config.py has the
     # reasoning and the measured defaults).
     supernet: SupernetConfig = field(default=DEFAULT_SUPERNET, metadata=_cli(
@@ -174,9 +177,9 @@ class SearchConfig:
     # 32-px proxy models scale poorly over threads, notes/search_driver.md), 2 on a cluster.
     cpus_per_trial: float | None = field(default=None, metadata=_cli(
         "--cpus-per-trial", "CPUs (= torch threads) per trial (default: 1 locally, one trial "
-        "per core; 2 on a cluster)", "run", type=float, metavar="N"))
+        "per core; 2 on a cluster)", "run", type=NUMBER, metavar="N"))
     gpus_per_trial: float = field(default=0.0, metadata=_cli(
-        "--gpus-per-trial", "GPUs per trial (default %(default)s)", "run", type=float,
+        "--gpus-per-trial", "GPUs per trial (default %(default)s)", "run", type=NUMBER,
         metavar="N"))
     # Where Ray keeps the Tune experiment (trial states, the searcher's checkpoints every 2 s)
     # that --resume reads back: None = <out>/<study>/tune; a directory (local, NFS) or a URI of
@@ -189,7 +192,7 @@ class SearchConfig:
     # None: cores / cpus_per_trial locally, whatever fits on a cluster.
     max_concurrent: int | None = field(default=None, metadata=_cli(
         "--max-concurrent", "max trials at once (default: cores / cpus-per-trial locally)",
-        "run", type=int, metavar="N"))
+        "run", type=number_type(int, 1), metavar="N"))
     # auto = CUDA when the trial was given a GPU (bf16 AMP, channels_last), else CPU.
     torch_device: str = field(default="auto", metadata=_shared("torch_device", "run"))
     # --proxy supernet: rung 1's supernet trains data-parallel on this many local processes
@@ -202,7 +205,7 @@ class SearchConfig:
     supernet_nproc: int = field(default=1, metadata=_cli(
         "--supernet-nproc", "--proxy supernet: train the supernet data-parallel on N local "
         "processes in its trial, each with one trial's CPUs / GPUs (default %(default)s)",
-        "run", type=int, metavar="N"))
+        "run", type=number_type(int, 1, MAX_SUPERNET_NPROC), metavar="N"))
 
     EXECUTION: ClassVar[tuple[str, ...]] = (
         "db", "out_root", "address", "cpus_per_trial", "gpus_per_trial", "storage",

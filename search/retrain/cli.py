@@ -14,6 +14,7 @@ from typing import Any
 
 from results.options import add_db_option
 from search.options import add_torch_device_option
+from search_space.cli_types import INTEGER, NUMBER
 from search_space.errors import UsageError
 from search_space.lazy import lazy_import
 
@@ -26,7 +27,9 @@ ray_train = lazy_import("search.retrain.ray_train")
 evaluate = lazy_import("search.retrain.evaluate")
 
 # argparse types of the config fields' annotations (everything else is taken as text).
-_TYPES = {"int": int, "float": float, "int | None": int, "float | None": float}
+# Parse step of a number field: a finite int / float (one line saying so); the config's own
+# __post_init__ checks the range and names it.
+_TYPES = {"int": INTEGER, "float": NUMBER, "int | None": INTEGER, "float | None": NUMBER}
 
 
 def _field(cls: type, name: str):
@@ -156,7 +159,7 @@ def add_ray_arguments(p: argparse.ArgumentParser) -> None:
     _add(g, RayLaunch, "address", "Ray cluster to join: auto, HOST:PORT of the head, "
          "ray://HOST:10001 (default: start a local Ray)")
     _add(g, RayLaunch, "num_workers", "training workers (ranks)")
-    _add(g, RayLaunch, "cpus_per_worker", "CPUs per worker (= its torch threads)", type=float)
+    _add(g, RayLaunch, "cpus_per_worker", "CPUs per worker (= its torch threads)", type=NUMBER)
     _add(g, RayLaunch, "gpus_per_worker", "GPUs per worker (0: CPU workers with gloo)")
     _add(g, RayLaunch, "storage", "where Ray keeps the checkpoints: a directory every node "
          "sees or a URI such as s3://bucket/prefix (default: <output>/ray)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from results.options import DEFAULT_DB
 from search_space.cli_types import MAX_SEED
@@ -45,10 +46,42 @@ def _at_least(obj: object, names: tuple[str, ...], low: int) -> None:
 def _auto_or_number(name: str, v: float | str) -> float | str:
     if isinstance(v, str) and v != "auto":
         try:
-            return float(v)
+            v = float(v)
         except ValueError:
-            raise UsageError(f"{option(name)} {v!r}: allowed a number or 'auto'") from None
+            raise UsageError(f"{option(name)} {v!r}: allowed a number >= 0 or 'auto'") from None
+    if not isinstance(v, str) and not (math.isfinite(v) and v >= 0):
+        raise UsageError(f"{option(name)} {v:g}: allowed a number >= 0 or 'auto'")
     return v
+
+
+# The range of each number of the recipe, as (allowed, test): one line naming the option and
+# this range when a value is outside (a negative lr or a probability of 7 trains happily and
+# wastes a cluster job). NaN fails every test.
+_RECIPE_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "opt_eps": ("numbers > 0", lambda v: 0 < v < math.inf),
+    "lr": ("numbers > 0", lambda v: 0 < v < math.inf),
+    "weight_decay": ("numbers >= 0", lambda v: 0 <= v < math.inf),
+    "warmup_epochs": ("integers >= 0", lambda v: v >= 0),
+    "warmup_lr": ("numbers >= 0", lambda v: 0 <= v < math.inf),
+    "min_lr": ("numbers >= 0", lambda v: 0 <= v < math.inf),
+    "clip_grad": ("numbers >= 0 (0: off)", lambda v: 0 <= v < math.inf),
+    "mixup_prob": ("0..1", lambda v: 0 <= v <= 1),
+    "mixup_switch_prob": ("0..1", lambda v: 0 <= v <= 1),
+    "smoothing": ("[0, 1)", lambda v: 0 <= v < 1),
+    "color_jitter": ("numbers >= 0", lambda v: 0 <= v < math.inf),
+    "reprob": ("0..1", lambda v: 0 <= v <= 1),
+    "drop_path": ("[0, 1)", lambda v: 0 <= v < 1),  # None: the spec's own rate
+    "distillation_alpha": ("0..1", lambda v: 0 <= v <= 1),
+    "distillation_tau": ("numbers > 0", lambda v: 0 < v < math.inf),
+    "model_ema_decay": ("0..1", lambda v: 0 <= v <= 1),
+}
+
+
+def _in_ranges(obj: object, ranges: dict[str, tuple[str, Callable[[float], bool]]]) -> None:
+    for name, (allowed, ok) in ranges.items():
+        v = getattr(obj, name)
+        if v is not None and not ok(v):
+            raise UsageError(f"{option(name)} {v:g}: allowed {allowed}")
 
 
 @dataclass(frozen=True)
@@ -130,10 +163,7 @@ class RetrainConfig:
             raise UsageError(f"--seed {self.seed}: allowed integers 0..{MAX_SEED}")
         object.__setattr__(self, "mixup", _auto_or_number("mixup", self.mixup))
         object.__setattr__(self, "cutmix", _auto_or_number("cutmix", self.cutmix))
-        if self.drop_path is not None and not 0.0 <= self.drop_path < 1.0:
-            raise UsageError(f"--drop-path {self.drop_path}: allowed [0, 1)")
-        if not 0.0 <= self.distillation_alpha <= 1.0:
-            raise UsageError(f"--distillation-alpha {self.distillation_alpha}: allowed [0, 1]")
+        _in_ranges(self, _RECIPE_RANGES)
         for name, allowed in (("clip_mode", CLIP_MODES), ("mixup_mode", MIXUP_MODES),
                               ("distillation_type", DISTILLATION_TYPES)):
             if getattr(self, name) not in allowed:
@@ -233,6 +263,7 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, ("batch_size",), 1)
+        _in_ranges(self, {"crop_pct": ("(0, 1]", lambda v: 0 < v <= 1)})
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from results.options import add_db_option, check_db, open_store
 from search.options import (add_data_option, add_fidelity_option, add_threads_option,
                             add_torch_device_option, check_data_option, parse_fidelity)
 from search.proxy.data import prepare_data
-from search_space.cli_types import SEED
+from search_space.cli_types import NUMBER, SEED, number_type
 from search_space.errors import UsageError
 from search_space.io import check_writable_dir
 from search_space.lazy import lazy_import
@@ -103,11 +103,11 @@ def _add_scale_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--targets", required=required,
                    help="target predicted latencies in ms, comma-separated (e.g. 0.7,0.8,1.1,1.9)")
     add_latency_device_option(p, purpose="the targets are predicted latencies on it")
-    p.add_argument("--tolerance", type=float, default=0.03,
+    p.add_argument("--tolerance", type=NUMBER, default=0.03,
                    help="allowed relative error of the predicted latency (default 0.03)")
     p.add_argument("--coefficients", metavar="A,B,C",
                    help="fix depth,width,resolution coefficients instead of searching them")
-    p.add_argument("--max-share", type=float, default=0.5,
+    p.add_argument("--max-share", type=NUMBER, default=0.5,
                    help="coefficient search: max fraction of the MAC growth one dimension may "
                         "supply (default 0.5)")
     p.add_argument("--name", help="family name in the store (default <base>-<device>-<UTC>)")
@@ -141,11 +141,11 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--family", help="extrapolate to this stored family's members")
     p.add_argument("--at", action="append", metavar="COST=VALUE",
                    help="extrapolate at e.g. gmacs=2.5 (repeatable)")
-    p.add_argument("--max-ratio", type=float, default=2.0,
+    p.add_argument("--max-ratio", type=NUMBER, default=2.0,
                    help="refuse extrapolating beyond the fitted range by more than this factor")
-    p.add_argument("--max-ci", type=float, default=10.0,
+    p.add_argument("--max-ci", type=NUMBER, default=10.0,
                    help="refuse when the 95%% interval is wider than this (top-1 points)")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
+    p.add_argument("--bootstrap", type=number_type(int, 0), default=200, help="bootstrap resamples")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", help="output directory (default runs/fit/<UTC>)")
     p.set_defaults(func=_fit)
