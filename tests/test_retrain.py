@@ -356,6 +356,17 @@ def test_export_writes_valid_launch_scripts(spec_file, tmp_path):
         env = _ray_init_runtime_env(mod, ["train_ray.py", "/data/imagenet", *argv])
         assert env.get("worker_process_setup_hook") == hook
         assert env["env_vars"]["PYTHONPATH"] == mod.PROJECT_DIR
+    # its own options: one line naming the option and what is allowed, exit 2, before ray
+    for argv, needle in (
+            (["--num-workers", "0"], "argument --num-workers: 0: allowed integers >= 1"),
+            (["--max-failures", "-2"],
+             "argument --max-failures: -2: allowed integers >= 0, or -1 (unlimited)"),
+            (["--cpus-per-worker", "two"],
+             "argument --cpus-per-worker: 'two' is not an integer; allowed integers >= 1")):
+        r = subprocess.run([sys.executable, str(ray_py), "/data/imagenet", *argv],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr == f"error: {needle} (see: train_ray.py --help)\n", \
+            r.stderr
 
 
 class _Stop(Exception):

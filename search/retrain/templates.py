@@ -136,19 +136,32 @@ def train_loop_per_worker(config: dict) -> None:
                    on_epoch_end=lambda metrics: ray.train.report(dict(metrics)))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad option: one line naming it and what is allowed, exit 2 (as run_search.py)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if PROJECT_DIR not in sys.path:
+        sys.path.insert(0, PROJECT_DIR)
+    from search_space.cli_types import number_type
+
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("data", help="ImageFolder root with train/ and val/ (visible to every node)")
     p.add_argument("--output", default=os.path.join(EXPORT_DIR, "run"),
                    help="run directory on shared storage")
     p.add_argument("--teacher", default=os.environ.get("TEACHER") or None,
                    help="RegNetY-160 teacher weights (omit: no distillation)")
-    p.add_argument("--num-workers", type=int, default={{NUM_WORKERS}}, help="training processes")
-    p.add_argument("--cpus-per-worker", type=int, default={{CPUS_PER_GPU}})
+    p.add_argument("--num-workers", type=number_type(int, 1), default={{NUM_WORKERS}},
+                   help="training processes")
+    p.add_argument("--cpus-per-worker", type=number_type(int, 1), default={{CPUS_PER_GPU}})
     p.add_argument("--cpu", action="store_true", help="CPU workers (gloo) instead of GPUs")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"),
                    help="Ray cluster address ('auto' = the cluster this node belongs to)")
-    p.add_argument("--max-failures", type=int, default=3, help="worker-group restarts")
+    p.add_argument("--max-failures", default=3, help="worker-group restarts (-1: unlimited)",
+                   type=number_type(int, 0, also=(-1,), allowed="integers >= 0, or -1 (unlimited)"))
     a = p.parse_args()
 
     import ray
