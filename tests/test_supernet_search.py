@@ -412,3 +412,40 @@ def test_the_checkpoint_reaches_the_driver_in_pieces_and_a_broken_send_keeps_the
     assert st.send_checkpoint(actor, str(local)) == 2001
     assert Path(driver.path).read_bytes() == second
     assert not Path(driver.partial).exists()
+
+
+@pytest.mark.parametrize("held", [2, 3])
+def test_the_driver_refuses_a_summary_its_checkpoint_does_not_hold(tmp_path, held):
+    """The trial says it trained 3 epochs; the driver scores on the checkpoint its actor wrote.
+    Should epoch 3's checkpoint never have arrived (the lost-send race of stop 26), the row is
+    FAILED naming both epochs instead of COMPLETED on epoch 2's weights."""
+    import types
+
+    import torch
+
+    from search.nas.supernet_search import SupernetRung
+
+    cfg = SearchConfig(proxy="supernet", study="guard", out_root=str(tmp_path / "runs"),
+                       db=str(tmp_path / "r.db"))
+    lines = []
+    with ResultsStore(cfg.db) as store:
+        sid = store.get_or_create_study("guard", config={}, seed=0, dataset_id="d",
+                                        fidelity=cfg.fidelity.to_dict(), device="cpu",
+                                        code_version="t")
+        ctx = types.SimpleNamespace(cfg=cfg, store=store, study_id=sid,
+                                    fid=cfg.fidelity.to_dict(), dataset_id="d",
+                                    progress=types.SimpleNamespace(line=lines.append))
+        rung = SupernetRung(ctx)
+        os.makedirs(rung.checkpoint_dir)
+        torch.save({"epoch": held, "model": {}, "history": []}, rung.checkpoint)
+        history = [{"epoch": e, "loss_largest": 1.0} for e in (1, 2, 3)]
+        rung.trained({"epochs_done": 3, "steps": 30, "history": history})
+        row = rung.row()
+    if held == 3:
+        assert row["status"] == "COMPLETED" and rung.error is None
+        assert lines[-1].startswith("supernet trained: 3 epochs")
+    else:
+        assert row["status"] == "FAILED"
+        assert rung.error == (f"the supernet checkpoint {rung.checkpoint} holds epoch 2 but the "
+                              "trial trained 3: an epoch's checkpoint never reached the driver; "
+                              "--resume trains on from the epoch it holds")

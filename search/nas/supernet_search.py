@@ -46,7 +46,7 @@ from search_space.spec import ArchSpec
 from ..proxy.record import TrialRecorder
 from ..proxy.supernet.config import largest, to_proxy
 from ..proxy.supernet.scoring import reference_tau, score_subnets
-from ..proxy.supernet.training import CHECKPOINT_NAME, load_supernet
+from ..proxy.supernet.training import CHECKPOINT_NAME, checkpoint_epoch, load_supernet
 from ..proxy.train import resolve_device
 from .callback import error_cause
 from .context import SearchContext
@@ -165,6 +165,16 @@ class SupernetRung:
 
     def trained(self, result: Mapping[str, Any]) -> None:
         self.start()
+        # The trial's summary says how many epochs it trained; the driver scores on the
+        # checkpoint its actor wrote. Should an epoch's checkpoint never have arrived (a lost
+        # send), scoring would silently use an earlier epoch: refuse instead (--resume trains
+        # on from the epoch the checkpoint holds).
+        held, done = checkpoint_epoch(self.checkpoint), result.get("epochs_done")
+        if held != done:
+            self.failed(f"the supernet checkpoint {self.checkpoint} holds epoch {held} but the "
+                        f"trial trained {done}: an epoch's checkpoint never reached the driver; "
+                        "--resume trains on from the epoch it holds")
+            return
         # every epoch from the checkpoint's history: one reported just before a kill may never
         # have reached the driver (log_epoch replaces, so the others are unchanged)
         for h in result.get("history") or []:

@@ -468,6 +468,14 @@ def _read_checkpoint(run: _Run, path: str) -> dict[str, Any] | None:
     return ck
 
 
+def checkpoint_epoch(path: str) -> int | None:
+    """The epoch a supernet checkpoint holds (None: no such file), read without loading its
+    tensors (``mmap``: the weights stay on disk)."""
+    if not os.path.isfile(path):
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+
+
 def load_supernet(path: str, device: str = "cpu") -> tuple[Supernet, dict[str, Any]]:
     """A trained supernet from its checkpoint (weights only), with the checkpoint's meta."""
     if not os.path.isfile(path):
