@@ -30,6 +30,7 @@ Extra columns (params_m, gmacs, top1, ...) are kept but ignored. Malformed rows 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -227,7 +228,8 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str, list[str] | None]:
         return list(enumerate(rows, start=1)), ",", (list(rows[0]) if rows else None)
     delim = _delimiter(text.split("\n", 1)[0])
     # strict: an unbalanced '"' is an error, not a field that swallows the rest of the file
-    reader = csv.DictReader(text.splitlines(), delimiter=delim, strict=True)
+    # newline="": a quoted field spanning lines keeps its line break (the csv module's rule)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delim, strict=True)
     with _csv_errors(path, reader):
         columns = reader.fieldnames
     if columns is None:
@@ -243,7 +245,9 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str, list[str] | None]:
             r = next(rows, None)
         if r is None:
             break
-        line_no = reader.line_num   # the file's line (blank lines, which are skipped, count)
+        # the file's line the row begins on (blank lines, which are skipped, count; a quoted
+        # field spanning lines moves line_num to the row's last line)
+        line_no = reader.line_num - sum(v.count("\n") for v in r.values() if isinstance(v, str))
         if None in r:
             raise RecordError(f"{path}: row {line_no}: more fields than header columns")
         out.append((line_no, r))

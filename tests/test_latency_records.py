@@ -52,6 +52,22 @@ def test_malformed_rows_name_row_and_column(tmp_path, row, col):
     assert "\n" not in msg
 
 
+def test_a_quoted_field_spanning_lines_keeps_its_break_and_rows_keep_their_lines(tmp_path):
+    # a source note over two lines (Excel writes a cell with Alt+Enter this way), then a bad row:
+    # the note keeps its line break, the bad row is named by the line it begins on (line 4)
+    path = _csv(tmp_path, 'a,,,dev,,,,,1.0,,"Table 2\nfootnote b"\n'
+                          "b,,,dev,,,,,abc,,src\n")
+    with pytest.raises(RecordError) as e:
+        read_records(path)
+    assert "row 4" in str(e.value) and "column 'latency_ms'" in str(e.value)
+    path = _csv(tmp_path, 'a,,,dev,,,,,1.0,,"Table 2\nfootnote b"\n\nb,,,dev,,,,,2.0,,src\n')
+    recs = read_records(path)
+    assert recs[0].source == "Table 2\nfootnote b" and [r.row for r in recs] == [2, 5]
+    out = tmp_path / "out.csv"
+    write_records(recs, str(out))
+    assert read_records(str(out))[0].source == "Table 2\nfootnote b"  # round trip
+
+
 def test_header_and_file_errors(tmp_path):
     with pytest.raises(RecordError, match="latency_ms"):
         read_records(_csv(tmp_path, "a,dev\n", header="model,device\n"))
