@@ -356,7 +356,7 @@ def option_cases() -> list[Case]:
                                      "--reprob 2"), "--reprob 2: allowed 0..1"),
         Case("evaluate-crop-pct-zero", ("evaluate", "--arch", "XS", "--checkpoint", "{t}/c.pth",
                                         "--data", DATA, "--crop-pct", "0"), "--crop-pct 0"),
-        Case("latency-export-opset-13", ("latency", "export", "--arch", "XS", "--out",
+        Case("latency-export-opset-13", ("latency", "export", "XS", "--format", "onnx", "--out",
                                          "{t}/x.onnx", "--opset", "13"), "allowed 11 or 17"),
         Case("search-budget-negative", (*s, "--latency-budget-ms", "-1"), "--latency-budget-ms"),
         Case("search-budget-nan", (*s, "--latency-budget-ms", "nan"), "--latency-budget-ms"),

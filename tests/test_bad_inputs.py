@@ -252,7 +252,7 @@ def test_space_names_the_field_and_what_is_allowed(tmp_path, capsys, space, need
      "argument --lr: 'fast' is not a number; allowed finite numbers"),
     (["retrain", "--arch", "XS", "--data", "d", "--reprob", "-0.25"],
      "--reprob -0.25: allowed 0..1"),
-    (["latency", "export", "--arch", "XS", "--out", "x.onnx", "--opset", "13"],
+    (["latency", "export", "XS", "--format", "onnx", "--out", "x.onnx", "--opset", "13"],
      "argument --opset: 13: allowed 11 or 17"),
     (["search", "--trials", "10000000000"],
      "argument --trials: 10000000000: allowed integers 1..100000"),
