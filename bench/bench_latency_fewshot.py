@@ -138,6 +138,16 @@ def phones(args) -> dict:
               f"{100 * pair['random_mape_median']:.1f}%; " + "; ".join(
                   f"suggest {k} -> {100 * pair[f'{k}_mape_median']:.1f}%, better in "
                   f"{pair[f'{k}_better']} of {pair['draws']}" for k in ("D", "S")))
+        # suggested vs random at fewer rows too: where does the design help, where does it hurt
+        pairs = {args.n_cal: pair}
+        for n in args.suggest_curve:
+            if n != args.n_cal and n + 2 <= len(y) - len(y) // 3:
+                pairs[n] = paired_suggest(F, y, prior, n, args.draws, args.seed, fam)
+        print("suggested vs random calibration sets (same held-out third per draw), MAPE median:")
+        for n, pr in sorted(pairs.items()):
+            print(f"  {n:2d} rows: random {100 * pr['random_mape_median']:.1f}%; " + "; ".join(
+                f"{k} {100 * pr[f'{k}_mape_median']:.1f}% (better in {pr[f'{k}_better']} of "
+                f"{pr['draws']})" for k in ("D", "S")))
         curve = {args.n_cal: s}
         for n in args.curve:
             if n != args.n_cal and n + 2 <= len(y):
@@ -145,6 +155,7 @@ def phones(args) -> dict:
         print(render_curve(curve))
         seeds = more_seeds(F, y, prior, fam, args, s)
         out[name] = {"summary": s, "raw": res, "paired_suggest": pair, "seeds": seeds,
+                     "paired_suggest_curve": {str(k): v for k, v in sorted(pairs.items())},
                      "curve": {str(k): v for k, v in sorted(curve.items())}}
     for name, (F, y, _, fam) in (("iPhone 14", t14), ("iPhone 12", t12)):
         pred, sd = loo_predictions(F, y, None, fam)
@@ -305,6 +316,8 @@ def main() -> int:
     ap.add_argument("--n-cal", type=int, default=10)
     ap.add_argument("--curve", type=int, nargs="*", default=[5, 15, 19],
                     help="phones: also these numbers of calibration rows (the learning curve)")
+    ap.add_argument("--suggest-curve", type=int, nargs="*", default=[4, 6, 8],
+                    help="phones: suggested vs random also at these calibration sizes")
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--more-seeds", type=int, default=4,
