@@ -369,6 +369,41 @@ def test_export_writes_valid_launch_scripts(spec_file, tmp_path):
             r.stderr
 
 
+def test_export_into_a_path_with_shell_characters_stays_that_path(spec_file, tmp_path):
+    # the export directory is written into the bash scripts: $(...), quotes and braces in it
+    # must reach `retrain` as the path, never run (or cut the ${VAR:-default} short)
+    out = tmp_path / 'x$(touch PWNED)`touch PWNED2` "q\' }b'
+    assert run_search.main(["export", "--arch", str(spec_file), "--out", str(out)]) == 0
+    for name in ("train_torchrun.sh", "train_slurm.sbatch"):
+        subprocess.run(["bash", "-n", str(out / name)], check=True)
+        argv = _script_args(out / name, "/data/imagenet")
+        assert argv[argv.index("--arch") + 1] == str(out / "arch.json")
+        assert argv[argv.index("--output") + 1] == str(out / "run")
+    assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--time", "abc", "--time 'abc': allowed a Slurm time limit"),
+    ("--time", "48:00:00\n#SBATCH --x", "--time '48:00:00\\n#SBATCH --x': allowed a Slurm"),
+    ("--partition", "gpu\nrm -rf ~", "--partition 'gpu\\nrm -rf ~': allowed partition names"),
+    ("--partition", "a;b", "--partition 'a;b': allowed partition names"),
+])
+def test_export_refuses_slurm_values_sbatch_would_refuse(tmp_path, capsys, flag, value, needle):
+    out = tmp_path / "exp"
+    assert run_search.main(["export", "--arch", "XS", "--out", str(out), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {needle}"), err
+    assert not out.exists()
+
+
+def test_export_accepts_every_slurm_time_format(tmp_path):
+    from search.retrain.config import ExportConfig
+
+    for t in ("90", "90:30", "48:00:00", "2-0", "2-12:30", "2-12:30:00", "UNLIMITED"):
+        cfg = ExportConfig(out=str(tmp_path), arch="XS", time=t, partition="gpu,gpu-long")
+        assert cfg.time == t
+
+
 class _Stop(Exception):
     pass
 

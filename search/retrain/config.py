@@ -13,6 +13,7 @@ This module imports no torch: the command line builds and validates these before
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,6 +30,11 @@ DISTILLATION_TYPES = ("hard", "soft", "none")  # DeiT's
 # The checkout: default home of run directories (runs/retrain/<arch_hash>) and the directory
 # the exported launch scripts run from unless told otherwise.
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+# sbatch --time's formats (man sbatch) and partition names (comma-separated list)
+SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|UNLIMITED|INFINITE")
+SLURM_PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
 
 
 def option(name: str) -> str:
@@ -289,6 +295,15 @@ class ExportConfig:
         if (self.arch is None) == (self.trial is None):
             raise UsageError("export: give exactly one of --arch and --trial")
         _at_least(self, ("nodes", "gpus_per_node", "cpus_per_gpu", "epochs", "batch_size"), 1)
+        # Both go into '#SBATCH' lines: a value sbatch refuses would fail only on the cluster,
+        # and a line break would start a line of its own in the script.
+        if not SLURM_TIME.fullmatch(self.time):
+            raise UsageError(f"--time {self.time!r}: allowed a Slurm time limit: MINUTES, "
+                             "MINUTES:SECONDS, HOURS:MINUTES:SECONDS, DAYS-HOURS, "
+                             "DAYS-HOURS:MINUTES, DAYS-HOURS:MINUTES:SECONDS or UNLIMITED")
+        if self.partition is not None and not SLURM_PARTITION.fullmatch(self.partition):
+            raise UsageError(f"--partition {self.partition!r}: allowed partition names of "
+                             "letters, digits, '_', '-', '.', comma-separated")
 
     @property
     def world_size(self) -> int:

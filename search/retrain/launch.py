@@ -110,7 +110,8 @@ def _scripts(cfg: ExportConfig, spec: ArchSpec, recipe: RetrainConfig, args: lis
              out: Path) -> dict[str, str]:
     project = str(Path(cfg.project_dir).resolve()) if cfg.project_dir else str(PROJECT_DIR)
     bash_args = "\n".join("  " + shlex.join(args[i:i + 2]) for i in range(0, len(args), 2))
-    common = dict(ARCH_HASH=spec.arch_hash, EXPORT_DIR=str(out), PROJECT_DIR=project,
+    common = dict(ARCH_HASH=spec.arch_hash, EXPORT_DIR=shlex.quote(str(out)),
+                  PROJECT_DIR=shlex.quote(project),
                   RECIPE_ARGS=bash_args, GPUS_PER_NODE=str(cfg.gpus_per_node),
                   BATCH=str(recipe.batch_size), LR=_fmt(recipe.lr),
                   LR_BASE_BATCH=str(recipe.lr_base_batch))

@@ -24,8 +24,12 @@ def render(template: str, **values: str) -> str:
 
 
 # Shared bash prologue: inputs, defaults, and the retrain argument array.
-_BASH_ARGS = r'''EXPORT_DIR="${EXPORT_DIR:-{{EXPORT_DIR}}}"
-PROJECT_DIR="${SWIFTFORMER_NAS_DIR:-{{PROJECT_DIR}}}"
+# EXPORT_DIR / PROJECT_DIR arrive shell-quoted (shlex.quote): a path holding $(...), a quote or
+# a brace stays that path.
+_BASH_ARGS = r'''EXPORTED_TO={{EXPORT_DIR}}
+CHECKOUT={{PROJECT_DIR}}
+EXPORT_DIR="${EXPORT_DIR:-$EXPORTED_TO}"
+PROJECT_DIR="${SWIFTFORMER_NAS_DIR:-$CHECKOUT}"
 OUTPUT="${OUTPUT:-$EXPORT_DIR/run}"
 PYTHON="${PYTHON:-python}"
 TEACHER="${TEACHER:-}"   # RegNetY-160 weights file; empty = no distillation
