@@ -18,7 +18,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .errors import NotFoundError, UsageError
+from .errors import UsageError
+from .io import check_input_file
 from .spec import NUM_STAGES, PRESETS, ArchSpec, SpecError
 from .swiftformer import convert_official_state_dict
 
@@ -36,9 +37,7 @@ class CheckpointError(UsageError):
 
 def read_file(path: str | Path, what: str = "checkpoint") -> Any:
     """``torch.load(path, weights_only=True)`` with one-line errors naming ``path``."""
-    p = Path(path)
-    if not p.is_file():
-        raise NotFoundError(f"{what} {p}: no such file")
+    p = check_input_file(path, what)
     if p.stat().st_size == 0:
         raise CheckpointError(f"{what} {p}: empty file (0 bytes)")
     try:

@@ -83,11 +83,21 @@ def dumps_json(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(json_safe(obj), indent=indent, sort_keys=True) + "\n"
 
 
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` is a regular file to read: NotFoundError when nothing is there, a UsageError
+    saying what is there instead (a directory, a device) -- "no such file" would mislead."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise NotFoundError(f"{what} {p}: no such file")
+    kind = "is a directory" if p.is_dir() else "is not a regular file (a device, a socket ...)"
+    raise UsageError(f"{what} {p}: {kind}; expected a file")
+
+
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Parse a JSON file; a missing, unreadable or malformed file is a one-line UsageError."""
-    p = Path(path)
-    if not p.is_file():
-        raise NotFoundError(f"{what} {p}: no such file")
+    p = check_input_file(path, what)
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:

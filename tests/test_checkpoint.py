@@ -16,7 +16,7 @@ import torch
 
 from search_space import PRESETS, TIMM_NAMES
 from search_space.checkpoint import CheckpointError, infer_spec, load_checkpoint
-from search_space.errors import NotFoundError
+from search_space.errors import NotFoundError, UsageError
 from search_space.swiftformer import build_model, convert_official_state_dict
 
 KEYS_DIR = os.path.join(os.path.dirname(__file__), "data", "official_state_dict_keys")
@@ -238,9 +238,9 @@ def test_read_file_is_weights_only_and_on_cpu(tmp_path):
     got = read_file(path)
     assert got["epoch"] == 2 and torch.equal(got["model"]["w"], torch.arange(3.0))
     assert got["model"]["w"].device.type == "cpu"
-    with pytest.raises(NotFoundError) as e:
-        read_file(tmp_path, "--checkpoint")  # a directory is not a file
-    assert str(e.value) == f"--checkpoint {tmp_path}: no such file"
+    with pytest.raises(UsageError) as e:
+        read_file(tmp_path, "--checkpoint")  # a directory is not a file, and is not missing
+    assert str(e.value) == f"--checkpoint {tmp_path}: is a directory; expected a file"
 
 
 def test_first_mismatch_phrases():

@@ -56,3 +56,23 @@ def test_a_place_where_nothing_can_be_created_is_not_writable(tmp_path):
     assert str(e.value).startswith("--out /proc/sfn/deeper: not writable (/proc: nothing can")
     check_writable_dir(tmp_path / "new" / "dir", "--out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_input_that_is_not_a_file_says_what_it_is(tmp_path):
+    from search_space.errors import NotFoundError, UsageError
+    from search_space.io import check_input_file
+
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"x")
+    assert check_input_file(f, "--checkpoint") == f
+    with pytest.raises(NotFoundError) as e:
+        check_input_file(tmp_path / "none.pth", "--checkpoint")
+    assert str(e.value) == f"--checkpoint {tmp_path / 'none.pth'}: no such file"
+    with pytest.raises(UsageError) as e:
+        check_input_file(tmp_path, "--resume")
+    assert str(e.value) == f"--resume {tmp_path}: is a directory; expected a file"
+    assert not isinstance(e.value, NotFoundError)
+    with pytest.raises(UsageError) as e:
+        check_input_file("/dev/null", "--teacher-checkpoint")
+    assert str(e.value) == ("--teacher-checkpoint /dev/null: is not a regular file (a device, a "
+                            "socket ...); expected a file")

@@ -15,8 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from search_space.errors import NotFoundError, UsageError
-from search_space.io import check_writable_file, write_json_atomic
+from search_space.errors import UsageError
+from search_space.io import check_input_file, check_writable_file, write_json_atomic
 from search_space.spec import ArchSpec
 from search_space.checkpoint import load_state_dict_checked, read_file, state_dict_of
 from search_space.swiftformer import build_model
@@ -54,8 +54,7 @@ def evaluate(model: nn.Module, loader: DataLoader, ctx: DistContext, amp: bool) 
 def prepare_evaluate(cfg: EvaluateConfig) -> tuple[ArchSpec, str]:
     """The spec and the split directory; bad input is one line, before any process starts."""
     spec = load_arch(cfg.arch)
-    if not os.path.isfile(cfg.checkpoint):
-        raise NotFoundError(f"--checkpoint {cfg.checkpoint}: no such file")
+    check_input_file(cfg.checkpoint, "--checkpoint")
     root = split_root(cfg.data, cfg.split)
     check_torch_device(cfg.processes.torch_device)
     if cfg.json:

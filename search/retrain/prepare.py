@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from results.options import check_db
-from search_space.errors import NotFoundError, UsageError
-from search_space.io import check_writable_dir
+from search_space.errors import UsageError
+from search_space.io import check_input_file, check_writable_dir
 from search_space.spec import ArchSpec
 
 from .config import PROJECT_DIR, Recipe, RetrainJob, load_arch, resolve_recipe
@@ -51,8 +51,7 @@ def _distillation(job: RetrainJob, spec: ArchSpec) -> str:
     cfg = job.recipe
     if cfg.distillation_type == "none" or not job.teacher_checkpoint:
         return "none"
-    if not os.path.isfile(job.teacher_checkpoint):
-        raise NotFoundError(f"--teacher-checkpoint {job.teacher_checkpoint}: no such file")
+    check_input_file(job.teacher_checkpoint, "--teacher-checkpoint")
     check_teacher_name(cfg.teacher_model)
     if not spec.distillation:
         raise UsageError(f"--arch {job.arch}: distillation=false in the spec (no distillation "
@@ -67,8 +66,8 @@ def prepare_retrain(job: RetrainJob) -> PreparedRun:
     check_torch_device(job.processes.torch_device)
     train_spec = _trained_spec(job, spec, len(classes))
     distillation = _distillation(job, train_spec)
-    if job.resume not in (None, "auto") and not os.path.isfile(job.resume):
-        raise NotFoundError(f"--resume {job.resume}: no such file")
+    if job.resume not in (None, "auto"):
+        check_input_file(job.resume, "--resume")
     recipe = resolve_recipe(job.recipe, train_spec)
     if (recipe.mixup > 0 or recipe.cutmix > 0) and job.recipe.batch_size % 2:
         raise UsageError(f"--batch-size {job.recipe.batch_size}: mixup/cutmix need an even batch")
