@@ -207,8 +207,11 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str, list[str] | None]:
     """(row number, raw dict) of a CSV or JSON records file, the CSV delimiter, and the columns
     (a CSV's header, so a header-only file is checked too; a JSON file's first record's keys,
     None when it has none)."""
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise NotFoundError(f"{path}: no such records file (CSV or JSON)")
+    if not os.path.isfile(path):
+        kind = "a directory" if os.path.isdir(path) else "not a regular file"
+        raise RecordError(f"{path}: {kind}; expected a records file (CSV or JSON)")
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:

@@ -37,6 +37,9 @@ def _fsspec(uri: str) -> tuple[Any, str]:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UsageError(f"--storage {uri}: no filesystem for {scheme(uri)}:// is installed "
                          f"here ({why}); {STORAGE_HELP}") from None
+    except OSError as e:  # ftp://, sftp://, ... connect on opening: no such host, refused, ...
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"--storage {uri}: cannot open it ({why}); {STORAGE_HELP}") from None
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 

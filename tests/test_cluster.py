@@ -153,6 +153,9 @@ def test_trial_resources_threads_and_packing():
      "filesystem for nosuchfs:// is installed here"),
     (["search", "--storage", "hdfs://namenode:8020/x"], "--storage hdfs://namenode:8020/x: "
      "cannot open it"),
+    # an fsspec filesystem that connects on opening (ftp://): the refusal, not a traceback
+    (["search", "--storage", "ftp://127.0.0.1:{port}/x"], "--storage ftp://127.0.0.1:{port}/x: "
+     "cannot open it ("),
     (["search", "--gpus-per-trial", "1.5"], "--gpus-per-trial 1.5: allowed 0, a fraction"),
     (["retrain", "--arch", "XS", "--data", "{tmp}/data", "--num-workers", "2"],
      "--num-workers: only with --ray"),
