@@ -210,7 +210,7 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str, list[str] | None]:
     if not os.path.exists(path):
         raise NotFoundError(f"{path}: no such records file (CSV or JSON)")
     if not os.path.isfile(path):
-        kind = "a directory" if os.path.isdir(path) else "not a regular file"
+        kind = "is a directory" if os.path.isdir(path) else "is not a regular file"
         raise RecordError(f"{path}: {kind}; expected a records file (CSV or JSON)")
     try:
         text = Path(path).read_text(encoding="utf-8-sig")

@@ -71,10 +71,10 @@ def test_a_quoted_field_spanning_lines_keeps_its_break_and_rows_keep_their_lines
 def test_a_records_path_that_is_not_a_file_says_what_it_is(tmp_path):
     with pytest.raises(RecordError) as e:
         read_records(str(tmp_path))
-    assert str(e.value) == f"{tmp_path}: a directory; expected a records file (CSV or JSON)"
+    assert str(e.value) == f"{tmp_path}: is a directory; expected a records file (CSV or JSON)"
     with pytest.raises(RecordError) as e:
         read_records("/dev/null")
-    assert str(e.value) == "/dev/null: not a regular file; expected a records file (CSV or JSON)"
+    assert str(e.value) == "/dev/null: is not a regular file; expected a records file (CSV or JSON)"
 
 
 def test_header_and_file_errors(tmp_path):

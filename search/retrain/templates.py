@@ -165,7 +165,8 @@ def main() -> None:
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"),
                    help="Ray cluster address ('auto' = the cluster this node belongs to)")
     p.add_argument("--max-failures", default=3, help="worker-group restarts (-1: unlimited)",
-                   type=number_type(int, 0, also=(-1,), allowed="integers >= 0, or -1 (unlimited)"))
+                   type=number_type(int, 0, also=(-1,),
+                                    allowed="integers >= 0, or -1 (unlimited)"))
     a = p.parse_args()
 
     import ray
