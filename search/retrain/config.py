@@ -42,11 +42,18 @@ def option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _at_least(obj: object, names: tuple[str, ...], low: int) -> None:
-    for name in names:
+def _in_ranges(obj: object, ranges: dict[str, tuple[str, Callable[[float], bool]]]) -> None:
+    """Each named field of ``obj`` (None: not set) passes its test, else one line naming the
+    option, the value and what is allowed (``ranges``: field -> (allowed, test))."""
+    for name, (allowed, ok) in ranges.items():
         v = getattr(obj, name)
-        if v is not None and v < low:
-            raise UsageError(f"{option(name)} {v}: allowed integers >= {low}")
+        if v is not None and not ok(v):
+            raise UsageError(f"{option(name)} {v:g}: allowed {allowed}")
+
+
+def _at_least(obj: object, names: tuple[str, ...], low: int) -> None:
+    """The integer fields ``names`` are >= ``low`` (counts, sizes, epochs)."""
+    _in_ranges(obj, {n: (f"integers >= {low}", lambda v: v >= low) for n in names})
 
 
 def _auto_or_number(name: str, v: float | str) -> float | str:
@@ -81,13 +88,6 @@ _RECIPE_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "distillation_tau": ("numbers > 0", lambda v: 0 < v < math.inf),
     "model_ema_decay": ("0..1", lambda v: 0 <= v <= 1),
 }
-
-
-def _in_ranges(obj: object, ranges: dict[str, tuple[str, Callable[[float], bool]]]) -> None:
-    for name, (allowed, ok) in ranges.items():
-        v = getattr(obj, name)
-        if v is not None and not ok(v):
-            raise UsageError(f"{option(name)} {v:g}: allowed {allowed}")
 
 
 @dataclass(frozen=True)
