@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from search_space.cli_types import OneLineParser
 from search_space.errors import UsageError
 
 # Packages that contribute sub-commands, in help order. A module missing here is skipped so
@@ -26,14 +27,6 @@ COMMAND_MODULES = (
     "search.retrain.cli",    # export, retrain, evaluate
     "search.scaling.cli",    # scale, ladder, fit
 )
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse's own errors (unknown option, invalid int, bad choice) in the tool's form: one
-    ``error:`` line naming the option, exit status 2, no usage dump. Sub-commands inherit it."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, list]:

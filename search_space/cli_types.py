@@ -13,9 +13,18 @@ import argparse
 import math
 from typing import Callable
 
-__all__ = ["number_type", "INTEGER", "NUMBER", "SEED", "MAX_SEED"]
+__all__ = ["OneLineParser", "number_type", "INTEGER", "NUMBER", "SEED", "MAX_SEED"]
 
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds 0..2**32-1
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (unknown option, invalid number, bad choice) in the tool's form: one
+    ``error:`` line naming the option, exit status 2, no usage dump. Sub-commands inherit it.
+    ``run_search.py`` and the exported ``train_ray.py`` both parse with it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
 def _allowed(kind: type, low: float | None, high: float | None) -> str:

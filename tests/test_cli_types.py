@@ -74,10 +74,10 @@ def _number_options():
                     walk(words + [name], sub)
             elif a.option_strings and a.type is not None:
                 try:
-                    a.type("1")
+                    one = a.type("1")
                 except (argparse.ArgumentTypeError, TypeError, ValueError):
                     continue  # a number type refuses no "1" (port 1, seed 1, ...); others skip
-                if a.type in (int, float) or isinstance(a.type("1"), (int, float)):
+                if isinstance(one, (int, float)):  # bare int / float included
                     found.append((tuple(words), a.option_strings[-1]))
     walk([], parser)
     return found

@@ -106,7 +106,6 @@ worker group (FailureConfig) resumes from the last epoch. Usage (on a node of th
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -140,17 +139,10 @@ def train_loop_per_worker(config: dict) -> None:
                    on_epoch_end=lambda metrics: ray.train.report(dict(metrics)))
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """A bad option: one line naming it and what is allowed, exit 2 (as run_search.py)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
-
-
 def main() -> None:
     if PROJECT_DIR not in sys.path:
         sys.path.insert(0, PROJECT_DIR)
-    from search_space.cli_types import number_type
+    from search_space.cli_types import OneLineParser, number_type
 
     p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("data", help="ImageFolder root with train/ and val/ (visible to every node)")
