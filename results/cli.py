@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from latency_models.options import add_latency_device_option
+from search_space.cli_types import comma_items
 from search_space.errors import NotFoundError, UsageError
 from search_space.lazy import lazy_import
 
@@ -54,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated metric[:min|max], 2 or 3 (default top1,latency_ms; "
                         "metrics: top1 top5 val_loss latency_ms params gmacs synflow naswot "
                         "grad_norm train_seconds ...)")
-    p.add_argument("--ref", help="hypervolume reference point, one number per objective "
+    p.add_argument("--ref", help="hypervolume reference point, comma-separated, one number per objective "
                                  "(default: worst value over the searched and baseline points "
                                  "+ 10%% of the range)")
     p.add_argument("--rung", choices=RUNGS, default=STANDALONE,
@@ -104,10 +106,13 @@ def _studies(args) -> int:
 def _parse_ref(text: str | None, n: int) -> list[float] | None:
     if text is None:
         return None
+    items = comma_items(text, "--ref", "comma-separated numbers, e.g. 0,5")
     try:
-        ref = [float(x) for x in text.split(",")]
+        ref = [float(x) for x in items]
     except ValueError:
         raise UsageError(f"--ref {text!r}: expected comma-separated numbers, e.g. 0,5") from None
+    if not all(math.isfinite(x) for x in ref):
+        raise UsageError(f"--ref {text!r}: allowed finite numbers, e.g. 0,5")
     if len(ref) != n:
         raise UsageError(f"--ref {text!r}: need {n} numbers (one per objective)")
     return ref

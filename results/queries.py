@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 from sqlalchemy import and_, func, not_, or_, select
 
+from search_space.cli_types import comma_items
 from search_space.errors import NotFoundError, UsageError
 
 from .pareto import (REFERENCE_RULE, Objective, as_loss, baseline_comparison, dominating,
@@ -47,7 +48,9 @@ _IN_CHUNK = 500  # ids per IN (...) list when fetching details of front members
 
 def parse_objectives(spec: str | Sequence[str], allowed_counts=(2, 3)) -> list[Objective]:
     """``"top1,latency_ms"`` or ``["top1:max", "params:min"]`` -> objectives (validated)."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    allowed = f"comma-separated {', '.join(DEFAULT_DIRECTIONS)} (optionally :min or :max)"
+    items = (comma_items(spec, "--objectives", allowed) if isinstance(spec, str)
+             else [s.strip() for s in spec])
     out = []
     for it in items:
         name, _, d = it.partition(":")

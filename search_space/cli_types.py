@@ -1,5 +1,5 @@
-"""The one parse step of a number option: an argparse ``type=`` that reads the text as an int
-or a float and checks its range.
+"""The one parse step of a number option (an argparse ``type=`` that reads the text as an int
+or a float and checks its range) and of a comma-separated option (:func:`comma_items`).
 
 Every command-line number with a range (``--port``, ``--poll-seconds``, ``--max-details``,
 ``--threads``) uses :func:`number_type`, so its errors read the same everywhere: argparse
@@ -13,7 +13,10 @@ import argparse
 import math
 from typing import Callable
 
-__all__ = ["OneLineParser", "number_type", "INTEGER", "NUMBER", "SEED", "MAX_SEED"]
+from .errors import UsageError
+
+__all__ = ["OneLineParser", "number_type", "comma_items", "INTEGER", "NUMBER", "SEED",
+           "MAX_SEED"]
 
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds 0..2**32-1
 
@@ -59,6 +62,25 @@ def number_type(kind: type[int] | type[float], low: float | None = None,
 
     parse.__name__ = f"{kind.__name__} ({allowed})"
     return parse
+
+
+def comma_items(text: str, option: str, allowed: str, *,
+                empty_ok: bool = False) -> tuple[str, ...]:
+    """The one reading of a comma-separated option (``--baselines XS,S``, ``--seeds 0,1,2``,
+    ``--objectives top1,latency_ms``): the stripped items, in order. An empty item (``XS,,S``,
+    ``0,1,``) is a UsageError naming the option, the text and what is allowed, never dropped
+    silently (a typo there would quietly change what runs); so is an empty text, unless
+    ``empty_ok`` (``--baselines ''`` means "none")."""
+    text = str(text)
+    if not text.strip():
+        if empty_ok:
+            return ()
+        raise UsageError(f"{option} {text!r}: empty; allowed {allowed}")
+    items = tuple(t.strip() for t in text.split(","))
+    for i, item in enumerate(items, 1):
+        if not item:
+            raise UsageError(f"{option} {text!r}: item {i} is empty; allowed {allowed}")
+    return items
 
 
 # Options whose range is checked by the config they fill (its __post_init__ names the range):

@@ -1,13 +1,16 @@
-"""search_space.cli_types.number_type: the one parse step of a number option (text -> int or
-float, range check, argparse.ArgumentTypeError naming the input and what is allowed). The
-commands' own messages are checked in tests/test_bad_inputs.py."""
+"""search_space.cli_types: number_type, the one parse step of a number option (text -> int or
+float, range check, argparse.ArgumentTypeError naming the input and what is allowed), and
+comma_items, the one reading of a comma-separated option. The commands' own messages are
+checked in tests/test_bad_inputs.py."""
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
-from search_space.cli_types import number_type
+from search_space.cli_types import comma_items, number_type
+from search_space.errors import UsageError
 
 
 def test_accepts_the_range_and_the_extra_values():
@@ -103,3 +106,76 @@ def test_every_number_option_refuses_a_word_with_what_is_allowed(words, flag, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: argument {flag}: 'abc' is not a"), err
     assert "; allowed " in err[0], err
+
+
+# --- comma-separated options ------------------------------------------------------------------
+def test_comma_items_keeps_order_strips_and_refuses_empty_items():
+    assert comma_items(" XS, S ,L1", "--baselines", "presets") == ("XS", "S", "L1")
+    assert comma_items("", "--baselines", "presets", empty_ok=True) == ()
+    with pytest.raises(UsageError, match=r"^--baselines 'XS,,S': item 2 is empty; allowed "
+                                         r"presets$"):
+        comma_items("XS,,S", "--baselines", "presets")
+    with pytest.raises(UsageError, match=r"^--seeds '0,1,': item 3 is empty; allowed seeds$"):
+        comma_items("0,1,", "--seeds", "seeds")
+    with pytest.raises(UsageError, match=r"^--seeds ' ': empty; allowed seeds$"):
+        comma_items(" ", "--seeds", "seeds")
+
+
+def _comma_options():
+    """(sub-command words, option) of every option whose help says it is comma-separated:
+    generated from the real parser, so a comma option added later must join COMMA_ARGV."""
+    import run_search
+    parser, _ = run_search.build_parser()
+    found = []
+
+    def walk(words, p):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    walk(words + [name], sub)
+            elif a.option_strings and re.search(r"\bcomma[- ]", a.help or "", re.I):
+                found.append((tuple(words), a.option_strings[-1]))
+    walk([], parser)
+    return found
+
+
+# What else each command needs to reach the comma option's parse ("{t}": a temporary dir).
+COMMA_ARGV = {
+    ("search",): ["--trials", "1", "--out", "{t}/runs", "--db", "{t}/r.db"],
+    ("fidelity",): ["--out", "{t}/fid", "--no-db"],
+    ("pareto",): ["--db", "{t}/r.db"],
+    ("scale",): ["--base", "XS", "--targets", "1.0", "--no-save"],
+    ("ladder",): ["--base", "XS", "--targets", "1.0"],
+    ("fit",): ["--db", "{t}/r.db"],
+}
+COMMA_OPTIONS = _comma_options()
+
+
+def test_the_registry_walk_finds_the_comma_options():
+    assert {(("search",), "--baselines"), (("fidelity",), "--seeds"), (("fidelity",), "--refs"),
+            (("pareto",), "--objectives"), (("pareto",), "--ref"), (("fit",), "--x"),
+            (("scale",), "--targets")} <= set(COMMA_OPTIONS)
+
+
+@pytest.mark.parametrize("words, flag", COMMA_OPTIONS, ids=lambda v: " ".join(v) if
+                         isinstance(v, tuple) else v)
+def test_every_comma_option_refuses_an_empty_item_naming_it(words, flag, tmp_path, capsys):
+    """'XS,,S' was read as 'XS,S' (the empty item dropped): a typo silently changed what ran."""
+    import run_search
+    assert words in COMMA_ARGV, f"{' '.join(words)}: add what it needs to COMMA_ARGV"
+    rest = [a.replace("{t}", str(tmp_path)) for a in COMMA_ARGV[words]]
+    if flag in rest:  # the option is also one the command needs: replace its value
+        i = rest.index(flag)
+        del rest[i:i + 2]
+    before = sorted(tmp_path.rglob("*"))
+    assert run_search.main([*words, *rest, flag, "1,,2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {flag} '1,,2': item 2 is empty; allowed " + err[0].split(
+        "; allowed ", 1)[1]], err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_pareto_ref_must_be_finite(tmp_path, capsys):
+    import run_search
+    assert run_search.main(["pareto", "--db", str(tmp_path / "r.db"), "--ref", "0,nan"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --ref '0,nan': allowed finite numbers, e.g. 0,5"

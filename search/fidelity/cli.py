@@ -15,7 +15,7 @@ from search.options import (add_data_option, add_fidelity_option, add_threads_op
                             check_data_option, parse_fidelity)
 from search.proxy.data import prepare_data
 from search.proxy.supernet.config import SupernetConfig
-from search_space.cli_types import MAX_SEED, number_type
+from search_space.cli_types import MAX_SEED, comma_items, number_type
 from search_space.errors import UsageError
 from search_space.io import check_writable_dir, dumps_json
 from search_space.lazy import lazy_import
@@ -30,13 +30,10 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def _seeds(text: str) -> list[int]:
+    items = comma_items(text, "--seeds", "distinct integers, e.g. 0,1,2")
     try:
-        seeds = [int(t) for t in _csv(text)]
+        seeds = [int(t) for t in items]
     except ValueError:
         raise UsageError(f"--seeds {text!r}: allowed a comma-separated list of integers, "
                          "e.g. 0,1,2") from None
@@ -73,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "val/<class>/): the data of the sweep settings that need it "
                         "(i1000-e1, i2000-e1, i5000-e1; refused without it, left out of 'all')")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--refs", default="XS,S,L1,L3", help="reference presets (default XS,S,L1,L3)")
+    p.add_argument("--refs", default="XS,S,L1,L3", help="reference presets, comma-separated (default XS,S,L1,L3)")
     p.add_argument("--workers", type=number_type(int, 1), default=1,
                    help="parallel training processes (default 1)")
     add_threads_option(p, default_text="cores / workers")
@@ -107,7 +104,8 @@ def _selected(args: argparse.Namespace, refs: list[str]) -> list:
     supernet = SupernetConfig.from_json(args.supernet) if args.supernet is not None else None
     default = fsettings.default_setting(fidelity, name=args.name, source=args.data,
                                         from_option=bool(args.fidelity))
-    selected = fsettings.select_settings(_csv(args.settings), default=default,
+    selected = fsettings.select_settings(
+        comma_items(args.settings, "--settings", "'default', 'all' or names from --list"), default=default,
                                          cifar10=args.cifar10, need_data=not args.report_only,
                                          log=log, supernet=supernet)
     for st in selected:
@@ -147,7 +145,8 @@ def handle(args: argparse.Namespace) -> int:
         return _list()
     # validate everything before any heavy work
     seeds = _seeds(args.seeds)
-    refs = list(fsettings.reference_specs(_csv(args.refs)))
+    refs = list(fsettings.reference_specs(comma_items(args.refs, "--refs",
+                                                      "comma-separated XS, S, L1, L3")))
     if len(refs) < 2:
         raise UsageError(f"--refs {args.refs!r}: need at least 2 references to rank")
     if args.workers < 1:

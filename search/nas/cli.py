@@ -18,9 +18,11 @@ from typing import Any, Callable
 
 from latency_models.options import add_latency_device_option
 from results.options import add_db_option
+from search_space.cli_types import comma_items
 from search_space.errors import UsageError
 from search_space.io import read_json
 from search_space.lazy import lazy_import
+from search_space.spec import PRESETS
 
 from ..proxy.supernet.config import SupernetConfig
 from ..options import add_data_option, add_fidelity_option, add_torch_device_option, parse_fidelity
@@ -76,7 +78,9 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "fidelity": parse_fidelity,
     "space": lambda text: parse_space(_json_object(text, "--space")),
     "supernet": lambda text: SupernetConfig.from_dict(_json_object(text, "--supernet")),
-    "baselines": lambda text: tuple(b.strip() for b in text.split(",") if b.strip()),
+    "baselines": lambda text: comma_items(text, "--baselines", "comma-separated presets "
+                                          f"({', '.join(PRESETS)}) or '' for none",
+                                          empty_ok=True),
     "extra_archs": tuple,
 }
 

@@ -134,7 +134,7 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                                    "held-out error, CIs and guarded extrapolation")
     add_db_option(p)
     p.add_argument("--study", action="append", help="study name (repeatable; default all)")
-    p.add_argument("--x", default="gmacs,params,latency_ms", help="costs to fit against")
+    p.add_argument("--x", default="gmacs,params,latency_ms", help="costs to fit against, comma-separated (default %(default)s)")
     p.add_argument("--form", default="auto", choices=("auto", "power", "loglinear"))
     add_latency_device_option(p, default=None,
                               purpose="re-predict latency on it (default: the stored values)")

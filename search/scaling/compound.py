@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from search_space.cli_types import comma_items
 from search_space.costs import analytic_gmacs, analytic_params
 from search_space.errors import UsageError
 from search_space.spec import (MAX_DEPTH, MAX_RESOLUTION, MAX_WIDTH, MIN_RESOLUTION, MIN_WIDTH,
@@ -387,8 +388,7 @@ class FamilyResult:
 def parse_targets(text: str) -> list[float]:
     """'0.7,0.8,1.1,1.9' -> sorted unique floats; UsageError naming the bad item."""
     out = []
-    for item in str(text).split(","):
-        item = item.strip()
+    for item in comma_items(text, "--targets", "latencies in ms > 0, e.g. 0.7,0.8,1.1,1.9"):
         try:
             v = float(item)
         except ValueError:

@@ -17,6 +17,7 @@ from latency_models import load_predictor
 from results.families import get_family
 from results.options import open_store
 from results.store import fidelity_key
+from search_space.cli_types import comma_items
 from search_space.errors import NotFoundError, UsageError
 from search_space.io import write_json_atomic
 
@@ -31,8 +32,9 @@ COSTS = ("gmacs", "params", "latency_ms")
 
 def parse_costs(text: str) -> tuple[str, ...]:
     """``--x``: a comma list of gmacs, params, latency_ms."""
-    xs = tuple(x.strip() for x in str(text).split(",") if x.strip())
-    if not xs or any(x not in COSTS for x in xs):
+    allowed = f"a comma list of {', '.join(COSTS)}"
+    xs = comma_items(text, "--x", allowed)
+    if any(x not in COSTS for x in xs):
         raise UsageError(f"--x {text!r}: allowed a comma list of {', '.join(COSTS)}")
     return xs
 
