@@ -29,7 +29,7 @@ from search_space.stats import kendall_tau
 from .coreml import COMPUTE_UNITS, coreml_ops
 from .devices import device_files, load_predictor, shipped_devices, user_calibration_path
 from .features import FEATURE_NAMES, aggregate
-from .featurize import featurize, featurize_records
+from .featurize import featurize
 from .fewshot import fit
 from .options import DEFAULT_DEVICE, LATENCY_ALIASES, add_latency_device_option
 from .predictor import LatencyPredictor, prior_coef
@@ -37,10 +37,12 @@ from .records import Record, read_records, write_records
 from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
 from .timm_models import is_spec_reference, is_timm_model
 from .transfer import loo_predictions, render_curve, render_summary, summarise, transfer
-from .userrecords import Loaded, load_user_records
+from .userrecords import Loaded, featurise, load_user_records
 
 SKIP_UNKNOWN_HELP = ("skip (and list) rows whose model is not a preset, spec JSON, .mlpackage, "
-                     "published name or timm model, instead of stopping at the first")
+                     "published name or timm model, or cannot be featurised (a broken "
+                     ".mlpackage, a timm model Core ML cannot convert), instead of stopping "
+                     "at the first")
 FEW_SHOT_DRAWS = 20  # evaluate --few-shot: random draws, as bench/bench_latency_fewshot.py
 backends = lazy_import("latency_models.backends")   # torch, onnxruntime, coremltools
 export = lazy_import("latency_models.export")       # torch, coremltools, onnxruntime
@@ -394,19 +396,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     out = _check_calibration_target(args)
     name = args.latency_device
     prior = _load_prior(args.prior)
-    loaded = load_user_records(args.records, device=name, match=args.match,
-                               skip_unknown=args.skip_unknown)
+    loaded, _ = featurise(load_user_records(args.records, device=name, match=args.match,
+                                            skip_unknown=args.skip_unknown), args.skip_unknown)
     _report_input(loaded)
     models = {r.identity() for r in loaded.records}
     if len(models) < 2:
         raise UsageError(f"{args.records}: calibration needs at least 2 distinct measured "
                          f"models, found {len(models)}")
-    p = fit(loaded.records, name, prior=prior, meta={"records_file": os.path.abspath(args.records)})
-    for s in p.meta["skipped"]:
-        print(f"warning: skipped {s}", file=sys.stderr)
-    if p.meta["n_records"] < 2:
-        raise UsageError(f"{args.records}: fewer than 2 records could be featurised: "
-                         f"{p.meta['skipped']}")
+    p = fit(loaded.records, name, prior=prior, skip_unfeaturizable=False,
+            meta={"records_file": os.path.abspath(args.records)})
     shadowed = shipped_devices().get(name) if args.out is None else None
     p.save(out)
     if shadowed:
@@ -427,12 +425,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.few_shot is None and (args.draws is not None or args.seed is not None):
         raise UsageError("--draws / --seed: only with --few-shot N")
     prior = _load_prior(args.prior) if args.loo or args.few_shot is not None else None
-    loaded = load_user_records(args.records, device=args.latency_device, match=args.match,
-                               skip_unknown=args.skip_unknown)
+    loaded, F = featurise(load_user_records(args.records, device=args.latency_device,
+                                            match=args.match, skip_unknown=args.skip_unknown),
+                          args.skip_unknown)
     _report_input(loaded)
     records = loaded.records
-    F, errs = featurize_records(records)
-    ok = [i for i, e in enumerate(errs) if e is None]
+    ok = list(range(len(records)))
     need = 3 if args.loo else 1 if args.few_shot is None else max(args.few_shot) + 2
     if len(ok) < need:
         what = f" for --few-shot {max(args.few_shot)} (N + 2: some rows must be left to " \
@@ -465,9 +463,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     for i, j in enumerate(ok):
         print(f"{records[j].model:<40} measured {y[i]:8.3f}  predicted {pred[i]:8.3f} +- "
               f"{sd[i]:7.3f}  error {100 * rel[i]:+6.1f}%{'  [extrapolates: ' + why[i] + ']' if why[i] else ''}")
-    for i, e in enumerate(errs):
-        if e is not None:
-            print(f"{records[i].model:<40} skipped: {e}")
     tau = kendall_tau(pred, y) if len(ok) > 1 else float("nan")
     print(f"n={len(ok)}  MAPE {100 * np.mean(np.abs(rel)):.1f}%  within 10%: "
           f"{100 * np.mean(np.abs(rel) <= 0.1):.0f}%  Kendall tau {tau:.3f}  within +-2 sigma: "

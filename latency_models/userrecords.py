@@ -15,17 +15,23 @@ skips unmeasured rows with a reason, and merges duplicate measurements:
   phones, OS or toolchain versions fits none of them);
 * the same model measured twice on one device is averaged when the values agree within
   ``records.DUPLICATE_TOLERANCE`` and refused otherwise (one row twice is one measurement).
+
+``featurise(loaded)`` then reads each model's features; one that cannot be read (a broken
+``.mlpackage``, a timm model Core ML cannot convert) stops like an unknown model, or is skipped
+and listed with ``skip_unknown``.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
+from search_space.errors import UsageError
 from search_space.spec import PRESETS, load_spec
 
+from .featurize import featurize_records
 from .names import examples, timm_name_for
-from search_space.errors import UsageError
-
 from .records import (DUPLICATE_TOLERANCE, REQUIRED, Record, RecordError, check_header,
                       parse_record, raw_rows, where)
 from .timm_models import is_timm_model
@@ -177,3 +183,21 @@ def load_user_records(path: str, device: str | None = None, match: str | None = 
     ``skip_unknown``: a row whose model is none of the accepted forms is skipped (and reported)
     instead of stopping the import."""
     return merge_duplicates(_parse_rows(path, device, match, skip_unknown))
+
+
+def featurise(loaded: Loaded, skip_unknown: bool = False) -> tuple[Loaded, np.ndarray]:
+    """(the records that can be featurised, their feature rows). A record whose model names
+    something that cannot be read (a broken ``.mlpackage``, a timm model Core ML cannot
+    convert) stops the import naming the file, row and column, like an unknown model; with
+    ``skip_unknown`` it is skipped and the reason joins ``skipped``."""
+    F, errs = featurize_records(loaded.records)
+    bad = [(r, e) for r, e in zip(loaded.records, errs) if e is not None]
+    for r, e in bad:
+        msg = f"{loaded.path}: row {r.row}, column 'model': {r.model!r} cannot be featurised ({e})"
+        if not skip_unknown:
+            raise RecordError(f"{msg}; fix or remove the row, or pass --skip-unknown")
+        loaded.skipped.append(f"{loaded.path}: row {r.row} ({r.model!r}): cannot be featurised "
+                              f"({e}): skipped")
+    ok = [e is None for e in errs]
+    return (Loaded(loaded.path, [r for r, k in zip(loaded.records, ok) if k], loaded.skipped,
+                   loaded.merged), F[np.array(ok, dtype=bool)])

@@ -458,6 +458,11 @@ def latency_cases() -> list[Case]:
              write("r.csv", LATENCY_CSV.replace("1.3", "1e12"))),
         Case("latency-calibrate-unknown-model", (*cal, "{t}/r.csv"), "NoSuchNet",
              write("r.csv", LATENCY_CSV + "NoSuchNet,phone,2.0\n")),
+        # a broken .mlpackage was skipped with a warning and the calibration saved without it
+        Case("latency-calibrate-broken-mlpackage", (*cal, "{t}/r.csv"),
+             "row 5, column 'model': 'b.mlpackage' cannot be featurised",
+             both(write("r.csv", LATENCY_CSV + "b.mlpackage,phone,2.0\n"),
+                  write("b.mlpackage/Manifest.json", "not json"))),
         # an unclosed quote swallowed the rest of the file into one field
         Case("latency-calibrate-unclosed-quote", (*cal, "{t}/r.csv"), "row 3: not valid CSV",
              write("r.csv", LATENCY_CSV.replace("\nS,", '\n"S,', 1))),

@@ -320,7 +320,36 @@ def test_mlpackage_rows_are_featurised_from_the_package(capsys, tmp_path, user_d
     rec.write_text("model,latency_ms\ntiny.mlpackage,0.3\nXS,0.9\nS,1.1\n")
     code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
                          "--latency-device", "p")
-    assert code == 0, err and "on 3 records" in out
+    assert code == 0, err
+    assert "calibrated p on 3 records" in out
+
+
+def test_a_model_that_cannot_be_featurised_stops_like_an_unknown_one(capsys, tmp_path,
+                                                                     user_dir):
+    """A broken .mlpackage in the records was skipped with a warning and the calibration saved
+    on the other rows: now one line naming file, row and column, nothing written; with
+    --skip-unknown the row is skipped and listed with its reason, the rest calibrates."""
+    broken = tmp_path / "broken.mlpackage"
+    broken.mkdir()
+    (broken / "Manifest.json").write_text("not json")
+    rec = tmp_path / "r.csv"
+    rec.write_text("model,latency_ms\nXS,0.9\nbroken.mlpackage,0.5\nS,1.1\nL1,1.4\n")
+    for cmd in (("calibrate", "--latency-device", "p"),
+                ("evaluate", "--latency-device", "iphone14-ane")):
+        code, out, err = run(capsys, "latency", cmd[0], "--records", str(rec), *cmd[1:])
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith(f"error: {rec}: row 3, column 'model': 'broken.mlpackage' "
+                                   "cannot be featurised (")
+        assert lines[0].endswith("); fix or remove the row, or pass --skip-unknown")
+        assert _written(user_dir) == []
+    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                         "--latency-device", "p", "--skip-unknown")
+    assert code == 0, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"warning: {rec}: row 3 ('broken.mlpackage'): cannot be featurised (")
+    assert line.endswith("): skipped") and "calibrated p on 3 records" in out
+    assert json.loads((user_dir / "p.json").read_text())["meta"]["records"] == ["XS", "S", "L1"]
 
 
 def test_suggest_refuses_more_models_than_candidates_before_exporting(capsys, tmp_path):
