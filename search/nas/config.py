@@ -359,17 +359,17 @@ def _check_settings(cfg: SearchConfig) -> None:
     if cfg.strategy not in STRATEGIES:
         raise UsageError(f"--strategy {cfg.strategy!r}: allowed {', '.join(STRATEGIES)}")
     if not 1 <= cfg.n_trials <= MAX_TRIALS:
-        raise UsageError(f"--trials {cfg.n_trials}: allowed 1..{MAX_TRIALS:,}")
+        raise UsageError(f"--trials {cfg.n_trials}: allowed integers 1..{MAX_TRIALS}")
     if not 0 <= cfg.seed <= MAX_SEED:
-        raise UsageError(f"--seed {cfg.seed}: allowed 0..{MAX_SEED}")
+        raise UsageError(f"--seed {cfg.seed}: allowed integers 0..{MAX_SEED}")
     if cfg.prerank < 0:
         raise UsageError(f"--prerank {cfg.prerank}: allowed integers >= 0 (0: off)")
     if cfg.proxy not in PROXIES:
         raise UsageError(f"--proxy {cfg.proxy!r}: allowed {', '.join(PROXIES)}")
     if not 1 <= cfg.top_k <= MAX_TOP_K:
-        raise UsageError(f"--top-k {cfg.top_k}: allowed 1..{MAX_TOP_K:,}")
+        raise UsageError(f"--top-k {cfg.top_k}: allowed integers 1..{MAX_TOP_K}")
     if not 1 <= cfg.scored <= MAX_TRIALS:
-        raise UsageError(f"--scored {cfg.scored}: allowed 1..{MAX_TRIALS:,}")
+        raise UsageError(f"--scored {cfg.scored}: allowed integers 1..{MAX_TRIALS}")
     if cfg.proxy == "supernet":  # the widths must divide (UsageError naming the field)
         proxy_space(cfg.space, 2, cfg.fidelity.resolution, cfg.supernet.width_divisor)
     b = cfg.latency_budget_ms
@@ -392,7 +392,7 @@ def _check_settings(cfg: SearchConfig) -> None:
 def _check_supernet_nproc(cfg: SearchConfig) -> None:
     n = cfg.supernet_nproc
     if not 1 <= n <= MAX_SUPERNET_NPROC:
-        raise UsageError(f"--supernet-nproc {n}: allowed 1..{MAX_SUPERNET_NPROC}")
+        raise UsageError(f"--supernet-nproc {n}: allowed integers 1..{MAX_SUPERNET_NPROC}")
     if n == 1:
         return
     if cfg.proxy != "supernet":
