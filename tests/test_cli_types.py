@@ -63,9 +63,9 @@ def test_unbounded_types_refuse_what_is_not_a_finite_number(kind, text, message)
     assert number_type(kind)("-7") == -7
 
 
-def _number_options():
-    """(sub-command words, option) for every option of run_search.py whose value is a number:
-    generated from the real parser, so an option added later with a bare type=int is caught."""
+def _options(keep) -> list[tuple[tuple[str, ...], str]]:
+    """(sub-command words, option) of every option of run_search.py that ``keep(action)``
+    accepts: generated from the real parser, so an option added later is caught."""
     import run_search
     parser, _ = run_search.build_parser()
     found = []
@@ -75,15 +75,24 @@ def _number_options():
             if isinstance(a, argparse._SubParsersAction):
                 for name, sub in a.choices.items():
                     walk(words + [name], sub)
-            elif a.option_strings and a.type is not None:
-                try:
-                    one = a.type("1")
-                except (argparse.ArgumentTypeError, TypeError, ValueError):
-                    continue  # a number type refuses no "1" (port 1, seed 1, ...); others skip
-                if isinstance(one, (int, float)):  # bare int / float included
-                    found.append((tuple(words), a.option_strings[-1]))
+            elif a.option_strings and keep(a):
+                found.append((tuple(words), a.option_strings[-1]))
     walk([], parser)
     return found
+
+
+def _is_number(a: argparse.Action) -> bool:
+    """Its value is a number (a bare type=int / float included)."""
+    if a.type is None:
+        return False
+    try:
+        return isinstance(a.type("1"), (int, float))
+    except (argparse.ArgumentTypeError, TypeError, ValueError):
+        return False  # a number type refuses no "1" (port 1, seed 1, ...); others skip
+
+
+def _number_options():
+    return _options(_is_number)
 
 
 NUMBER_OPTIONS = _number_options()
@@ -122,21 +131,8 @@ def test_comma_items_keeps_order_strips_and_refuses_empty_items():
 
 
 def _comma_options():
-    """(sub-command words, option) of every option whose help says it is comma-separated:
-    generated from the real parser, so a comma option added later must join COMMA_ARGV."""
-    import run_search
-    parser, _ = run_search.build_parser()
-    found = []
-
-    def walk(words, p):
-        for a in p._actions:
-            if isinstance(a, argparse._SubParsersAction):
-                for name, sub in a.choices.items():
-                    walk(words + [name], sub)
-            elif a.option_strings and re.search(r"\bcomma[- ]", a.help or "", re.I):
-                found.append((tuple(words), a.option_strings[-1]))
-    walk([], parser)
-    return found
+    """Every option whose help says it is comma-separated (a new one must join COMMA_ARGV)."""
+    return _options(lambda a: re.search(r"\bcomma[- ]", a.help or "", re.I) is not None)
 
 
 # What else each command needs to reach the comma option's parse ("{t}": a temporary dir).
