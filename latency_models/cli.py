@@ -388,7 +388,7 @@ def _check_calibration_target(args: argparse.Namespace) -> str:
 
 
 def _report_input(loaded: Loaded) -> None:
-    for line in loaded.skipped + loaded.merged:
+    for line in loaded.skipped + loaded.merged + loaded.read_as:
         print(f"warning: {line}", file=sys.stderr)
 
 

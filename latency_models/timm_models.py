@@ -5,7 +5,10 @@ Light to import: timm (and with it torch) loads on first use, through ``search_s
 """
 from __future__ import annotations
 
+import difflib
 import os
+import re
+from functools import lru_cache
 
 from search_space.errors import UsageError
 from search_space.lazy import lazy_import
@@ -29,6 +32,54 @@ def is_spec_reference(ref: str) -> bool:
 def is_timm_model(name: str) -> bool:
     """Whether timm knows ``name`` (without building it)."""
     return name in timm.list_models()
+
+
+# How papers spell what timm spells out: a size word is a letter ("ConvNeXt-T" is convnext_tiny,
+# "EdgeNeXt-XS" edgenext_x_small), a width multiplier a decimal ("MobileViTV2-0.5" is
+# mobilevitv2_050, "RepViT-M0.9" repvit_m0_9, "GhostNet 1.0x" ghostnet_100), and timm's default
+# patch / window / 224-px suffixes go unsaid ("DeiT-S" is deit_small_patch16_224).
+_SIZE_WORDS = {"tiny": "t", "ti": "t", "small": "s", "base": "b", "large": "l", "medium": "m",
+               "xsmall": "xs", "xxsmall": "xxs", "nano": "n"}
+_UNSAID = re.compile(r"^(patch\d+|window\d+|224)$")
+
+
+def name_key(name: str) -> str:
+    """A model name with the spelling differences above removed: a paper's display name and the
+    timm name it means share one key."""
+    s = re.sub(r"(?<!\d)(\d)_(\d)(?!\d)", r"\1.\2", name.lower())  # repvit_m0_9 -> m0.9
+    s = re.sub(r"(?<![a-z])(x+)[_-]small", r"\1small", s)    # edgenext_x_small -> xsmall
+    s = re.sub(r"(patch|window)[_-]?(\d)", r"\1\2", s)
+    toks = re.findall(r"patch\d+|window\d+|[a-z]+|\d+\.\d+|\d+", s)
+    decimal = [re.fullmatch(r"\d+\.\d+", t) is not None for t in toks] + [False]
+    out = []
+    for i, tok in enumerate(toks):
+        if tok == "x" and (decimal[i - 1] or decimal[i + 1]) or _UNSAID.match(tok):
+            continue                                          # "x1.0", "1.0x"; timm's defaults
+        if re.fullmatch(r"\d+\.\d+", tok):                    # a multiplier: 0.5 -> 050
+            tok = f"{round(float(tok) * 100):03d}"
+        out.append(_SIZE_WORDS.get(tok, tok) if i else tok)   # tiny_vit stays tiny
+    return "".join(out)
+
+
+@lru_cache(maxsize=1)
+def _keys() -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for n in timm.list_models():
+        keys.setdefault(name_key(n), []).append(n)
+    return keys
+
+
+def timm_names_like(display: str) -> list[str]:
+    """The timm models a display name (a paper's spelling) can mean: one name when it is
+    unambiguous, several when it is not, none when nothing matches."""
+    return sorted(_keys().get(name_key(display), []))
+
+
+def close_timm_names(display: str, n: int = 3) -> list[str]:
+    """Up to ``n`` timm models whose name is close to ``display`` (for an error's hint)."""
+    keys = _keys()
+    near = difflib.get_close_matches(name_key(display), list(keys), n=n, cutoff=0.75)
+    return [name for k in near for name in keys[k]][:n]
 
 
 def default_resolution(name: str) -> int:

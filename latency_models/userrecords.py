@@ -34,7 +34,7 @@ from .featurize import featurize_records
 from .names import examples, timm_name_for
 from .records import (DUPLICATE_TOLERANCE, REQUIRED, Record, RecordError, check_header,
                       parse_record, raw_rows, where)
-from .timm_models import is_timm_model
+from .timm_models import close_timm_names, is_timm_model, timm_names_like
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Loaded:
     records: list[Record]
     skipped: list[str] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)
+    read_as: list[str] = field(default_factory=list)  # paper names read as a timm model
 
 
 class UnknownModel(RecordError):
@@ -64,8 +65,11 @@ def _local(path: str, ref: str) -> str | None:
     return None
 
 
-def resolve_model(rec: Record, path: str) -> Record:
-    """Fill spec / timm_name / mlpackage from what ``model`` names, or raise naming it."""
+def resolve_record(rec: Record, path: str, read_as: list[str] | None = None) -> Record:
+    """Fill spec / timm_name / mlpackage from what ``model`` names, or raise naming it. A
+    paper's spelling of a timm model ("MobileViTV2-0.5", "ConvNeXt-T") is read as the one timm
+    model it can mean (``timm_models.timm_names_like``), said in ``read_as``; one that can mean
+    several is refused naming them."""
     if rec.spec or rec.timm_name or rec.mlpackage or rec.model.upper() in PRESETS:
         return rec
     ref, at = rec.model, where(path, rec.row, "model")
@@ -87,7 +91,17 @@ def resolve_model(rec: Record, path: str) -> Record:
         return replace(rec, spec=spec.canonical_json())
     timm_name = timm_name_for(ref) or (ref if is_timm_model(ref) else None)
     if timm_name is None:
-        raise UnknownModel(f"{at}: unknown model {ref!r}: expected {accepted_forms()}")
+        like = timm_names_like(ref)
+        if len(like) > 1:
+            raise UnknownModel(f"{at}: model {ref!r} can mean any of the timm models "
+                               f"{', '.join(like)}: write the one you measured")
+        if not like:
+            close = close_timm_names(ref)
+            hint = f"; timm names like it: {', '.join(close)}" if close else ""
+            raise UnknownModel(f"{at}: unknown model {ref!r}: expected {accepted_forms()}{hint}")
+        timm_name = like[0]
+        if read_as is not None:
+            read_as.append(f"{at}: {ref!r} read as the timm model {timm_name!r}")
     return replace(rec, timm_name=timm_name)
 
 
@@ -141,7 +155,7 @@ def _parse_rows(path: str, device: str | None, match: str | None,
             continue
         rec = parse_record(raw, path, i, decimal_comma=delim != ",")
         try:
-            out.records.append(resolve_model(rec, path))
+            out.records.append(resolve_record(rec, path, out.read_as))
         except UnknownModel:
             if not skip_unknown:
                 raise
@@ -174,7 +188,7 @@ def merge_duplicates(loaded: Loaded, tolerance: float = DUPLICATE_TOLERANCE) -> 
         out.append(replace(recs[0], latency_ms=mean, std_ms=(max(ms) - min(ms)) / 2))
         loaded.merged.append(f"{loaded.path}: rows {rows}: {recs[0].model!r} measured "
                              f"{len(recs)} times ({values} ms): averaged to {mean:.4g} ms")
-    return Loaded(loaded.path, out, loaded.skipped, loaded.merged)
+    return Loaded(loaded.path, out, loaded.skipped, loaded.merged, loaded.read_as)
 
 
 def load_user_records(path: str, device: str | None = None, match: str | None = None,
@@ -199,5 +213,5 @@ def featurise(loaded: Loaded, skip_unknown: bool = False) -> tuple[Loaded, np.nd
         loaded.skipped.append(f"{loaded.path}: row {r.row} ({r.model!r}): cannot be featurised "
                               f"({e}): skipped")
     ok = [e is None for e in errs]
-    return (Loaded(loaded.path, [r for r, k in zip(loaded.records, ok) if k], loaded.skipped,
-                   loaded.merged), F[np.array(ok, dtype=bool)])
+    return (replace(loaded, records=[r for r, k in zip(loaded.records, ok) if k]),
+            F[np.array(ok, dtype=bool)])

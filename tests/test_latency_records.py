@@ -175,6 +175,60 @@ def test_unknown_model_is_named_with_the_accepted_forms(tmp_path):
         "'MobileNet-v2x1.0', 'MobileNet-v3-Large x0.75') or a timm model name")
 
 
+# How papers write timm models (their tables, not ours): each must resolve to this one model.
+PAPER_SPELLINGS = {
+    "MobileViTV2-0.5": "mobilevitv2_050", "MobileViTV2-1.0": "mobilevitv2_100",
+    "ConvNeXt-T": "convnext_tiny", "ConvNeXt-B": "convnext_base",
+    "DeiT-Ti": "deit_tiny_patch16_224", "DeiT-S": "deit_small_patch16_224",
+    "EfficientFormerV2-S0": "efficientformerv2_s0", "EfficientFormer-L3": "efficientformer_l3",
+    "MobileOne-S0": "mobileone_s0", "FastViT-SA12": "fastvit_sa12", "RepViT-M0.9": "repvit_m0_9",
+    "RepViT-M2.3": "repvit_m2_3", "MobileNetV2 1.4": "mobilenetv2_140",
+    "MobileNet-v2x1.0": "mobilenetv2_100", "MobileNetV3-Large 0.75": "mobilenetv3_large_075",
+    "EdgeNeXt-XS": "edgenext_x_small", "EdgeNeXt-S": "edgenext_small",
+    "EdgeNeXt-XXS": "edgenext_xx_small", "PoolFormer-S36": "poolformer_s36",
+    "LeViT-128S": "levit_128s", "ResNet-50": "resnet50", "EfficientNet-B3": "efficientnet_b3",
+    "Swin-T": "swin_tiny_patch4_window7_224", "PVTv2-B0": "pvt_v2_b0",
+    "MobileViT-XXS": "mobilevit_xxs", "GhostNet 1.0x": "ghostnet_100",
+    "TinyViT-5M": "tiny_vit_5m_224", "ResNeXt50-32x4d": "resnext50_32x4d"}
+
+
+@pytest.mark.parametrize("display", sorted(PAPER_SPELLINGS))
+def test_a_paper_spelling_means_one_timm_model(display):
+    from latency_models.timm_models import timm_names_like
+    assert timm_names_like(display) == [PAPER_SPELLINGS[display]]
+
+
+def test_every_timm_name_finds_itself_and_models_timm_lacks_find_nothing():
+    import timm
+
+    from latency_models.timm_models import timm_names_like
+    assert [n for n in timm.list_models() if n not in timm_names_like(n)] == []
+    assert [n for n in ("RegNetY-600MF", "MobileFormer-294M", "EdgeViT-XXS", "LeViT-128S-x")
+            if timm_names_like(n)] == []
+
+
+def test_paper_names_resolve_or_are_refused_naming_the_choices(tmp_path):
+    from latency_models.userrecords import load_user_records
+
+    path = _user_csv(tmp_path, "model,latency_ms\nXS,1.0\nMobileViTV2-0.5,2.0\n")
+    got = load_user_records(path, device="d")
+    assert got.records[1].timm_name == "mobilevitv2_050"
+    assert got.read_as == [f"{path}: row 3, column 'model': 'MobileViTV2-0.5' read as the timm "
+                           "model 'mobilevitv2_050'"]
+    path = _user_csv(tmp_path, "model,latency_ms\nXS,1.0\nViT-S,2.0\n")
+    with pytest.raises(RecordError) as e:   # patch 8, 16 or 32: the latency differs 10x
+        load_user_records(path, device="d")
+    assert str(e.value) == (
+        f"{path}: row 3, column 'model': model 'ViT-S' can mean any of the timm models "
+        "vit_small_patch16_224, vit_small_patch32_224, vit_small_patch8_224: write the one you "
+        "measured")
+    path = _user_csv(tmp_path, "model,latency_ms\nXS,1.0\nMobileViTV2-0.55,2.0\n")
+    with pytest.raises(RecordError) as e:
+        load_user_records(path, device="d")
+    assert str(e.value).endswith("or a timm model name; timm names like it: mobilevitv2_075, "
+                                 "mobilevitv2_050, mobilevitv2_200")
+
+
 def test_spec_files_and_packages_resolve_next_to_the_csv(tmp_path):
     from latency_models.userrecords import load_user_records
 
