@@ -71,8 +71,10 @@ def _keys() -> dict[str, list[str]]:
 
 def timm_names_like(display: str) -> list[str]:
     """The timm models a display name (a paper's spelling) can mean: one name when it is
-    unambiguous, several when it is not, none when nothing matches."""
-    return sorted(_keys().get(name_key(display), []))
+    unambiguous, several when it is not, none when nothing matches. A width multiplier left
+    unsaid is 1.0 ("MobileNet-v3-Large" is mobilenetv3_large_100)."""
+    key, keys = name_key(display), _keys()
+    return sorted(keys.get(key) or keys.get(key + "100", []))
 
 
 def close_timm_names(display: str, n: int = 3) -> list[str]:

@@ -189,7 +189,8 @@ PAPER_SPELLINGS = {
     "LeViT-128S": "levit_128s", "ResNet-50": "resnet50", "EfficientNet-B3": "efficientnet_b3",
     "Swin-T": "swin_tiny_patch4_window7_224", "PVTv2-B0": "pvt_v2_b0",
     "MobileViT-XXS": "mobilevit_xxs", "GhostNet 1.0x": "ghostnet_100",
-    "TinyViT-5M": "tiny_vit_5m_224", "ResNeXt50-32x4d": "resnext50_32x4d"}
+    "TinyViT-5M": "tiny_vit_5m_224", "ResNeXt50-32x4d": "resnext50_32x4d",
+    "MobileNet-v3-Large": "mobilenetv3_large_100", "GhostNet": "ghostnet_100"}
 
 
 @pytest.mark.parametrize("display", sorted(PAPER_SPELLINGS))
