@@ -27,7 +27,7 @@ from search_space.errors import UsageError
 from search_space.lazy import lazy_import
 
 from .proxy.data import ProxyData
-from .proxy.node_cache import listing_problem, node_data_problem
+from .proxy.node_cache import cache_root_problem, listing_problem, node_data_problem
 from .storage import local_fs
 
 ray = lazy_import("ray")
@@ -164,6 +164,11 @@ def node_name(node: dict[str, Any]) -> str:
 def data_problem(data: ProxyData) -> str | None:
     """Whether this node can get the proxy data cache (None: it can)."""
     return node_data_problem(data)
+
+
+def cache_problem() -> str | None:
+    """Whether this node's ``$SWIFTFORMER_NAS_CACHE`` is unusable (None: unset or usable)."""
+    return cache_root_problem()
 
 
 def paths_problem(root: str, subdirs: tuple[str, ...]) -> str | None:

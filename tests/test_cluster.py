@@ -20,6 +20,7 @@ is bench/bench_cluster.py (figures in notes/cluster.md): too slow for the suite'
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import socket
@@ -45,7 +46,8 @@ from search.nas.storage import experiment_storage, fetch_searcher_state  # noqa:
 from search.nas.trainable import allocated_threads  # noqa: E402
 from search.proxy.data import prepare_data  # noqa: E402
 from search.proxy.fidelity import Fidelity  # noqa: E402
-from search.proxy.node_cache import CACHE_ENV, localize, node_data_problem  # noqa: E402
+from search.proxy.node_cache import (CACHE_ENV, cache_root_problem, localize,  # noqa: E402
+                                     node_data_problem)
 from search_space.errors import UsageError  # noqa: E402
 
 FID = Fidelity.from_dict({**Fidelity().to_dict(), "classes": 2, "images_per_class": 8,
@@ -106,6 +108,35 @@ def test_a_node_that_cannot_read_the_source_says_so(tmp_path, images, monkeypatc
     assert "FileNotFoundError" in node_data_problem(driver)
     with pytest.raises(UsageError, match=rf"--data {copy}: not readable on this node"):
         localize(driver, FID)
+
+
+@pytest.mark.parametrize("under", ["", "/sub"])
+def test_a_cache_variable_naming_a_file_is_refused_before_any_work(tmp_path, capsys, images,
+                                                                   monkeypatch, under):
+    """$SWIFTFORMER_NAS_CACHE set to a file (or below one): the search ran and every trial
+    failed with FileExistsError / NotADirectoryError. Now one line naming the variable; and a
+    node whose own variable is bad says so where the trial starts (localize)."""
+    f = tmp_path / "afile"
+    f.write_text("x")
+    monkeypatch.setenv(CACHE_ENV, str(f) + under)
+    out, db = tmp_path / "runs", tmp_path / "r.db"
+    assert run_search.main(["search", "--data", str(images), "--fidelity", FID.to_json(),
+                            "--trials", "1", "--baselines", "", "--out", str(out), "--db",
+                            str(db)]) == 2
+    where = "" if not under else f" ({f} is not a directory)"
+    want = (f"error: ${CACHE_ENV} {f}{under}: not a directory{where}; it names a node's data "
+            "cache directory (unset it to use the default)")
+    assert capsys.readouterr().err.strip().splitlines() == [want]
+    assert not out.exists() and not db.exists()
+    driver = prepare_data(str(images), FID, cache_dir=str(tmp_path / "driver-cache"))
+    with pytest.raises(UsageError) as e:
+        localize(dataclasses.replace(driver, path=str(tmp_path / "elsewhere")), FID)
+    assert str(e.value) == want[len("error: "):]
+
+
+def test_a_cache_variable_naming_a_new_directory_is_fine(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "new" / "cache"))
+    assert cache_root_problem() is None and not (tmp_path / "new").exists()
 
 
 # -- Tune storage -------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from search_space.spec import PRESETS, ArchSpec, SpecError, load_spec
 from ..cluster import check_address
 from ..options import TORCH_DEVICE_PATTERN, check_data_option
 from ..proxy.fidelity import DEFAULT_FIDELITY, Fidelity
+from ..proxy.node_cache import check_cache_root
 from ..proxy.supernet.config import DEFAULT_SUPERNET, SupernetConfig, proxy_space
 from .storage import experiment_storage
 
@@ -339,6 +340,7 @@ def resolve(cfg: SearchConfig) -> ResolvedSearch:
     check_writable_dir(cfg.out_root, "--out")  # the study's directory and the data cache
     check_db(cfg.db, readonly=False)  # nothing opened or created yet
     check_address(cfg.address)
+    check_cache_root()  # this node's $SWIFTFORMER_NAS_CACHE: trials here build the cache in it
     if cfg.storage is not None:
         experiment_storage(cfg.storage, str(cfg.out_dir), cfg.study)  # UsageError: no such fs
     baselines = resolve_baselines(cfg.baseline_refs)

@@ -41,8 +41,8 @@ from search_space.errors import UsageError
 from search_space.io import write_json_atomic
 from search_space.lazy import lazy_import
 
-from ..cluster import (ask_each_node, cpu_only_trials, data_problem, init_ray, node_name,
-                       nodes_fitting, slots)
+from ..cluster import (ask_each_node, cache_problem, cpu_only_trials, data_problem, init_ray,
+                       node_name, nodes_fitting, slots)
 from ..proxy.data import ProxyData, prepare_data
 from ..proxy.node_cache import CACHE_ENV
 from ..proxy.record import TrialRecorder
@@ -169,6 +169,9 @@ def _check_cluster(cfg: SearchConfig, data: ProxyData, res: Resources) -> list[d
                       f"--supernet-nproc {n} (x --cpus-per-trial {res.cpus_per_trial:g} "
                       f"--gpus-per-trial {cfg.gpus_per_trial:g})")
     if cfg.address:
+        for node, problem in zip(nodes, ask_each_node(nodes, cache_problem)):
+            if problem:
+                raise UsageError(f"{problem} (on {node_name(node)})")
         for node, problem in zip(nodes, ask_each_node(nodes, data_problem, data)):
             if problem:
                 raise UsageError(f"--data {data.source}: not readable on {node_name(node)}: "

@@ -36,6 +36,32 @@ def cache_root() -> str | None:
     return os.path.abspath(os.path.expanduser(root)) if root else None
 
 
+def cache_root_problem() -> str | None:
+    """Why ``$SWIFTFORMER_NAS_CACHE`` cannot hold this node's cache (None: unset, or a
+    directory that exists or can be created): the one-line error, naming the variable. Nothing
+    is created here."""
+    root = cache_root()
+    if root is None:
+        return None
+    p = root
+    while not os.path.lexists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)       # the nearest existing ancestor: the cache is made under it
+    if not os.path.isdir(p):
+        where = "" if p == root else f" ({p} is not a directory)"
+        return f"${CACHE_ENV} {root}: not a directory{where}; it names a node's data cache " \
+               "directory (unset it to use the default)"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"${CACHE_ENV} {root}: not writable ({p}); it names a node's data cache directory"
+    return None
+
+
+def check_cache_root() -> None:
+    """UsageError when ``$SWIFTFORMER_NAS_CACHE`` is set to something no cache can go in."""
+    problem = cache_root_problem()
+    if problem is not None:
+        raise UsageError(problem)
+
+
 def default_cache_root() -> str:
     return os.path.join(tempfile.gettempdir(), "swiftformer-nas-cache")
 
@@ -84,6 +110,7 @@ def localize(data: ProxyData, fidelity: Fidelity, workers: int = 1) -> ProxyData
     path = local_cache_dir(data)
     if path is not None:
         return data if path == data.path else dataclasses.replace(data, path=path, _arrays={})
+    check_cache_root()
     problem = node_data_problem(data)
     if problem is not None:
         raise UsageError(f"--data {data.source}: not readable on this node ({problem}); every "
