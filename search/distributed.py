@@ -80,14 +80,34 @@ def check_torch_device(name: str) -> None:
     raise UsageError(f"--torch-device {name}: allowed auto, cpu, cuda, cuda:N, mps")
 
 
+def env_int(name: str, default: int, low: int = 0) -> int:
+    """An integer the launcher (torchrun, srun) put in the environment; a value that is not one
+    is a one-line UsageError naming the variable, not a traceback from ``int()``."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise UsageError(f"${name}={text!r}: allowed integers >= {low} (set by the launcher: "
+                         "torchrun or srun; unset it to run one process)")
+    return value
+
+
 def _slurm_env() -> None:
     """srun without torchrun (one task per GPU): derive torch's env vars as the official code does."""
     if "RANK" in os.environ or "SLURM_PROCID" not in os.environ:
         return
-    ntasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    ntasks = env_int("SLURM_NTASKS", 1, low=1)
     if ntasks <= 1:
         return
-    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ["SLURM_NODELIST"]
+    env_int("SLURM_PROCID", 0)
+    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    if not nodelist:
+        raise UsageError("$SLURM_NTASKS > 1 without $SLURM_JOB_NODELIST: cannot find the master "
+                         "node (launch with srun inside an allocation, or with torchrun)")
     first = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True,
                            capture_output=True, text=True).stdout.split()[0]
     os.environ.setdefault("MASTER_ADDR", first)
@@ -110,9 +130,10 @@ def setup_distributed(torch_device: str, device: torch.device | None = None) -> 
 
     ``device`` is given by launchers that chose it themselves (Ray Train)."""
     _slurm_env()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world, rank = env_int("WORLD_SIZE", 1, low=1), env_int("RANK", 0)
+    local_rank = env_int("LOCAL_RANK", 0)
+    if rank >= world:
+        raise UsageError(f"$RANK={rank}: allowed 0..{world - 1} ($WORLD_SIZE={world})")
     if device is None:
         device = _pick_device(torch_device, local_rank)
     if device.type == "cuda":
@@ -128,7 +149,7 @@ def setup_distributed(torch_device: str, device: torch.device | None = None) -> 
 def launched_externally() -> bool:
     """A launcher (torchrun, srun with several tasks) already started one process per rank."""
     return ("RANK" in os.environ and "WORLD_SIZE" in os.environ) or (
-        "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1)
+        "SLURM_PROCID" in os.environ and env_int("SLURM_NTASKS", 1, low=1) > 1)
 
 
 def launcher_shard() -> tuple[int, int]:
@@ -137,8 +158,15 @@ def launcher_shard() -> tuple[int, int]:
     if not launched_externally():
         return 0, 1
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+        rank, world = env_int("RANK", 0), env_int("WORLD_SIZE", 1, low=1)
+        name = "RANK"
+    else:
+        rank, world = env_int("SLURM_PROCID", 0), env_int("SLURM_NTASKS", 1, low=1)
+        name = "SLURM_PROCID"
+    if rank >= world:
+        raise UsageError(f"${name}={rank}: allowed 0..{world - 1} (one per process the launcher "
+                         "started)")
+    return rank, world
 
 
 def will_spawn(processes: Processes) -> bool:

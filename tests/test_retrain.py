@@ -585,6 +585,33 @@ def test_unavailable_cuda_is_a_usage_error(data, spec_file, capsys):
     assert "--torch-device cuda: CUDA is not available" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("env, message", [
+    ({"WORLD_SIZE": "two", "RANK": "0"}, "$WORLD_SIZE='two': allowed integers >= 1 (set by the "
+     "launcher: torchrun or srun; unset it to run one process)"),
+    ({"WORLD_SIZE": "2", "RANK": "5"}, "$RANK=5: allowed 0..1 (one per process the launcher "
+     "started)"),
+    ({"SLURM_NTASKS": "x", "SLURM_PROCID": "0"}, "$SLURM_NTASKS='x': allowed integers >= 1"),
+    ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0"}, "$SLURM_NTASKS > 1 without "
+     "$SLURM_JOB_NODELIST: cannot find the master node"),
+    ({"LOCAL_RANK": "-1"}, "$LOCAL_RANK='-1': allowed integers >= 0"),
+])
+def test_a_malformed_launcher_environment_is_one_line(env, message, data, spec_file, tmp_path,
+                                                      capsys, monkeypatch):
+    """int(os.environ[...]) tracebacks: a launcher's variable that is not an integer (or a rank
+    outside the world) is named, before anything is written."""
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID",
+              "SLURM_JOB_NODELIST", "SLURM_NODELIST"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    out = tmp_path / "run"
+    assert run_search.main(["retrain", "--arch", str(spec_file), "--data", str(data), "--output",
+                            str(out), "--torch-device", "cpu", *COMMON]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: " + message), line
+    assert not out.exists()
+
+
 def test_parser_build_imports_no_torch():
     code = ("import argparse, sys\n"
             "from search.retrain import cli\n"
