@@ -37,6 +37,7 @@ from .records import Record, read_records, write_records
 from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
 from .timm_models import is_spec_reference, is_timm_model
 from .transfer import loo_predictions, render_curve, render_summary, summarise, transfer
+from .userdir import ENV as USER_DIR_ENV
 from .userrecords import Loaded, featurise, load_user_records
 
 SKIP_UNKNOWN_HELP = ("skip (and list) rows whose model is not a preset, spec JSON, .mlpackage, "
@@ -383,7 +384,10 @@ def _check_calibration_target(args: argparse.Namespace) -> str:
                          "pick another name, or pass --shadow-shipped to replace it for every "
                          "command")
     out = args.out or user_calibration_path(name)
-    check_writable_file(out, "--out")
+    # the default path is in the user directory: name what set it, not an option not given
+    what = "--out" if args.out else (f"${USER_DIR_ENV}" if os.environ.get(USER_DIR_ENV) else
+                                     "the user calibration file")
+    check_writable_file(out, what)
     return out
 
 

@@ -263,6 +263,20 @@ def test_calibrate_bad_input_one_line_nothing_written(capsys, tmp_path, user_dir
     assert _written(user_dir) == []
 
 
+def test_a_user_directory_that_cannot_hold_the_calibration_names_what_set_it(capsys, tmp_path,
+                                                                            monkeypatch):
+    """The default calibration path is not an option the user gave: the error named '--out'."""
+    rec = tmp_path / "r.csv"
+    rec.write_text("model,latency_ms\nXS,0.9\nS,1.1\n")
+    f = tmp_path / "afile"
+    f.write_text("x")
+    monkeypatch.setenv("SWIFTFORMER_NAS_LATENCY_DIR", str(f))
+    code, _, err = run(capsys, "latency", "calibrate", "--records", str(rec), "--device", "p")
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: $SWIFTFORMER_NAS_LATENCY_DIR {f}/p.json: not a directory"]
+    assert f.read_text() == "x"
+
+
 def test_shipped_calibration_is_never_shadowed_silently(capsys, tmp_path, user_dir):
     rec = tmp_path / "r.csv"
     rec.write_text("model,latency_ms\nXS,0.9\nS,1.1\nL1,1.5\nL3,2.8\n")
