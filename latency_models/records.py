@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import re
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from search_space.errors import NotFoundError, UsageError
-from search_space.io import atomic_write
+from search_space.io import atomic_write, parse_json
 from search_space.spec import PRESETS, ArchSpec, SpecError
 
 from .timm_models import SWIFTFORMER_TIMM
@@ -218,10 +217,7 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str, list[str] | None]:
         raise RecordError(f"{path}: not UTF-8 text (byte {e.start}); expected a CSV or JSON "
                           "records file saved as UTF-8") from None
     if path.lower().endswith(".json"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{path}: not valid JSON ({e})") from None
+        data = parse_json(text, path, RecordError)
         rows = data.get("records") if isinstance(data, dict) else data
         if not isinstance(rows, list):
             raise RecordError(f"{path}: expected a JSON list of records or {{\"records\": [...]}}")

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 
 from search_space.cli_types import number_type
 from search_space.errors import UsageError
-from search_space.io import read_json
+from search_space.io import parse_json, read_json
 
 from .proxy.fidelity import DEFAULT_FIDELITY, FIDELITY_PRESETS, Fidelity
 from .proxy.images import check_layout
@@ -56,10 +55,7 @@ def parse_fidelity(text: str | None, base: Fidelity = DEFAULT_FIDELITY) -> Fidel
     if text in FIDELITY_PRESETS:
         return FIDELITY_PRESETS[text]
     if text.startswith(("{", "[")):   # inline JSON (a list is refused below, by its type)
-        try:
-            overrides = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"--fidelity: not valid JSON ({e.msg} at column {e.colno})") from None
+        overrides = parse_json(text, "--fidelity")
     elif PRESET_NAME_PATTERN.fullmatch(text) and not os.path.exists(text):
         raise UsageError(f"--fidelity {text!r}: no such preset; {_presets_line()}")
     else:

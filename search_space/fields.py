@@ -8,14 +8,13 @@ reads JSON's single number type into the declared Python type (``1.0`` is an int
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import fields
 from typing import Any, Mapping
 
 from .errors import UsageError
 
-__all__ = ["is_int", "is_number", "known_fields", "json_numbers", "parse_json"]
+__all__ = ["is_int", "is_number", "known_fields", "json_numbers"]
 
 
 def is_int(v: Any) -> bool:
@@ -56,9 +55,3 @@ def json_numbers(cls: type, d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_json(text: str, what: str, error: type[UsageError] = UsageError) -> Any:
-    """``text`` parsed as JSON; ``error`` naming ``what`` when it is not valid JSON."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise error(f"{what}: not valid JSON ({e})") from None

@@ -95,6 +95,28 @@ def check_input_file(path: str | os.PathLike, what: str) -> Path:
     raise UsageError(f"{what} {p}: {kind}; expected a file")
 
 
+def _unique_keys(what: str, error: type[UsageError]) -> Callable[[list], dict]:
+    """A json ``object_pairs_hook`` refusing an object that repeats a key: json.loads keeps the
+    last one silently, so ``{"epochs": 1, "epochs": 50}`` would train 50 epochs unsaid."""
+    def hook(pairs: list) -> dict:
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise error(f"{what}: key {k!r} appears twice in one JSON object; give it once")
+            seen.add(k)
+        return dict(pairs)
+    return hook
+
+
+def parse_json(text: str, what: str, error: type[UsageError] = UsageError) -> Any:
+    """``text`` (user input: an option's inline JSON, a file's contents) parsed as JSON;
+    ``error`` naming ``what`` when it is not valid JSON or an object repeats a key."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys(what, error))
+    except json.JSONDecodeError as e:
+        raise error(f"{what}: not valid JSON ({e})") from None
+
+
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Parse a JSON file; a missing, unreadable or malformed file is a one-line UsageError."""
     p = check_input_file(path, what)
@@ -105,7 +127,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     except OSError as e:
         raise UsageError(f"{what} {p}: cannot be read ({e.strerror})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys(f"{what} {p}", UsageError))
     except json.JSONDecodeError as e:
         raise UsageError(f"{what} {p}: not valid JSON (line {e.lineno} column {e.colno}: "
                          f"{e.msg})") from None

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from .errors import UsageError
-from .fields import is_int, is_number, known_fields, parse_json
-from .io import canonical_json, read_json
+from .fields import is_int, is_number, known_fields
+from .io import canonical_json, parse_json, read_json
 
 NUM_STAGES = 4  # SwiftFormer's four stages at strides 4/8/16/32 (feature_info reductions).
 

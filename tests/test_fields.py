@@ -8,7 +8,8 @@ import pytest
 from search.proxy.fidelity import Fidelity
 from search.proxy.supernet.config import SupernetConfig
 from search_space.errors import UsageError
-from search_space.fields import is_int, is_number, json_numbers, known_fields, parse_json
+from search_space.fields import is_int, is_number, json_numbers, known_fields
+from search_space.io import parse_json
 from search_space.spec import PRESETS, ArchSpec, SpecError
 
 
@@ -69,3 +70,32 @@ def test_parse_json_names_the_input_and_uses_the_given_error():
         Fidelity.from_json("{")
     with pytest.raises(UsageError, match=r"^supernet config: not valid JSON \("):
         SupernetConfig.from_json("[1,")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--fidelity", '{"epochs": 1, "epochs": 50}', "--trials", "1"],
+     "--fidelity: key 'epochs' appears twice in one JSON object; give it once"),
+    (["search", "--space", '{"fixed": {"resolution": 224, "resolution": 160}}', "--trials", "1"],
+     "--space: key 'resolution' appears twice in one JSON object; give it once"),
+    (["arch", "show", '{"depths": [1, 1, 1, 1], "depths": [2, 2, 6, 4]}'],
+     "spec: key 'depths' appears twice in one JSON object; give it once"),
+    (["latency", "calibrate", "--records", "{t}/r.json", "--device", "p"],
+     "{t}/r.json: key 'latency_ms' appears twice in one JSON object; give it once"),
+    (["latency", "predict", "{t}/spec.json"],
+     "spec file {t}/spec.json: key 'widths' appears twice in one JSON object; give it once"),
+])
+def test_a_json_object_that_repeats_a_key_is_refused(argv, message, tmp_path, capsys):
+    """json.loads keeps the last of two equal keys silently: {"epochs": 1, "epochs": 50} would
+    have trained 50 epochs. Inline JSON, spec files and records files all refuse it."""
+    import run_search
+    (tmp_path / "r.json").write_text('[{"model": "XS", "latency_ms": 1, "latency_ms": 2}]')
+    (tmp_path / "spec.json").write_text('{"depths": [1, 1, 1, 1], "widths": [8, 8, 8, 8], '
+                                        '"widths": [16, 16, 16, 16]}')
+    before = sorted(tmp_path.rglob("*"))
+    argv = [a.replace("{t}", str(tmp_path)) for a in argv]
+    extra = ["--out", str(tmp_path / "o"), "--db", str(tmp_path / "o.db")] \
+        if argv[0] == "search" else []
+    assert run_search.main(argv + extra) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: " + message.replace("{t}", str(tmp_path))]
+    assert sorted(tmp_path.rglob("*")) == before

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from typing import Any, Callable
 
 from latency_models.options import add_latency_device_option
 from results.options import add_db_option
 from search_space.cli_types import comma_items
 from search_space.errors import UsageError
-from search_space.io import read_json
+from search_space.io import parse_json, read_json
 from search_space.lazy import lazy_import
 from search_space.spec import PRESETS
 
@@ -62,10 +61,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
 def _json_object(text: str, what: str) -> dict:
     """Inline JSON object or a path to a JSON file; one-line UsageError otherwise."""
     if text.lstrip().startswith(("{", "[")):  # inline JSON (a list is refused below)
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{what}: not valid JSON ({e.msg} at column {e.colno})") from None
+        d = parse_json(text, what)
     else:
         d = read_json(text, what)
     if not isinstance(d, dict):

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from search_space.errors import UsageError
-from search_space.fields import is_int, is_number, json_numbers, known_fields, parse_json
+from search_space.fields import is_int, is_number, json_numbers, known_fields
+from search_space.io import parse_json
 from search_space.space import SearchSpace, attn_count
 from search_space.spec import ArchSpec
 
