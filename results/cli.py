@@ -181,7 +181,7 @@ def _compare(args) -> int:
 def _trial_ref(store, ref: str) -> int:
     """A trial id from ``ID`` or ``STUDY:TRIAL_KEY`` (names and keys may contain ':'; every
     split point is tried, the first match wins)."""
-    if ref.isdigit():
+    if ref.isdecimal():
         return int(ref)
     if ":" not in ref:
         raise UsageError(f"trial {ref!r}: expected a trial id (integer) or STUDY:TRIAL_KEY")

@@ -19,7 +19,7 @@ from search_space.io import canonical_json, json_safe
 from search_space.spec import PRESETS, PUBLISHED
 
 from .schema import COMPLETED, STANDALONE, Architecture, Family, FamilyMember, Study, Trial
-from .store import PUBLISHED_DEVICE, ResultsStore
+from .store import MAX_ID, PUBLISHED_DEVICE, ResultsStore
 
 __all__ = ["save_family", "list_families", "get_family", "family_view"]
 
@@ -91,7 +91,7 @@ def get_family(store: ResultsStore, ref: str | int) -> dict[str, Any]:
     """One family by name or id, members with their specs (dicts). Unknown -> NotFoundError."""
     with store.transaction() as s:
         f = s.scalar(select(Family).where(Family.name == str(ref)))
-        if f is None and str(ref).isdigit():
+        if f is None and str(ref).isdecimal() and int(ref) <= MAX_ID:
             f = s.get(Family, int(ref))
         if f is None:
             names = s.scalars(select(Family.name).order_by(Family.id)).all()

@@ -53,6 +53,7 @@ DEFAULT_DB = "runs/results.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 MMAP_BYTES = 512 * 2**20  # SQLite memory-map limit per connection (file-backed DBs)
 BUSY_TIMEOUT_S = 60.0  # how long any connection waits for a lock before giving up
+MAX_ID = 2**63 - 1  # the largest row id SQL databases store (SQLite INTEGER, BIGINT)
 PUBLISHED_SOURCE = "SwiftFormer (Shaker et al., ICCV'23) Table 2 / official README"
 PUBLISHED_DEVICE = "iphone14-ane"  # = latency_models DEFAULT_DEVICE: iPhone 14 Neural Engine
 
@@ -528,6 +529,8 @@ class ResultsStore:
 
     def trial(self, trial_id: int) -> dict:
         """One trial with its study name, architecture, per-epoch metrics and latencies."""
+        if not 0 <= trial_id <= MAX_ID:     # SQLite refuses a larger integer with a traceback
+            raise NotFoundError(f"trial {trial_id}: not in this database")
         with self.transaction() as s:
             t = s.get(Trial, trial_id)
             if t is None:

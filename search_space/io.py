@@ -266,7 +266,7 @@ def _owner_alive(name: str) -> bool:
     """Whether the writer named in a temporary's name may still be running."""
     owner = name.rsplit(TEMP_MARK, 1)[-1]
     parts = owner.rsplit("-", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
+    if len(parts) != 3 or not parts[1].isdecimal():
         return False  # not our naming: nobody we know of owns it
     host, pid = parts[0], int(parts[1])
     if host != socket.gethostname():

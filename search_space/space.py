@@ -27,7 +27,7 @@ def attn_count(mode: str, depth: int) -> int:
         return 0
     if mode == "all":
         return depth
-    if mode.startswith("last") and mode[4:].isdigit():
+    if mode.startswith("last") and mode[4:].isdecimal():
         return min(int(mode[4:]), depth)
     raise SpecError(f"attention mode {mode!r}: allowed {ATTN_MODES}")
 
@@ -46,7 +46,7 @@ def _is_ratio(v: Any) -> bool:
 
 
 def _is_mode(v: Any) -> bool:
-    return isinstance(v, str) and (v in ATTN_MODES or (v.startswith("last") and v[4:].isdigit()))
+    return isinstance(v, str) and (v in ATTN_MODES or (v.startswith("last") and v[4:].isdecimal()))
 
 
 def _is_resolution(v: Any) -> bool:

@@ -408,6 +408,11 @@ def test_cli_formats(db, capsys):
     (["pareto", "--db", "{db}", "--study", "zzz"], "study 'zzz'"),
     (["show", "99999", "--db", "{db}"], "trial 99999"),
     (["show", "a:nokey", "--db", "{db}"], "no such STUDY:TRIAL_KEY"),
+    # past SQLite's 64-bit integers (OverflowError) and a digit int() refuses (ValueError)
+    (["show", "99999999999999999999", "--db", "{db}"], "trial 99999999999999999999: not in "
+                                                         "this database"),
+    (["show", "\u00b2", "--db", "{db}"], "trial '\u00b2': expected a trial id (integer)"),
+    (["pareto", "--db", "{db}", "--ref", "0,nan"], "--ref '0,nan': allowed finite numbers"),
     (["compare", "--db", "{db}"], "devices"),
     (["pareto", "--db", "{db}", "--predictor-version", "v1"], "needs --latency-device"),
     (["pareto", "--db", "{db}", "--latency-device", "tpu"], "no latency predictions"),

@@ -71,9 +71,9 @@ class ScaleOutcome:
 def resolve_base(ref: str, db: str) -> tuple[ArchSpec, str]:
     """(spec, source text) for --base: preset / spec JSON file / inline JSON / trial id."""
     text = str(ref).strip()
-    trial = text[6:] if text.lower().startswith("trial:") else text if text.isdigit() else None
+    trial = text[6:] if text.lower().startswith("trial:") else text if text.isdecimal() else None
     if trial is not None:
-        if not trial.isdigit():
+        if not trial.isdecimal():
             raise SpecError(f"--base {ref!r}: a trial reference is trial:<id> with an integer id")
         with open_store(db, readonly=True) as store:
             try:
