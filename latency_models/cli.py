@@ -41,9 +41,9 @@ from .userdir import ENV as USER_DIR_ENV
 from .userrecords import Loaded, featurise, load_user_records
 
 SKIP_UNKNOWN_HELP = ("skip (and list) rows whose model is not a preset, spec JSON, .mlpackage, "
-                     "published name or timm model, or cannot be featurised (a broken "
-                     ".mlpackage, a timm model Core ML cannot convert), instead of stopping "
-                     "at the first")
+                     "published name or timm model, or is a broken .mlpackage, instead of "
+                     "stopping at the first (a timm model Core ML cannot convert is always "
+                     "skipped and listed)")
 FEW_SHOT_DRAWS = 20  # evaluate --few-shot: random draws, as bench/bench_latency_fewshot.py
 backends = lazy_import("latency_models.backends")   # torch, onnxruntime, coremltools
 export = lazy_import("latency_models.export")       # torch, coremltools, onnxruntime

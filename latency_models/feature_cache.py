@@ -146,18 +146,38 @@ def _read_user_cache(path: str) -> dict[str, Any]:
     return cache
 
 
+class ConversionFailed(RuntimeError):
+    """A conversion that failed before with this coremltools version (remembered in the user
+    cache, so a second run does not spend a minute failing again)."""
+
+
 def user_cached_features(key: str) -> np.ndarray | None:
-    """Features of a user model converted before (``user_cache_key``), or None."""
+    """Features of a user model converted before (``user_cache_key``), or None; a conversion
+    that failed before raises ConversionFailed with its error."""
     entry = _read_user_cache(user_cache_path())["models"].get(key)
-    return None if entry is None else aggregate(unpack_ops(entry["ops"]))
+    if entry is None:
+        return None
+    if entry.get("ops") is None:
+        raise ConversionFailed(f"{entry.get('error', 'conversion failed')} (remembered from "
+                               f"{entry.get('stored', 'an earlier run')}; {user_cache_path()})")
+    return aggregate(unpack_ops(entry["ops"]))
+
+
+def _store_user_entry(key: str, entry: dict[str, Any]) -> str:
+    path = user_cache_path()
+    cache = _read_user_cache(path)
+    cache["models"][key] = {**entry, "stored": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json_atomic(path, cache, indent=1)
+    return path
+
+
+def store_user_failure(key: str, error: str) -> None:
+    """Remember that a conversion failed (with this coremltools version: it is in ``key``)."""
+    _store_user_entry(key, {"ops": None, "error": error})
 
 
 def store_user_ops(key: str, ops: list, log: Callable[[str], Any] | None = None) -> None:
     """Remember a conversion's op list in the user cache (rewritten atomically)."""
-    path = user_cache_path()
-    cache = _read_user_cache(path)
-    cache["models"][key] = {"ops": pack_ops(ops), "n_ops": len(ops),
-                            "stored": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json_atomic(path, cache, indent=1)
+    path = _store_user_entry(key, {"ops": pack_ops(ops), "n_ops": len(ops)})
     if log is not None:
         log(f"converted {key.split('@')[0]} and cached its op list in {path}")

@@ -16,8 +16,8 @@ from search_space.spec import ArchSpec, load_spec
 
 from .analytic import spec_features
 from .coreml import coreml_features, coreml_ops
-from .feature_cache import (cached_features, store_user_ops, user_cache_key,
-                            user_cached_features)
+from .feature_cache import (cached_features, store_user_failure, store_user_ops,
+                            user_cache_key, user_cached_features)
 from .features import N_FEATURES, aggregate
 from .records import Record
 from .timm_models import is_spec_reference
@@ -26,7 +26,8 @@ from .timm_models import is_spec_reference
 def timm_features(name: str, resolution: int | None,
                   log: Callable[[str], Any] | None = None) -> np.ndarray:
     """A timm model's features: from the shipped cache, else the user cache, else by converting
-    it (and remembering the op list in the user cache: the next run converts nothing)."""
+    it (and remembering the op list in the user cache: the next run converts nothing; a failed
+    conversion is remembered too, and raises ConversionFailed next time without retrying)."""
     f = cached_features(name, resolution)
     if f is not None:
         return f
@@ -34,7 +35,11 @@ def timm_features(name: str, resolution: int | None,
     f = user_cached_features(key)
     if f is not None:
         return f
-    ops = coreml_ops(name, resolution)
+    try:
+        ops = coreml_ops(name, resolution)
+    except RuntimeError as e:   # coreml_ops' "CoreML conversion of NAME failed: ..." (one line)
+        store_user_failure(key, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        raise
     store_user_ops(key, ops, log)
     return aggregate(ops)
 

@@ -200,15 +200,17 @@ def load_user_records(path: str, device: str | None = None, match: str | None = 
 
 
 def featurise(loaded: Loaded, skip_unknown: bool = False) -> tuple[Loaded, np.ndarray]:
-    """(the records that can be featurised, their feature rows). A record whose model names
-    something that cannot be read (a broken ``.mlpackage``, a timm model Core ML cannot
-    convert) stops the import naming the file, row and column, like an unknown model; with
-    ``skip_unknown`` it is skipped and the reason joins ``skipped``."""
+    """(the records that can be featurised, their feature rows). A record naming a file of the
+    user's that cannot be read (a broken ``.mlpackage``) stops the import naming the file, row
+    and column, like an unknown model, unless ``skip_unknown``. A timm model Core ML cannot
+    convert here (swin_tiny_patch4_window7_224 with coremltools 9) is this tool's limit, not
+    the user's error: that row is skipped. Every skipped row joins ``skipped`` with its
+    reason."""
     F, errs = featurize_records(loaded.records)
     bad = [(r, e) for r, e in zip(loaded.records, errs) if e is not None]
     for r, e in bad:
         msg = f"{loaded.path}: row {r.row}, column 'model': {r.model!r} cannot be featurised ({e})"
-        if not skip_unknown:
+        if r.mlpackage and not skip_unknown:
             raise RecordError(f"{msg}; fix or remove the row, or pass --skip-unknown")
         loaded.skipped.append(f"{loaded.path}: row {r.row} ({r.model!r}): cannot be featurised "
                               f"({e}): skipped")

@@ -318,6 +318,36 @@ def test_user_conversions_are_cached(capsys, tmp_path, user_dir, monkeypatch):
     assert a["coef"] == b["coef"] and b["meta"]["skipped"] == []
 
 
+def test_a_timm_model_that_does_not_convert_is_skipped_and_remembered(capsys, tmp_path,
+                                                                      user_dir, monkeypatch):
+    """A conversion failure is this tool's limit (swin_tiny with coremltools 9), not the user's
+    error: the row is skipped with its reason and the rest calibrates; the failure is
+    remembered, so the next run does not spend a minute failing again."""
+    import latency_models.featurize as fz
+    calls = []
+
+    def fails(name, resolution=None):
+        calls.append(name)
+        raise RuntimeError(f"CoreML conversion of {name} failed: export: NotImplementedError")
+
+    monkeypatch.setattr(fz, "coreml_ops", fails)
+    rec = tmp_path / "r.csv"
+    rec.write_text("model,latency_ms,resolution\nXS,0.9,\nmobilenetv3_small_050,0.4,64\n"
+                   "S,1.1,\n")
+    for i in (1, 2):
+        code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec), "--device",
+                             f"p{i}")
+        assert code == 0, err
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"warning: {rec}: row 3 ('mobilenetv3_small_050'): cannot be "
+                               "featurised (") and line.endswith("): skipped")
+        assert "CoreML conversion of mobilenetv3_small_050 failed: export: NotImplementedError" \
+            in line
+        assert f"calibrated p{i} on 2 records" in out
+    assert calls == ["mobilenetv3_small_050"]           # the second run did not retry
+    assert "remembered from" in line
+
+
 @pytest.mark.timeout(300)
 def test_mlpackage_rows_are_featurised_from_the_package(capsys, tmp_path, user_dir):
     from latency_models.analytic import spec_features
