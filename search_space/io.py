@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -81,6 +82,18 @@ def canonical_json(obj: Any) -> str:
 def dumps_json(obj: Any, indent: int | None = 2) -> str:
     """Human-readable strict JSON (sorted keys, trailing newline) for files people open."""
     return json.dumps(json_safe(obj), indent=indent, sort_keys=True) + "\n"
+
+
+# A name that becomes a directory (a study's runs/<study>/, a family's runs/scale/<name>/):
+# one path component on any OS, never "..", "a/b" or an absolute path.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` if it is a safe directory name (``NAME``), else a one-line UsageError."""
+    if not NAME.fullmatch(name):
+        raise UsageError(f"{what} {name!r}: use letters, digits, '_', '-', '.' (<= 64)")
+    return name
 
 
 def check_input_file(path: str | os.PathLike, what: str) -> Path:

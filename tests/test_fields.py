@@ -99,3 +99,22 @@ def test_a_json_object_that_repeats_a_key_is_refused(argv, message, tmp_path, ca
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: " + message.replace("{t}", str(tmp_path))]
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["scale", "--base", "XS", "--targets", "1", "--name", "{bad}"], "--name"),
+    (["ladder", "--base", "XS", "--targets", "1", "--study", "{bad}"], "--study"),
+    (["fidelity", "--name", "{bad}", "--seeds", "0", "--refs", "XS,S", "--no-db"], "--name"),
+    (["search", "--study", "{bad}", "--trials", "1"], "--study"),
+])
+@pytest.mark.parametrize("bad", ["../../escape", "a/b", "/abs", "..", ""])
+def test_a_name_that_becomes_a_directory_cannot_leave_its_parent(argv, what, bad, tmp_path,
+                                                                 capsys, monkeypatch):
+    """`scale --name ../../escape` wrote its family two directories above runs/scale/."""
+    import run_search
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{bad}", bad) for a in argv]
+    assert run_search.main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {what} {bad!r}: use letters, digits, '_', '-', '.' (<= 64)"]
+    assert list(tmp_path.iterdir()) == []

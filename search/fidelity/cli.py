@@ -17,7 +17,7 @@ from search.proxy.data import prepare_data
 from search.proxy.supernet.config import SupernetConfig
 from search_space.cli_types import MAX_SEED, comma_items, number_type
 from search_space.errors import UsageError
-from search_space.io import check_writable_dir, dumps_json
+from search_space.io import check_name, check_writable_dir, dumps_json
 from search_space.lazy import lazy_import
 
 from . import settings as fsettings
@@ -145,6 +145,8 @@ def handle(args: argparse.Namespace) -> int:
         return _list()
     # validate everything before any heavy work
     seeds = _seeds(args.seeds)
+    if args.name is not None:  # it names the cache directory <out>/cache/<name>-<key>/
+        check_name(args.name, "--name")
     refs = list(fsettings.reference_specs(comma_items(args.refs, "--refs",
                                                       "comma-separated XS, S, L1, L3")))
     if len(refs) < 2:

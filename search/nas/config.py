@@ -26,7 +26,7 @@ from search_space.cli_types import MAX_SEED  # numpy / Optuna samplers: seeds 0.
 from search_space.cli_types import NUMBER, SEED, number_type
 from search_space.errors import NotFoundError, UsageError
 from search_space.fields import known_fields
-from search_space.io import check_writable_dir, json_safe, read_json
+from search_space.io import check_name, check_writable_dir, json_safe, read_json
 from search_space.space import DEFAULT_SPACE, SearchSpace
 from search_space.spec import PRESETS, ArchSpec, SpecError, load_spec
 
@@ -49,7 +49,6 @@ MAX_TOP_K = 1_000  # rung 2 trains each: more is a typo
 MAX_SUPERNET_NPROC = 64  # local processes of one node: more is a typo
 DEFAULT_BASELINES = ("XS", "S", "L1", "L3")
 CONFIG_FILE = "search_config.json"  # runs/<study>/search_config.json: what --resume reloads
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a directory name on any OS
 # Far beyond any search this tool runs (a cluster search trains thousands): a larger --trials is
 # a typo, and Optuna's population and the progress counter are sized by it.
 MAX_TRIALS = 100_000
@@ -356,8 +355,7 @@ def resolve(cfg: SearchConfig) -> ResolvedSearch:
 
 
 def _check_settings(cfg: SearchConfig) -> None:
-    if not STUDY_NAME.fullmatch(cfg.study):
-        raise UsageError(f"--study {cfg.study!r}: use letters, digits, '_', '-', '.' (<= 64)")
+    check_name(cfg.study, "--study")
     if cfg.strategy not in STRATEGIES:
         raise UsageError(f"--strategy {cfg.strategy!r}: allowed {', '.join(STRATEGIES)}")
     if not 1 <= cfg.n_trials <= MAX_TRIALS:

@@ -20,7 +20,7 @@ from search.options import (add_data_option, add_fidelity_option, add_threads_op
 from search.proxy.data import prepare_data
 from search_space.cli_types import NUMBER, SEED, number_type
 from search_space.errors import UsageError
-from search_space.io import check_writable_dir
+from search_space.io import check_name, check_writable_dir
 from search_space.lazy import lazy_import
 
 from . import compound
@@ -59,6 +59,8 @@ def _ladder(args: argparse.Namespace) -> int:
     if args.family is None and (args.base is None or args.targets is None):
         raise UsageError("ladder: give --family NAME (a stored family) or --base and --targets")
     request = _scale_request(args) if args.family is None else None  # validated before work
+    if args.study is not None:
+        check_name(args.study, "--study")
     if args.targets is not None:
         compound.parse_targets(args.targets)
     check_data_option(args.data)

@@ -16,7 +16,7 @@ from latency_models import load_predictor
 from results.families import list_families, save_family
 from results.options import open_store
 from search_space.errors import NotFoundError, UsageError
-from search_space.io import write_json_atomic
+from search_space.io import check_name, write_json_atomic
 from search_space.spec import PRESETS, ArchSpec, SpecError, load_spec
 
 from .compound import (DEFAULT_MAX_SHARE, DEFAULT_TOLERANCE, Coefficients, coefficient_grid,
@@ -58,6 +58,8 @@ class ScaleRequest:
                              "(fraction)")
         if not 0 < self.max_share <= 1:
             raise UsageError(f"--max-share {self.max_share}: allowed 0 < share <= 1")
+        if self.name is not None:      # it names the output directory runs/scale/<name>
+            check_name(self.name, "--name")
 
 
 @dataclass(frozen=True)
