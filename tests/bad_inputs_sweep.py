@@ -368,6 +368,9 @@ def option_cases() -> list[Case]:
         # every other --seed too: numpy refused a negative seed with a traceback mid-run
         Case("fit-seed-negative", ("fit", "--seed", "-1"), "--seed"),
         Case("ladder-seed-negative", ("ladder", "--seed", "-1"), "--seed"),
+        # the family's directory is runs/scale/<name>: '../../escape' wrote outside runs/
+        Case("scale-name-leaves-runs", ("scale", "--base", "XS", "--targets", "1.0", "--name",
+                                        "../../escape"), "--name '../../escape'"),
         Case("space-sample-seed-negative", ("space", "sample", "--seed", "-1"), "--seed"),
         Case("latency-suggest-seed-huge", ("latency", "suggest", "--n", "2", "--out", "{t}/sg",
                                            "--seed", "4294967296"), "--seed"),
