@@ -347,6 +347,12 @@ def test_report_self_contained(filled, tmp_path, capsys):
     assert run_search.main(["report", "--db", db, "--out", str(out), "--study", "nope"]) == 2
     assert "--study 'nope'" in capsys.readouterr().err
     assert run_search.main(["report", "--db", str(tmp_path / "none.db"), "--out", str(out)]) == 2
+    capsys.readouterr()
+    pdf = tmp_path / "r.pdf"   # an HTML page under another name: refused, nothing written
+    assert run_search.main(["report", "--db", db, "--out", str(pdf)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --out {pdf}: the report is one HTML "
+                                               "page; give a .html file name")
+    assert not pdf.exists()
 
 
 def test_dashboard_cli_validates_before_serving(tmp_path, capsys):

@@ -121,6 +121,8 @@ def _report(args) -> int:
     out = args.out
     if os.path.isdir(out):
         raise UsageError(f"--out {out}: is a directory; give a file name such as report.html")
+    if not out.lower().endswith((".html", ".htm")):   # r.pdf would be HTML in a .pdf
+        raise UsageError(f"--out {out}: the report is one HTML page; give a .html file name")
     check_writable_file(out, "--out")
     store = open_store(args.db, readonly=True)
     path = page.build_report(store, out, studies=args.study, max_details=args.max_details,
