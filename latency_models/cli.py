@@ -400,14 +400,14 @@ def _calibrate(args: argparse.Namespace) -> int:
     out = _check_calibration_target(args)
     name = args.latency_device
     prior = _load_prior(args.prior)
-    loaded, _ = featurise(load_user_records(args.records, device=name, match=args.match,
+    loaded, F = featurise(load_user_records(args.records, device=name, match=args.match,
                                             skip_unknown=args.skip_unknown), args.skip_unknown)
     _report_input(loaded)
     models = {r.identity() for r in loaded.records}
     if len(models) < 2:
         raise UsageError(f"{args.records}: calibration needs at least 2 distinct measured "
                          f"models, found {len(models)}")
-    p = fit(loaded.records, name, prior=prior, skip_unfeaturizable=False,
+    p = fit(loaded.records, name, prior=prior, features=F,
             meta={"records_file": os.path.abspath(args.records)})
     shadowed = shipped_devices().get(name) if args.out is None else None
     p.save(out)
@@ -434,41 +434,41 @@ def _evaluate(args: argparse.Namespace) -> int:
                           args.skip_unknown)
     _report_input(loaded)
     records = loaded.records
-    ok = list(range(len(records)))
+    n_rows = len(records)
     need = 3 if args.loo else 1 if args.few_shot is None else max(args.few_shot) + 2
-    if len(ok) < need:
+    if n_rows < need:
         what = f" for --few-shot {max(args.few_shot)} (N + 2: some rows must be left to " \
             "predict)" if args.few_shot is not None else ""
-        raise UsageError(f"{args.records}: too few featurisable records ({len(ok)}; need "
+        raise UsageError(f"{args.records}: too few featurisable records ({n_rows}; need "
                          f"{need}{what})")
-    y = np.array([records[i].latency_ms for i in ok])
-    families = [records[i].family() for i in ok]
+    y = np.array([r.latency_ms for r in records])
+    families = [r.family() for r in records]
     if args.few_shot is not None:
         draws = FEW_SHOT_DRAWS if args.draws is None else args.draws
         prior_name = "generic" if prior is None else prior.device
         curve = {}
         for i, n in enumerate(sorted(set(args.few_shot))):
-            curve[n] = summarise(transfer(F[ok], y, prior, n, draws, args.seed or 0, families))
+            curve[n] = summarise(transfer(F, y, prior, n, draws, args.seed or 0, families))
             print(("\n" if i else "") + render_summary(
-                f"few-shot calibration: {n} of {len(ok)} rows calibrate (prior "
-                f"{prior_name}), the other {len(ok) - n} are predicted; "
+                f"few-shot calibration: {n} of {n_rows} rows calibrate (prior "
+                f"{prior_name}), the other {n_rows - n} are predicted; "
                 f"{draws} random draws (median, worst) + the `latency suggest` set", curve[n]))
         if len(curve) > 1:
             print("\n" + render_curve(curve))
         return 0
     if args.loo:
-        pred, sd = loo_predictions(F[ok], y, prior, families)
-        why = ["" for _ in ok]
+        pred, sd = loo_predictions(F, y, prior, families)
+        why = ["" for _ in records]
     else:
         predictor = load_predictor(args.latency_device)
-        pred, sd = predictor.predict_features(F[ok])
-        why = predictor.extrapolation(F[ok])
+        pred, sd = predictor.predict_features(F)
+        why = predictor.extrapolation(F)
     rel = (pred - y) / y
-    for i, j in enumerate(ok):
-        print(f"{records[j].model:<40} measured {y[i]:8.3f}  predicted {pred[i]:8.3f} +- "
+    for i, r in enumerate(records):
+        print(f"{r.model:<40} measured {y[i]:8.3f}  predicted {pred[i]:8.3f} +- "
               f"{sd[i]:7.3f}  error {100 * rel[i]:+6.1f}%{'  [extrapolates: ' + why[i] + ']' if why[i] else ''}")
-    tau = kendall_tau(pred, y) if len(ok) > 1 else float("nan")
-    print(f"n={len(ok)}  MAPE {100 * np.mean(np.abs(rel)):.1f}%  within 10%: "
+    tau = kendall_tau(pred, y) if n_rows > 1 else float("nan")
+    print(f"n={n_rows}  MAPE {100 * np.mean(np.abs(rel)):.1f}%  within 10%: "
           f"{100 * np.mean(np.abs(rel) <= 0.1):.0f}%  Kendall tau {tau:.3f}  within +-2 sigma: "
           f"{100 * np.mean(np.abs(pred - y) <= 2 * sd):.0f}%"
           f"{'  (leave-one-out)' if args.loo else ''}")

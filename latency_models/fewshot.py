@@ -477,9 +477,14 @@ def fit_features(F: np.ndarray, y: np.ndarray, device: str, prior: Any = None,
 
 
 def fit(records: Sequence, device: str, prior: Any = None, skip_unfeaturizable: bool = True,
-        **kw: Any) -> LatencyPredictor:
-    """Calibrate a device from measurement records (records.Record)."""
-    F, errs = featurize_records(records)
+        features: np.ndarray | None = None, **kw: Any) -> LatencyPredictor:
+    """Calibrate a device from measurement records (records.Record). ``features``: their
+    feature rows when the caller has read them already (``userrecords.featurise``), so no model
+    is read or converted twice."""
+    if features is None:
+        F, errs = featurize_records(records)
+    else:
+        F, errs = features, [None] * len(records)
     bad = [(r.model, e) for r, e in zip(records, errs) if e is not None]
     if bad and not skip_unfeaturizable:
         raise UsageError(f"record {bad[0][0]!r} cannot be featurised: {bad[0][1]}")

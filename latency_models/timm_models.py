@@ -55,7 +55,7 @@ def name_key(name: str) -> str:
     for i, tok in enumerate(toks):
         if tok == "x" and (decimal[i - 1] or decimal[i + 1]) or _UNSAID.match(tok):
             continue                                          # "x1.0", "1.0x"; timm's defaults
-        if re.fullmatch(r"\d+\.\d+", tok):                    # a multiplier: 0.5 -> 050
+        if decimal[i]:                                        # a multiplier: 0.5 -> 050
             tok = f"{round(float(tok) * 100):03d}"
         out.append(_SIZE_WORDS.get(tok, tok) if i else tok)   # tiny_vit stays tiny
     return "".join(out)

@@ -16,9 +16,9 @@ skips unmeasured rows with a reason, and merges duplicate measurements:
 * the same model measured twice on one device is averaged when the values agree within
   ``records.DUPLICATE_TOLERANCE`` and refused otherwise (one row twice is one measurement).
 
-``featurise(loaded)`` then reads each model's features; one that cannot be read (a broken
-``.mlpackage``, a timm model Core ML cannot convert) stops like an unknown model, or is skipped
-and listed with ``skip_unknown``.
+``featurise(loaded)`` then reads each model's features: a broken ``.mlpackage`` stops like an
+unknown model (skipped and listed with ``skip_unknown``); a timm model Core ML cannot convert
+here is skipped and listed.
 """
 from __future__ import annotations
 
@@ -207,13 +207,16 @@ def featurise(loaded: Loaded, skip_unknown: bool = False) -> tuple[Loaded, np.nd
     the user's error: that row is skipped. Every skipped row joins ``skipped`` with its
     reason."""
     F, errs = featurize_records(loaded.records)
-    bad = [(r, e) for r, e in zip(loaded.records, errs) if e is not None]
-    for r, e in bad:
-        msg = f"{loaded.path}: row {r.row}, column 'model': {r.model!r} cannot be featurised ({e})"
+    skipped = list(loaded.skipped)
+    for r, e in zip(loaded.records, errs):
+        if e is None:
+            continue
         if r.mlpackage and not skip_unknown:
-            raise RecordError(f"{msg}; fix or remove the row, or pass --skip-unknown")
-        loaded.skipped.append(f"{loaded.path}: row {r.row} ({r.model!r}): cannot be featurised "
-                              f"({e}): skipped")
-    ok = [e is None for e in errs]
-    return (replace(loaded, records=[r for r, k in zip(loaded.records, ok) if k]),
-            F[np.array(ok, dtype=bool)])
+            raise RecordError(f"{loaded.path}: row {r.row}, column 'model': {r.model!r} cannot "
+                              f"be featurised ({e}); fix or remove the row, or pass "
+                              "--skip-unknown")
+        skipped.append(f"{loaded.path}: row {r.row} ({r.model!r}): cannot be featurised ({e}): "
+                       "skipped")
+    ok = np.array([e is None for e in errs], dtype=bool)
+    return (replace(loaded, records=[r for r, k in zip(loaded.records, ok) if k],
+                    skipped=skipped), F[ok])

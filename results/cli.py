@@ -56,9 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated metric[:min|max], 2 or 3 (default top1,latency_ms; "
                         "metrics: top1 top5 val_loss latency_ms params gmacs synflow naswot "
                         "grad_norm train_seconds ...)")
-    p.add_argument("--ref", help="hypervolume reference point, comma-separated, one number per objective "
-                                 "(default: worst value over the searched and baseline points "
-                                 "+ 10%% of the range)")
+    p.add_argument("--ref", help="hypervolume reference point, comma-separated, one number per "
+                                 "objective (default: worst value over the searched and "
+                                 "baseline points + 10%% of the range)")
     p.add_argument("--rung", choices=RUNGS, default=STANDALONE,
                    help="rung of the fidelity ladder: standalone (trained proxies' top-1, "
                         "default) or supernet (one --proxy supernet study's candidates by "

@@ -96,6 +96,13 @@ def env_int(name: str, default: int, low: int = 0) -> int:
     return value
 
 
+def _check_rank(name: str, rank: int, world: int) -> None:
+    """A rank the launcher gave (``$RANK``, ``$SLURM_PROCID``) is one of the world's."""
+    if rank >= world:
+        raise UsageError(f"${name}={rank}: allowed 0..{world - 1} (one per process the launcher "
+                         "started)")
+
+
 def _slurm_env() -> None:
     """srun without torchrun (one task per GPU): derive torch's env vars as the official code does."""
     if "RANK" in os.environ or "SLURM_PROCID" not in os.environ:
@@ -132,8 +139,7 @@ def setup_distributed(torch_device: str, device: torch.device | None = None) -> 
     _slurm_env()
     world, rank = env_int("WORLD_SIZE", 1, low=1), env_int("RANK", 0)
     local_rank = env_int("LOCAL_RANK", 0)
-    if rank >= world:
-        raise UsageError(f"$RANK={rank}: allowed 0..{world - 1} ($WORLD_SIZE={world})")
+    _check_rank("RANK", rank, world)
     if device is None:
         device = _pick_device(torch_device, local_rank)
     if device.type == "cuda":
@@ -163,9 +169,7 @@ def launcher_shard() -> tuple[int, int]:
     else:
         rank, world = env_int("SLURM_PROCID", 0), env_int("SLURM_NTASKS", 1, low=1)
         name = "SLURM_PROCID"
-    if rank >= world:
-        raise UsageError(f"${name}={rank}: allowed 0..{world - 1} (one per process the launcher "
-                         "started)")
+    _check_rank(name, rank, world)
     return rank, world
 
 

@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "val/<class>/): the data of the sweep settings that need it "
                         "(i1000-e1, i2000-e1, i5000-e1; refused without it, left out of 'all')")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--refs", default="XS,S,L1,L3", help="reference presets, comma-separated (default XS,S,L1,L3)")
+    p.add_argument("--refs", default="XS,S,L1,L3",
+                   help="reference presets, comma-separated (default XS,S,L1,L3)")
     p.add_argument("--workers", type=number_type(int, 1), default=1,
                    help="parallel training processes (default 1)")
     add_threads_option(p, default_text="cores / workers")
@@ -104,10 +105,10 @@ def _selected(args: argparse.Namespace, refs: list[str]) -> list:
     supernet = SupernetConfig.from_json(args.supernet) if args.supernet is not None else None
     default = fsettings.default_setting(fidelity, name=args.name, source=args.data,
                                         from_option=bool(args.fidelity))
-    selected = fsettings.select_settings(
-        comma_items(args.settings, "--settings", "'default', 'all' or names from --list"), default=default,
-                                         cifar10=args.cifar10, need_data=not args.report_only,
-                                         log=log, supernet=supernet)
+    names = comma_items(args.settings, "--settings", "'default', 'all' or names from --list")
+    selected = fsettings.select_settings(names, default=default, cifar10=args.cifar10,
+                                         need_data=not args.report_only, log=log,
+                                         supernet=supernet)
     for st in selected:
         fsettings.check_supernet_setting(st, refs)
     if not args.report_only:

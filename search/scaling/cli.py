@@ -136,7 +136,8 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                                    "held-out error, CIs and guarded extrapolation")
     add_db_option(p)
     p.add_argument("--study", action="append", help="study name (repeatable; default all)")
-    p.add_argument("--x", default="gmacs,params,latency_ms", help="costs to fit against, comma-separated (default %(default)s)")
+    p.add_argument("--x", default="gmacs,params,latency_ms",
+                   help="costs to fit against, comma-separated (default %(default)s)")
     p.add_argument("--form", default="auto", choices=("auto", "power", "loglinear"))
     add_latency_device_option(p, default=None,
                               purpose="re-predict latency on it (default: the stored values)")
@@ -147,7 +148,8 @@ def _register_fit(sub: argparse._SubParsersAction) -> None:
                    help="refuse extrapolating beyond the fitted range by more than this factor")
     p.add_argument("--max-ci", type=NUMBER, default=10.0,
                    help="refuse when the 95%% interval is wider than this (top-1 points)")
-    p.add_argument("--bootstrap", type=number_type(int, 0), default=200, help="bootstrap resamples")
+    p.add_argument("--bootstrap", type=number_type(int, 0), default=200,
+                   help="bootstrap resamples")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", help="output directory (default runs/fit/<UTC>)")
     p.set_defaults(func=_fit)

@@ -35,7 +35,7 @@ def parse_costs(text: str) -> tuple[str, ...]:
     allowed = f"a comma list of {', '.join(COSTS)}"
     xs = comma_items(text, "--x", allowed)
     if any(x not in COSTS for x in xs):
-        raise UsageError(f"--x {text!r}: allowed a comma list of {', '.join(COSTS)}")
+        raise UsageError(f"--x {text!r}: allowed {allowed}")
     return xs
 
 
