@@ -396,6 +396,63 @@ def test_export_refuses_slurm_values_sbatch_would_refuse(tmp_path, capsys, flag,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("shape, needle", [
+    (("--nodes", "100000"), "--nodes 100000 x --gpus-per-node 4 = 400000 GPUs: allowed at most "
+                            "2048 (the recipe's global batch, one image per GPU) unless "
+                            "--batch-size is given"),
+    (("--nodes", "513"), "--nodes 513 x --gpus-per-node 4 = 2052 GPUs: allowed at most 2048"),
+])
+def test_export_refuses_more_gpus_than_the_global_batch_has_images(tmp_path, capsys, shape,
+                                                                    needle):
+    out = tmp_path / "exp"
+    assert run_search.main(["export", "--arch", "XS", "--out", str(out), *shape]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {needle}"), err
+    assert not out.exists()
+
+
+def test_export_shapes_at_the_global_batch_limit_or_with_a_batch(tmp_path):
+    from search.retrain.config import ExportConfig
+
+    assert ExportConfig(out=str(tmp_path), arch="XS", nodes=512).batch_per_gpu == 1
+    assert ExportConfig(out=str(tmp_path), arch="XS", nodes=3).batch_per_gpu == 2048 // 12
+    assert ExportConfig(out=str(tmp_path), arch="XS", nodes=1000, batch_size=2).batch_per_gpu == 2
+
+
+@pytest.mark.parametrize("kind", ["dir", "file", "empty"])
+def test_export_project_dir_that_exists_here_must_be_a_checkout(tmp_path, capsys, kind,
+                                                                monkeypatch):
+    target = {"dir": tmp_path / "other", "file": tmp_path / "f.txt", "empty": ""}[kind]
+    if kind == "dir":
+        target.mkdir()
+    elif kind == "file":
+        target.write_text("x")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "exp"
+    assert run_search.main(["export", "--arch", "XS", "--out", str(out),
+                            "--project-dir", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --project-dir {target}: allowed a checkout of this project (a "
+                   "directory holding run_search.py), or a path that exists only on the "
+                   "cluster\n")
+    assert not out.exists()
+
+
+def test_export_project_dir_only_on_the_cluster_is_written_with_a_warning(tmp_path, capsys):
+    out = tmp_path / "exp"
+    remote = tmp_path / "cluster" / "checkout"  # does not exist here
+    assert run_search.main(["export", "--arch", "XS", "--out", str(out),
+                            "--project-dir", str(remote)]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"warning: --project-dir {remote}: not on this machine; the scripts run "
+                   f"{remote / 'run_search.py'} on the cluster\n")
+    assert f"CHECKOUT={remote}\n" in (out / "train_torchrun.sh").read_text()
+    # this checkout itself: no warning
+    assert run_search.main(["export", "--arch", "XS", "--out", str(tmp_path / "e2"),
+                            "--project-dir", str(Path(run_search.__file__).parent)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_export_accepts_every_slurm_time_format(tmp_path):
     from search.retrain.config import ExportConfig
 

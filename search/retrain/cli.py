@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from dataclasses import MISSING, fields
 from typing import Any
 
@@ -271,6 +272,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     cfg = export_config(args)
+    if (warning := launch.check_project_dir(cfg.project_dir)) is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     spec, origin = launch.export_source(cfg)
     job = _extra_job(cfg, args.extra)
     for path in launch.export_launch(cfg, spec, origin, job.recipe, job.processes):

@@ -295,6 +295,13 @@ class ExportConfig:
         if (self.arch is None) == (self.trial is None):
             raise UsageError("export: give exactly one of --arch and --trial")
         _at_least(self, ("nodes", "gpus_per_node", "cpus_per_gpu", "epochs", "batch_size"), 1)
+        # Without --batch-size every GPU gets its share of the recipe's global batch: more GPUs
+        # than images would leave each one image of a different, larger global batch.
+        if self.batch_size is None and self.world_size > RetrainConfig.lr_base_batch:
+            raise UsageError(
+                f"--nodes {self.nodes} x --gpus-per-node {self.gpus_per_node} = "
+                f"{self.world_size} GPUs: allowed at most {RetrainConfig.lr_base_batch} (the "
+                "recipe's global batch, one image per GPU) unless --batch-size is given")
         # Both go into '#SBATCH' lines: a value sbatch refuses would fail only on the cluster,
         # and a line break would start a line of its own in the script.
         if not SLURM_TIME.fullmatch(self.time):
@@ -312,7 +319,7 @@ class ExportConfig:
     @property
     def batch_per_gpu(self) -> int:
         """The batch per GPU: given, or the recipe's global batch spread over every GPU."""
-        return self.batch_size or max(1, RetrainConfig.lr_base_batch // self.world_size)
+        return self.batch_size or RetrainConfig.lr_base_batch // self.world_size  # >= 1: __post_init__
 
 
 # -- the recipe for one architecture -----------------------------------------------------------

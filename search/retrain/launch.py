@@ -64,6 +64,22 @@ def check_extra(extra: tuple[str, ...]) -> None:
             raise UsageError(f"--extra: {opt} is set by the launch scripts themselves")
 
 
+def check_project_dir(project_dir: str | None) -> str | None:
+    """--project-dir is the checkout on the cluster: it may not exist on this machine (a warning,
+    returned), but where it does exist here it must be this project's checkout (UsageError)."""
+    if project_dir is None:
+        return None
+    path = Path(project_dir)
+    if not path.exists():
+        return (f"--project-dir {project_dir}: not on this machine; the scripts run "
+                f"{path.resolve() / 'run_search.py'} on the cluster")
+    if not (path / "run_search.py").is_file():
+        raise UsageError(f"--project-dir {project_dir}: allowed a checkout of this project (a "
+                         "directory holding run_search.py), or a path that exists only on the "
+                         "cluster")
+    return None
+
+
 def _fmt(v: Any) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
