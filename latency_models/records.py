@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from search_space.errors import NotFoundError, UsageError
-from search_space.io import atomic_write, parse_json
+from search_space.errors import UsageError
+from search_space.io import atomic_write, parse_json, read_text
 from search_space.spec import PRESETS, ArchSpec, SpecError
 
 from .timm_models import SWIFTFORMER_TIMM
@@ -206,16 +206,7 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str, list[str] | None]:
     """(row number, raw dict) of a CSV or JSON records file, the CSV delimiter, and the columns
     (a CSV's header, so a header-only file is checked too; a JSON file's first record's keys,
     None when it has none)."""
-    if not os.path.exists(path):
-        raise NotFoundError(f"{path}: no such records file (CSV or JSON)")
-    if not os.path.isfile(path):
-        kind = "is a directory" if os.path.isdir(path) else "is not a regular file"
-        raise RecordError(f"{path}: {kind}; expected a records file (CSV or JSON)")
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise RecordError(f"{path}: not UTF-8 text (byte {e.start}); expected a CSV or JSON "
-                          "records file saved as UTF-8") from None
+    text = read_text(path, "records file (CSV or JSON)", RecordError)
     if path.lower().endswith(".json"):
         data = parse_json(text, path, RecordError)
         rows = data.get("records") if isinstance(data, dict) else data

@@ -96,8 +96,9 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
-def check_input_file(path: str | os.PathLike, what: str) -> Path:
-    """``path`` is a regular file to read: NotFoundError when nothing is there, a UsageError
+def check_input_file(path: str | os.PathLike, what: str,
+                     error: type[UsageError] = UsageError) -> Path:
+    """``path`` is a regular file to read: NotFoundError when nothing is there, ``error``
     saying what is there instead (a directory, a device) -- "no such file" would mislead."""
     p = Path(path)
     if p.is_file():
@@ -105,7 +106,20 @@ def check_input_file(path: str | os.PathLike, what: str) -> Path:
     if not p.exists():
         raise NotFoundError(f"{what} {p}: no such file")
     kind = "is a directory" if p.is_dir() else "is not a regular file (a device, a socket ...)"
-    raise UsageError(f"{what} {p}: {kind}; expected a file")
+    raise error(f"{what} {p}: {kind}; expected a file")
+
+
+def read_text(path: str | os.PathLike, what: str, error: type[UsageError] = UsageError) -> str:
+    """The text of a user's input file (UTF-8; a byte-order mark, as editors on Windows write
+    it, is dropped); ``error`` naming ``what`` and the file when it is not a readable UTF-8
+    file (check_input_file's errors when it is not a file)."""
+    p = check_input_file(path, what, error)
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {p}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise error(f"{what} {p}: cannot be read ({e.strerror})") from None
 
 
 def _unique_keys(what: str, error: type[UsageError]) -> Callable[[list], dict]:
@@ -127,23 +141,13 @@ def parse_json(text: str, what: str, error: type[UsageError] = UsageError) -> An
     try:
         return json.loads(text, object_pairs_hook=_unique_keys(what, error))
     except json.JSONDecodeError as e:
-        raise error(f"{what}: not valid JSON ({e})") from None
+        raise error(f"{what}: not valid JSON (line {e.lineno} column {e.colno}: "
+                    f"{e.msg})") from None
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Parse a JSON file; a missing, unreadable or malformed file is a one-line UsageError."""
-    p = check_input_file(path, what)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{what} {p}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise UsageError(f"{what} {p}: cannot be read ({e.strerror})") from None
-    try:
-        return json.loads(text, object_pairs_hook=_unique_keys(f"{what} {p}", UsageError))
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{what} {p}: not valid JSON (line {e.lineno} column {e.colno}: "
-                         f"{e.msg})") from None
+    return parse_json(read_text(path, what), f"{what} {Path(path)}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_spec_from_dict_uses_it():
 
 def test_parse_json_names_the_input_and_uses_the_given_error():
     assert parse_json('{"a": [1, 2.5]}', "x") == {"a": [1, 2.5]}
-    with pytest.raises(SpecError, match=r"^spec: not valid JSON \(Expecting value: line 1 column 1"):
+    with pytest.raises(SpecError, match=r"^spec: not valid JSON \(line 1 column 1: Expecting value\)$"):
         ArchSpec.from_json("nope")
     with pytest.raises(UsageError, match=r"^fidelity: not valid JSON \("):
         Fidelity.from_json("{")

@@ -76,3 +76,20 @@ def test_an_input_that_is_not_a_file_says_what_it_is(tmp_path):
         check_input_file("/dev/null", "--teacher-checkpoint")
     assert str(e.value) == ("--teacher-checkpoint /dev/null: is not a regular file (a device, a "
                             "socket ...); expected a file")
+
+
+def test_read_json_drops_a_byte_order_mark_and_names_bad_text(tmp_path):
+    bom = tmp_path / "spec.json"
+    bom.write_bytes(b'\xef\xbb\xbf{"depths": [1, 2]}')   # as Notepad saves UTF-8
+    assert read_json(bom, "spec file") == {"depths": [1, 2]}
+    latin = tmp_path / "latin.json"
+    latin.write_bytes('{"name": "t\xe9l\xe9phone"}'.encode("latin-1"))
+    with pytest.raises(UsageError) as e:
+        read_json(latin, "spec file")
+    assert str(e.value) == f"spec file {latin}: not UTF-8 text (byte 11); save it as UTF-8"
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"a": 1,\n "b": }')
+    with pytest.raises(UsageError) as e:
+        read_json(broken, "spec file")
+    assert str(e.value) == (f"spec file {broken}: not valid JSON (line 2 column 7: Expecting "
+                            "value)")

@@ -71,10 +71,12 @@ def test_a_quoted_field_spanning_lines_keeps_its_break_and_rows_keep_their_lines
 def test_a_records_path_that_is_not_a_file_says_what_it_is(tmp_path):
     with pytest.raises(RecordError) as e:
         read_records(str(tmp_path))
-    assert str(e.value) == f"{tmp_path}: is a directory; expected a records file (CSV or JSON)"
+    assert str(e.value) == (f"records file (CSV or JSON) {tmp_path}: is a directory; expected "
+                            "a file")
     with pytest.raises(RecordError) as e:
         read_records("/dev/null")
-    assert str(e.value) == "/dev/null: is not a regular file; expected a records file (CSV or JSON)"
+    assert str(e.value) == ("records file (CSV or JSON) /dev/null: is not a regular file (a "
+                            "device, a socket ...); expected a file")
 
 
 def test_header_and_file_errors(tmp_path):
@@ -82,7 +84,7 @@ def test_header_and_file_errors(tmp_path):
         read_records(_csv(tmp_path, "a,dev\n", header="model,device\n"))
     with pytest.raises(RecordError, match="more fields"):
         read_records(_csv(tmp_path, "a,,,dev,,,,,1.0,,src,EXTRA\n"))
-    with pytest.raises(NotFoundError, match="nope.csv: no such records file"):
+    with pytest.raises(NotFoundError, match=r"^records file \(CSV or JSON\) \S+nope.csv: no such file$"):
         read_records(str(tmp_path / "nope.csv"))
 
 
@@ -290,8 +292,10 @@ def test_device_column_still_required_without_a_device(tmp_path):
 def test_non_utf8_file_is_named(tmp_path):
     p = tmp_path / "latin.csv"
     p.write_bytes("model,device,latency_ms\nXS,t\xe9l\xe9phone,1.0\n".encode("latin-1"))
-    with pytest.raises(RecordError, match=r"latin.csv: not UTF-8 text"):
+    with pytest.raises(RecordError) as e:
         read_records(str(p))
+    assert str(e.value) == (f"records file (CSV or JSON) {p}: not UTF-8 text (byte 28); save it "
+                            "as UTF-8")
 
 
 @pytest.mark.parametrize("kw, family", [
