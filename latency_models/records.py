@@ -58,6 +58,20 @@ _UNITS = {"": 1.0, "ms": 1.0, "msec": 1.0, "us": 1e-3, "µs": 1e-3, "μs": 1e-3,
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?|nan|inf)\s*"
                      r"(ms|msec|us|µs|μs|s)?\s*$", re.IGNORECASE)
 
+# An input side as papers print it: 512, "512 px", "512x512", "512 × 512", "512²" (square only).
+# ("224.0": a JSON writer's float.)
+_SIDE = re.compile(r"^\s*(\d+)(?:\.0*)?\s*(?:px)?\s*(?:(?:[x×*]\s*(\d+)(?:\.0*)?\s*(?:px)?)|²)?"
+                   r"\s*$", re.IGNORECASE)
+RESOLUTION_RANGE = (16, 4096)
+# The same at the end of a model name: "EfficientFormer-L1 (512)", "... (backbone @512)",
+# "... @ 512 px", "... 512x512", "... 512px", "... 512²" (a bare trailing number is not one:
+# "RegNetY-600", "ResNet-50").
+_SIDE_TEXT = r"\d{2,4}(?:\.0*)?\s*(?:px)?(?:\s*[x×*]\s*\d{2,4}(?:\.0*)?\s*(?:px)?|²)?"
+_NAME_SIDE = re.compile(
+    rf"(?:\((?:[^()]*?[\s@])?\s*(?P<paren>{_SIDE_TEXT})\s*\)|@\s*(?P<at>{_SIDE_TEXT})"
+    r"|(?:^|[\s_-])(?P<bare>\d{2,4}\s*px|\d{2,4}\s*[x×]\s*\d{2,4}(?:\s*px)?|\d{2,4}²))\s*$",
+    re.IGNORECASE)
+
 
 class RecordError(UsageError):
     """A malformed record; the message names the file, row and column."""
@@ -141,6 +155,31 @@ def parse_latency(raw: str, where: str, decimal_comma: bool = False) -> float:
     return value
 
 
+def parse_resolution(raw: str, where: str) -> int:
+    """The input side in pixels from '512', '512 px', '512x512', '512 × 512' or '512²'."""
+    m = _SIDE.match(raw)
+    lo, hi = RESOLUTION_RANGE
+    allowed = (f"allowed one side in pixels, {lo}..{hi} (e.g. 512, '512 px' or '512x512'; the "
+               "models here take square inputs)")
+    if m is None or (m.group(2) is not None and m.group(1) != m.group(2)):
+        raise RecordError(f"{where}: {raw!r}: {allowed}")
+    side = int(m.group(1))
+    if not lo <= side <= hi:
+        raise RecordError(f"{where}: {raw!r}: {allowed}")
+    return side
+
+
+def split_resolution(name: str, where: str) -> tuple[str, int | None]:
+    """A model name and the input side it ends with, if any ("EfficientFormer-L1 (512)" ->
+    ("EfficientFormer-L1", 512)); (name, None) when it names no size. A size that is not one
+    square side in range is a RecordError (parse_resolution's)."""
+    m = _NAME_SIDE.search(name)
+    if m is None:
+        return name, None
+    raw = m.group("paren") or m.group("at") or m.group("bare")
+    return name[:m.start()].rstrip(" -_,"), parse_resolution(raw, where)
+
+
 def _number(d: dict, col: str, path: str, row: int, check: Callable[[float], bool],
             what: str) -> float | None:
     v = d.get(col, "")
@@ -182,9 +221,8 @@ def parse_record(d: dict[str, Any], path: str = "<records>", row: int = 0,
             raise RecordError(f"{where(path, row, col)}: missing (required columns: {list(REQUIRED)})")
     lat = parse_latency(text("latency_ms"), where(path, row, "latency_ms"), decimal_comma)
     std = _number(d, "std_ms", path, row, lambda x: x >= 0, ">= 0")
-    rf = _number(d, "resolution", path, row, lambda x: x.is_integer() and 16 <= x <= 4096,
-                 "an integer number of pixels in 16..4096")
-    res = None if rf is None else int(rf)
+    raw_res = text("resolution")
+    res = parse_resolution(raw_res, where(path, row, "resolution")) if raw_res else None
     extra = {k: v for k, v in d.items() if k not in COLUMNS}
     return Record(model=text("model"), device=text("device"), latency_ms=lat,
                   spec=_spec_column(d, path, row, res), timm_name=text("timm_name"),

@@ -6,7 +6,8 @@ skips unmeasured rows with a reason, and merges duplicate measurements:
 
 * ``model`` may be a preset (XS/S/L1/L3), a spec JSON file, a ``.mlpackage`` path (both
   relative to the records file or the working directory), a published display name
-  ("MobileNet-v2x1.0") or a timm model name; anything else stops the import naming the file,
+  ("MobileNet-v2x1.0") or a timm model name, or one of these ending with its input size as
+  papers print it ("EfficientFormer-L1 (512)", "XS @256"); anything else stops the import naming the file,
   row, column and the accepted forms (unless the spec / timm_name / mlpackage columns say what
   the model is), or, with ``skip_unknown`` (``--skip-unknown``), skips that row with a warning;
 * a blank ``latency_ms`` skips the row with a warning naming it;
@@ -33,7 +34,7 @@ from search_space.spec import PRESETS, load_spec
 from .featurize import featurize_records
 from .names import examples, timm_name_for
 from .records import (DUPLICATE_TOLERANCE, REQUIRED, Record, RecordError, check_header,
-                      parse_record, raw_rows, where)
+                      parse_record, raw_rows, split_resolution, where)
 from .timm_models import close_timm_names, is_timm_model, timm_names_like
 
 
@@ -89,20 +90,48 @@ def resolve_record(rec: Record, path: str, read_as: list[str] | None = None) -> 
         if rec.resolution:
             spec = spec.replace(resolution=rec.resolution)
         return replace(rec, spec=spec.canonical_json())
-    timm_name = timm_name_for(ref) or (ref if is_timm_model(ref) else None)
-    if timm_name is None:
-        like = timm_names_like(ref)
-        if len(like) > 1:
-            raise UnknownModel(f"{at}: model {ref!r} can mean any of the timm models "
-                               f"{', '.join(like)}: write the one you measured")
-        if not like:
-            close = close_timm_names(ref)
-            hint = f"; timm names like it: {', '.join(close)}" if close else ""
-            raise UnknownModel(f"{at}: unknown model {ref!r}: expected {accepted_forms()}{hint}")
-        timm_name = like[0]
-        if read_as is not None:
-            read_as.append(f"{at}: {ref!r} read as the timm model {timm_name!r}")
+    name, side = _named_model(ref), None
+    if name is None:
+        bare, side = split_resolution(ref, at)     # "EfficientFormer-L1 (512)"
+        if side is not None:
+            if rec.resolution and rec.resolution != side:
+                raise RecordError(f"{at}: {ref!r} says {side} px, column 'resolution' says "
+                                  f"{rec.resolution}: give one")
+            rec = replace(rec, resolution=side)
+            if bare.upper() in PRESETS:
+                spec = PRESETS[bare.upper()].replace(resolution=side)
+                _say(read_as, f"{at}: {ref!r} read as the preset {bare.upper()} at {side} px")
+                return replace(rec, spec=spec.canonical_json())
+            name = _named_model(bare)
+    timm_name = name or _paper_name(bare if side is not None else ref, ref, at)
+    if timm_name != name or side is not None:
+        at_side = f" at {side} px" if side is not None else ""
+        _say(read_as, f"{at}: {ref!r} read as the timm model {timm_name!r}{at_side}")
     return replace(rec, timm_name=timm_name)
+
+
+def _say(read_as: list[str] | None, line: str) -> None:
+    if read_as is not None:
+        read_as.append(line)
+
+
+def _named_model(ref: str) -> str | None:
+    """The timm model ``ref`` names exactly: a published display name or a timm name."""
+    return timm_name_for(ref) or (ref if is_timm_model(ref) else None)
+
+
+def _paper_name(ref: str, said: str, at: str) -> str:
+    """The one timm model a paper's spelling ``ref`` can mean (UnknownModel naming ``said``
+    when it is none or several)."""
+    like = timm_names_like(ref)
+    if len(like) > 1:
+        raise UnknownModel(f"{at}: model {said!r} can mean any of the timm models "
+                           f"{', '.join(like)}: write the one you measured")
+    if not like:
+        close = close_timm_names(ref)
+        hint = f"; timm names like it: {', '.join(close)}" if close else ""
+        raise UnknownModel(f"{at}: unknown model {said!r}: expected {accepted_forms()}{hint}")
+    return like[0]
 
 
 def _blank(v) -> bool:

@@ -52,6 +52,24 @@ def test_malformed_rows_name_row_and_column(tmp_path, row, col):
     assert "\n" not in msg
 
 
+@pytest.mark.parametrize("raw", ["512", "512 px", "512px", "512x512", "512 × 512", "512X512",
+                                 "512²", "512.0", " 512 "])
+def test_resolution_as_papers_print_it(tmp_path, raw):
+    path = _csv(tmp_path, f'a,,,dev,,,,"{raw}",1.0,,src\n')
+    assert read_records(path)[0].resolution == 512
+
+
+@pytest.mark.parametrize("raw", ["512x1024", "512x", "8", "5000", "0", "-224", "224.5", "1e3",
+                                 "nan", "abc"])
+def test_a_resolution_that_is_not_one_square_side_is_refused(tmp_path, raw):
+    path = _csv(tmp_path, f'a,,,dev,,,,"{raw}",1.0,,src\n')
+    with pytest.raises(RecordError) as e:
+        read_records(path)
+    assert str(e.value) == (f"{path}: row 2, column 'resolution': {raw!r}: allowed one side in "
+                            "pixels, 16..4096 (e.g. 512, '512 px' or '512x512'; the models here "
+                            "take square inputs)")
+
+
 def test_a_quoted_field_spanning_lines_keeps_its_break_and_rows_keep_their_lines(tmp_path):
     # a source note over two lines (Excel writes a cell with Alt+Enter this way), then a bad row:
     # the note keeps its line break, the bad row is named by the line it begins on (line 4)
@@ -230,6 +248,42 @@ def test_paper_names_resolve_or_are_refused_naming_the_choices(tmp_path):
         load_user_records(path, device="d")
     assert str(e.value).endswith("or a timm model name; timm names like it: mobilevitv2_075, "
                                  "mobilevitv2_050, mobilevitv2_200")
+
+
+@pytest.mark.parametrize("name, model, side", [
+    ("EfficientFormer-L1 (512)", "efficientformer_l1", 512),
+    ("EfficientFormer-L3 (backbone @512)", "efficientformer_l3", 512),
+    ("ConvNeXt-T @ 384 px", "convnext_tiny", 384),
+    ("deit_small_patch16_224 384x384", "deit_small_patch16_224", 384),
+    ("MobileViTV2-0.5-256px", "mobilevitv2_050", 256),
+    ("DeiT-S 384²", "deit_small_patch16_224", 384),
+])
+def test_a_size_at_the_end_of_a_model_name_is_its_resolution(tmp_path, name, model, side):
+    from latency_models.userrecords import load_user_records
+
+    path = _user_csv(tmp_path, f"model,latency_ms\n{name},2.0\nResNet-50,3.0\n")
+    got = load_user_records(path, device="d")
+    assert [(r.timm_name, r.resolution) for r in got.records] == [(model, side),
+                                                                    ("resnet50", None)]
+    assert got.read_as == [f"{path}: row 2, column 'model': {name!r} read as the timm model "
+                           f"{model!r} at {side} px"]   # ResNet-50: a published display name
+
+
+def test_a_preset_with_a_size_and_sizes_that_disagree(tmp_path):
+    from latency_models.userrecords import load_user_records
+
+    path = _user_csv(tmp_path, "model,latency_ms\nXS @ 256,1.0\n")
+    rec = load_user_records(path, device="d").records[0]
+    assert rec.arch_spec().resolution == 256 and rec.arch_spec().depths == (3, 3, 6, 4)
+    path = _user_csv(tmp_path, "model,resolution,latency_ms\nConvNeXt-T (384),224,1.0\n")
+    with pytest.raises(RecordError) as e:
+        load_user_records(path, device="d")
+    assert str(e.value) == (f"{path}: row 2, column 'model': 'ConvNeXt-T (384)' says 384 px, "
+                            "column 'resolution' says 224: give one")
+    path = _user_csv(tmp_path, "model,latency_ms\nConvNeXt-T (384x512),1.0\n")
+    with pytest.raises(RecordError) as e:
+        load_user_records(path, device="d")
+    assert str(e.value).startswith(f"{path}: row 2, column 'model': '384x512': allowed one side")
 
 
 def test_spec_files_and_packages_resolve_next_to_the_csv(tmp_path):
