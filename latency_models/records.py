@@ -262,7 +262,7 @@ def raw_rows(path: str) -> tuple[list[tuple[int, dict]], str, list[str] | None]:
         columns = reader.fieldnames
     if columns is None:
         raise RecordError(f"{path}: empty file (expected a CSV header with {list(REQUIRED)})")
-    reader.fieldnames = [c.strip().lower() for c in columns]
+    reader.fieldnames = [column_name(c) for c in columns]
     twice = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
     if twice:   # csv.DictReader would silently keep the last of each
         raise RecordError(f"{path}: header: column(s) {twice} appear more than once")
@@ -292,6 +292,13 @@ def _csv_errors(path: str, reader: csv.DictReader) -> Iterator[None]:
         raise RecordError(f"{path}: row {start}: not valid CSV ({e}): a field holding the "
                           "separator must be in double quotes, and every opening '\"' needs its "
                           "closing one") from None
+
+
+def column_name(header: str) -> str:
+    """A CSV header cell as the records column it names: case and spaces ignored, a unit in
+    milliseconds as papers head it ("Latency (ms)", "latency [ms]", "Latency") is ``_ms``."""
+    c = re.sub(r"\s*[(\[]\s*ms\s*[)\]]$|\s+ms$", "_ms", header.strip().lower())
+    return "latency_ms" if c == "latency" else c
 
 
 def check_header(path: str, columns: list[str] | None, required: tuple[str, ...]) -> None:

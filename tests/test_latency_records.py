@@ -161,6 +161,26 @@ def _user_csv(tmp_path, text, name="my.csv"):
     return str(p)
 
 
+@pytest.mark.parametrize("header", ["Model,Latency (ms)", "model,latency [ms]", "MODEL,Latency",
+                                    " model , latency ms "])
+def test_a_latency_column_headed_as_papers_do(tmp_path, header):
+    from latency_models.userrecords import load_user_records
+
+    path = _user_csv(tmp_path, f"{header}\nXS,0.7\nS,0.8\n")
+    got = load_user_records(path, device="d")
+    assert [(r.model, r.latency_ms) for r in got.records] == [("XS", 0.7), ("S", 0.8)]
+
+
+def test_two_headers_naming_the_latency_are_refused(tmp_path):
+    path = _user_csv(tmp_path, "model,Latency (ms),latency_ms\nXS,0.7,0.8\n")
+    with pytest.raises(RecordError) as e:
+        read_records(path)
+    assert str(e.value) == f"{path}: header: column(s) ['latency_ms'] appear more than once"
+    path = _user_csv(tmp_path, "model,latency (us)\nXS,700\n")   # not milliseconds: not guessed
+    with pytest.raises(RecordError, match=r"lacks required column\(s\) \['device', 'latency_ms'\]"):
+        read_records(path)
+
+
 def test_model_and_latency_columns_are_enough(tmp_path):
     from latency_models.userrecords import load_user_records
 
