@@ -10,7 +10,8 @@ skips unmeasured rows with a reason, and merges duplicate measurements:
   papers print it ("EfficientFormer-L1 (512)", "XS @256"); anything else stops the import naming the file,
   row, column and the accepted forms (unless the spec / timm_name / mlpackage columns say what
   the model is), or, with ``skip_unknown`` (``--skip-unknown``), skips that row with a warning;
-* a blank ``latency_ms`` skips the row with a warning naming it;
+* a blank ``latency_ms`` (or a table's "not measured" mark: "-", "N/A", ...) skips the row
+  with a warning naming it;
 * the rows of one device: ``--match TEXT`` picks them (rows of other devices are not read
   further), and a file naming several devices without it is refused (a calibration mixing
   phones, OS or toolchain versions fits none of them);
@@ -138,6 +139,15 @@ def _blank(v) -> bool:
     return v is None or not str(v).strip()
 
 
+# What tables print in a cell nobody measured (besides leaving it blank).
+NOT_MEASURED = frozenset({"-", "--", "\u2013", "\u2014", "n/a", "na", "n.a.", "none", "null",
+                          "?", "x"})
+
+
+def _not_measured(v) -> bool:
+    return _blank(v) or str(v).strip().lower() in NOT_MEASURED
+
+
 def _device_of(raw: dict, device: str | None) -> str:
     """A row's device: its device column, else ``device`` (``--latency-device``)."""
     if device is not None and _blank(raw.get("device")):
@@ -178,9 +188,11 @@ def _parse_rows(path: str, device: str | None, match: str | None,
         if match is not None and not _matches(dev, match):
             continue
         raw = {**raw, "device": dev}
-        if _blank(raw.get("latency_ms")) and not _blank(raw.get("model")):
-            out.skipped.append(f"{path}: row {i} ({str(raw['model']).strip()!r}): blank "
-                               "latency_ms (not measured): skipped")
+        lat = raw.get("latency_ms")
+        if _not_measured(lat) and not _blank(raw.get("model")):
+            said = "blank latency_ms" if _blank(lat) else f"latency_ms {str(lat).strip()!r}"
+            out.skipped.append(f"{path}: row {i} ({str(raw['model']).strip()!r}): {said} (not "
+                               "measured): skipped")
             continue
         rec = parse_record(raw, path, i, decimal_comma=delim != ",")
         try:

@@ -242,8 +242,8 @@ def test_calibrate_from_model_and_latency_only(capsys, tmp_path, user_dir):
     ("model,latency_ms\nXS,0.9\nXS,0.9\n", "needs at least 2 distinct measured models, found 1"),
     ("latency_ms\n0.9\n", "header lacks required column(s) ['model']"),
     # a header without data rows is still checked (it used to pass and say "found 0")
-    ("modell,latency\n", "header lacks required column(s) ['model', 'latency_ms'] (it has "
-                         "['modell', 'latency']); the records columns are ['model', "),
+    ("modell,latency\n", "header lacks required column(s) ['model'] (it has "
+                         "['modell', 'latency_ms']); the records columns are ['model', "),
     ("model,latency_ms,model\nXS,0.9,S\nS,1.1,XS\n",
      "header: column(s) ['model'] appear more than once"),
     # row numbers are the file's lines: a blank line (skipped) still counts

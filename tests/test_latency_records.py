@@ -195,6 +195,21 @@ def test_model_and_latency_columns_are_enough(tmp_path):
     assert got.skipped == [f"{path}: row 5 ('L3'): blank latency_ms (not measured): skipped"]
 
 
+def test_a_not_measured_mark_skips_its_row_like_a_blank(tmp_path):
+    from latency_models.userrecords import load_user_records
+
+    path = _user_csv(tmp_path, "model,latency_ms\nXS,0.7\nS,-\nL1,N/A\nL3,\u2014\n"
+                               "ResNet-50,1.1\n")
+    got = load_user_records(path, device="d")
+    assert [r.model for r in got.records] == ["XS", "ResNet-50"]
+    assert got.skipped == [f"{path}: row 3 ('S'): latency_ms '-' (not measured): skipped",
+                           f"{path}: row 4 ('L1'): latency_ms 'N/A' (not measured): skipped",
+                           f"{path}: row 5 ('L3'): latency_ms '\u2014' (not measured): skipped"]
+    path = _user_csv(tmp_path, "model,latency_ms\nXS,0.7\nS,0.8*\n")   # a footnote: not guessed
+    with pytest.raises(RecordError, match=r"row 3, column 'latency_ms': '0.8\*' is not a number"):
+        load_user_records(path, device="d")
+
+
 def test_semicolon_separator_and_decimal_comma(tmp_path):
     from latency_models.userrecords import load_user_records
 
