@@ -136,7 +136,7 @@ class SearchSpace:
             self.attn_modes, "attn_modes", _is_mode, f"{', '.join(ATTN_MODES)} or lastN"))
         object.__setattr__(self, "resolutions", _choices(
             self.resolutions, "resolutions", _is_resolution,
-            f"multiples of {RESOLUTION_MULTIPLE} in {MIN_RESOLUTION}..{MAX_RESOLUTION}"))
+            f"integers, multiples of {RESOLUTION_MULTIPLE} in {MIN_RESOLUTION}..{MAX_RESOLUTION}"))
         _check_head_and_fixed(self)
 
     # -- flat parameters (shared by Optuna, Tune and the database) ----------------------------

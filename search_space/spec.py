@@ -143,7 +143,7 @@ def validate(spec: ArchSpec) -> None:
                 "(number of trailing attention blocks; 0 = none, depth = all)")
     r = spec.resolution
     if not is_int(r) or not MIN_RESOLUTION <= r <= MAX_RESOLUTION or r % RESOLUTION_MULTIPLE:
-        raise SpecError(f"resolution={r!r}: allowed multiples of {RESOLUTION_MULTIPLE} in "
+        raise SpecError(f"resolution={r!r}: allowed integers, multiples of {RESOLUTION_MULTIPLE} in "
                         f"{MIN_RESOLUTION}..{MAX_RESOLUTION}")
     if not is_int(spec.num_classes) or spec.num_classes < 0:
         raise SpecError(f"num_classes={spec.num_classes!r}: allowed integers >= 0 (0 = no head)")

@@ -232,7 +232,7 @@ def test_writable_checks_name_what_is_wrong(tmp_path):
     ({"widths": [[7], [16], [32], [32]]}, "space.widths[0][0]=7: allowed even integers"),
     ({"mlp_ratios": ["x"]}, "space.mlp_ratios[0]='x'"),
     ({"attn_modes": "all"}, "space.attn_modes='all': need a non-empty list"),
-    ({"resolutions": [100]}, "space.resolutions[0]=100: allowed multiples of 32"),
+    ({"resolutions": [100]}, "space.resolutions[0]=100: allowed integers, multiples of 32"),
     ({"fixed": {"drop_path_rate": 5}}, "space.fixed: drop_path_rate=5"),
     ({"fixed": 3}, "space.fixed=3"),
 ])
