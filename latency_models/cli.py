@@ -391,18 +391,29 @@ def _check_calibration_target(args: argparse.Namespace) -> str:
     return out
 
 
-def _report_input(loaded: Loaded) -> None:
-    for line in loaded.skipped + loaded.merged + loaded.read_as:
+def _featurised_input(args: argparse.Namespace, device: str | None
+                      ) -> tuple[Loaded, np.ndarray]:
+    """The records file of ``args`` read and featurised, saying what it read how (paper names
+    before the conversions they cause), what each conversion is, and what was skipped."""
+    loaded = load_user_records(args.records, device=device, match=args.match,
+                               skip_unknown=args.skip_unknown)
+    for line in loaded.read_as:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+    loaded, F = featurise(loaded, args.skip_unknown, log=_progress)
+    for line in loaded.skipped + loaded.merged:
         print(f"warning: {line}", file=sys.stderr)
+    return loaded, F
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
     out = _check_calibration_target(args)
     name = args.latency_device
     prior = _load_prior(args.prior)
-    loaded, F = featurise(load_user_records(args.records, device=name, match=args.match,
-                                            skip_unknown=args.skip_unknown), args.skip_unknown)
-    _report_input(loaded)
+    loaded, F = _featurised_input(args, name)
     models = {r.identity() for r in loaded.records}
     if len(models) < 2:
         raise UsageError(f"{args.records}: calibration needs at least 2 distinct measured "
@@ -429,10 +440,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.few_shot is None and (args.draws is not None or args.seed is not None):
         raise UsageError("--draws / --seed: only with --few-shot N")
     prior = _load_prior(args.prior) if args.loo or args.few_shot is not None else None
-    loaded, F = featurise(load_user_records(args.records, device=args.latency_device,
-                                            match=args.match, skip_unknown=args.skip_unknown),
-                          args.skip_unknown)
-    _report_input(loaded)
+    loaded, F = _featurised_input(args, args.latency_device)
     records = loaded.records
     n_rows = len(records)
     need = 3 if args.loo else 1 if args.few_shot is None else max(args.few_shot) + 2

@@ -16,6 +16,8 @@ On Linux coremltools can convert and save but not run predictions; nothing here 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shutil
@@ -89,9 +91,10 @@ def _first_line(e: Exception, limit: int) -> str:
 
 
 def convert_coreml(model: Any, resolution: int | None = None, precision: str = "fp16",
-                   method: str = "auto", name: str | None = None):
+                   method: str = "auto", name: str | None = None, quiet: bool = False):
     """Convert a torch module or timm model name to an in-memory ``ct.models.MLModel`` (ML
-    program, iOS16 target). Returns (mlmodel, info)."""
+    program, iOS16 target). Returns (mlmodel, info). ``quiet``: without coremltools' progress
+    bars (a caller reading features says what it converts in one line instead)."""
     check_options(precision, method)
     ct_ = _coremltools()
     module, res, default_name = module_of(model, resolution)
@@ -107,8 +110,10 @@ def convert_coreml(model: Any, resolution: int | None = None, precision: str = "
                 else ct_.precision.FLOAT32)
             if inputs is not None:
                 kw["inputs"] = inputs
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), contextlib.ExitStack() as stack:
                 warnings.simplefilter("ignore")
+                if quiet:   # tqdm writes its bars to sys.stderr; errors still raise
+                    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
                 mlmodel = ct_.convert(src, **kw)
             return mlmodel, dict(name=name, resolution=res, precision=precision, method=m)
         except Exception as e:  # noqa: BLE001 - report every path's failure together
@@ -275,12 +280,13 @@ def program_ops(prog) -> list[OpCost]:
 
 
 def coreml_ops(model: Any = None, resolution: int | None = None, precision: str = "fp16",
-               mlpackage: str | None = None, method: str = "auto") -> list[OpCost]:
+               mlpackage: str | None = None, method: str = "auto",
+               quiet: bool = False) -> list[OpCost]:
     """Per-op costs from a conversion of a torch module / timm model name, or from a saved
     .mlpackage when ``mlpackage`` is given."""
     if mlpackage is not None:
         return program_ops(load_program(mlpackage))
-    mlmodel, _ = convert_coreml(model, resolution, precision, method)
+    mlmodel, _ = convert_coreml(model, resolution, precision, method, quiet=quiet)
     return program_ops(mlmodel._mil_program)
 
 

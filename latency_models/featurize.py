@@ -35,8 +35,12 @@ def timm_features(name: str, resolution: int | None,
     f = user_cached_features(key)
     if f is not None:
         return f
+    if log is not None:
+        size = f"{resolution} px" if resolution else "its default size"
+        log(f"converting the timm model {name} at {size} to Core ML to read its ops (once: "
+            "the user cache keeps them)")
     try:
-        ops = coreml_ops(name, resolution)
+        ops = coreml_ops(name, resolution, quiet=True)
     except RuntimeError as e:   # coreml_ops' "CoreML conversion of NAME failed: ..." (one line)
         store_user_failure(key, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
         raise
@@ -58,12 +62,12 @@ def mlpackage_features(path: str) -> np.ndarray:
     return aggregate(ops)
 
 
-def _record_features(record: Record) -> np.ndarray:
+def _record_features(record: Record, log: Callable[[str], Any] | None = None) -> np.ndarray:
     spec = record.arch_spec()
     if spec is not None:
         return spec_features(spec)
     if record.timm_name:
-        return timm_features(record.timm_name, record.resolution)
+        return timm_features(record.timm_name, record.resolution, log)
     if record.mlpackage:
         return mlpackage_features(record.mlpackage)
     raise UsageError(f"record {record.model!r}: no spec, timm_name or mlpackage to featurise")
@@ -93,13 +97,15 @@ def featurize(obj: Any) -> np.ndarray:
     return coreml_features(obj)
 
 
-def featurize_records(records: Sequence) -> tuple[np.ndarray, list[str | None]]:
-    """(features, per-record error or None). Records that cannot be featurised get NaN rows."""
+def featurize_records(records: Sequence, log: Callable[[str], Any] | None = None
+                      ) -> tuple[np.ndarray, list[str | None]]:
+    """(features, per-record error or None). Records that cannot be featurised get NaN rows.
+    ``log`` hears of each timm model converted (tens of seconds each)."""
     F = np.full((len(records), N_FEATURES), np.nan)
     errs: list[str | None] = []
     for i, r in enumerate(records):
         try:
-            F[i] = featurize(r)
+            F[i] = _record_features(r, log) if isinstance(r, Record) else featurize(r)
             errs.append(None)
         except Exception as e:  # noqa: BLE001 - reported per record
             errs.append(f"{type(e).__name__}: {str(e)[:200]}")

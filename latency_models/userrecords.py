@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 import numpy as np
 
@@ -240,14 +241,15 @@ def load_user_records(path: str, device: str | None = None, match: str | None = 
     return merge_duplicates(_parse_rows(path, device, match, skip_unknown))
 
 
-def featurise(loaded: Loaded, skip_unknown: bool = False) -> tuple[Loaded, np.ndarray]:
+def featurise(loaded: Loaded, skip_unknown: bool = False,
+              log: Callable[[str], Any] | None = None) -> tuple[Loaded, np.ndarray]:
     """(the records that can be featurised, their feature rows). A record naming a file of the
     user's that cannot be read (a broken ``.mlpackage``) stops the import naming the file, row
     and column, like an unknown model, unless ``skip_unknown``. A timm model Core ML cannot
     convert here (swin_tiny_patch4_window7_224 with coremltools 9) is this tool's limit, not
     the user's error: that row is skipped. Every skipped row joins ``skipped`` with its
-    reason."""
-    F, errs = featurize_records(loaded.records)
+    reason. ``log`` hears of each timm model converted."""
+    F, errs = featurize_records(loaded.records, log)
     skipped = list(loaded.skipped)
     for r, e in zip(loaded.records, errs):
         if e is None:

@@ -304,6 +304,10 @@ def test_user_conversions_are_cached(capsys, tmp_path, user_dir, monkeypatch):
     argv = ("latency", "calibrate", "--records", str(rec), "--latency-device", "p", "--out")
     code, _, err = run(capsys, *argv, str(tmp_path / "a.json"))
     assert code == 0, err
+    # one line says what is converted; coremltools' progress bars do not reach the user
+    assert ("converting the timm model mobilenetv3_small_050 at 64 px to Core ML to read its "
+            "ops (once: the user cache keeps them)\n") in err
+    assert "MIL" not in err and "%|" not in err, err
     cache = json.loads((user_dir / "feature_cache.json").read_text())
     assert [k.split("@")[:2] for k in cache["models"]] == [["mobilenetv3_small_050", "64"]]
     import latency_models.featurize as fz
@@ -314,6 +318,7 @@ def test_user_conversions_are_cached(capsys, tmp_path, user_dir, monkeypatch):
     monkeypatch.setattr(fz, "coreml_ops", no_conversion)
     code, _, err = run(capsys, *argv, str(tmp_path / "b.json"))
     assert code == 0, err
+    assert "converting" not in err
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
     assert a["coef"] == b["coef"] and b["meta"]["skipped"] == []
 
@@ -326,7 +331,7 @@ def test_a_timm_model_that_does_not_convert_is_skipped_and_remembered(capsys, tm
     import latency_models.featurize as fz
     calls = []
 
-    def fails(name, resolution=None):
+    def fails(name, resolution=None, **kw):
         calls.append(name)
         raise RuntimeError(f"CoreML conversion of {name} failed: export: NotImplementedError")
 
@@ -338,7 +343,9 @@ def test_a_timm_model_that_does_not_convert_is_skipped_and_remembered(capsys, tm
         code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec), "--device",
                              f"p{i}")
         assert code == 0, err
-        (line,) = err.strip().splitlines()
+        *before, line = err.strip().splitlines()
+        assert before == (["converting the timm model mobilenetv3_small_050 at 64 px to Core ML "
+                           "to read its ops (once: the user cache keeps them)"] if i == 1 else [])
         assert line.startswith(f"warning: {rec}: row 3 ('mobilenetv3_small_050'): cannot be "
                                "featurised (") and line.endswith("): skipped")
         assert "CoreML conversion of mobilenetv3_small_050 failed: export: NotImplementedError" \
