@@ -29,16 +29,16 @@ from search_space.stats import kendall_tau
 from .coreml import COMPUTE_UNITS, coreml_ops
 from .devices import device_files, load_predictor, shipped_devices, user_calibration_path
 from .features import FEATURE_NAMES, aggregate
-from .featurize import featurize
+from .featurize import featurize, timm_features
 from .fewshot import fit
 from .options import DEFAULT_DEVICE, LATENCY_ALIASES, add_latency_device_option
 from .predictor import LatencyPredictor, prior_coef
 from .records import Record, read_records, write_records
 from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
-from .timm_models import is_spec_reference, is_timm_model
+from .timm_models import is_spec_reference
 from .transfer import loo_predictions, render_curve, render_summary, summarise, transfer
 from .userdir import ENV as USER_DIR_ENV
-from .userrecords import Loaded, featurise, load_user_records
+from .userrecords import Loaded, featurise, load_user_records, timm_model_named
 
 SKIP_UNKNOWN_HELP = ("skip (and list) rows whose model is not a preset, spec JSON, .mlpackage, "
                      "published name or timm model, or is a broken .mlpackage, instead of "
@@ -201,17 +201,21 @@ def _register_export(lsub) -> None:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+ARCH_FORMS = "a preset (XS/S/L1/L3), a spec JSON file, inline JSON or a timm model name"
+
+
 def _resolve_arch(ref: str, resolution: int | None = None):
-    """An ArchSpec for presets/JSON, else the timm name (validated without building it)."""
+    """An ArchSpec for presets/JSON, else the timm model name (validated without building it;
+    a published display name or a paper's spelling is read as its timm model, said)."""
     if is_spec_reference(ref):
         spec = load_spec(ref)
         return spec.replace(resolution=resolution) if resolution else spec
     if ref.endswith(".json"):
         raise NotFoundError(f"{ref}: no such spec file")
-    if not is_timm_model(ref):
-        raise UsageError(f"architecture {ref!r}: not a preset (XS/S/L1/L3), spec JSON file, "
-                         "inline JSON or timm model name")
-    return ref
+    name, said = timm_model_named(ref, "architecture", ARCH_FORMS)
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
+    return name
 
 
 def _check_choice(name: str, value, allowed) -> None:
@@ -231,13 +235,14 @@ def _predict(args: argparse.Namespace) -> int:
     pred = load_predictor(args.latency_device)
     rows = []
     for ref, a in zip(args.arch, archs):
-        f = featurize(a)
+        # a timm model is built at --resolution (featurize(name) would take its default size)
+        f = timm_features(a, args.resolution) if isinstance(a, str) else featurize(a)
         ms, sd = (float(v[0]) for v in pred.predict_features(f[None]))
         row = {"arch": ref, "device": pred.device, "latency_ms": round(ms, 4),
                "std_ms": round(sd, 4), "interval_ms": [round(ms - 2 * sd, 4), round(ms + 2 * sd, 4)],
                "extrapolation": pred.extrapolation(f[None])[0]}
         if args.breakdown:
-            row["breakdown_ms"] = {k: round(v, 4) for k, v in pred.breakdown(a).items()}
+            row["breakdown_ms"] = {k: round(v, 4) for k, v in pred.breakdown(f).items()}
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -61,10 +61,16 @@ def name_key(name: str) -> str:
     return "".join(out)
 
 
-@lru_cache(maxsize=1)
 def _keys() -> dict[str, list[str]]:
+    """name_key -> timm names, for the models registered now (a model registered later, such
+    as this project's swiftformer_nas* on importing search_space.swiftformer, is seen)."""
+    return _keys_of(tuple(timm.list_models()))
+
+
+@lru_cache(maxsize=1)
+def _keys_of(names: tuple[str, ...]) -> dict[str, list[str]]:
     keys: dict[str, list[str]] = {}
-    for n in timm.list_models():
+    for n in names:
         keys.setdefault(name_key(n), []).append(n)
     return keys
 

@@ -105,7 +105,8 @@ def resolve_record(rec: Record, path: str, read_as: list[str] | None = None) -> 
                 _say(read_as, f"{at}: {ref!r} read as the preset {bare.upper()} at {side} px")
                 return replace(rec, spec=spec.canonical_json())
             name = _named_model(bare)
-    timm_name = name or _paper_name(bare if side is not None else ref, ref, at)
+    timm_name = name or paper_timm_name(bare if side is not None else ref, at,
+                                        accepted_forms(), said=ref)
     if timm_name != name or side is not None:
         at_side = f" at {side} px" if side is not None else ""
         _say(read_as, f"{at}: {ref!r} read as the timm model {timm_name!r}{at_side}")
@@ -122,18 +123,30 @@ def _named_model(ref: str) -> str | None:
     return timm_name_for(ref) or (ref if is_timm_model(ref) else None)
 
 
-def _paper_name(ref: str, said: str, at: str) -> str:
-    """The one timm model a paper's spelling ``ref`` can mean (UnknownModel naming ``said``
-    when it is none or several)."""
+def paper_timm_name(ref: str, at: str, forms: str, said: str | None = None) -> str:
+    """The one timm model a paper's spelling ``ref`` can mean; UnknownModel naming ``said``
+    (default ``ref``) at ``at`` when it is none (with ``forms``, what is accepted there, and
+    the closest timm names) or several (naming them)."""
+    said = ref if said is None else said
     like = timm_names_like(ref)
     if len(like) > 1:
         raise UnknownModel(f"{at}: model {said!r} can mean any of the timm models "
-                           f"{', '.join(like)}: write the one you measured")
+                           f"{', '.join(like)}: write the one you mean")
     if not like:
         close = close_timm_names(ref)
         hint = f"; timm names like it: {', '.join(close)}" if close else ""
-        raise UnknownModel(f"{at}: unknown model {said!r}: expected {accepted_forms()}{hint}")
+        raise UnknownModel(f"{at}: unknown model {said!r}: expected {forms}{hint}")
     return like[0]
+
+
+def timm_model_named(ref: str, at: str, forms: str) -> tuple[str, str | None]:
+    """(the timm model ``ref`` names, the line to say when it was read from a paper's
+    spelling, else None): a published display name, a timm name or a paper's spelling."""
+    exact = _named_model(ref)
+    if exact is not None:
+        return exact, None
+    name = paper_timm_name(ref, at, forms)
+    return name, f"{at}: {ref!r} read as the timm model {name!r}"
 
 
 def _blank(v) -> bool:

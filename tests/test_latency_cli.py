@@ -28,9 +28,35 @@ def test_predict_and_devices(capsys):
     assert code == 0 and "iphone14-ane (default)" in out
 
 
+@pytest.mark.timeout(300)
+def test_predict_builds_a_timm_model_at_the_asked_resolution_and_reads_paper_names(
+        capsys, user_dir):
+    """--resolution reaches timm (it was ignored for timm names: the default size's latency
+    came back for any --resolution); a paper's spelling is read as its timm model, said."""
+    argv = ("latency", "predict", "mobilenetv3_small_050", "--json", "--resolution")
+    lat = {}
+    for side in ("64", "128"):
+        code, out, err = run(capsys, *argv, side)
+        assert code == 0, err
+        lat[side] = json.loads(out)[0]["latency_ms"]
+    assert lat["128"] > lat["64"], lat    # 4x the pixels (a tiny model: overheads dominate)
+    cache = json.loads((user_dir / "feature_cache.json").read_text())
+    assert sorted(k.split("@")[1] for k in cache["models"]) == ["128", "64"]
+    code, out, err = run(capsys, "latency", "predict", "MobileNetV3-Small 0.5", "--json",
+                         "--resolution", "64")
+    assert code == 0 and json.loads(out)[0]["latency_ms"] == lat["64"]
+    assert err == ("warning: architecture: 'MobileNetV3-Small 0.5' read as the timm model "
+                   "'mobilenetv3_small_050'\n")
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["latency", "predict", "XS", "--latency-device", "pixel-99"], "allowed"),
-    (["latency", "predict", "not_a_model_anywhere"], "not a preset"),
+    (["latency", "predict", "not_a_model_anywhere"],
+     "architecture: unknown model 'not_a_model_anywhere': expected a preset (XS/S/L1/L3), a "
+     "spec JSON file, inline JSON or a timm model name"),
+    (["latency", "predict", "ViT-S"], "architecture: model 'ViT-S' can mean any of the timm "
+     "models vit_small_patch16_224, vit_small_patch32_224, vit_small_patch8_224: write the one "
+     "you mean"),
     (["latency", "predict", "missing.json"], "missing.json"),
     (["latency", "measure", "XS", "--backend", "tpu"], "--backend"),
     (["latency", "measure", "XS", "--runs", "0"], "argument --runs: 0: allowed integers >= 1"),

@@ -277,7 +277,7 @@ def test_paper_names_resolve_or_are_refused_naming_the_choices(tmp_path):
     assert str(e.value) == (
         f"{path}: row 3, column 'model': model 'ViT-S' can mean any of the timm models "
         "vit_small_patch16_224, vit_small_patch32_224, vit_small_patch8_224: write the one you "
-        "measured")
+        "mean")
     path = _user_csv(tmp_path, "model,latency_ms\nXS,1.0\nMobileViTV2-0.55,2.0\n")
     with pytest.raises(RecordError) as e:
         load_user_records(path, device="d")
