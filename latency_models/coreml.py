@@ -80,7 +80,11 @@ def module_of(model: Any, resolution: int | None = None):
 
 def _capture(model, x, method: str):
     """(source program for ct.convert, explicit inputs or None) by one capture method."""
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # timm's EfficientFormer fills an attention-bias cache in forward: torch.export says
+        # so; harmless here (the cache holds what the exported graph computes anyway)
+        warnings.filterwarnings("ignore", message=r".*was assigned during export",
+                                category=UserWarning)
         if method == "export":
             return torch.export.export(model, (x,)).run_decompositions({}), None
         return torch.jit.trace(model, x), [_coremltools().TensorType(name="x", shape=tuple(x.shape))]

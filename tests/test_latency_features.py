@@ -67,6 +67,31 @@ def test_timm_baseline_converts_and_featurises():
     assert 0.045 < total < 0.065
 
 
+def test_a_conversion_says_nothing_the_user_cannot_act_on(capsys):
+    """EfficientFormer's attention-bias cache made torch.export warn on every conversion, and
+    coremltools drew three progress bars: a records file of such models printed pages."""
+    import warnings
+
+    import torch
+
+    from latency_models.coreml import convert_coreml
+
+    class CachesInForward(torch.nn.Module):   # timm's EfficientFormer attention-bias cache
+        def __init__(self):
+            super().__init__()
+            self.conv, self.cache = torch.nn.Conv2d(3, 8, 3), {}
+
+        def forward(self, x):
+            self.cache["cpu"] = torch.ones(2)
+            return self.conv(x)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        convert_coreml(CachesInForward(), 32, quiet=True)
+    assert [str(w.message)[:60] for w in seen] == []
+    assert capsys.readouterr().err == ""
+
+
 def test_fast_plan_equals_the_emitters():
     """The symbolic plan (monomials + memory-bound masks) reproduces every feature exactly,
     headless and undistilled specs included."""
