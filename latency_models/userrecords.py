@@ -73,14 +73,14 @@ def resolve_record(rec: Record, path: str, read_as: list[str] | None = None) -> 
     paper's spelling of a timm model ("MobileViTV2-0.5", "ConvNeXt-T") is read as the one timm
     model it can mean (``timm_models.timm_names_like``), said in ``read_as``; one that can mean
     several is refused naming them."""
+    if rec.mlpackage:   # the column `latency suggest` fills: a package beside the template
+        rec = replace(rec, mlpackage=_package(path, rec.mlpackage,
+                                              where(path, rec.row, "mlpackage")))
     if rec.spec or rec.timm_name or rec.mlpackage or rec.model.upper() in PRESETS:
         return rec
     ref, at = rec.model, where(path, rec.row, "model")
     if ref.rstrip("/").endswith(".mlpackage"):
-        found = _local(path, ref.rstrip("/"))
-        if found is None:
-            raise RecordError(f"{at}: {ref!r}: no such .mlpackage")
-        return replace(rec, mlpackage=found)
+        return replace(rec, mlpackage=_package(path, ref, at))
     if ref.endswith(".json") or ref.lstrip().startswith("{"):
         found = ref if ref.lstrip().startswith("{") else _local(path, ref)
         if found is None:
@@ -111,6 +111,14 @@ def resolve_record(rec: Record, path: str, read_as: list[str] | None = None) -> 
         at_side = f" at {side} px" if side is not None else ""
         _say(read_as, f"{at}: {ref!r} read as the timm model {timm_name!r}{at_side}")
     return replace(rec, timm_name=timm_name)
+
+
+def _package(path: str, ref: str, at: str) -> str:
+    """A .mlpackage a records file names (next to the file first, then as given)."""
+    found = _local(path, ref.rstrip("/"))
+    if found is None:
+        raise RecordError(f"{at}: {ref!r}: no such .mlpackage")
+    return found
 
 
 def _say(read_as: list[str] | None, line: str) -> None:

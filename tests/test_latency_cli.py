@@ -1,5 +1,6 @@
 """`run_search.py latency ...`: good paths and one-line errors (exit 2) for bad input."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -399,6 +400,20 @@ def test_mlpackage_rows_are_featurised_from_the_package(capsys, tmp_path, user_d
                          "--latency-device", "p")
     assert code == 0, err
     assert "calibrated p on 3 records" in out
+    # the mlpackage column `latency suggest` fills names the package beside the template: it
+    # is found from any working directory (it was looked up in the working directory only, so
+    # the documented suggest -> measure -> calibrate run stopped at its first package)
+    assert Path.cwd() != tmp_path
+    rec.write_text("model,latency_ms,mlpackage\nmy-net,0.3,tiny.mlpackage\nXS,0.9,\nS,1.1,\n")
+    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                         "--latency-device", "p2")
+    assert code == 0, err
+    assert "calibrated p2 on 3 records" in out
+    rec.write_text("model,latency_ms,mlpackage\nmy-net,0.3,gone.mlpackage\nXS,0.9,\n")
+    code, out, err = run(capsys, "latency", "calibrate", "--records", str(rec),
+                         "--latency-device", "p3")
+    assert code == 2 and err == (f"error: {rec}: row 2, column 'mlpackage': 'gone.mlpackage': "
+                                 "no such .mlpackage\n")
 
 
 def test_a_model_that_cannot_be_featurised_stops_like_an_unknown_one(capsys, tmp_path,
