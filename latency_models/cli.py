@@ -32,7 +32,7 @@ from .features import FEATURE_NAMES, aggregate
 from .featurize import featurize, timm_features
 from .fewshot import fit
 from .options import DEFAULT_DEVICE, LATENCY_ALIASES, add_latency_device_option
-from .predictor import LatencyPredictor, prior_coef
+from .predictor import LatencyPredictor, latency_interval, prior_coef, within_interval
 from .records import Record, read_records, write_records
 from .suggest import candidate_pool, choose_rows, design_quality, design_rows, write_template
 from .timm_models import is_spec_reference
@@ -239,7 +239,8 @@ def _predict(args: argparse.Namespace) -> int:
         f = timm_features(a, args.resolution) if isinstance(a, str) else featurize(a)
         ms, sd = (float(v[0]) for v in pred.predict_features(f[None]))
         row = {"arch": ref, "device": pred.device, "latency_ms": round(ms, 4),
-               "std_ms": round(sd, 4), "interval_ms": [round(ms - 2 * sd, 4), round(ms + 2 * sd, 4)],
+               "std_ms": round(sd, 4),
+               "interval_ms": [round(float(v), 4) for v in latency_interval(ms, sd)],
                "extrapolation": pred.extrapolation(f[None])[0]}
         if args.breakdown:
             row["breakdown_ms"] = {k: round(v, 4) for k, v in pred.breakdown(f).items()}
@@ -249,8 +250,8 @@ def _predict(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         lo, hi = r["interval_ms"]
-        print(f"{r['arch']}: {r['latency_ms']:.3f} ms +- {r['std_ms']:.3f} (2-sigma {lo:.3f}-"
-              f"{hi:.3f}) on {r['device']} (calibration {pred.version})")
+        print(f"{r['arch']}: {r['latency_ms']:.3f} ms +- {r['std_ms']:.3f} (2-sigma interval "
+              f"{lo:.3f}-{hi:.3f}) on {r['device']} (calibration {pred.version})")
         if r["extrapolation"]:
             print(f"    warning: extrapolates beyond the calibration set: {r['extrapolation']}")
         for k, v in r.get("breakdown_ms", {}).items():
@@ -483,7 +484,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     tau = kendall_tau(pred, y) if n_rows > 1 else float("nan")
     print(f"n={n_rows}  MAPE {100 * np.mean(np.abs(rel)):.1f}%  within 10%: "
           f"{100 * np.mean(np.abs(rel) <= 0.1):.0f}%  Kendall tau {tau:.3f}  within +-2 sigma: "
-          f"{100 * np.mean(np.abs(pred - y) <= 2 * sd):.0f}%"
+          f"{100 * np.mean(within_interval(pred, sd, y)):.0f}%"
           f"{'  (leave-one-out)' if args.loo else ''}")
     return 0
 

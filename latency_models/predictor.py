@@ -115,6 +115,11 @@ GENERIC_PRIOR = {"conv_gmacs": 0.25, "pwconv_gmacs": 0.25, "dwconv_gmacs": 2.5,
                  "const": 0.1}
 GENERIC_SIGMA = 0.3          # how far (log) the hand-set prior's cost model misses a real model
 MIN_REL_STD = 0.03
+# A prediction's uncertainty is log-normal: std_ms = ms x s, s the standard deviation of the
+# log latency (what the fit estimates and its leave-one-out coverage checks). Its interval is
+# multiplicative, [ms e^(-k s), ms e^(k s)]: never below zero (ms -+ k std_ms goes negative for
+# s > 1/k: a device calibrated from a few rows), and the band the coverage figures count.
+INTERVAL_SIGMAS = 2.0   # about 95% for a calibrated predictor (`latency evaluate` reports it)
 # A prediction extrapolates when its latency is outside [min / RANGE_FACTOR, max * RANGE_FACTOR]
 # of the calibration latencies, or a cost term that makes up at least SHARE_FLOOR of it exceeds
 # RANGE_FACTOR x the largest value that term had in the calibration set (0 if never exercised:
@@ -141,6 +146,20 @@ def prior_coef(prior: "LatencyPredictor | dict | None") -> np.ndarray:
     if isinstance(prior, LatencyPredictor):
         return prior.coef.copy()
     return np.array([float(prior[t]) for t in TERM_NAMES])
+
+
+def latency_interval(ms: Any, std_ms: Any, k: float = INTERVAL_SIGMAS) -> tuple[Any, Any]:
+    """(low, high) ms of the +-k sigma interval of predictions ``ms`` +- ``std_ms`` (floats or
+    arrays): ms e^(-k s), ms e^(k s) with s = std_ms / ms."""
+    ms, std = np.asarray(ms, dtype=float), np.asarray(std_ms, dtype=float)
+    spread = np.exp(k * std / ms)
+    return ms / spread, ms * spread
+
+
+def within_interval(ms: Any, std_ms: Any, measured: Any, k: float = INTERVAL_SIGMAS) -> Any:
+    """Whether each ``measured`` latency lies inside its prediction's +-k sigma interval."""
+    ms, std = np.asarray(ms, dtype=float), np.asarray(std_ms, dtype=float)
+    return np.abs(np.log(np.asarray(measured, dtype=float) / ms)) <= k * std / ms
 
 
 class LatencyPredictor:

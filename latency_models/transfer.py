@@ -30,6 +30,7 @@ from search_space.stats import kendall_tau
 
 from .features import gmacs_of
 from .fewshot import CANDIDATES as FITS, fit_features  # FITS: what ours chooses between
+from .predictor import within_interval
 from .suggest import choose_rows, design_rows
 
 METHODS = ("ours", "scale", "gmacs")
@@ -37,11 +38,12 @@ METHODS = ("ours", "scale", "gmacs")
 
 def metrics(pred: np.ndarray, y: np.ndarray, sd: np.ndarray | None = None) -> dict:
     """MAPE, share within +-10 %, Kendall tau, worst error and (with ``sd``) +-2 sigma
-    coverage and the mean relative standard deviation of ``pred`` against measured ``y``."""
+    coverage (``predictor.within_interval``) and the mean relative standard deviation of
+    ``pred`` against measured ``y``."""
     rel = (pred - y) / y
     out = {"mape": float(np.mean(np.abs(rel))), "within10": float(np.mean(np.abs(rel) <= 0.1)),
            "tau": kendall_tau(pred, y), "max_ape": float(np.max(np.abs(rel)))}
-    out["cov2"] = None if sd is None else float(np.mean(np.abs(pred - y) <= 2 * sd))
+    out["cov2"] = None if sd is None else float(np.mean(within_interval(pred, sd, y)))
     out["rel_sd"] = None if sd is None else float(np.mean(sd / pred))
     return out
 

@@ -15,7 +15,7 @@ show the same numbers. Definitions:
 * latency intervals: every predicted latency carries its predictor's std (trials store
   ``latency_std_ms``); a front member whose advantage over a baseline (it dominates the
   baseline on the point estimates) rests on a latency difference inside
-  ``INTERVAL_SIGMAS`` combined standard deviations is listed in its
+  ``INTERVAL_SIGMAS`` combined standard deviations of log latency is listed in its
   ``advantage_within_interval`` (:func:`advantage_within_interval` is the one rule).
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from latency_models.predictor import INTERVAL_SIGMAS
+from latency_models.predictor import latency_interval as predicted_interval
 from search_space.errors import NotFoundError, UsageError
 
 from .pareto import REFERENCE_RULE, Objective, dominating, hypervolume, pareto_mask, reference_point
@@ -42,9 +44,6 @@ RUNG_KEY_PREFIX = {STANDALONE: "", SUPERNET: "sn-"}
 # The objective each rung's front maximises: the stand-alone rung's proxy top-1, the supernet
 # rung's score (minus the subnet's val loss, or its top-1: SupernetConfig.score).
 RUNG_METRIC = {STANDALONE: "top1", SUPERNET: "score"}
-# A latency prediction's interval is +- INTERVAL_SIGMAS standard deviations (about 95% for a
-# calibrated predictor: `latency evaluate` reports the coverage of its calibration rows).
-INTERVAL_SIGMAS = 2.0
 OBJECTIVES = (Objective("top1", "max"), Objective("latency_ms", "min"))
 
 
@@ -57,10 +56,11 @@ def _finite(v: Any) -> float | None:
 
 def latency_interval(ms: float | None, std: float | None,
                      k: float = INTERVAL_SIGMAS) -> list[float] | None:
-    """[ms - k std, ms + k std] (None when either is unknown)."""
+    """The prediction's +-k sigma interval [low, high] ms (``predictor.latency_interval``:
+    multiplicative, never below zero); None when either is unknown."""
     if _finite(ms) is None or _finite(std) is None:
         return None
-    return [float(ms) - k * float(std), float(ms) + k * float(std)]
+    return [float(v) for v in predicted_interval(float(ms), float(std), k)]
 
 
 def point_dominates(member: dict, baseline: dict) -> bool | None:
@@ -77,7 +77,8 @@ def point_dominates(member: dict, baseline: dict) -> bool | None:
 def advantage_within_interval(member: dict, baseline: dict,
                               k: float = INTERVAL_SIGMAS) -> bool | None:
     """Whether ``member`` dominates ``baseline`` on the point estimates only by a latency
-    difference inside k combined standard deviations, i.e. the predictor cannot tell that the
+    ratio inside k combined standard deviations of log latency (log(b / m) <= k hypot(m_sd / m,
+    b_sd / b): the predictions' errors are log-normal), i.e. the predictor cannot tell that the
     member is the faster one. False when the member does not dominate the baseline, or does so
     beyond the interval; None when a value or the member's std is unknown. A baseline without a
     std (a published measurement) counts as exact."""
@@ -88,8 +89,9 @@ def advantage_within_interval(member: dict, baseline: dict,
     if not dom:
         return False
     b_sd = _finite(baseline.get("latency_std_ms")) or 0.0
-    gap = float(baseline["latency_ms"]) - float(member["latency_ms"])
-    return gap <= k * math.hypot(m_sd, b_sd)
+    m_ms, b_ms = float(member["latency_ms"]), float(baseline["latency_ms"])
+    # in log latency, where the predictions' errors are normal (predictor.latency_interval)
+    return math.log(b_ms / m_ms) <= k * math.hypot(m_sd / m_ms, b_sd / b_ms)
 
 
 def _study(store: ResultsStore, name: str) -> dict:

@@ -962,3 +962,24 @@ def test_suggest_stratified_criterion_spreads_over_latency():
 def test_fit_config_refuses_refit_settings_without_a_covariance(kw):
     with pytest.raises(ValueError, match="refit_"):
         fewshot.FitConfig(**kw)
+
+
+def test_the_interval_is_the_fits_log_normal_band_and_coverage_counts_it():
+    """One interval everywhere: +-2 sigma of log latency, [ms e^-2s, ms e^2s] with s = std / ms
+    (what the fit's leave-one-out coverage checks). The ms -+ 2 std band it replaces went below
+    zero for s > 0.5 and counted a different share as covered."""
+    from latency_models.predictor import latency_interval, within_interval
+    from latency_models.transfer import metrics
+
+    lo, hi = latency_interval(np.array([1.0, 4.0]), np.array([0.8, 0.4]))
+    np.testing.assert_allclose(lo, [np.exp(-1.6), 4 * np.exp(-0.2)])
+    np.testing.assert_allclose(hi, [np.exp(1.6), 4 * np.exp(0.2)])
+    assert (lo > 0).all()
+    edge = np.exp(0.2)   # ms 1.0, std 0.1: the band is [e^-0.2, e^0.2]
+    y = np.array([edge * (1 - 1e-9), edge * (1 + 1e-9), 1 / edge * (1 + 1e-9),
+                  1 / edge * (1 - 1e-9)])
+    assert within_interval(np.ones(4), np.full(4, 0.1), y).tolist() == [True, False, True, False]
+    # 0.8 ms measured for a 1.0 +- 0.1 prediction: inside ms -+ 2 std, outside the log band
+    assert within_interval(1.0, 0.1, 0.8) == np.False_
+    y = np.append(y, 0.81)   # inside ms -+ 2 std, outside the log band (log 0.81 = -0.211)
+    assert metrics(np.ones(5), y, np.full(5, 0.1))["cov2"] == 0.4   # the old band: 0.6

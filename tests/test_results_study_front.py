@@ -10,6 +10,7 @@ one baseline would be on the front if baselines were members of it.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime
 
@@ -333,10 +334,17 @@ def test_spec_summary_and_finite():
 
 
 # -- the interval rules, on their own (exact values; ties and missing numbers) ------------------
-def test_latency_interval_is_k_sigmas_either_side():
-    assert latency_interval(10.0, 0.5) == [9.0, 11.0]  # INTERVAL_SIGMAS = 2
-    assert latency_interval(10.0, 0.5, k=1.0) == [9.5, 10.5]
-    assert latency_interval("4", "0.25") == [3.5, 4.5]  # numbers as the DB may hand them
+def test_latency_interval_is_k_sigmas_of_log_latency_either_side():
+    # std 0.5 at 10 ms: s = 0.05 of log latency; INTERVAL_SIGMAS = 2
+    assert latency_interval(10.0, 0.5) == pytest.approx([10 * math.exp(-0.1),
+                                                         10 * math.exp(0.1)], rel=1e-12)
+    assert latency_interval(10.0, 0.5, k=1.0) == pytest.approx([10 * math.exp(-0.05),
+                                                                10 * math.exp(0.05)], rel=1e-12)
+    lo, hi = latency_interval("4", "0.25")  # numbers as the DB may hand them
+    assert lo * hi == pytest.approx(16.0) and hi == pytest.approx(4 * math.exp(0.125))
+    # a wide prediction (a device calibrated from a few rows) stays above zero: ms -+ 2 std
+    # gave [-3, 5] here
+    assert latency_interval(1.0, 2.0) == pytest.approx([math.exp(-4), math.exp(4)])
     for ms, std in ((None, 0.5), (10.0, None), (float("nan"), 0.5), (10.0, float("inf"))):
         assert latency_interval(ms, std) is None
 
@@ -375,16 +383,19 @@ def test_advantage_within_interval_combines_both_stds():
     def base(ms, sd=None):
         return {"top1": 50.0, "latency_ms": ms, "latency_std_ms": sd}
 
-    # member sd 0.375, baseline sd 0.5: 2 * hypot = 1.25 ms (exact in binary)
-    assert advantage_within_interval(member(1.0, 0.375), base(2.25, 0.5)) is True  # gap 1.25
-    assert advantage_within_interval(member(1.0, 0.375), base(2.2500001, 0.5)) is False
-    assert advantage_within_interval(member(1.75, 0.375), base(2.25, 0.5)) is True  # gap 0.5
-    assert advantage_within_interval(member(1.0, 0.375), base(2.0, 0.5)) is True  # b's sd counts
+    # in log latency: inside when log(b / m) <= k * hypot(m_sd / m, b_sd / b)
+    # member 1.0 +- 0.375 (s 0.375), baseline 2.0 +- 0.5 (s 0.25): log 2 = 0.693 <= 2 x 0.451
+    assert advantage_within_interval(member(1.0, 0.375), base(2.0, 0.5)) is True
     assert advantage_within_interval(member(1.0, 0.375), base(2.0, 0.5), k=1.0) is False
-    # a baseline without a std is exact: the member's 2 sd alone (0.75 ms)
-    assert advantage_within_interval(member(1.0, 0.375), base(1.75)) is True
-    assert advantage_within_interval(member(1.0, 0.375), base(1.8125)) is False
-    assert advantage_within_interval(member(1.0, 0.375), base(1.8125, float("nan"))) is False
+    assert advantage_within_interval(member(1.0, 0.375), base(2.4, 0.6)) is True   # 0.875 <= 0.901
+    assert advantage_within_interval(member(1.0, 0.375), base(2.5, 0.625)) is False  # 0.916
+    assert advantage_within_interval(member(1.75, 0.375 * 1.75), base(2.5, 0.625)) is True
+    # a baseline without a std is exact: the member's own interval, up to 1.0 x e^0.75
+    edge = math.exp(0.75)
+    assert advantage_within_interval(member(1.0, 0.375), base(edge * (1 - 1e-9))) is True
+    assert advantage_within_interval(member(1.0, 0.375), base(edge * (1 + 1e-9))) is False
+    assert advantage_within_interval(member(1.0, 0.375),
+                                     base(edge * (1 + 1e-9), float("nan"))) is False
     # not dominating: False, even without the member's std
     assert advantage_within_interval(member(3.0, 0.375), base(2.0, 0.5)) is False
     assert advantage_within_interval(member(3.0, None), base(2.0)) is False
@@ -439,6 +450,11 @@ def db_iv(tmp_path_factory):
     return path, ids
 
 
+def _iv(ms: float, std: float):
+    """The +-2 sigma interval of log latency: ms e^(-+2 std / ms)."""
+    return pytest.approx([ms * math.exp(-2 * std / ms), ms * math.exp(2 * std / ms)], rel=1e-12)
+
+
 def test_intervals_of_points_and_baseline_markers(db_iv):
     path, ids = db_iv
     with ResultsStore(path, readonly=True) as store:
@@ -446,18 +462,18 @@ def test_intervals_of_points_and_baseline_markers(db_iv):
     front = {p["trial_key"]: p for p in v["front"]}
     assert [p["trial_key"] for p in v["front"]] == ["cand-A", "cand-C", "cand-B"]
     assert {k: (p["latency_std_ms"], p["latency_interval_ms"]) for k, p in front.items()} == {
-        "cand-A": (0.125, [0.75, 1.25]), "cand-C": (0.03125, [0.8125, 0.9375]),
+        "cand-A": (0.125, _iv(1.0, 0.125)), "cand-C": (0.03125, _iv(0.875, 0.03125)),
         "cand-B": (None, None)}
     behind = v["cand"].point(3)
-    assert behind["trial_key"] == "cand-D" and behind["latency_interval_ms"] == [1.5, 2.5]
+    assert behind["trial_key"] == "cand-D" and behind["latency_interval_ms"] == _iv(2.0, 0.25)
     by = {b["name"]: b for b in v["baselines"]}
     want = {  # name: trial, top1, source, latency, std, latency source, interval
         "XS": (ids["XS"], 55.0, "this study", 1.5, 0.125,
-               "trial (predicted on the study device)", [1.25, 1.75]),
+               "trial (predicted on the study device)", _iv(1.5, 0.125)),
         "S": (ids["S"], 58.0, "study o1 (same dataset and budget)", 1.3125, 0.125,
-              f"trial {ids['S']}", [1.0625, 1.5625]),
+              f"trial {ids['S']}", _iv(1.3125, 0.125)),
         "L1": (ids["L1"], 40.0, "study o2 (same dataset and budget)", 1.5, 0.5,
-               "prediction p7", [0.5, 2.5]),
+               "prediction p7", _iv(1.5, 0.5)),
         "mine": (ids["mine"], 48.0, "this study", 1.0625, None,
                  "trial (predicted on the study device)", None),
         "L3": (None, None, None, by["L3"]["published_latency_ms"], None, "published", None)}
@@ -467,10 +483,11 @@ def test_intervals_of_points_and_baseline_markers(db_iv):
 
 
 def test_interval_verdicts_between_front_and_baselines(db_iv):
-    """A dominates XS beyond the interval (gap 0.5 > 2 hypot(0.125, 0.125)), S and L1 only
-    inside it (S: gap 0.3125 <= 0.354, beyond A's 2 sd alone; L1: gap 0.5, inside only with
-    L1's prediction std 0.5), "mine" inside (gap 0.0625); C dominates "mine" beyond (gap 0.1875
-    > 2 * 0.03125); B (no std) dominates L1: no verdict for B, so none for L1."""
+    """In log latency, log(b / m) against 2 hypot(m_sd / m, b_sd / b): A dominates XS beyond
+    the interval (log 1.5 = 0.405 > 0.300), S and L1 only inside it (S: 0.272 <= 0.314, beyond
+    A's 2 sd alone, 0.25; L1: 0.405, inside only with L1's prediction std: 0.712), "mine" inside
+    (0.061 <= 0.25); C dominates "mine" beyond (0.194 > 0.071); B (no std) dominates L1: no
+    verdict for B, so none for L1."""
     path, _ = db_iv
     with ResultsStore(path, readonly=True) as store:
         v = study_front(store, "iv")
@@ -495,7 +512,7 @@ def test_another_device_takes_the_predictions_std(db_iv):
     (p,) = v["front"]  # the one searched architecture with a prediction there
     assert (p["trial_id"], p["top1"], p["latency_ms"], p["latency_std_ms"],
             p["latency_interval_ms"], p["epochs_reached"]) == (ids["A"], 60.0, 3.0, 0.25,
-                                                               [2.5, 3.5], 2)
+                                                               _iv(3.0, 0.25), 2)
 
 
 def test_an_empty_study(db_iv):
