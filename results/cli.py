@@ -156,7 +156,8 @@ def _pareto_footer(res: dict, fidelity: str, names: list[str]) -> list[str]:
         lines.append(f"baseline {b['baseline']}: {vals}; {dom}")
     if any(r.get("advantage_within_interval") for r in res["front"]):
         lines.append(f"advantage_within_interval: the member dominates these baselines only by "
-                     f"a latency gap inside +-{study_front.INTERVAL_SIGMAS:g} combined std (not resolved)")
+                     f"a latency ratio inside +-{study_front.INTERVAL_SIGMAS:g} combined sigma of "
+                     "log latency (not resolved)")
     return lines
 
 
