@@ -212,9 +212,9 @@ def _resolve_arch(ref: str, resolution: int | None = None):
         return spec.replace(resolution=resolution) if resolution else spec
     if ref.endswith(".json"):
         raise NotFoundError(f"{ref}: no such spec file")
-    name, said = timm_model_named(ref, "architecture", ARCH_FORMS)
-    if said:
-        print(f"warning: {said}", file=sys.stderr)
+    name, from_paper = timm_model_named(ref, "architecture", ARCH_FORMS)
+    if from_paper:
+        print(f"warning: architecture: {ref!r} read as the timm model {name!r}", file=sys.stderr)
     return name
 
 

@@ -92,22 +92,18 @@ def resolve_record(rec: Record, path: str, read_as: list[str] | None = None) -> 
         if rec.resolution:
             spec = spec.replace(resolution=rec.resolution)
         return replace(rec, spec=spec.canonical_json())
-    name, side = _named_model(ref), None
-    if name is None:
-        bare, side = split_resolution(ref, at)     # "EfficientFormer-L1 (512)"
-        if side is not None:
-            if rec.resolution and rec.resolution != side:
-                raise RecordError(f"{at}: {ref!r} says {side} px, column 'resolution' says "
-                                  f"{rec.resolution}: give one")
-            rec = replace(rec, resolution=side)
-            if bare.upper() in PRESETS:
-                spec = PRESETS[bare.upper()].replace(resolution=side)
-                _say(read_as, f"{at}: {ref!r} read as the preset {bare.upper()} at {side} px")
-                return replace(rec, spec=spec.canonical_json())
-            name = _named_model(bare)
-    timm_name = name or paper_timm_name(bare if side is not None else ref, at,
-                                        accepted_forms(), said=ref)
-    if timm_name != name or side is not None:
+    bare, side = (ref, None) if _named_model(ref) else split_resolution(ref, at)
+    if side is not None:                           # "EfficientFormer-L1 (512)"
+        if rec.resolution and rec.resolution != side:
+            raise RecordError(f"{at}: {ref!r} says {side} px, column 'resolution' says "
+                              f"{rec.resolution}: give one")
+        rec = replace(rec, resolution=side)
+        if bare.upper() in PRESETS:
+            spec = PRESETS[bare.upper()].replace(resolution=side)
+            _say(read_as, f"{at}: {ref!r} read as the preset {bare.upper()} at {side} px")
+            return replace(rec, spec=spec.canonical_json())
+    timm_name, from_paper = timm_model_named(bare, at, accepted_forms(), said=ref)
+    if from_paper or side is not None:
         at_side = f" at {side} px" if side is not None else ""
         _say(read_as, f"{at}: {ref!r} read as the timm model {timm_name!r}{at_side}")
     return replace(rec, timm_name=timm_name)
@@ -131,10 +127,15 @@ def _named_model(ref: str) -> str | None:
     return timm_name_for(ref) or (ref if is_timm_model(ref) else None)
 
 
-def paper_timm_name(ref: str, at: str, forms: str, said: str | None = None) -> str:
-    """The one timm model a paper's spelling ``ref`` can mean; UnknownModel naming ``said``
-    (default ``ref``) at ``at`` when it is none (with ``forms``, what is accepted there, and
-    the closest timm names) or several (naming them)."""
+def timm_model_named(ref: str, at: str, forms: str, said: str | None = None
+                     ) -> tuple[str, bool]:
+    """(the timm model ``ref`` names, whether it was read from a paper's spelling): a published
+    display name, a timm name, or the one timm model a paper's spelling can mean; UnknownModel
+    naming ``said`` (default ``ref``) at ``at`` when it is none (with ``forms``, what is
+    accepted there, and the closest timm names) or several (naming them)."""
+    exact = _named_model(ref)
+    if exact is not None:
+        return exact, False
     said = ref if said is None else said
     like = timm_names_like(ref)
     if len(like) > 1:
@@ -144,17 +145,7 @@ def paper_timm_name(ref: str, at: str, forms: str, said: str | None = None) -> s
         close = close_timm_names(ref)
         hint = f"; timm names like it: {', '.join(close)}" if close else ""
         raise UnknownModel(f"{at}: unknown model {said!r}: expected {forms}{hint}")
-    return like[0]
-
-
-def timm_model_named(ref: str, at: str, forms: str) -> tuple[str, str | None]:
-    """(the timm model ``ref`` names, the line to say when it was read from a paper's
-    spelling, else None): a published display name, a timm name or a paper's spelling."""
-    exact = _named_model(ref)
-    if exact is not None:
-        return exact, None
-    name = paper_timm_name(ref, at, forms)
-    return name, f"{at}: {ref!r} read as the timm model {name!r}"
+    return like[0], True
 
 
 def _blank(v) -> bool:
