@@ -179,8 +179,8 @@ def scale(req: ScaleRequest, *, db: str, latency_device: str,
     rel_std = getattr(predictor, "rel_std", None)
     if rel_std is not None and rel_std > req.tolerance:
         log(f"note: +-{req.tolerance:.0%} is relative to the predictor; its own error on "
-            f"{predictor.device} is ~{rel_std:.0%} (leave-one-out), measure before trusting "
-            "the ordering of close members")
+            f"{predictor.device} is ~{rel_std:.0%} (relative RMS, leave-one-out), measure "
+            "before trusting the ordering of close members")
     rows = family_comparison(members, predictor)
     log("\nagainst SwiftFormer at equal predicted latency (member = nearest in latency; "
         "family@lat = log-log interpolation)")
