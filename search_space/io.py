@@ -153,7 +153,8 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 # ---------------------------------------------------------------------------------------------
 # output locations, checked before any work (nothing is created by a check)
 # ---------------------------------------------------------------------------------------------
-def _nearest_existing(p: Path) -> Path:
+def nearest_existing(p: Path) -> Path:
+    """``p`` or its nearest existing ancestor (where a path to be created would be made)."""
     while not os.path.lexists(p) and p != p.parent:
         p = p.parent
     return p
@@ -165,7 +166,7 @@ def check_writable_dir(path: str | os.PathLike, what: str, *, shown: str | None 
     ``shown`` (default ``path``) otherwise; nothing is left behind."""
     p = Path(os.path.abspath(path))
     path = path if shown is None else shown
-    near = _nearest_existing(p)
+    near = nearest_existing(p)
     if os.path.islink(near) and not near.exists():
         raise UsageError(f"{what} {path}: {near} is a broken symbolic link or a symlink loop")
     if not near.is_dir():

@@ -20,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from pathlib import Path
 
 from search_space.errors import UsageError
+from search_space.io import nearest_existing
 
 from .data import ProxyData, prepare_data
 from .fidelity import Fidelity
@@ -43,9 +45,7 @@ def cache_root_problem() -> str | None:
     root = cache_root()
     if root is None:
         return None
-    p = root
-    while not os.path.lexists(p) and os.path.dirname(p) != p:
-        p = os.path.dirname(p)       # the nearest existing ancestor: the cache is made under it
+    p = str(nearest_existing(Path(root)))   # the cache is made under it
     if not os.path.isdir(p):
         where = "" if p == root else f" ({p} is not a directory)"
         return f"${CACHE_ENV} {root}: not a directory{where}; it names a node's data cache " \
