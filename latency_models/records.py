@@ -60,13 +60,12 @@ _NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?|na
 
 # An input side as papers print it: 512, "512 px", "512x512", "512 × 512", "512²" (square only).
 # ("224.0": a JSON writer's float.)
-_SIDE = re.compile(r"^\s*(\d+)(?:\.0*)?\s*(?:px)?\s*(?:(?:[x×*]\s*(\d+)(?:\.0*)?\s*(?:px)?)|²)?"
-                   r"\s*$", re.IGNORECASE)
+_SIDE_TEXT = r"\d{2,4}(?:\.0*)?\s*(?:px)?(?:\s*[x×*]\s*\d{2,4}(?:\.0*)?\s*(?:px)?|²)?"
+_SIDE = re.compile(rf"\s*{_SIDE_TEXT}\s*", re.IGNORECASE)
 RESOLUTION_RANGE = (16, 4096)
 # The same at the end of a model name: "EfficientFormer-L1 (512)", "... (backbone @512)",
 # "... @ 512 px", "... 512x512", "... 512px", "... 512²" (a bare trailing number is not one:
 # "RegNetY-600", "ResNet-50").
-_SIDE_TEXT = r"\d{2,4}(?:\.0*)?\s*(?:px)?(?:\s*[x×*]\s*\d{2,4}(?:\.0*)?\s*(?:px)?|²)?"
 _NAME_SIDE = re.compile(
     rf"(?:\((?:[^()]*?[\s@])?\s*(?P<paren>{_SIDE_TEXT})\s*\)|@\s*(?P<at>{_SIDE_TEXT})"
     r"|(?:^|[\s_-])(?P<bare>\d{2,4}\s*px|\d{2,4}\s*[x×]\s*\d{2,4}(?:\s*px)?|\d{2,4}²))\s*$",
@@ -157,16 +156,12 @@ def parse_latency(raw: str, where: str, decimal_comma: bool = False) -> float:
 
 def parse_resolution(raw: str, where: str) -> int:
     """The input side in pixels from '512', '512 px', '512x512', '512 × 512' or '512²'."""
-    m = _SIDE.match(raw)
     lo, hi = RESOLUTION_RANGE
-    allowed = (f"allowed one side in pixels, {lo}..{hi} (e.g. 512, '512 px' or '512x512'; the "
-               "models here take square inputs)")
-    if m is None or (m.group(2) is not None and m.group(1) != m.group(2)):
-        raise RecordError(f"{where}: {raw!r}: {allowed}")
-    side = int(m.group(1))
-    if not lo <= side <= hi:
-        raise RecordError(f"{where}: {raw!r}: {allowed}")
-    return side
+    sides = {int(float(n)) for n in re.findall(r"\d+(?:\.0*)?", raw)}   # "224.0 x 224.0": {224}
+    if not _SIDE.fullmatch(raw) or len(sides) != 1 or not lo <= min(sides) <= hi:
+        raise RecordError(f"{where}: {raw!r}: allowed one side in pixels, {lo}..{hi} (e.g. 512, "
+                          "'512 px' or '512x512'; the models here take square inputs)")
+    return sides.pop()
 
 
 def split_resolution(name: str, where: str) -> tuple[str, int | None]:
